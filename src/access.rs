@@ -1,0 +1,263 @@
+//! The one place where permissions are computed (DESIGN.md §3).
+//!
+//! A request's bearer token becomes a [`Caller`] once; every read path then asks the caller
+//! for the filter clause to AND into its query, and every write asks it for a decision.
+//! Nothing outside this module looks at roles to decide what someone may see.
+
+use sha2::{Digest, Sha256};
+
+use crate::db::users::{self, UserRecord};
+use crate::db::{Db, DbError, Sql, now_ms};
+use crate::domain::{Channel, CodiceFiscale, OfficeCode, Procedure, Role, UserId, Visibility};
+
+/// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
+const TOKEN_PREFIX: &str = "fsc_";
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    user: UserRecord,
+}
+
+/// Why a request could not be authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// A token that is unknown, revoked or expired.
+    #[error("invalid or expired token")]
+    Invalid,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// A write the caller may not make, on an object they may see. The message is for the caller.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub &'static str);
+
+/// The facts about a dossier that write decisions depend on.
+#[derive(Clone, Debug)]
+pub struct DossierFacts<'a> {
+    /// The office handling it.
+    pub office: &'a str,
+    /// Its applicant.
+    pub applicant_cf: &'a str,
+}
+
+/// A freshly generated token: the secret (shown once) and the hash that is stored.
+pub struct NewToken {
+    /// The bearer secret.
+    pub secret: String,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+}
+
+/// Generates a random token secret.
+pub fn generate_token() -> NewToken {
+    let mut bytes = [0u8; 32];
+    // The OS random source failing is not something a server can recover from sensibly.
+    #[expect(clippy::expect_used, reason = "no entropy means no safe tokens at all")]
+    getrandom::fill(&mut bytes).expect("operating-system random source");
+    let secret = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
+    let hash = hash_token(&secret);
+    NewToken { secret, hash }
+}
+
+/// The stored form of a token secret.
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Creates a token for `user` and returns its secret.
+pub async fn issue_token(
+    db: &Db,
+    user: UserId,
+    label: &str,
+    expires_at: Option<i64>,
+) -> Result<String, DbError> {
+    let token = generate_token();
+    users::insert_token(db, user, &token.hash, label, expires_at).await?;
+    Ok(token.secret)
+}
+
+/// Turns an `Authorization` header value into a caller.
+pub async fn authenticate(db: &Db, authorization: Option<&str>) -> Result<Caller, AuthError> {
+    let header = authorization.ok_or(AuthError::Missing)?;
+    let (scheme, secret) = header.split_once(' ').ok_or(AuthError::Invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Missing);
+    }
+    let secret = secret.trim();
+    // Reject obviously malformed secrets before touching the database.
+    if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 200 {
+        return Err(AuthError::Invalid);
+    }
+    let user = users::user_by_token_hash(db, &hash_token(secret))
+        .await?
+        .ok_or(AuthError::Invalid)?;
+    Ok(Caller { user })
+}
+
+impl Caller {
+    /// Wraps a user record; only for callers authenticated by other means (the CLI).
+    pub fn from_user(user: UserRecord) -> Self {
+        Self { user }
+    }
+
+    /// The user's id.
+    pub fn id(&self) -> UserId {
+        self.user.id
+    }
+
+    /// The user's role.
+    pub fn role(&self) -> Role {
+        self.user.role
+    }
+
+    /// The user's display name.
+    pub fn name(&self) -> &str {
+        &self.user.name
+    }
+
+    /// The user's municipality.
+    pub fn tenant(&self) -> &str {
+        &self.user.tenant
+    }
+
+    /// The user's codice fiscale, if any.
+    pub fn codice_fiscale(&self) -> Option<&CodiceFiscale> {
+        self.user.codice_fiscale.as_ref()
+    }
+
+    /// The user's offices (staff).
+    pub fn offices(&self) -> &[OfficeCode] {
+        &self.user.offices
+    }
+
+    /// Appends `(…)`: the dossiers (table alias `d`) this caller may see.
+    /// Delegations are read at query time, so a revocation applies to the next request.
+    pub fn push_dossier_filter(&self, sql: &mut Sql) {
+        sql.push("(d.tenant = ")
+            .bind(self.user.tenant.clone())
+            .push(" and ");
+        match (self.user.role, &self.user.codice_fiscale) {
+            (Role::Auditor, _) => {
+                sql.push("1 = 1");
+            }
+            (Role::Staff, _) if !self.user.offices.is_empty() => {
+                sql.push("d.office_code in (");
+                for (i, office) in self.user.offices.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind(office.as_str().to_owned());
+                }
+                sql.push(")");
+            }
+            (Role::Citizen, Some(cf)) => {
+                sql.push("d.applicant_cf = ").bind(cf.as_str().to_owned());
+            }
+            (Role::Professional, Some(cf)) => {
+                sql.push("(d.applicant_cf = ")
+                    .bind(cf.as_str().to_owned())
+                    .push(
+                        " or exists (select 1 from delegation g where g.dossier_id = d.id \
+                         and g.professional_cf = ",
+                    )
+                    .bind(cf.as_str().to_owned())
+                    .push(
+                        " and g.revoked_at is null and (g.valid_until is null or g.valid_until > ",
+                    )
+                    .bind(now_ms())
+                    .push(")))");
+            }
+            // Admins, staff without offices, and citizens without a code see no dossier.
+            _ => {
+                sql.push("1 = 0");
+            }
+        }
+        sql.push(")");
+    }
+
+    /// Appends `(…)`: the documents (table alias `doc`) this caller may see inside dossiers
+    /// they may see. Applicants and their professionals see public documents only.
+    pub fn push_document_filter(&self, sql: &mut Sql) {
+        match self.user.role {
+            Role::Citizen | Role::Professional => {
+                sql.push("(doc.visibility = ")
+                    .bind(Visibility::Public.as_str().to_owned())
+                    .push(")");
+            }
+            Role::Staff | Role::Auditor => {
+                sql.push("(1 = 1)");
+            }
+            Role::Admin => {
+                sql.push("(1 = 0)");
+            }
+        }
+    }
+
+    /// May this caller open a dossier of `procedure` for `applicant`? Returns the channel it
+    /// arrives by: online for applicants filing themselves, desk for staff filing from paper.
+    pub fn may_open_dossier(
+        &self,
+        procedure: &Procedure,
+        applicant: &CodiceFiscale,
+    ) -> Result<Channel, Denied> {
+        match self.user.role {
+            Role::Citizen | Role::Professional => {
+                if self.user.codice_fiscale.as_ref() == Some(applicant) {
+                    Ok(Channel::Online)
+                } else {
+                    Err(Denied(
+                        "you can open dossiers only with yourself as the applicant",
+                    ))
+                }
+            }
+            Role::Staff => {
+                if self.user.offices.contains(&procedure.office) {
+                    Ok(Channel::Desk)
+                } else {
+                    Err(Denied(
+                        "this procedure belongs to an office you are not part of",
+                    ))
+                }
+            }
+            Role::Auditor | Role::Admin => Err(Denied("your role cannot open dossiers")),
+        }
+    }
+
+    /// May this caller add documents (or versions) to a dossier they can see, with the
+    /// requested visibility?
+    pub fn may_add_document(
+        &self,
+        dossier: &DossierFacts<'_>,
+        visibility: Visibility,
+    ) -> Result<(), Denied> {
+        match self.user.role {
+            Role::Citizen | Role::Professional => {
+                if visibility == Visibility::Internal {
+                    Err(Denied("only office staff can add internal documents"))
+                } else {
+                    Ok(())
+                }
+            }
+            Role::Staff
+                if self
+                    .user
+                    .offices
+                    .iter()
+                    .any(|o| o.as_str() == dossier.office) =>
+            {
+                Ok(())
+            }
+            Role::Staff => Err(Denied(
+                "this dossier belongs to an office you are not part of",
+            )),
+            Role::Auditor | Role::Admin => Err(Denied("your role cannot add documents")),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Builds the running application from a [`Config`]: database, blob store, catalogue and
+//! router. The CLI and the tests both start it; tests bind port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::blobs::BlobStore;
+use crate::config::Config;
+use crate::db::Db;
+use crate::domain::Catalogue;
+use crate::http;
+
+/// The shared services every request and command works with.
+#[derive(Clone, Debug)]
+pub struct Services {
+    /// The configuration in effect.
+    pub config: Arc<Config>,
+    /// Metadata.
+    pub db: Db,
+    /// Document bytes.
+    pub blobs: BlobStore,
+    /// Offices and procedures.
+    pub catalogue: Arc<Catalogue>,
+}
+
+impl Services {
+    /// Opens the database (applying migrations), the blob store and the catalogue.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let db = Db::open(&config.database_url())
+            .await
+            .context("opening the database")?;
+        let blobs = BlobStore::open(config.blob_url.as_deref(), &config.data_dir)
+            .context("opening the blob store")?;
+        let catalogue = Catalogue::built_in().context("loading the procedure catalogue")?;
+        db.sync_catalogue(&config.tenant, &catalogue)
+            .await
+            .context("writing the catalogue")?;
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            blobs,
+            catalogue: Arc::new(catalogue),
+        })
+    }
+}
+
+/// A server bound to its listener, ready to run.
+pub struct App {
+    services: Services,
+    listener: TcpListener,
+}
+
+impl App {
+    /// Opens the services and binds the configured address.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listen = config.listen;
+        let services = Services::open(config).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        Ok(Self { services, listener })
+    }
+
+    /// The address actually bound (the real port when configured with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The services, for tests and tools that run beside the server.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        // Spool files older than an hour belong to uploads that died with a previous process.
+        if let Err(e) = self.services.blobs.clean_spool(3_600_000).await {
+            tracing::warn!(error = %e, "could not clean the spool directory");
+        }
+        let router = http::router(self.services);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

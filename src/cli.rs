@@ -1,0 +1,128 @@
+//! The command line: `serve`, `user add`, `verify`, `gc`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::app::{App, Services, shutdown_signal};
+use crate::config::Config;
+use crate::domain::Role;
+
+/// fascicolo: dossiers and documents of a municipality's one-stop desk.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// Fill an empty data dir with sample dossiers and print tokens to try the API.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Re-hash every referenced blob; exit non-zero if any is missing or corrupt.
+    Verify,
+    /// Delete blobs no document references, older than a grace period.
+    Gc {
+        /// Keep unreferenced blobs younger than this many hours (uploads in flight).
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user and print `{"id","token"}`; the token is shown only this once.
+    Add {
+        /// citizen, professional, staff, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Codice fiscale (required for citizens and professionals).
+        #[arg(long)]
+        cf: Option<String>,
+        /// Office code (staff; repeat for several).
+        #[arg(long = "office")]
+        offices: Vec<String>,
+    },
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(cli))
+}
+
+async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { demo } => {
+            let app = App::build(cli.config).await?;
+            if demo {
+                crate::demo::seed(app.services(), app.local_addr()?).await?;
+            }
+            tracing::info!(address = %app.local_addr()?, "fascicolo listening");
+            app.run_until(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    role,
+                    name,
+                    cf,
+                    offices,
+                },
+        } => {
+            let role: Role = role.parse()?;
+            let services = Services::open(cli.config).await?;
+            let created =
+                crate::users::add_user(&services, role, &name, cf.as_deref(), &offices).await?;
+            println!("{}", serde_json::to_string(&created)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify => {
+            let services = Services::open(cli.config).await?;
+            let report = crate::maintenance::verify(&services).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Gc { grace_hours } => {
+            let services = Services::open(cli.config).await?;
+            let report =
+                crate::maintenance::gc(&services, i64::from(grace_hours) * 3_600_000).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Documents and their versions, with permission-filtered reads.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::dossiers::{log_change, rfc3339};
+use super::{Backend, Db, DbError, Sql, now_ms, parse_stored};
+use crate::access::Caller;
+use crate::blobs::{BlobError, BlobStore, StoredBlob};
+use crate::domain::{ContentHash, DocumentId, DocumentKind, DossierId, UserId, Visibility};
+
+/// A document with its newest version.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct DocumentRecord {
+    /// Its id.
+    #[schema(value_type = String)]
+    pub id: DocumentId,
+    /// The dossier it belongs to.
+    #[schema(value_type = String)]
+    pub dossier_id: DossierId,
+    /// Title.
+    pub title: String,
+    /// Its role in the dossier.
+    pub kind: DocumentKind,
+    /// Who may read it.
+    pub visibility: Visibility,
+    /// Number of the newest version.
+    pub version: i32,
+    /// SHA-256 of the newest version's bytes (hex).
+    pub sha256: String,
+    /// Size of the newest version in bytes.
+    pub size: i64,
+    /// Media type sniffed from the newest version's bytes.
+    pub media_type: String,
+    /// File name of the newest version as uploaded (sanitised).
+    pub filename: String,
+    /// When the document was first added (RFC 3339).
+    pub created_at: String,
+    /// When its newest version was added (RFC 3339).
+    pub updated_at: String,
+    /// The office handling the dossier (for write decisions; not sent).
+    #[serde(skip)]
+    pub office: String,
+}
+
+/// One version of a document.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionRecord {
+    /// Version number, from 1.
+    pub version: i32,
+    /// SHA-256 of its bytes (hex).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Sniffed media type.
+    pub media_type: String,
+    /// File name as uploaded (sanitised).
+    pub filename: String,
+    /// When it was added (RFC 3339).
+    pub created_at: String,
+}
+
+const DOCUMENT_COLUMNS: &str = "doc.id, doc.dossier_id, doc.title, doc.kind, doc.visibility, \
+    doc.current_version, doc.created_at, doc.updated_at, d.office_code, \
+    v.sha256, v.size, v.media_type, v.filename";
+
+fn document_from_row(row: &AnyRow) -> Result<DocumentRecord, DbError> {
+    let id: String = row.try_get("id")?;
+    let dossier: String = row.try_get("dossier_id")?;
+    Ok(DocumentRecord {
+        id: DocumentId::parse(&id)
+            .ok_or_else(|| DbError::Corrupt(format!("document id {id:?}")))?,
+        dossier_id: DossierId::parse(&dossier)
+            .ok_or_else(|| DbError::Corrupt(format!("dossier id {dossier:?}")))?,
+        title: row.try_get("title")?,
+        kind: parse_stored(&row.try_get::<String, _>("kind")?, "kind")?,
+        visibility: parse_stored(&row.try_get::<String, _>("visibility")?, "visibility")?,
+        version: row.try_get("current_version")?,
+        sha256: row.try_get("sha256")?,
+        size: row.try_get("size")?,
+        media_type: row.try_get("media_type")?,
+        filename: row.try_get("filename")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+        office: row.try_get("office_code")?,
+    })
+}
+
+fn version_from_row(row: &AnyRow) -> Result<VersionRecord, DbError> {
+    Ok(VersionRecord {
+        version: row.try_get("version")?,
+        sha256: row.try_get("sha256")?,
+        size: row.try_get("size")?,
+        media_type: row.try_get("media_type")?,
+        filename: row.try_get("filename")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+    })
+}
+
+/// The bytes of a new version, already in the blob store.
+pub struct NewContent<'a> {
+    /// The stored blob.
+    pub blob: StoredBlob,
+    /// Its sniffed media type.
+    pub media_type: &'a str,
+    /// Its sanitised file name.
+    pub filename: &'a str,
+    /// Who uploaded it.
+    pub created_by: UserId,
+    /// The store holding it, to re-check a deduplicated blob under the lock.
+    pub blobs: &'a BlobStore,
+}
+
+/// A new document; permission was checked by the caller.
+pub struct NewDocument<'a> {
+    /// The municipality (for the change log).
+    pub tenant: &'a str,
+    /// The dossier it joins.
+    pub dossier: DossierId,
+    /// Title.
+    pub title: &'a str,
+    /// Kind.
+    pub kind: DocumentKind,
+    /// Visibility.
+    pub visibility: Visibility,
+    /// Its first version.
+    pub content: NewContent<'a>,
+}
+
+/// Serialises a transaction that references a blob with garbage collection of that blob.
+/// SQLite write transactions are already serial; PostgreSQL takes an advisory lock keyed
+/// by the hash. While the lock is held, the blob cannot be collected.
+pub async fn lock_blob(
+    db: &Db,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    hash: &ContentHash,
+) -> Result<(), DbError> {
+    if db.backend() == Backend::Postgres {
+        let hex = hash.to_hex();
+        let key = i64::from_str_radix(&hex[..15], 16).unwrap_or_default();
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inside the locked transaction, checks that a blob found already stored (deduplicated)
+/// is still there: garbage collection may have removed it between the upload's check and
+/// this transaction.
+async fn ensure_blob_still_stored(
+    db: &Db,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    content: &NewContent<'_>,
+) -> Result<(), DbError> {
+    lock_blob(db, tx, &content.blob.hash).await?;
+    if content.blob.deduplicated {
+        match content.blobs.size(&content.blob.hash).await {
+            Ok(_) => {}
+            Err(BlobError::Missing(_)) => return Err(DbError::BlobVanished),
+            Err(e) => return Err(DbError::Corrupt(format!("blob store: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+async fn insert_blob_and_version(
+    db: &Db,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    document: DocumentId,
+    version: i32,
+    content: &NewContent<'_>,
+    now: i64,
+) -> Result<(), DbError> {
+    ensure_blob_still_stored(db, tx, content).await?;
+    sqlx::query(
+        "insert into blob (sha256, size, media_type, created_at) values ($1, $2, $3, $4) \
+         on conflict (sha256) do nothing",
+    )
+    .bind(content.blob.hash.to_hex())
+    .bind(content.blob.size as i64)
+    .bind(content.media_type)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "insert into document_version (document_id, version, sha256, size, media_type, filename, \
+         created_by, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(document.to_string())
+    .bind(version)
+    .bind(content.blob.hash.to_hex())
+    .bind(content.blob.size as i64)
+    .bind(content.media_type)
+    .bind(content.filename)
+    .bind(content.created_by.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds a document with its first version, and logs the change, in one transaction.
+pub async fn create(db: &Db, new: NewDocument<'_>) -> Result<DocumentId, DbError> {
+    let id = DocumentId::new();
+    let now = now_ms();
+    let mut tx = db.begin_write().await?;
+    sqlx::query(
+        "insert into document (id, dossier_id, title, kind, visibility, current_version, \
+         created_by, created_at, updated_at) values ($1, $2, $3, $4, $5, 1, $6, $7, $8)",
+    )
+    .bind(id.to_string())
+    .bind(new.dossier.to_string())
+    .bind(new.title)
+    .bind(new.kind.as_str())
+    .bind(new.visibility.as_str())
+    .bind(new.content.created_by.to_string())
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    insert_blob_and_version(db, &mut tx, id, 1, &new.content, now).await?;
+    log_change(&mut tx, new.tenant, "document", &id.to_string(), "create").await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Adds a new version to a document and returns its number.
+pub async fn add_version(
+    db: &Db,
+    tenant: &str,
+    document: DocumentId,
+    content: NewContent<'_>,
+) -> Result<i32, DbError> {
+    let now = now_ms();
+    let mut tx = db.begin_write().await?;
+    let version: i32 = sqlx::query_scalar(
+        "update document set current_version = current_version + 1, updated_at = $1 \
+         where id = $2 returning current_version",
+    )
+    .bind(now)
+    .bind(document.to_string())
+    .fetch_one(&mut *tx)
+    .await?;
+    insert_blob_and_version(db, &mut tx, document, version, &content, now).await?;
+    log_change(
+        &mut tx,
+        tenant,
+        "document",
+        &document.to_string(),
+        "version",
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+fn select_documents(caller: &Caller) -> Sql {
+    let mut sql = Sql::new(&format!(
+        "select {DOCUMENT_COLUMNS} from document doc \
+         join dossier d on d.id = doc.dossier_id \
+         join document_version v on v.document_id = doc.id and v.version = doc.current_version \
+         where "
+    ));
+    caller.push_dossier_filter(&mut sql);
+    sql.push(" and ");
+    caller.push_document_filter(&mut sql);
+    sql
+}
+
+/// The document, if it exists and the caller may see it.
+pub async fn get(
+    db: &Db,
+    caller: &Caller,
+    id: DocumentId,
+) -> Result<Option<DocumentRecord>, DbError> {
+    let mut sql = select_documents(caller);
+    sql.push(" and doc.id = ").bind(id.to_string());
+    let row = sql.query().fetch_optional(db.pool()).await?;
+    row.as_ref().map(document_from_row).transpose()
+}
+
+/// The documents of a dossier that the caller may see, oldest first.
+pub async fn list_for_dossier(
+    db: &Db,
+    caller: &Caller,
+    dossier: DossierId,
+) -> Result<Vec<DocumentRecord>, DbError> {
+    let mut sql = select_documents(caller);
+    sql.push(" and doc.dossier_id = ")
+        .bind(dossier.to_string())
+        .push(" order by doc.id");
+    let rows = sql.query().fetch_all(db.pool()).await?;
+    rows.iter().map(document_from_row).collect()
+}
+
+/// Every version of a document the caller may see, oldest first; `None` if they may not.
+pub async fn versions(
+    db: &Db,
+    caller: &Caller,
+    id: DocumentId,
+) -> Result<Option<Vec<VersionRecord>>, DbError> {
+    if get(db, caller, id).await?.is_none() {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "select version, sha256, size, media_type, filename, created_at from document_version \
+         where document_id = $1 order by version",
+    )
+    .bind(id.to_string())
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(version_from_row)
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+/// One version of a document the caller may see.
+pub async fn version(
+    db: &Db,
+    caller: &Caller,
+    id: DocumentId,
+    number: i32,
+) -> Result<Option<VersionRecord>, DbError> {
+    if get(db, caller, id).await?.is_none() {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "select version, sha256, size, media_type, filename, created_at from document_version \
+         where document_id = $1 and version = $2",
+    )
+    .bind(id.to_string())
+    .bind(number)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref().map(version_from_row).transpose()
+}
+
+/// Every blob hash referenced by a document version.
+pub async fn referenced_hashes(db: &Db) -> Result<Vec<String>, DbError> {
+    Ok(
+        sqlx::query_scalar("select distinct sha256 from document_version order by sha256")
+            .fetch_all(db.pool())
+            .await?,
+    )
+}
+
+/// True when some document version references the blob.
+pub async fn is_referenced(db: &Db, sha256: &str) -> Result<bool, DbError> {
+    let found: Option<i64> =
+        sqlx::query_scalar("select 1 from document_version where sha256 = $1 limit 1")
+            .bind(sha256)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(found.is_some())
+}
+
+/// Forgets a blob row that no version references (garbage collection).
+pub async fn forget_unreferenced_blob(db: &Db, sha256: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "delete from blob where sha256 = $1 and not exists \
+         (select 1 from document_version where sha256 = $1)",
+    )
+    .bind(sha256)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The metadata database, through sqlx's `Any` driver so one set of queries serves SQLite
+//! and PostgreSQL alike. Queries use `$N` placeholders, which both dialects accept.
+
+pub mod documents;
+pub mod dossiers;
+pub mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyArguments, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Arguments, AssertSqlSafe, Encode, Transaction, Type};
+
+use crate::domain::Catalogue;
+
+/// A database error, kept opaque to callers above the query layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The driver failed.
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value is not what the schema allows.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// A deduplicated blob was garbage-collected before the row referencing it committed;
+    /// the upload must store its bytes again.
+    #[error("blob vanished before commit")]
+    BlobVanished,
+    /// The database URL names a backend this build does not speak.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+}
+
+impl DbError {
+    /// True when the error is a violated unique constraint.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, DbError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+/// Which SQL dialect sits behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// The connection pool and its dialect.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Db {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`) and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(DbError::UnsupportedUrl(url.to_owned()));
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let pool = match backend {
+            Backend::Sqlite => {
+                options
+                    // SQLite writes one at a time; a few readers beside the writer are plenty.
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside a writer; FULL sync makes a commit
+                            // durable before it is acknowledged; foreign keys are off by default.
+                            sqlx::raw_sql(
+                                "pragma journal_mode = wal; pragma synchronous = full; \
+                                 pragma foreign_keys = on; pragma busy_timeout = 10000;",
+                            )
+                            .execute(conn)
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Backend::Postgres => options.max_connections(16).connect(url).await?,
+        };
+        let db = Self { pool, backend };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&db.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&db.pool).await?,
+        }
+        Ok(db)
+    }
+
+    /// The pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The dialect behind the pool.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of one failing
+    /// when it upgrades a read lock.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, DbError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("begin immediate").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Writes the catalogue's offices and procedures for `tenant`, updating names and
+    /// deadlines of existing ones. Codes are never deleted: old dossiers reference them.
+    pub async fn sync_catalogue(&self, tenant: &str, catalogue: &Catalogue) -> Result<(), DbError> {
+        let mut tx = self.begin_write().await?;
+        for office in catalogue.offices() {
+            sqlx::query(
+                "insert into office (tenant, code, name) values ($1, $2, $3) \
+                 on conflict (tenant, code) do update set name = excluded.name",
+            )
+            .bind(tenant)
+            .bind(office.code.as_str())
+            .bind(&office.name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for p in catalogue.procedures() {
+            sqlx::query(
+                "insert into procedure_kind (tenant, code, name, office_code, deadline_days) \
+                 values ($1, $2, $3, $4, $5) on conflict (tenant, code) do update set \
+                 name = excluded.name, office_code = excluded.office_code, \
+                 deadline_days = excluded.deadline_days",
+            )
+            .bind(tenant)
+            .bind(p.code.as_str())
+            .bind(&p.name)
+            .bind(p.office.as_str())
+            .bind(p.deadline_days as i32)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Builds a query whose shape depends on the request (filters, permissions), numbering
+/// placeholders as it goes. Values are always bound, never spliced into the text.
+#[derive(Default)]
+pub struct Sql {
+    text: String,
+    args: AnyArguments,
+    count: usize,
+}
+
+impl Sql {
+    /// Starts a query with a fixed prefix.
+    pub fn new(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Appends literal SQL.
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: for<'q> Encode<'q, Any> + Type<Any> + 'static,
+    {
+        self.count += 1;
+        self.text.push('$');
+        self.text.push_str(&self.count.to_string());
+        // Encoding into the Any buffer only fails for types Any cannot carry, which the
+        // bound above rules out; keep the error anyway rather than panic.
+        if let Err(e) = self.args.add(value) {
+            tracing::error!(error = %e, "value could not be bound");
+        }
+        self
+    }
+
+    /// The finished query.
+    pub fn query(self) -> sqlx::query::Query<'static, Any, AnyArguments> {
+        sqlx::query_with(AssertSqlSafe(self.text), self.args)
+    }
+
+    /// The finished query, mapped to a row type.
+    pub fn query_as<T>(self) -> sqlx::query::QueryAs<'static, Any, T, AnyArguments>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        sqlx::query_as_with(AssertSqlSafe(self.text), self.args)
+    }
+
+    /// The finished query, for a single column.
+    pub fn query_scalar<T>(self) -> sqlx::query::QueryScalar<'static, Any, T, AnyArguments>
+    where
+        (T,): for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        sqlx::query_scalar_with(AssertSqlSafe(self.text), self.args)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Parses a stored enum name, reporting a corrupt row instead of panicking.
+pub fn parse_stored<T: FromStr>(text: &str, column: &str) -> Result<T, DbError> {
+    text.parse()
+        .map_err(|_| DbError::Corrupt(format!("{column} = {text:?}")))
+}

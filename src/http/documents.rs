@@ -1,0 +1,533 @@
+//! `/v1/documents` and uploads into dossiers: streamed, hashed, deduplicated.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::extract::{DocumentPath, DossierPath, VersionPath};
+use crate::access::{Caller, DossierFacts};
+use crate::app::Services;
+use crate::blobs::{Spooled, StoredBlob, VERIFY_BEFORE_SEND_LIMIT};
+use crate::db::DbError;
+use crate::db::documents::{self, DocumentRecord, NewContent, NewDocument, VersionRecord};
+use crate::db::dossiers;
+use crate::domain::{
+    ContentHash, DocumentKind, Role, Visibility, clean_text, sanitize_filename, sniff_media_type,
+};
+
+/// Room for the multipart framing and text fields beside the file itself.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+/// Largest text field of an upload form.
+const MAX_TEXT_FIELD: usize = 4096;
+
+/// Routes of this resource (uploads into a dossier are routed by `dossiers`).
+pub fn router() -> Router<Services> {
+    Router::new()
+        .route("/documents/{id}", get(get_document))
+        .route("/documents/{id}/content", get(get_content))
+        .route(
+            "/documents/{id}/versions",
+            get(list_versions).post(add_version),
+        )
+        .route(
+            "/documents/{id}/versions/{n}/content",
+            get(get_version_content),
+        )
+}
+
+/// The body limit for upload routes, from the configured file limit.
+pub fn upload_body_limit(max_upload_bytes: u64) -> usize {
+    usize::try_from(max_upload_bytes.saturating_add(MULTIPART_OVERHEAD)).unwrap_or(usize::MAX)
+}
+
+/// The fields of an upload form.
+#[derive(Default)]
+struct UploadForm {
+    file: Option<(Spooled, String)>,
+    title: Option<String>,
+    kind: Option<String>,
+    visibility: Option<String>,
+}
+
+/// Reads a multipart upload, spooling `file` to disk as it arrives.
+async fn read_upload(
+    services: &Services,
+    headers: &HeaderMap,
+    mut multipart: Multipart,
+) -> Result<UploadForm, ApiError> {
+    let limit = services.config.max_upload_bytes;
+    // Refuse at once what announces itself as too large, before reading a byte.
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && length > limit.saturating_add(MULTIPART_OVERHEAD)
+    {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let mut form = UploadForm::default();
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "file" => {
+                if form.file.is_some() {
+                    return Err(ApiError::bad_request(
+                        "invalid_upload",
+                        "only one file per upload",
+                    ));
+                }
+                let filename = sanitize_filename(field.file_name().unwrap_or_default());
+                let mut spool = services.blobs.spool(limit).await?;
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    spool.write(&chunk).await?;
+                }
+                form.file = Some((spool.finish().await?, filename));
+            }
+            "title" | "kind" | "visibility" => {
+                let mut value = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    value.extend_from_slice(&chunk);
+                    if value.len() > MAX_TEXT_FIELD {
+                        return Err(ApiError::bad_request(
+                            "invalid_upload",
+                            format!("field {name} is longer than {MAX_TEXT_FIELD} bytes"),
+                        ));
+                    }
+                }
+                let value = String::from_utf8(value).map_err(|_| {
+                    ApiError::bad_request("invalid_upload", format!("field {name} is not UTF-8"))
+                })?;
+                match name.as_str() {
+                    "title" => form.title = Some(value),
+                    "kind" => form.kind = Some(value),
+                    _ => form.visibility = Some(value),
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_upload",
+                    format!(
+                        "unexpected field {:?}; expected file, title, kind, visibility",
+                        other.chars().take(40).collect::<String>()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(form)
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body outgrew the route's limit: the file is past the configured size.
+        return ApiError::PayloadTooLarge(0);
+    }
+    ApiError::bad_request("invalid_upload", e.body_text())
+}
+
+/// Stores the spooled bytes, then runs `commit`; if garbage collection removed a
+/// deduplicated blob in between, stores the bytes again and retries once.
+async fn store_and_commit<T, F, Fut>(
+    services: &Services,
+    spooled: &Spooled,
+    commit: F,
+) -> Result<T, ApiError>
+where
+    F: Fn(StoredBlob) -> Fut,
+    Fut: Future<Output = Result<T, DbError>>,
+{
+    let blob = services.blobs.put(spooled, false).await?;
+    match commit(blob).await {
+        Err(DbError::BlobVanished) => {
+            let blob = services.blobs.put(spooled, true).await?;
+            Ok(commit(blob).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/dossiers/{id}/documents",
+    params(("id" = String, Path, description = "Dossier id")),
+    request_body(content_type = "multipart/form-data", description = "Fields: `file` (required), `title` (default: the file name), `kind` (default `attachment`), `visibility` (`public` or `internal`; default `public` for applicants, `internal` for staff)"),
+    responses(
+        (status = 201, body = DocumentRecord, description = "Stored"),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody, description = "Past the configured size limit; nothing was stored"),
+    ),
+    security(("bearer" = [])), tag = "documents")]
+pub(super) async fn add_document(
+    State(services): State<Services>,
+    caller: Caller,
+    DossierPath(dossier_id): DossierPath,
+    headers: HeaderMap,
+    multipart: Multipart,
+) -> Result<Response, ApiError> {
+    let dossier = dossiers::get(&services.db, &caller, dossier_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let form = read_upload(&services, &headers, multipart).await?;
+    let (spooled, filename) = form
+        .file
+        .ok_or_else(|| ApiError::bad_request("invalid_upload", "the form has no file field"))?;
+    let title = clean_text(form.title.as_deref().unwrap_or(&filename), "title", 300)
+        .map_err(|e| ApiError::bad_request("invalid_upload", e))?;
+    let kind = match form.kind.as_deref() {
+        Some(k) => k
+            .parse()
+            .map_err(|e| ApiError::bad_request("invalid_upload", e))?,
+        None => DocumentKind::Attachment,
+    };
+    let visibility = match form.visibility.as_deref() {
+        Some(v) => v
+            .parse()
+            .map_err(|e| ApiError::bad_request("invalid_upload", e))?,
+        // Staff documents stay internal unless said otherwise: publishing is a decision.
+        None if caller.role() == Role::Staff => Visibility::Internal,
+        None => Visibility::Public,
+    };
+    caller.may_add_document(
+        &DossierFacts {
+            office: &dossier.office,
+            applicant_cf: &dossier.applicant_cf,
+        },
+        visibility,
+    )?;
+    let media_type = sniff_media_type(&spooled.head);
+    let id = store_and_commit(&services, &spooled, |blob| {
+        documents::create(
+            &services.db,
+            NewDocument {
+                tenant: caller.tenant(),
+                dossier: dossier_id,
+                title: &title,
+                kind,
+                visibility,
+                content: NewContent {
+                    blob,
+                    media_type,
+                    filename: &filename,
+                    created_by: caller.id(),
+                    blobs: &services.blobs,
+                },
+            },
+        )
+    })
+    .await?;
+    tracing::info!(document = %id, dossier = %dossier_id, sha256 = %spooled.hash, size = spooled.size, "document stored");
+    let record = documents::get(&services.db, &caller, id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "stored document {id} is not visible to its uploader"
+            ))
+        })?;
+    let location = format!("/v1/documents/{id}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/v1/documents/{id}/versions",
+    params(("id" = String, Path, description = "Document id")),
+    request_body(content_type = "multipart/form-data", description = "Field `file`: the new version's bytes"),
+    responses(
+        (status = 201, body = DocumentRecord, description = "The document with its new version"),
+        (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])), tag = "documents")]
+async fn add_version(
+    State(services): State<Services>,
+    caller: Caller,
+    DocumentPath(id): DocumentPath,
+    headers: HeaderMap,
+    multipart: Multipart,
+) -> Result<Response, ApiError> {
+    let document = documents::get(&services.db, &caller, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let dossier = dossiers::get(&services.db, &caller, document.dossier_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let form = read_upload(&services, &headers, multipart).await?;
+    if form.title.is_some() || form.kind.is_some() || form.visibility.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_upload",
+            "a new version takes only a file field",
+        ));
+    }
+    let (spooled, filename) = form
+        .file
+        .ok_or_else(|| ApiError::bad_request("invalid_upload", "the form has no file field"))?;
+    caller.may_add_document(
+        &DossierFacts {
+            office: &dossier.office,
+            applicant_cf: &dossier.applicant_cf,
+        },
+        document.visibility,
+    )?;
+    let media_type = sniff_media_type(&spooled.head);
+    let version = store_and_commit(&services, &spooled, |blob| {
+        documents::add_version(
+            &services.db,
+            caller.tenant(),
+            id,
+            NewContent {
+                blob,
+                media_type,
+                filename: &filename,
+                created_by: caller.id(),
+                blobs: &services.blobs,
+            },
+        )
+    })
+    .await?;
+    tracing::info!(document = %id, version, sha256 = %spooled.hash, "version stored");
+    let record = documents::get(&services.db, &caller, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/documents/{id}",
+    params(("id" = String, Path, description = "Document id")),
+    responses((status = 200, body = DocumentRecord), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "documents")]
+async fn get_document(
+    State(services): State<Services>,
+    caller: Caller,
+    DocumentPath(id): DocumentPath,
+) -> Result<Json<DocumentRecord>, ApiError> {
+    documents::get(&services.db, &caller, id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+/// Every version of a document.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VersionList {
+    /// Oldest first.
+    items: Vec<VersionRecord>,
+}
+
+#[utoipa::path(get, path = "/v1/documents/{id}/versions",
+    params(("id" = String, Path, description = "Document id")),
+    responses((status = 200, body = VersionList), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "documents")]
+async fn list_versions(
+    State(services): State<Services>,
+    caller: Caller,
+    DocumentPath(id): DocumentPath,
+) -> Result<Json<VersionList>, ApiError> {
+    let items = documents::versions(&services.db, &caller, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(VersionList { items }))
+}
+
+#[utoipa::path(get, path = "/v1/documents/{id}/content",
+    params(("id" = String, Path, description = "Document id")),
+    responses(
+        (status = 200, description = "The newest version's bytes; `ETag` is its SHA-256", content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range"),
+        (status = 304, description = "Unchanged (If-None-Match)"),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 416, body = super::error::ErrorBody),
+        (status = 500, body = super::error::ErrorBody, description = "The stored bytes failed their integrity check"),
+    ),
+    security(("bearer" = [])), tag = "documents")]
+async fn get_content(
+    State(services): State<Services>,
+    caller: Caller,
+    DocumentPath(id): DocumentPath,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let document = documents::get(&services.db, &caller, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    serve_content(
+        &services,
+        &headers,
+        &document.sha256,
+        &document.media_type,
+        &document.filename,
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/documents/{id}/versions/{n}/content",
+    params(("id" = String, Path, description = "Document id"), ("n" = i32, Path, description = "Version number, from 1")),
+    responses(
+        (status = 200, description = "That version's bytes", content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range"),
+        (status = 404, body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])), tag = "documents")]
+async fn get_version_content(
+    State(services): State<Services>,
+    caller: Caller,
+    VersionPath(id, n): VersionPath,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let version = documents::version(&services.db, &caller, id, n)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    serve_content(
+        &services,
+        &headers,
+        &version.sha256,
+        &version.media_type,
+        &version.filename,
+    )
+    .await
+}
+
+/// Serves a blob with `ETag`, conditional and range requests, and a download-only
+/// disposition: uploaded HTML or SVG must never run as a page of this origin.
+async fn serve_content(
+    services: &Services,
+    headers: &HeaderMap,
+    sha256: &str,
+    media_type: &str,
+    filename: &str,
+) -> Result<Response, ApiError> {
+    let hash = ContentHash::parse(sha256).map_err(|e| ApiError::Internal(e.into()))?;
+    let etag = format!("\"{sha256}\"");
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        && (inm.trim() == "*"
+            || inm
+                .split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag))
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        insert(&mut response, header::ETAG, &etag);
+        return Ok(response);
+    }
+    let size = services.blobs.size(&hash).await?;
+    let range = requested_range(headers, &etag, size)?;
+    let (status, start, end) = match range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.start, r.end),
+        None => (StatusCode::OK, 0, size),
+    };
+    let body = if size <= VERIFY_BEFORE_SEND_LIMIT {
+        let bytes = services.blobs.read_verified(&hash).await?;
+        Body::from(bytes.slice(start as usize..end as usize))
+    } else {
+        Body::from_stream(services.blobs.stream_verified(&hash, start..end).await?)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    insert(&mut response, header::ETAG, &etag);
+    insert(&mut response, header::CONTENT_TYPE, media_type);
+    insert(
+        &mut response,
+        header::CONTENT_LENGTH,
+        &(end - start).to_string(),
+    );
+    insert(&mut response, header::ACCEPT_RANGES, "bytes");
+    insert(
+        &mut response,
+        header::CONTENT_DISPOSITION,
+        &content_disposition(filename),
+    );
+    insert(&mut response, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    insert(
+        &mut response,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox",
+    );
+    insert(&mut response, header::CACHE_CONTROL, "private, no-cache");
+    if status == StatusCode::PARTIAL_CONTENT {
+        insert(
+            &mut response,
+            header::CONTENT_RANGE,
+            &format!("bytes {start}-{}/{size}", end - 1),
+        );
+    }
+    Ok(response)
+}
+
+fn insert(response: &mut Response, name: header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, v);
+    }
+}
+
+/// The single byte range asked for, if it applies. Several ranges, or an `If-Range` that
+/// does not match, get the whole content (RFC 9110 allows ignoring `Range`).
+fn requested_range(
+    headers: &HeaderMap,
+    etag: &str,
+    size: u64,
+) -> Result<Option<std::ops::Range<u64>>, ApiError> {
+    let Some(raw) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    if let Some(if_range) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
+        && if_range.trim() != etag
+    {
+        return Ok(None);
+    }
+    let parsed = match http_range_header::parse_range_header(raw) {
+        Ok(p) => p,
+        // An unparseable Range is ignored, as RFC 9110 asks.
+        Err(_) => return Ok(None),
+    };
+    let ranges = parsed
+        .validate(size)
+        .map_err(|_| ApiError::RangeNotSatisfiable(size))?;
+    match ranges.as_slice() {
+        [one] => Ok(Some(*one.start()..*one.end() + 1)),
+        _ => Ok(None),
+    }
+}
+
+/// `attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266), safe
+/// whatever the original held: quotes, backslashes, semicolons and non-ASCII are replaced
+/// in the fallback and percent-encoded in the exact form.
+fn content_disposition(filename: &str) -> String {
+    let fallback: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | ';' | '%') || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded =
+        percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC);
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_disposition_is_safe_for_hostile_names() {
+        let cd = content_disposition("pianta \"piano\";terra\u{e0}.pdf");
+        assert_eq!(
+            cd,
+            "attachment; filename=\"pianta _piano__terra_.pdf\"; \
+             filename*=UTF-8''pianta%20%22piano%22%3Bterra%C3%A0%2Epdf"
+        );
+        assert!(HeaderValue::from_str(&cd).is_ok());
+    }
+}

@@ -1,0 +1,203 @@
+//! `/v1/dossiers`: open, read and list dossiers.
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery, DossierPath};
+use crate::access::Caller;
+use crate::app::Services;
+use crate::db::documents::{self, DocumentRecord};
+use crate::db::dossiers::{self, DossierRecord, ListFilter, NewDossier};
+use crate::domain::{CodiceFiscale, DossierId, DossierStatus, clean_text};
+
+/// Routes of this resource.
+pub fn router() -> Router<Services> {
+    Router::new()
+        .route("/dossiers", get(list_dossiers).post(open_dossier))
+        .route("/dossiers/{id}", get(get_dossier))
+        .route(
+            "/dossiers/{id}/documents",
+            get(list_documents).post(super::documents::add_document),
+        )
+}
+
+/// Body of `POST /v1/dossiers`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenDossier {
+    /// Procedure code from `GET /v1/procedures`.
+    #[schema(example = "scia-edilizia")]
+    procedure: String,
+    /// The applicant's codice fiscale.
+    #[schema(example = "RSSMRA85T10A562S")]
+    applicant_cf: String,
+    /// What the dossier is about.
+    #[schema(example = "Rifacimento della facciata, via Roma 12")]
+    subject: String,
+}
+
+#[utoipa::path(post, path = "/v1/dossiers", request_body = OpenDossier,
+    responses(
+        (status = 201, body = DossierRecord, description = "Opened"),
+        (status = 400, body = super::error::ErrorBody, description = "Unknown procedure, bad codice fiscale or subject"),
+        (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody, description = "Not allowed to open this dossier"),
+    ),
+    security(("bearer" = [])), tag = "dossiers")]
+async fn open_dossier(
+    State(services): State<Services>,
+    caller: Caller,
+    ApiJson(body): ApiJson<OpenDossier>,
+) -> Result<impl IntoResponse, ApiError> {
+    let procedure = services
+        .catalogue
+        .procedure(&body.procedure)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "unknown_procedure",
+                format!(
+                    "unknown procedure {:?}; see GET /v1/procedures",
+                    truncate(&body.procedure)
+                ),
+            )
+        })?;
+    let applicant = CodiceFiscale::parse(&body.applicant_cf)
+        .map_err(|e| ApiError::bad_request("invalid_codice_fiscale", e))?;
+    let subject = clean_text(&body.subject, "subject", 500)
+        .map_err(|e| ApiError::bad_request("invalid_subject", e))?;
+    let channel = caller.may_open_dossier(procedure, &applicant)?;
+    let record = dossiers::create(
+        &services.db,
+        NewDossier {
+            tenant: caller.tenant(),
+            procedure,
+            applicant: &applicant,
+            subject: &subject,
+            channel,
+            created_by: caller.id(),
+        },
+    )
+    .await?;
+    tracing::info!(dossier = %record.id, number = %record.number, "dossier opened");
+    let location = format!("/v1/dossiers/{}", record.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(record),
+    ))
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+#[utoipa::path(get, path = "/v1/dossiers/{id}",
+    params(("id" = String, Path, description = "Dossier id")),
+    responses(
+        (status = 200, body = DossierRecord),
+        (status = 404, body = super::error::ErrorBody, description = "No such dossier, or not visible to the caller"),
+    ),
+    security(("bearer" = [])), tag = "dossiers")]
+async fn get_dossier(
+    State(services): State<Services>,
+    caller: Caller,
+    DossierPath(id): DossierPath,
+) -> Result<Json<DossierRecord>, ApiError> {
+    dossiers::get(&services.db, &caller, id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+/// Query of `GET /v1/dossiers`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page size, 1–100 (default 20).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Only dossiers in this state.
+    status: Option<String>,
+    /// Only dossiers of this procedure.
+    procedure: Option<String>,
+}
+
+/// A page of dossiers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DossierPage {
+    /// Newest first.
+    items: Vec<DossierRecord>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/dossiers", params(ListQuery),
+    responses((status = 200, body = DossierPage), (status = 400, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "dossiers")]
+async fn list_dossiers(
+    State(services): State<Services>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<DossierPage>, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let before = query
+        .cursor
+        .map(|c| {
+            DossierId::parse(&c).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", "cursor is not a valid cursor")
+            })
+        })
+        .transpose()?;
+    let status = query
+        .status
+        .map(|s| s.parse::<DossierStatus>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", e))?;
+    let filter = ListFilter {
+        status,
+        procedure: query.procedure,
+        before,
+    };
+    let (items, more) = dossiers::list(&services.db, &caller, &filter, limit).await?;
+    let next_cursor = if more {
+        items.last().map(|d| d.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(DossierPage { items, next_cursor }))
+}
+
+/// The documents of a dossier.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DocumentList {
+    /// Oldest first.
+    items: Vec<DocumentRecord>,
+}
+
+#[utoipa::path(get, path = "/v1/dossiers/{id}/documents",
+    params(("id" = String, Path, description = "Dossier id")),
+    responses((status = 200, body = DocumentList), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "documents")]
+async fn list_documents(
+    State(services): State<Services>,
+    caller: Caller,
+    DossierPath(id): DossierPath,
+) -> Result<Json<DocumentList>, ApiError> {
+    if dossiers::get(&services.db, &caller, id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let items = documents::list_for_dossier(&services.db, &caller, id).await?;
+    Ok(Json(DocumentList { items }))
+}

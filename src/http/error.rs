@@ -1,0 +1,154 @@
+//! The one HTTP error type: every failure becomes `{"error":{"code","message"}}` with the
+//! right status. Internal errors are logged in full and answered without detail.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::access::{AuthError, Denied};
+use crate::blobs::BlobError;
+use crate::db::DbError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No usable credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Does not exist, or the caller may not see it: the two are indistinguishable.
+    #[error("not found")]
+    NotFound,
+    /// The request is malformed; the message says how.
+    #[error("{message}")]
+    BadRequest {
+        /// Machine-readable code.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// The caller may see the object but not do this to it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The upload exceeds the configured limit.
+    #[error("the upload exceeds the limit of {0} bytes")]
+    PayloadTooLarge(u64),
+    /// A `Range` outside the content.
+    #[error("the requested range is outside the content")]
+    RangeNotSatisfiable(u64),
+    /// Stored bytes failed their integrity check; they are not served.
+    #[error("the stored content failed its integrity check and cannot be served")]
+    Integrity,
+    /// Anything else: logged, answered as a bare 500.
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`.
+    code: String,
+    /// Explanation for people.
+    message: String,
+}
+
+impl ApiError {
+    /// A 400 with a code and message.
+    pub fn bad_request(code: &'static str, message: impl ToString) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.to_string(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RangeNotSatisfiable(_) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            ApiError::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, "integrity_error"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// Builds an error response with a given status, code and message.
+pub(crate) fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message,
+        },
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = error_response(status, code, message);
+        match self {
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"fascicolo\""),
+                );
+            }
+            ApiError::RangeNotSatisfiable(size) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing => ApiError::Unauthorized("missing bearer token"),
+            AuthError::Invalid => ApiError::Unauthorized("invalid or expired token"),
+            AuthError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(e: Denied) -> Self {
+        ApiError::Forbidden(e.0.to_owned())
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::TooLarge { limit } => ApiError::PayloadTooLarge(limit),
+            BlobError::Corrupt(_) => ApiError::Integrity,
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}

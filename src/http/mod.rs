@@ -1,0 +1,123 @@
+//! The HTTP API. Only this module knows about axum.
+
+mod documents;
+mod dossiers;
+mod error;
+mod extract;
+mod procedures;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+pub use error::ApiError;
+
+use crate::app::Services;
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fascicolo", description = "Dossiers and documents of a municipality's one-stop desk"),
+    paths(
+        health,
+        dossiers::open_dossier, dossiers::get_dossier, dossiers::list_dossiers, dossiers::list_documents,
+        documents::add_document, documents::add_version, documents::get_document,
+        documents::list_versions, documents::get_content, documents::get_version_content,
+        procedures::list_procedures, procedures::me,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "dossiers", description = "Dossiers (pratiche)"),
+        (name = "documents", description = "Documents and their versions"),
+        (name = "catalogue", description = "Procedures, offices, and the caller"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole router, with tracing and request ids.
+pub fn router(services: Services) -> Router {
+    let body_limit = documents::upload_body_limit(services.config.max_upload_bytes);
+    let v1 = Router::new()
+        .merge(dossiers::router())
+        .merge(documents::router())
+        .merge(procedures::router());
+    Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(services)
+}
+
+/// Health of the server and its database.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok` or `degraded`.
+    status: &'static str,
+    /// Whether the database answered.
+    database: bool,
+}
+
+#[utoipa::path(get, path = "/health",
+    responses((status = 200, body = Health), (status = 503, body = Health)), tag = "catalogue")]
+async fn health(State(services): State<Services>) -> Response {
+    let database = services.db.ping().await.is_ok();
+    let status = if database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if database { "ok" } else { "degraded" },
+        database,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> Response {
+    error::error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this resource".to_owned(),
+    )
+}

@@ -1,0 +1,16 @@
+//! fascicolo: a document-management and search server for the dossiers of public offices.
+//!
+//! See `DESIGN.md` for the decisions this crate builds on: the database and the blob store
+//! are the truth, everything else is derived; permissions are computed in [`access`] only.
+
+pub mod access;
+pub mod app;
+pub mod blobs;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod maintenance;
+pub mod users;

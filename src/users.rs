@@ -1,0 +1,80 @@
+//! Creating users and their first token: shared by the CLI, the demo and the tests.
+
+use serde::Serialize;
+
+use crate::access;
+use crate::app::Services;
+use crate::db::users::{self, NewUser, NewUserError};
+use crate::domain::{CodiceFiscale, CodiceFiscaleError, OfficeCode, Role, UserId, clean_text};
+
+/// A created user and the secret of their first token (shown once, never stored).
+#[derive(Debug, Serialize)]
+pub struct CreatedUser {
+    /// The user's id.
+    pub id: UserId,
+    /// Bearer token.
+    pub token: String,
+}
+
+/// Why a user could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddUserError {
+    /// Bad codice fiscale.
+    #[error("invalid codice fiscale: {0}")]
+    CodiceFiscale(#[from] CodiceFiscaleError),
+    /// Missing or contradictory options for the role.
+    #[error("{0}")]
+    Invalid(String),
+    /// Rejected by the store.
+    #[error(transparent)]
+    Store(#[from] NewUserError),
+    /// Token could not be stored.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+/// Validates and creates a user, then issues a token for them.
+pub async fn add_user(
+    services: &Services,
+    role: Role,
+    name: &str,
+    codice_fiscale: Option<&str>,
+    offices: &[String],
+) -> Result<CreatedUser, AddUserError> {
+    let name = clean_text(name, "name", 200).map_err(|e| AddUserError::Invalid(e.to_string()))?;
+    let codice_fiscale = codice_fiscale.map(CodiceFiscale::parse).transpose()?;
+    if matches!(role, Role::Citizen | Role::Professional) && codice_fiscale.is_none() {
+        return Err(AddUserError::Invalid(format!(
+            "a {role} needs a codice fiscale (--cf)"
+        )));
+    }
+    let offices = offices
+        .iter()
+        .map(|o| OfficeCode::parse(o).map_err(|e| AddUserError::Invalid(format!("{e}: {o:?}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    match role {
+        Role::Staff if offices.is_empty() => {
+            return Err(AddUserError::Invalid(
+                "staff need at least one --office".into(),
+            ));
+        }
+        Role::Staff => {}
+        _ if !offices.is_empty() => {
+            return Err(AddUserError::Invalid(format!("a {role} has no offices")));
+        }
+        _ => {}
+    }
+    let id = users::create_user(
+        &services.db,
+        &NewUser {
+            tenant: services.config.tenant.clone(),
+            role,
+            name,
+            codice_fiscale,
+            offices,
+        },
+    )
+    .await?;
+    let token = access::issue_token(&services.db, id, "created with the user", None).await?;
+    Ok(CreatedUser { id, token })
+}
