@@ -10,7 +10,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::extract::{DocumentPath, DossierPath, VersionPath};
+use super::extract::{ApiMultipart, DocumentPath, DossierPath, VersionPath};
 use crate::access::{Caller, DossierFacts};
 use crate::app::Services;
 use crate::blobs::{Spooled, StoredBlob, VERIFY_BEFORE_SEND_LIMIT};
@@ -168,7 +168,7 @@ pub(super) async fn add_document(
     caller: Caller,
     DossierPath(dossier_id): DossierPath,
     headers: HeaderMap,
-    multipart: Multipart,
+    ApiMultipart(multipart): ApiMultipart,
 ) -> Result<Response, ApiError> {
     let dossier = dossiers::get(&services.db, &caller, dossier_id)
         .await?
@@ -253,7 +253,7 @@ async fn add_version(
     caller: Caller,
     DocumentPath(id): DocumentPath,
     headers: HeaderMap,
-    multipart: Multipart,
+    ApiMultipart(multipart): ApiMultipart,
 ) -> Result<Response, ApiError> {
     let document = documents::get(&services.db, &caller, id)
         .await?

@@ -111,3 +111,17 @@ impl<S: Send + Sync> FromRequestParts<S> for VersionPath {
         Ok(VersionPath(id, n))
     }
 }
+
+/// A multipart body; anything else is a 400.
+pub struct ApiMultipart(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Multipart::from_request(req, state)
+            .await
+            .map(ApiMultipart)
+            .map_err(|e| ApiError::bad_request("invalid_upload", e.body_text()))
+    }
+}

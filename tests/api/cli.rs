@@ -1,0 +1,153 @@
+use serde_json::Value;
+
+use crate::helpers::{cf, sample_pdf, spawn_app};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_beside_a_running_server_prints_a_working_token() {
+    let app = spawn_app().await;
+    let output = app.cli(&[
+        "user",
+        "add",
+        "--role",
+        "staff",
+        "--name",
+        "Giulia Neri",
+        "--office",
+        "anagrafe",
+        "--office",
+        "tributi",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    let token = created["token"].as_str().unwrap();
+    assert!(created["id"].as_str().is_some());
+
+    let me: Value = app.get(token, "/v1/me").await.json().await.unwrap();
+    assert_eq!(me["role"], "staff");
+    assert_eq!(me["name"], "Giulia Neri");
+    assert_eq!(me["offices"], serde_json::json!(["anagrafe", "tributi"]));
+
+    // Only the hash is stored.
+    let stored: i64 = sqlx::query_scalar("select count(*) from api_token where token_hash = $1")
+        .bind(token)
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "the secret itself must not be stored");
+
+    for bad in [
+        vec!["user", "add", "--role", "citizen", "--name", "X"],
+        vec![
+            "user",
+            "add",
+            "--role",
+            "citizen",
+            "--name",
+            "X",
+            "--cf",
+            "RSSMRA85T10A562T",
+        ],
+        vec![
+            "user", "add", "--role", "staff", "--name", "X", "--office", "nowhere",
+        ],
+        vec!["user", "add", "--role", "wizard", "--name", "X"],
+    ] {
+        let output = app.cli(&bad);
+        assert!(!output.status.success(), "{bad:?} should fail");
+        assert!(!String::from_utf8_lossy(&output.stderr).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_corrupt_and_missing_blobs() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(40).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(40)).await;
+    let id = dossier["id"].as_str().unwrap();
+    let a = app
+        .add_document(&citizen, id, &sample_pdf("uno"), "public")
+        .await;
+    let b = app
+        .add_document(&citizen, id, &sample_pdf("due"), "public")
+        .await;
+
+    let clean = app.cli(&["verify"]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    let report: Value = serde_json::from_slice(&clean.stdout).unwrap();
+    assert_eq!(report["checked"], 2);
+
+    app.corrupt_blob(a["sha256"].as_str().unwrap()).await;
+    app.services
+        .blobs
+        .delete(&fascicolo::domain::ContentHash::parse(b["sha256"].as_str().unwrap()).unwrap())
+        .await
+        .unwrap();
+
+    let dirty = app.cli(&["verify"]);
+    assert!(!dirty.status.success());
+    let report: Value = serde_json::from_slice(&dirty.stdout).unwrap();
+    assert_eq!(report["corrupt"], serde_json::json!([a["sha256"]]));
+    assert_eq!(report["missing"], serde_json::json!([b["sha256"]]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_deletes_only_old_unreferenced_blobs() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(41).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(41)).await;
+    let kept = app
+        .add_document(
+            &citizen,
+            dossier["id"].as_str().unwrap(),
+            &sample_pdf("tenuto"),
+            "public",
+        )
+        .await;
+    // An orphan, as a crash between the blob write and the commit would leave.
+    let mut spool = app.services.blobs.spool(1 << 20).await.unwrap();
+    spool.write(b"orphan bytes").await.unwrap();
+    let orphan = app
+        .services
+        .blobs
+        .put(&spool.finish().await.unwrap(), false)
+        .await
+        .unwrap();
+    assert_eq!(app.blob_count().await, 2);
+
+    let young = app.cli(&["gc"]);
+    assert!(
+        young.status.success(),
+        "{}",
+        String::from_utf8_lossy(&young.stderr)
+    );
+    let report: Value = serde_json::from_slice(&young.stdout).unwrap();
+    assert_eq!(
+        report["deleted"], 0,
+        "the default grace period keeps fresh orphans"
+    );
+    assert_eq!(report["kept_young"], 1);
+
+    let now = app.cli(&["gc", "--grace-hours", "0"]);
+    assert!(now.status.success());
+    let report: Value = serde_json::from_slice(&now.stdout).unwrap();
+    assert_eq!(report["deleted"], 1);
+    let left = app.services.blobs.list().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].hash.to_hex(), kept["sha256"].as_str().unwrap());
+    assert_ne!(left[0].hash, orphan.hash);
+    let content = app
+        .get(
+            &citizen,
+            &format!("/v1/documents/{}/content", kept["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(content.status(), 200);
+}

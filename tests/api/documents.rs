@@ -1,0 +1,417 @@
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{cf, sample_pdf, spawn_app, spawn_app_with};
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_round_trips_with_sniffed_type_and_safe_name() {
+    let app = spawn_app().await;
+    let token = app.citizen(30).await;
+    let dossier = app.open_dossier(&token, "scia-edilizia", &cf(30)).await;
+    let id = dossier["id"].as_str().unwrap();
+    let pdf = sample_pdf("Relazione tecnica asseverata");
+
+    let response = app
+        .upload(
+            &token,
+            &format!("/v1/dossiers/{id}/documents"),
+            pdf.clone(),
+            "../../Relazione \"tecnica\"; città.pdf",
+            &[
+                ("title", "Relazione tecnica"),
+                ("kind", "plan"),
+                ("visibility", "public"),
+            ],
+        )
+        .await;
+
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["sha256"], sha256_hex(&pdf));
+    assert_eq!(created["size"], pdf.len());
+    assert_eq!(
+        created["media_type"], "application/pdf",
+        "sniffed, not the client's claim"
+    );
+    assert_eq!(created["filename"], "Relazione \"tecnica\"; città.pdf");
+    assert_eq!(created["kind"], "plan");
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["dossier_id"], id);
+    let doc = created["id"].as_str().unwrap();
+
+    let metadata: Value = app
+        .get(&token, &format!("/v1/documents/{doc}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata, created);
+
+    let content = app
+        .get(&token, &format!("/v1/documents/{doc}/content"))
+        .await;
+    assert_eq!(content.status(), 200);
+    let headers = content.headers().clone();
+    assert_eq!(headers["etag"], format!("\"{}\"", sha256_hex(&pdf)));
+    assert_eq!(headers["content-type"], "application/pdf");
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let disposition = headers["content-disposition"].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"Relazione _tecnica__ citt_.pdf\""),
+        "{disposition}"
+    );
+    assert!(!disposition.contains('\r') && !disposition.contains('\n'));
+    assert_eq!(content.bytes().await.unwrap().as_ref(), pdf.as_slice());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_supports_conditional_and_range_requests() {
+    let app = spawn_app().await;
+    let token = app.citizen(31).await;
+    let dossier = app.open_dossier(&token, "cila", &cf(31)).await;
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let doc = app
+        .add_document(&token, dossier["id"].as_str().unwrap(), &bytes, "public")
+        .await;
+    let path = app.url(&format!(
+        "/v1/documents/{}/content",
+        doc["id"].as_str().unwrap()
+    ));
+    let etag = format!("\"{}\"", sha256_hex(&bytes));
+
+    let not_modified = app
+        .client
+        .get(&path)
+        .bearer_auth(&token)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+
+    let partial = app
+        .client
+        .get(&path)
+        .bearer_auth(&token)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(partial.status(), 206);
+    assert_eq!(partial.headers()["content-range"], "bytes 100-199/10000");
+    assert_eq!(partial.bytes().await.unwrap().as_ref(), &bytes[100..200]);
+
+    let suffix = app
+        .client
+        .get(&path)
+        .bearer_auth(&token)
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(suffix.status(), 206);
+    assert_eq!(suffix.bytes().await.unwrap().as_ref(), &bytes[9990..]);
+
+    let beyond = app
+        .client
+        .get(&path)
+        .bearer_auth(&token)
+        .header("range", "bytes=20000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status(), 416);
+    assert_eq!(beyond.headers()["content-range"], "bytes */10000");
+
+    let stale = app
+        .client
+        .get(&path)
+        .bearer_auth(&token)
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"0000\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.status(),
+        200,
+        "an If-Range that does not match gets the whole content"
+    );
+    assert_eq!(stale.bytes().await.unwrap().len(), 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_stays_retrievable() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(32).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(32)).await;
+    let first = sample_pdf("Prima stesura");
+    let doc = app
+        .add_document(&citizen, dossier["id"].as_str().unwrap(), &first, "public")
+        .await;
+    let doc_id = doc["id"].as_str().unwrap();
+    let second = sample_pdf("Seconda stesura, corretta");
+
+    let response = app
+        .upload(
+            &citizen,
+            &format!("/v1/documents/{doc_id}/versions"),
+            second.clone(),
+            "v2.pdf",
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let updated: Value = response.json().await.unwrap();
+    assert_eq!(updated["version"], 2);
+    assert_eq!(updated["sha256"], sha256_hex(&second));
+    assert_eq!(updated["filename"], "v2.pdf");
+    assert_eq!(updated["title"], doc["title"]);
+
+    let versions: Value = app
+        .get(&citizen, &format!("/v1/documents/{doc_id}/versions"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hashes: Vec<&str> = versions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["sha256"].as_str().unwrap())
+        .collect();
+    assert_eq!(hashes, vec![sha256_hex(&first), sha256_hex(&second)]);
+    for (n, expected) in [(1, &first), (2, &second)] {
+        let body = app
+            .get(
+                &citizen,
+                &format!("/v1/documents/{doc_id}/versions/{n}/content"),
+            )
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(body.as_ref(), expected.as_slice(), "version {n}");
+    }
+    let latest = app
+        .get(&citizen, &format!("/v1/documents/{doc_id}/content"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(latest.as_ref(), second.as_slice());
+    assert_eq!(
+        app.get(
+            &citizen,
+            &format!("/v1/documents/{doc_id}/versions/3/content")
+        )
+        .await
+        .status(),
+        404
+    );
+
+    // A version form takes only the file.
+    let response = app
+        .upload(
+            &citizen,
+            &format!("/v1/documents/{doc_id}/versions"),
+            b"x".to_vec(),
+            "v3.txt",
+            &[("visibility", "internal")],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bytes_uploaded_twice_are_stored_once() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(33).await;
+    let d1 = app.open_dossier(&citizen, "cila", &cf(33)).await;
+    let d2 = app.open_dossier(&citizen, "scia-edilizia", &cf(33)).await;
+    let bytes = sample_pdf("Documento di identità");
+
+    let a = app
+        .add_document(&citizen, d1["id"].as_str().unwrap(), &bytes, "public")
+        .await;
+    let b = app
+        .add_document(&citizen, d2["id"].as_str().unwrap(), &bytes, "public")
+        .await;
+
+    assert_ne!(a["id"], b["id"]);
+    assert_eq!(a["sha256"], b["sha256"]);
+    assert_eq!(app.blob_count().await, 1, "one object for identical bytes");
+    assert!(
+        app.spool_files().is_empty(),
+        "no spool files left: {:?}",
+        app.spool_files()
+    );
+    let other = app
+        .add_document(&citizen, d2["id"].as_str().unwrap(), b"altro", "public")
+        .await;
+    assert_ne!(other["sha256"], a["sha256"]);
+    assert_eq!(app.blob_count().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_blob_is_refused_on_read() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(34).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(34)).await;
+    let bytes = sample_pdf("Planimetria catastale");
+    let doc = app
+        .add_document(&citizen, dossier["id"].as_str().unwrap(), &bytes, "public")
+        .await;
+    let path = format!("/v1/documents/{}/content", doc["id"].as_str().unwrap());
+    assert_eq!(app.get(&citizen, &path).await.status(), 200);
+
+    app.corrupt_blob(doc["sha256"].as_str().unwrap()).await;
+
+    let response = app.get(&citizen, &path).await;
+    assert_eq!(response.status(), 500);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "integrity_error");
+    let ranged = app
+        .client
+        .get(app.url(&path))
+        .bearer_auth(&citizen)
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ranged.status(),
+        500,
+        "a range of a corrupt blob is refused too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_corrupt_blob_never_arrives_whole() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(35).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(35)).await;
+    // Past the verify-before-send limit, so it is verified while streaming.
+    let bytes: Vec<u8> = (0..(9 * 1024 * 1024u32))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let doc = app
+        .add_document(&citizen, dossier["id"].as_str().unwrap(), &bytes, "public")
+        .await;
+    let path = format!("/v1/documents/{}/content", doc["id"].as_str().unwrap());
+    let intact = app.get(&citizen, &path).await.bytes().await.unwrap();
+    assert_eq!(sha256_hex(&intact), sha256_hex(&bytes));
+
+    app.corrupt_blob(doc["sha256"].as_str().unwrap()).await;
+
+    let response = app.get(&citizen, &path).await;
+    let body = response.bytes().await;
+    assert!(
+        body.is_err(),
+        "the transfer must fail, got {} bytes",
+        body.map(|b| b.len()).unwrap_or(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_upload_is_413_and_leaves_nothing_behind() {
+    let app = spawn_app_with(|c| c.max_upload_bytes = 1024 * 1024).await;
+    let citizen = app.citizen(36).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(36)).await;
+    let id = dossier["id"].as_str().unwrap();
+
+    // Announced size past the limit.
+    let response = app
+        .upload(
+            &citizen,
+            &format!("/v1/dossiers/{id}/documents"),
+            vec![7u8; 2 * 1024 * 1024],
+            "big.bin",
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    // Streamed without a length: refused as the bytes pass the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..40).map(|_| Ok(vec![9u8; 64 * 1024])).collect();
+    let stream = futures_util::stream::iter(chunks);
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream))
+        .file_name("stream.bin");
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/dossiers/{id}/documents")))
+        .bearer_auth(&citizen)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    assert_eq!(app.blob_count().await, 0, "nothing stored");
+    assert!(
+        app.spool_files().is_empty(),
+        "spool files left: {:?}",
+        app.spool_files()
+    );
+    let listed: Value = app
+        .get(&citizen, &format!("/v1/dossiers/{id}/documents"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["items"].as_array().unwrap().is_empty());
+
+    // Just under the limit is fine.
+    app.add_document(&citizen, id, &vec![1u8; 1024 * 1024], "public")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_upload_forms_are_400s() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(37).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(37)).await;
+    let path = format!("/v1/dossiers/{}/documents", dossier["id"].as_str().unwrap());
+    for fields in [
+        vec![("kind", "poem")],
+        vec![("visibility", "secret")],
+        vec![("unexpected", "x")],
+        vec![("title", "   ")],
+    ] {
+        let response = app
+            .upload(&citizen, &path, b"x".to_vec(), "a.txt", &fields)
+            .await;
+        assert_eq!(response.status(), 400, "{fields:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_upload");
+    }
+    let no_file = reqwest::multipart::Form::new().text("title", "x");
+    let response = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&citizen)
+        .multipart(no_file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let not_multipart = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&citizen)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_multipart.status(), 400);
+    assert!(app.spool_files().is_empty());
+}

@@ -1,0 +1,358 @@
+//! Starts the real server on port 0 against the backends chosen by the environment:
+//! - `FASCICOLO_TEST_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`): each
+//!   app gets its own freshly created database, dropped afterwards;
+//! - `FASCICOLO_TEST_BLOB_URL` (e.g. `s3://fascicolo-test`): each app gets its own prefix.
+//!
+//! Without them, SQLite and a local blob directory in a temporary data dir.
+
+use std::path::PathBuf;
+
+use fascicolo::app::{App, Services};
+use fascicolo::config::Config;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub services: Services,
+    pub config: Config,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    postgres: Option<PostgresDatabase>,
+}
+
+/// A database created for one test app and dropped with it.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside any async context we could borrow: use a private runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin_url).await {
+                    let sql = format!("drop database if exists {name} with (force)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn random_suffix() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// The environment's backends, or the embedded defaults.
+async fn backends(config: &mut Config) -> Option<PostgresDatabase> {
+    if let Ok(base) = std::env::var("FASCICOLO_TEST_BLOB_URL") {
+        config.blob_url = Some(format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            random_suffix()
+        ));
+    }
+    let admin_url = std::env::var("FASCICOLO_TEST_POSTGRES_URL").ok()?;
+    sqlx::any::install_default_drivers();
+    let name = format!("fascicolo_test_{}", random_suffix());
+    let mut conn = sqlx::AnyConnection::connect(&admin_url)
+        .await
+        .expect("connecting to the PostgreSQL test server");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test database");
+    let (prefix, _) = admin_url
+        .rsplit_once('/')
+        .expect("database URL with a path");
+    config.database_url = Some(format!("{prefix}/{name}"));
+    Some(PostgresDatabase { admin_url, name })
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::embedded(data_dir.path());
+    let postgres = backends(&mut config).await;
+    adjust(&mut config);
+    let app = App::build(config.clone()).await.expect("building the app");
+    let addr = app.local_addr().expect("bound address");
+    let services = app.services().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server");
+    });
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        services,
+        config,
+        data_dir,
+        shutdown: Some(tx),
+        postgres,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // The database is dropped after the server was told to stop.
+        let _ = self.postgres.take();
+    }
+}
+
+/// A valid codice fiscale for test person number `n`: the same `n` gives the same code.
+pub fn cf(n: u32) -> String {
+    const LETTERS: &[u8] = b"BCDFGHLMNPRSTVZ";
+    let mut code = String::new();
+    let mut k = n;
+    for _ in 0..6 {
+        code.push(LETTERS[(k % LETTERS.len() as u32) as usize] as char);
+        k /= LETTERS.len() as u32;
+    }
+    code.push_str(&format!("{:02}", 50 + n % 50));
+    code.push(b"ABCDEHLMPRST"[(n % 12) as usize] as char);
+    code.push_str(&format!("{:02}", 1 + n % 28));
+    code.push_str("C722");
+    code.push(check_character(&code));
+    code
+}
+
+/// The check character, computed independently of the server's own code.
+pub fn check_character(first15: &str) -> char {
+    const ODD: [u32; 26] = [
+        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24,
+        23,
+    ];
+    let sum: u32 = first15
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let v = c.to_digit(10).unwrap_or_else(|| c as u32 - 'A' as u32);
+            if i % 2 == 0 { ODD[v as usize] } else { v }
+        })
+        .sum();
+    (b'A' + (sum % 26) as u8) as char
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Creates a user through the same code path as `fascicolo user add`; returns the token.
+    pub async fn user(&self, role: &str, cf: Option<&str>, offices: &[&str]) -> String {
+        let offices: Vec<String> = offices.iter().map(|o| o.to_string()).collect();
+        fascicolo::users::add_user(
+            &self.services,
+            role.parse().expect("role"),
+            &format!("Test {role}"),
+            cf,
+            &offices,
+        )
+        .await
+        .expect("creating a test user")
+        .token
+    }
+
+    pub async fn citizen(&self, n: u32) -> String {
+        self.user("citizen", Some(&cf(n)), &[]).await
+    }
+
+    pub async fn staff(&self, offices: &[&str]) -> String {
+        self.user("staff", None, offices).await
+    }
+
+    pub async fn post_dossier(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/dossiers"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Opens a dossier and returns its JSON, asserting success.
+    pub async fn open_dossier(&self, token: &str, procedure: &str, applicant: &str) -> Value {
+        let response = self
+            .post_dossier(
+                token,
+                &json!({"procedure": procedure, "applicant_cf": applicant, "subject": "Pratica di prova"}),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "opening a dossier");
+        response.json().await.expect("json")
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn upload(
+        &self,
+        token: &str,
+        path: &str,
+        bytes: Vec<u8>,
+        filename: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form = Form::new().part(
+            "file",
+            Part::bytes(bytes)
+                .file_name(filename.to_owned())
+                // The server must ignore this and sniff the bytes.
+                .mime_str("application/x-claimed-by-client")
+                .expect("mime"),
+        );
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Uploads a document into a dossier and returns its JSON, asserting success.
+    pub async fn add_document(
+        &self,
+        token: &str,
+        dossier: &str,
+        bytes: &[u8],
+        visibility: &str,
+    ) -> Value {
+        let response = self
+            .upload(
+                token,
+                &format!("/v1/dossiers/{dossier}/documents"),
+                bytes.to_vec(),
+                "allegato.pdf",
+                &[
+                    ("title", "Allegato"),
+                    ("kind", "attachment"),
+                    ("visibility", visibility),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 201, "uploading a document");
+        response.json().await.expect("json")
+    }
+
+    /// Number of blobs in this app's store.
+    pub async fn blob_count(&self) -> usize {
+        self.services
+            .blobs
+            .list()
+            .await
+            .expect("listing blobs")
+            .len()
+    }
+
+    /// Files left in the spool directory.
+    pub fn spool_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.services.blobs.spool_dir())
+            .expect("spool dir")
+            .map(|e| e.expect("entry").path())
+            .collect()
+    }
+
+    /// Overwrites a blob in the store with other bytes, as disk corruption would.
+    pub async fn corrupt_blob(&self, sha256: &str) {
+        use object_store::ObjectStoreExt;
+        let hash = fascicolo::domain::ContentHash::parse(sha256).expect("hash");
+        let key = object_store::path::Path::from(hash.object_key());
+        let store = self.services.blobs.object_store();
+        let mut bytes = store
+            .get(&key)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes")
+            .to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        store.put(&key, bytes.into()).await.expect("put");
+    }
+
+    /// Runs the CLI against this app's data, with the same configuration.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fascicolo"));
+        command
+            .env("FASCICOLO_DATA_DIR", self.data_dir.path())
+            .env("RUST_LOG", "warn")
+            .args(args);
+        if let Some(url) = &self.config.database_url {
+            command.env("FASCICOLO_DATABASE_URL", url);
+        }
+        if let Some(url) = &self.config.blob_url {
+            command.env("FASCICOLO_BLOB_URL", url);
+        }
+        command.output().expect("running the CLI")
+    }
+}
+
+/// A small but real PDF: one page of text.
+pub fn sample_pdf(text: &str) -> Vec<u8> {
+    let content = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        pdf.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}

@@ -1,0 +1,127 @@
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_openapi_answer_without_a_token() {
+    let app = spawn_app().await;
+    let health: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["database"], true);
+
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/dossiers",
+        "/v1/dossiers/{id}",
+        "/v1/dossiers/{id}/documents",
+        "/v1/documents/{id}/content",
+        "/v1/documents/{id}/versions",
+        "/v1/procedures",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "missing {path} in the OpenAPI document"
+        );
+    }
+    assert!(spec["components"]["schemas"].get("DossierRecord").is_some());
+    assert!(
+        spec["components"]["securitySchemes"]
+            .get("bearer")
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_answer_json_errors() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/v2/nothing")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let response = app.client.delete(app.url("/health")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert!(response_has_request_id(&app).await);
+}
+
+async fn response_has_request_id(app: &crate::helpers::TestApp) -> bool {
+    let response = app.client.get(app.url("/health")).send().await.unwrap();
+    response.headers().contains_key("x-request-id")
+}
+
+#[test]
+fn the_binary_serves_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fascicolo"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("FASCICOLO_DATA_DIR", dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("FASCICOLO_DATABASE_URL")
+        .env_remove("FASCICOLO_BLOB_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut address = None;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if line.contains("fascicolo listening") {
+            address = line
+                .split("address=")
+                .nth(1)
+                .map(|a| a.split_whitespace().next().unwrap().to_owned());
+            break;
+        }
+    }
+    let address = address.expect("the server logs its address");
+    let health = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{address}/health")])
+        .output();
+    if let Ok(out) = health {
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"ok\""));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(dir.path().join("fascicolo.db").exists());
+}
