@@ -45,24 +45,44 @@ fn start_server() -> Server {
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(address) = line.split("address=").nth(1) {
-            base = Some(format!("http://{}", address.split_whitespace().next().unwrap_or_default()));
+            base = Some(format!(
+                "http://{}",
+                address.split_whitespace().next().unwrap_or_default()
+            ));
             break;
         }
     }
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     let base = base.expect("the server logged its address");
-    Server { child, base, _dir: dir }
+    Server {
+        child,
+        base,
+        _dir: dir,
+    }
 }
 
 fn user_token(server: &Server, dir: &std::path::Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fascicolo"))
-        .args(["user", "add", "--role", "citizen", "--name", "Bench", "--cf", "RSSMRA85T10A562S"])
+        .args([
+            "user",
+            "add",
+            "--role",
+            "citizen",
+            "--name",
+            "Bench",
+            "--cf",
+            "RSSMRA85T10A562S",
+        ])
         .env("FASCICOLO_DATA_DIR", dir)
         .env("RUST_LOG", "warn")
         .output()
         .expect("user add");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     let _ = server;
     v["token"].as_str().expect("token").to_owned()
@@ -90,7 +110,9 @@ fn reset_peak(pid: u32) {
 
 /// A deterministic stream of `size` bytes in 1 MiB chunks, never held whole in memory.
 fn body_stream(size: u64, seed: u8) -> reqwest::Body {
-    let chunk: Vec<u8> = (0..MIB as usize).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+    let chunk: Vec<u8> = (0..MIB as usize)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
     let chunk = Bytes::from(chunk);
     let count = size / MIB;
     let stream = futures_util::stream::iter((0..count).map(move |i| {
@@ -103,11 +125,23 @@ fn body_stream(size: u64, seed: u8) -> reqwest::Body {
 }
 
 async fn upload(client: &reqwest::Client, url: &str, token: &str, size: u64, seed: u8) -> Duration {
-    let part = reqwest::multipart::Part::stream_with_length(body_stream(size, seed), size).file_name("bench.bin");
+    let part = reqwest::multipart::Part::stream_with_length(body_stream(size, seed), size)
+        .file_name("bench.bin");
     let form = reqwest::multipart::Form::new().part("file", part);
     let start = Instant::now();
-    let response = client.post(url).bearer_auth(token).multipart(form).send().await.expect("upload");
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap_or_default());
+    let response = client
+        .post(url)
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(
+        response.status(),
+        201,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
     start.elapsed()
 }
 
@@ -145,11 +179,21 @@ async fn main() {
         .json()
         .await
         .expect("json");
-    let url = format!("{}/v1/dossiers/{}/documents", server.base, dossier["id"].as_str().expect("id"));
+    let url = format!(
+        "{}/v1/dossiers/{}/documents",
+        server.base,
+        dossier["id"].as_str().expect("id")
+    );
 
     println!("fascicolo upload benchmark (release server on 127.0.0.1, local blob store)");
-    println!("SHA-256 in-process: {:.0} MiB/s", hashing_rate_mib_s(1024 * MIB));
-    println!("{:>10} {:>6} {:>14} {:>10}", "size", "runs", "median MiB/s", "median ms");
+    println!(
+        "SHA-256 in-process: {:.0} MiB/s",
+        hashing_rate_mib_s(1024 * MIB)
+    );
+    println!(
+        "{:>10} {:>6} {:>14} {:>10}",
+        "size", "runs", "median MiB/s", "median ms"
+    );
     let mut seed = 0u8;
     for (size, runs) in [(MIB, 30), (16 * MIB, 8), (128 * MIB, 3)] {
         let mut rates = Vec::new();
@@ -160,7 +204,13 @@ async fn main() {
             rates.push(size as f64 / MIB as f64 / t.as_secs_f64());
             times.push(t.as_secs_f64() * 1000.0);
         }
-        println!("{:>7} MiB {:>6} {:>14.0} {:>10.1}", size / MIB, runs, median(rates), median(times));
+        println!(
+            "{:>7} MiB {:>6} {:>14.0} {:>10.1}",
+            size / MIB,
+            runs,
+            median(rates),
+            median(times)
+        );
     }
 
     let (rss_before, _) = memory_mib(pid);

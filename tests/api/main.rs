@@ -1,6 +1,9 @@
 //! Black-box tests over real HTTP. One binary, one module per area.
 
-#![expect(clippy::unwrap_used, reason = "a test fails loudly on any unexpected value")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected value"
+)]
 
 mod auth;
 mod cli;
