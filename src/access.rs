@@ -261,3 +261,59 @@ impl Caller {
         }
     }
 }
+
+impl Caller {
+    /// The clause every search is ANDed with: the documents this caller may read. Dossier
+    /// membership of applicants and professionals is read from the database now, so a
+    /// revoked delegation is out of the very next search without any reindexing.
+    pub async fn search_permission(
+        &self,
+        db: &Db,
+        fields: &crate::index::Fields,
+    ) -> Result<Box<dyn tantivy::query::Query>, DbError> {
+        use tantivy::Term;
+        use tantivy::query::{BooleanQuery, EmptyQuery, Occur, Query, TermQuery, TermSetQuery};
+        use tantivy::schema::IndexRecordOption;
+
+        let term = |field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let tenant = term(fields.tenant, &self.user.tenant);
+        let scope: Box<dyn Query> = match self.user.role {
+            Role::Auditor => return Ok(tenant),
+            Role::Admin => return Ok(Box::new(EmptyQuery)),
+            Role::Staff => Box::new(TermSetQuery::new(
+                self.user
+                    .offices
+                    .iter()
+                    .map(|o| Term::from_field_text(fields.office, o.as_str())),
+            )),
+            Role::Citizen | Role::Professional => {
+                let mut sql = Sql::new("select d.id from dossier d where ");
+                self.push_dossier_filter(&mut sql);
+                let ids: Vec<String> = sql.query_scalar().fetch_all(db.pool()).await?;
+                if ids.is_empty() {
+                    return Ok(Box::new(EmptyQuery));
+                }
+                let dossiers: Box<dyn Query> = Box::new(TermSetQuery::new(
+                    ids.iter()
+                        .map(|id| Term::from_field_text(fields.dossier_id, id)),
+                ));
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, dossiers),
+                    (
+                        Occur::Must,
+                        term(fields.visibility, Visibility::Public.as_str()),
+                    ),
+                ]))
+            }
+        };
+        Ok(Box::new(BooleanQuery::new(vec![
+            (Occur::Must, tenant),
+            (Occur::Must, scope),
+        ])))
+    }
+}

@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use crate::blobs::BlobStore;
 use crate::config::Config;
 use crate::db::Db;
 use crate::domain::Catalogue;
+use crate::extract::sandbox::{Sandbox, SandboxLimits};
 use crate::http;
+use crate::index::SearchIndex;
+use crate::pipeline::Pipeline;
 
 /// The shared services every request and command works with.
 #[derive(Clone, Debug)]
@@ -25,6 +29,10 @@ pub struct Services {
     pub blobs: BlobStore,
     /// Offices and procedures.
     pub catalogue: Arc<Catalogue>,
+    /// This node's search index, when this process owns it (the server, `reindex`).
+    pub index: Option<Arc<SearchIndex>>,
+    /// Woken after every committed change, so the indexer need not wait for its next poll.
+    pub wake: Arc<Notify>,
 }
 
 impl Services {
@@ -46,7 +54,40 @@ impl Services {
             db,
             blobs,
             catalogue: Arc::new(catalogue),
+            index: None,
+            wake: Arc::new(Notify::new()),
         })
+    }
+
+    /// Opens this node's search index (taking its writer lock).
+    pub fn open_index(&mut self) -> anyhow::Result<Arc<SearchIndex>> {
+        let index = Arc::new(
+            SearchIndex::open(&self.config.index_dir()).context("opening the search index")?,
+        );
+        self.index = Some(index.clone());
+        Ok(index)
+    }
+
+    /// The indexing pipeline over this node's index.
+    pub fn pipeline(&self) -> anyhow::Result<Pipeline> {
+        let index = self.index.clone().context("the search index is not open")?;
+        let exe = match &self.config.extractor {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().context("locating the extraction worker")?,
+        };
+        let limits = SandboxLimits {
+            cpu_seconds: self.config.extract_cpu_seconds,
+            memory_bytes: self.config.extract_memory_mib * 1024 * 1024,
+            wall: std::time::Duration::from_secs(self.config.extract_wall_seconds),
+            ..SandboxLimits::default()
+        };
+        let sandbox = Sandbox::new(exe, limits, self.config.extract_workers);
+        Ok(Pipeline::new(
+            self.clone(),
+            index,
+            sandbox,
+            self.config.extract_workers,
+        ))
     }
 }
 
@@ -60,7 +101,8 @@ impl App {
     /// Opens the services and binds the configured address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let listen = config.listen;
-        let services = Services::open(config).await?;
+        let mut services = Services::open(config).await?;
+        services.open_index()?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
@@ -86,11 +128,17 @@ impl App {
         if let Err(e) = self.services.blobs.clean_spool(3_600_000).await {
             tracing::warn!(error = %e, "could not clean the spool directory");
         }
+        let pipeline = self.services.pipeline()?;
+        let stop_indexing = Arc::new(Notify::new());
+        let indexer = tokio::spawn(pipeline.run(self.services.wake.clone(), stop_indexing.clone()));
         let router = http::router(self.services);
-        axum::serve(self.listener, router)
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP")
+            .context("serving HTTP");
+        stop_indexing.notify_one();
+        let _ = indexer.await;
+        served
     }
 }
 

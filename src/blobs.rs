@@ -293,6 +293,24 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Reads derived data (extracted texts) stored under `key`; `None` when absent. Derived
+    /// data is not content-addressed by its own bytes, so it is not re-hashed.
+    pub async fn get_derived(&self, key: &str) -> Result<Option<Bytes>, BlobError> {
+        match self.store.get(&ObjectPath::from(key)).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores derived data under `key` (overwriting: its content is a function of the key).
+    pub async fn put_derived(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        self.store
+            .put(&ObjectPath::from(key), PutPayload::from(bytes))
+            .await?;
+        Ok(())
+    }
+
     /// Every blob in the store.
     pub async fn list(&self) -> Result<Vec<ListedBlob>, BlobError> {
         let prefix = ObjectPath::from("sha256");

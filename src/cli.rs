@@ -35,6 +35,17 @@ enum Command {
     },
     /// Re-hash every referenced blob; exit non-zero if any is missing or corrupt.
     Verify,
+    /// Rebuild this node's search index from the database and the cached texts (the server
+    /// must be stopped: it holds the index).
+    Reindex,
+    /// Bulk-load a folder tree: one sub-folder per dossier with a manifest.json.
+    Import {
+        /// The folder holding one sub-folder per dossier.
+        dir: std::path::PathBuf,
+    },
+    /// Extract the text of stdin in a sandbox (run by the server, not by people).
+    #[command(hide = true)]
+    ExtractWorker(crate::extract::sandbox::WorkerArgs),
     /// Delete blobs no document references, older than a grace period.
     Gc {
         /// Keep unreferenced blobs younger than this many hours (uploads in flight).
@@ -73,6 +84,11 @@ pub fn init_tracing() {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The extraction child stays single-threaded and starts no runtime: its limits are
+    // tight and it has one job.
+    if let Command::ExtractWorker(args) = &cli.command {
+        return Ok(crate::extract::sandbox::worker_main(args));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,6 +133,22 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        Command::ExtractWorker(_) => Ok(ExitCode::FAILURE),
+        Command::Reindex => {
+            let mut services = Services::open(cli.config).await?;
+            services.open_index().context(
+                "is a server running on this data dir? stop it first: it holds the index",
+            )?;
+            let count = crate::pipeline::reindex(&services, &progress_bar("reindex")).await?;
+            println!("{}", serde_json::json!({ "documents": count }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { dir } => {
+            let services = Services::open(cli.config).await?;
+            let report = crate::import::import(&services, &dir, &progress_bar("import")).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gc { grace_hours } => {
             let services = Services::open(cli.config).await?;
             let report =
@@ -125,4 +157,16 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(what.to_owned());
+    bar
 }

@@ -42,6 +42,46 @@ pub struct Config {
     #[arg(long, env = "FASCICOLO_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES, global = true)]
     pub max_upload_bytes: u64,
 
+    /// Program run as the sandboxed extraction worker [default: this executable]
+    #[arg(long, env = "FASCICOLO_EXTRACTOR", global = true, hide = true)]
+    pub extractor: Option<PathBuf>,
+
+    /// Extraction child processes run at once.
+    #[arg(
+        long,
+        env = "FASCICOLO_EXTRACT_WORKERS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub extract_workers: usize,
+
+    /// CPU seconds one extraction may use.
+    #[arg(
+        long,
+        env = "FASCICOLO_EXTRACT_CPU_SECONDS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub extract_cpu_seconds: u64,
+
+    /// Memory (address space) one extraction may use, in MiB.
+    #[arg(
+        long,
+        env = "FASCICOLO_EXTRACT_MEMORY_MIB",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub extract_memory_mib: u64,
+
+    /// Wall-clock seconds one extraction may take.
+    #[arg(
+        long,
+        env = "FASCICOLO_EXTRACT_WALL_SECONDS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub extract_wall_seconds: u64,
+
     /// The municipality (ente) this server serves, by its IPA code.
     #[arg(
         long,
@@ -61,8 +101,18 @@ impl Config {
             database_url: None,
             blob_url: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            extractor: None,
+            extract_workers: 2,
+            extract_cpu_seconds: 20,
+            extract_memory_mib: 1024,
+            extract_wall_seconds: 30,
             tenant: "c_c722".to_owned(),
         }
+    }
+
+    /// Directory of this node's search index.
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("index")
     }
 
     /// The database URL in effect.

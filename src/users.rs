@@ -78,3 +78,32 @@ pub async fn add_user(
     let token = access::issue_token(&services.db, id, "created with the user", None).await?;
     Ok(CreatedUser { id, token })
 }
+
+/// The id of a system user (role admin, no codice fiscale) that files changes made by tools,
+/// created on first use.
+pub async fn system_user(services: &Services, name: &str) -> Result<UserId, AddUserError> {
+    let existing: Option<String> = sqlx::query_scalar(
+        "select id from app_user where tenant = $1 and role = 'admin' and name = $2 \
+         and codice_fiscale is null order by id limit 1",
+    )
+    .bind(&services.config.tenant)
+    .bind(format!("system: {name}"))
+    .fetch_optional(services.db.pool())
+    .await
+    .map_err(crate::db::DbError::from)?;
+    if let Some(id) = existing.as_deref().and_then(UserId::parse) {
+        return Ok(id);
+    }
+    let id = users::create_user(
+        &services.db,
+        &NewUser {
+            tenant: services.config.tenant.clone(),
+            role: Role::Admin,
+            name: format!("system: {name}"),
+            codice_fiscale: None,
+            offices: Vec::new(),
+        },
+    )
+    .await?;
+    Ok(id)
+}

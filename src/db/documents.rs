@@ -39,6 +39,8 @@ pub struct DocumentRecord {
     pub created_at: String,
     /// When its newest version was added (RFC 3339).
     pub updated_at: String,
+    /// Text extraction of the newest version.
+    pub extraction: Extraction,
     /// The office handling the dossier (for write decisions; not sent).
     #[serde(skip)]
     pub office: String,
@@ -63,7 +65,24 @@ pub struct VersionRecord {
 
 const DOCUMENT_COLUMNS: &str = "doc.id, doc.dossier_id, doc.title, doc.kind, doc.visibility, \
     doc.current_version, doc.created_at, doc.updated_at, d.office_code, \
-    v.sha256, v.size, v.media_type, v.filename";
+    v.sha256, v.size, v.media_type, v.filename, v.extraction_status, v.extraction_pages, \
+    v.extraction_chars, v.extraction_error";
+
+/// Where text extraction of a version stands.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Extraction {
+    /// `pending`, `done` or `failed`.
+    pub status: String,
+    /// Pages, for paged formats (when done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pages: Option<i32>,
+    /// Characters of text extracted (when done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chars: Option<i64>,
+    /// Why it failed (when failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
 
 fn document_from_row(row: &AnyRow) -> Result<DocumentRecord, DbError> {
     let id: String = row.try_get("id")?;
@@ -84,6 +103,12 @@ fn document_from_row(row: &AnyRow) -> Result<DocumentRecord, DbError> {
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
         office: row.try_get("office_code")?,
+        extraction: Extraction {
+            status: row.try_get("extraction_status")?,
+            pages: row.try_get("extraction_pages")?,
+            chars: row.try_get("extraction_chars")?,
+            reason: row.try_get("extraction_error")?,
+        },
     })
 }
 

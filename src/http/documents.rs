@@ -221,6 +221,7 @@ pub(super) async fn add_document(
         )
     })
     .await?;
+    services.wake.notify_one();
     tracing::info!(document = %id, dossier = %dossier_id, sha256 = %spooled.hash, size = spooled.size, "document stored");
     let record = documents::get(&services.db, &caller, id)
         .await?
@@ -294,6 +295,7 @@ async fn add_version(
         )
     })
     .await?;
+    services.wake.notify_one();
     tracing::info!(document = %id, version, sha256 = %spooled.hash, "version stored");
     let record = documents::get(&services.db, &caller, id)
         .await?

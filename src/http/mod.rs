@@ -5,6 +5,7 @@ mod dossiers;
 mod error;
 mod extract;
 mod procedures;
+mod search;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Request, StatusCode};
@@ -29,13 +30,14 @@ use crate::app::Services;
         dossiers::open_dossier, dossiers::get_dossier, dossiers::list_dossiers, dossiers::list_documents,
         documents::add_document, documents::add_version, documents::get_document,
         documents::list_versions, documents::get_content, documents::get_version_content,
-        procedures::list_procedures, procedures::me,
+        procedures::list_procedures, procedures::me, search::search,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "dossiers", description = "Dossiers (pratiche)"),
         (name = "documents", description = "Documents and their versions"),
         (name = "catalogue", description = "Procedures, offices, and the caller"),
+        (name = "search", description = "Full-text search"),
     )
 )]
 pub struct ApiDoc;
@@ -58,7 +60,8 @@ pub fn router(services: Services) -> Router {
     let v1 = Router::new()
         .merge(dossiers::router())
         .merge(documents::router())
-        .merge(procedures::router());
+        .merge(procedures::router())
+        .merge(search::router());
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))

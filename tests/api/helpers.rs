@@ -90,6 +90,12 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::embedded(data_dir.path());
+    // The test binary is not the server binary: point the sandbox at the real one, with limits
+    // low enough that hostile files end quickly.
+    config.extractor = Some(env!("CARGO_BIN_EXE_fascicolo").into());
+    config.extract_cpu_seconds = 5;
+    config.extract_wall_seconds = 15;
+    config.extract_memory_mib = 512;
     let postgres = backends(&mut config).await;
     adjust(&mut config);
     let app = App::build(config.clone()).await.expect("building the app");
@@ -355,4 +361,84 @@ pub fn sample_pdf(text: &str) -> Vec<u8> {
         .as_bytes(),
     );
     pdf
+}
+
+impl TestApp {
+    /// `GET /v1/search` with these query parameters.
+    pub async fn search(&self, token: &str, params: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .get(self.url("/v1/search"))
+            .bearer_auth(token)
+            .query(params)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Searches until `expected` total is reached (the index is near-real-time), at most
+    /// `within`; returns the last answer and how long it took.
+    pub async fn search_until(
+        &self,
+        token: &str,
+        params: &[(&str, &str)],
+        expected: u64,
+        within: std::time::Duration,
+    ) -> (Value, std::time::Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            let response = self.search(token, params).await;
+            assert_eq!(response.status(), 200, "search {params:?}");
+            let body: Value = response.json().await.expect("json");
+            if body["total"] == expected || start.elapsed() > within {
+                return (body, start.elapsed());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the indexer has applied every change so far.
+    pub async fn indexed(&self) {
+        let index = self.services.index.clone().expect("index");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let last: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from change_log")
+                .fetch_one(self.services.db.pool())
+                .await
+                .expect("log");
+            if index.position() >= last {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "indexing did not catch up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Uploads a plain-text document and returns its JSON.
+    pub async fn add_text(
+        &self,
+        token: &str,
+        dossier: &str,
+        text: &str,
+        title: &str,
+        visibility: &str,
+    ) -> Value {
+        let response = self
+            .upload(
+                token,
+                &format!("/v1/dossiers/{dossier}/documents"),
+                text.as_bytes().to_vec(),
+                "testo.txt",
+                &[
+                    ("title", title),
+                    ("kind", "attachment"),
+                    ("visibility", visibility),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 201, "uploading a text document");
+        response.json().await.expect("json")
+    }
 }

@@ -10,4 +10,5 @@ mod cli;
 mod documents;
 mod dossiers;
 mod helpers;
+mod search;
 mod server;

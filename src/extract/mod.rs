@@ -1,0 +1,284 @@
+//! Text extraction from untrusted files (DESIGN.md §2).
+//!
+//! The parsers here are pure: bytes and limits in, text or an error out; no database, no
+//! store. They are only ever run inside a sandboxed child process ([`sandbox`]), because a
+//! hostile file can make a parser overflow its stack or abort on allocation, which no
+//! in-process guard can stop.
+
+pub mod sandbox;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever extraction output changes, so cached texts are recomputed.
+pub const EXTRACTOR_VERSION: u32 = 1;
+
+/// Limits for one extraction.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Limits {
+    /// Characters of text kept; the rest is dropped (and `truncated` set).
+    pub max_chars: usize,
+    /// Largest decompressed content of one PDF page.
+    pub max_page_content_bytes: usize,
+    /// Pages of a PDF whose text is read; the page count is still reported in full.
+    pub max_pages: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_chars: 2_000_000,
+            max_page_content_bytes: 16 * 1024 * 1024,
+            max_pages: 5_000,
+        }
+    }
+}
+
+/// The text of a document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extracted {
+    /// Pages, for paged formats.
+    pub pages: Option<u32>,
+    /// The text, pages separated by form feeds.
+    pub text: String,
+    /// True when the text was cut at the character limit or the page limit.
+    pub truncated: bool,
+    /// Character encoding detected for plain text.
+    pub encoding: Option<String>,
+}
+
+/// Why no text could be extracted.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// No extractor for this media type.
+    #[error("no text extractor for {0}")]
+    Unsupported(String),
+    /// The file is not a readable PDF.
+    #[error("unreadable PDF: {0}")]
+    Pdf(String),
+}
+
+/// Extracts the text of a file of the given (sniffed) media type.
+pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extracted, ExtractError> {
+    match media_type {
+        "application/pdf" => extract_pdf(bytes, limits),
+        "text/plain" | "text/csv" | "application/xml" => Ok(extract_plain(bytes, limits)),
+        "text/html" => Ok(extract_html(bytes, limits)),
+        other => Err(ExtractError::Unsupported(other.to_owned())),
+    }
+}
+
+/// Appends `piece` to `text` up to the limit; returns false once the limit is reached.
+fn push_capped(text: &mut String, count: &mut usize, piece: &str, max: usize) -> bool {
+    for c in piece.chars() {
+        if *count >= max {
+            return false;
+        }
+        text.push(c);
+        *count += 1;
+    }
+    true
+}
+
+/// Up to this many pages, text is extracted page by page.
+const PAGE_BY_PAGE_LIMIT: usize = 2000;
+
+fn extract_pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
+    let document =
+        lopdf::Document::load_mem(bytes).map_err(|e| ExtractError::Pdf(short(&e.to_string())))?;
+    let pages = document.get_pages();
+    let page_count = u32::try_from(pages.len()).unwrap_or(u32::MAX);
+    let mut text = String::new();
+    let mut count = 0usize;
+    let mut truncated = pages.len() > limits.max_pages;
+    let mut failures = 0usize;
+    let mut first_error = None;
+    let numbers: Vec<u32> = pages.keys().take(limits.max_pages).copied().collect();
+    // lopdf walks the page tree on every call: page by page is quadratic, so long documents
+    // are read in one pass (their text then has no page breaks).
+    let per_page: Vec<lopdf::Result<String>> = if numbers.len() <= PAGE_BY_PAGE_LIMIT {
+        numbers
+            .iter()
+            .map(|n| document.extract_text_with_limit(&[*n], limits.max_page_content_bytes))
+            .collect()
+    } else {
+        document.extract_text_chunks_with_limit(&numbers, limits.max_page_content_bytes)
+    };
+    let pieces = per_page.len();
+    for (i, piece) in per_page.into_iter().enumerate() {
+        match piece {
+            Ok(page_text) => {
+                let separator = if i > 0 && numbers.len() <= PAGE_BY_PAGE_LIMIT {
+                    "\u{c}"
+                } else {
+                    ""
+                };
+                if !push_capped(&mut text, &mut count, separator, limits.max_chars)
+                    || !push_capped(
+                        &mut text,
+                        &mut count,
+                        page_text.trim_end(),
+                        limits.max_chars,
+                    )
+                {
+                    truncated = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| short(&e.to_string()));
+            }
+        }
+    }
+    // A document whose every page failed has no usable text: report why.
+    if failures > 0 && failures == pieces {
+        return Err(ExtractError::Pdf(first_error.unwrap_or_default()));
+    }
+    Ok(Extracted {
+        pages: Some(page_count),
+        text,
+        truncated,
+        encoding: None,
+    })
+}
+
+fn short(message: &str) -> String {
+    message.chars().take(300).collect()
+}
+
+/// Decodes plain text: UTF-8 (with or without BOM), else Windows-1252 when it uses the
+/// 0x80–0x9F range (curly quotes, euro sign), else ISO-8859-1.
+pub fn decode_text(bytes: &[u8]) -> (String, &'static str) {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return (s.to_owned(), "utf-8");
+    }
+    if bytes.iter().any(|b| (0x80..=0x9f).contains(b)) {
+        let (text, _, _) = encoding_rs::WINDOWS_1252.decode(bytes);
+        return (text.into_owned(), "windows-1252");
+    }
+    (bytes.iter().map(|&b| char::from(b)).collect(), "iso-8859-1")
+}
+
+fn extract_plain(bytes: &[u8], limits: &Limits) -> Extracted {
+    let (decoded, encoding) = decode_text(bytes);
+    let mut text = String::new();
+    let mut count = 0;
+    let truncated = !push_capped(&mut text, &mut count, &decoded, limits.max_chars);
+    Extracted {
+        pages: None,
+        text,
+        truncated,
+        encoding: Some(encoding.to_owned()),
+    }
+}
+
+/// Text of an HTML page: tags dropped, `script` and `style` bodies skipped, entities decoded,
+/// block elements turned into line breaks.
+fn extract_html(bytes: &[u8], limits: &Limits) -> Extracted {
+    let (html, encoding) = decode_text(bytes);
+    let mut raw = String::with_capacity(html.len() / 2);
+    let mut rest = html.as_str();
+    while let Some(open) = rest.find('<') {
+        raw.push_str(&rest[..open]);
+        let after = &rest[open..];
+        let Some(close) = after.find('>') else {
+            rest = "";
+            break;
+        };
+        let tag = after[1..close].trim_start_matches('/').to_ascii_lowercase();
+        let name: String = tag
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        rest = &after[close + 1..];
+        if (name == "script" || name == "style") && !after[1..].starts_with('/') {
+            let end_tag = format!("</{name}");
+            match rest.to_ascii_lowercase().find(&end_tag) {
+                Some(end) => rest = &rest[end..],
+                None => rest = "",
+            }
+            continue;
+        }
+        if matches!(
+            name.as_str(),
+            "p" | "br" | "div" | "li" | "tr" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "title"
+        ) {
+            raw.push('\n');
+        } else {
+            raw.push(' ');
+        }
+    }
+    raw.push_str(rest);
+    let decoded = htmlescape::decode_html(&raw).unwrap_or(raw);
+    let collapsed: String = decoded
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut text = String::new();
+    let mut count = 0;
+    let truncated = !push_capped(&mut text, &mut count, &collapsed, limits.max_chars);
+    Extracted {
+        pages: None,
+        text,
+        truncated,
+        encoding: Some(encoding.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_encodings_are_told_apart() {
+        assert_eq!(
+            decode_text("città".as_bytes()),
+            ("città".to_owned(), "utf-8")
+        );
+        // "perché €5" in Windows-1252: é = 0xE9, € = 0x80.
+        assert_eq!(
+            decode_text(b"perch\xe9 \x805"),
+            ("perché €5".to_owned(), "windows-1252")
+        );
+        // "perché" in ISO-8859-1 (no 0x80-0x9F bytes).
+        assert_eq!(
+            decode_text(b"perch\xe9"),
+            ("perché".to_owned(), "iso-8859-1")
+        );
+        assert_eq!(decode_text(b"\xef\xbb\xbfciao").1, "utf-8");
+    }
+
+    #[test]
+    fn html_loses_tags_scripts_and_entities() {
+        let html = b"<html><head><style>p{x:1}</style><script>alert('x<y')</script></head>\
+                     <body><h1>Permesso</h1><p>Citt&agrave; di Ciri&egrave; &amp; dintorni</p></body></html>";
+        let out = extract(html, "text/html", &Limits::default()).expect("html");
+        assert_eq!(out.text, "Permesso\nCittà di Ciriè & dintorni");
+    }
+
+    #[test]
+    fn text_is_capped_at_the_character_limit() {
+        let limits = Limits {
+            max_chars: 5,
+            ..Limits::default()
+        };
+        let out = extract("àèìòùxyz".as_bytes(), "text/plain", &limits).expect("text");
+        assert_eq!(out.text, "àèìòù");
+        assert!(out.truncated);
+    }
+
+    #[test]
+    fn garbage_is_an_unreadable_pdf_and_images_are_unsupported() {
+        assert!(matches!(
+            extract(b"%PDF-1.4 garbage", "application/pdf", &Limits::default()),
+            Err(ExtractError::Pdf(_))
+        ));
+        assert!(matches!(
+            extract(b"\x89PNG", "image/png", &Limits::default()),
+            Err(ExtractError::Unsupported(_))
+        ));
+    }
+}

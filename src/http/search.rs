@@ -1,0 +1,156 @@
+//! `GET /v1/search`: full-text search over the documents the caller may read.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::extract::ApiQuery;
+use crate::access::Caller;
+use crate::app::Services;
+use crate::domain::{DocumentKind, DossierId, DossierStatus};
+use crate::index::IndexError;
+use crate::index::search::{SearchRequest, SearchResult, SortBy};
+
+/// Routes of this resource.
+pub fn router() -> Router<Services> {
+    Router::new().route("/search", get(search))
+}
+
+/// Query of `GET /v1/search`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Words (all required), `"phrases"`, `-excluded`, `OR`. Empty: everything readable.
+    q: Option<String>,
+    /// Procedure code.
+    procedure: Option<String>,
+    /// Office code.
+    office: Option<String>,
+    /// Document kind.
+    kind: Option<String>,
+    /// Dossier status.
+    status: Option<String>,
+    /// Year the dossier was opened.
+    year: Option<u64>,
+    /// Dossier id.
+    dossier: Option<String>,
+    /// Newest version on or after this date (YYYY-MM-DD).
+    from: Option<String>,
+    /// Newest version before the end of this date (YYYY-MM-DD).
+    to: Option<String>,
+    /// Page size, 1–100 (default 10).
+    limit: Option<usize>,
+    /// Hits to skip, up to 10000.
+    offset: Option<usize>,
+    /// `relevance` (default with a query) or `date` (default without).
+    sort: Option<String>,
+}
+
+fn bad(message: impl ToString) -> ApiError {
+    ApiError::bad_request("invalid_query", message)
+}
+
+/// Start of a calendar day in the municipality's time zone, in ms; `next_day` for the end.
+fn day_ms(date: &str, next_day: bool) -> Result<i64, ApiError> {
+    let day: jiff::civil::Date = date
+        .parse()
+        .map_err(|_| bad(format!("{date:?} is not a date (YYYY-MM-DD)")))?;
+    let day = if next_day {
+        day.tomorrow().map_err(bad)?
+    } else {
+        day
+    };
+    let zoned = day
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Rome").map_err(|e| ApiError::Internal(e.into()))?)
+        .map_err(bad)?;
+    Ok(zoned.timestamp().as_millisecond())
+}
+
+#[utoipa::path(get, path = "/v1/search", params(SearchQuery),
+    responses(
+        (status = 200, body = SearchResult, description = "Hits, exact total and facets, over what the caller may read"),
+        (status = 400, body = super::error::ErrorBody, description = "Malformed query or filter"),
+        (status = 401, body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])), tag = "search")]
+async fn search(
+    State(services): State<Services>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<SearchQuery>,
+) -> Result<Json<SearchResult>, ApiError> {
+    let index = services
+        .index
+        .clone()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("search index not open")))?;
+    let limit = query.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(bad("limit must be between 1 and 100"));
+    }
+    let offset = query.offset.unwrap_or(0);
+    if offset > 10_000 {
+        return Err(bad(
+            "offset must be at most 10000; narrow the search instead",
+        ));
+    }
+    let q = query.q.unwrap_or_default();
+    if q.len() > 1000 {
+        return Err(bad("the query is longer than 1000 characters"));
+    }
+    let mut terms = Vec::new();
+    if let Some(p) = query.procedure {
+        terms.push(("procedure", p));
+    }
+    if let Some(o) = query.office {
+        terms.push(("office", o));
+    }
+    if let Some(k) = query.kind {
+        let kind: DocumentKind = k.parse().map_err(bad)?;
+        terms.push(("kind", kind.as_str().to_owned()));
+    }
+    if let Some(s) = query.status {
+        let status: DossierStatus = s.parse().map_err(bad)?;
+        terms.push(("status", status.as_str().to_owned()));
+    }
+    if let Some(d) = query.dossier {
+        let id = DossierId::parse(&d).ok_or_else(|| bad("dossier is not a dossier id"))?;
+        terms.push(("dossier_id", id.to_string()));
+    }
+    let sort = match query.sort.as_deref() {
+        None => None,
+        Some("relevance") => Some(SortBy::Relevance),
+        Some("date") => Some(SortBy::Date),
+        Some(other) => {
+            return Err(bad(format!(
+                "sort must be relevance or date, not {other:?}"
+            )));
+        }
+    };
+    let request = SearchRequest {
+        q,
+        terms,
+        year: query.year,
+        from_ms: query
+            .from
+            .as_deref()
+            .map(|d| day_ms(d, false))
+            .transpose()?,
+        to_ms: query.to.as_deref().map(|d| day_ms(d, true)).transpose()?,
+        limit,
+        offset,
+        sort,
+    };
+    let permission = caller
+        .search_permission(&services.db, index.fields())
+        .await?;
+    let result = tokio::task::spawn_blocking(move || index.search(&request, permission))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    match result {
+        Ok(r) => Ok(Json(r)),
+        Err(IndexError::Query(message)) => Err(bad(message)),
+        Err(e) => Err(ApiError::Internal(e.into())),
+    }
+}

@@ -1,0 +1,331 @@
+//! The search index (DESIGN.md §1, derived data): tantivy with an Italian analyzer, one
+//! document per dossier document (its newest version), and the position in the change log
+//! kept in the commit payload so indexing resumes exactly where it stopped.
+
+mod facets;
+pub mod search;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tantivy::directory::MmapDirectory;
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
+    StopWordFilter, TextAnalyzer,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
+
+/// Bumped whenever the schema or the analyzer changes; an index of another version is
+/// rebuilt from the database.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Name of the Italian analyzer.
+pub const ITALIAN: &str = "it_text";
+const STOP_WORDS: &str = include_str!("../../schema/stopwords_it.txt");
+/// Memory the writer may use before it flushes a segment.
+const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+
+/// An index failure.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// tantivy failed.
+    #[error(transparent)]
+    Tantivy(#[from] tantivy::TantivyError),
+    /// Opening the directory failed.
+    #[error(transparent)]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    /// Filesystem error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The query could not be parsed; the message is for the user.
+    #[error("{0}")]
+    Query(String),
+}
+
+/// The fields of the schema.
+#[derive(Clone, Copy, Debug)]
+pub struct Fields {
+    /// Document id.
+    pub doc_id: Field,
+    /// Dossier id.
+    pub dossier_id: Field,
+    /// Dossier number.
+    pub dossier_number: Field,
+    /// Municipality.
+    pub tenant: Field,
+    /// Office handling the dossier.
+    pub office: Field,
+    /// Procedure code.
+    pub procedure: Field,
+    /// Document kind.
+    pub kind: Field,
+    /// Dossier status.
+    pub status: Field,
+    /// Document visibility.
+    pub visibility: Field,
+    /// Year the dossier was opened.
+    pub year: Field,
+    /// Time of the newest version, ms since the epoch.
+    pub date: Field,
+    /// Title.
+    pub title: Field,
+    /// Extracted text.
+    pub text: Field,
+}
+
+fn build_schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let italian = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(ITALIAN)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let fields = Fields {
+        doc_id: b.add_text_field("doc_id", STRING | STORED),
+        dossier_id: b.add_text_field("dossier_id", STRING | STORED),
+        dossier_number: b.add_text_field("dossier_number", STRING | STORED),
+        tenant: b.add_text_field("tenant", STRING),
+        office: b.add_text_field("office", STRING | FAST),
+        procedure: b.add_text_field("procedure", STRING | FAST),
+        kind: b.add_text_field("kind", STRING | FAST | STORED),
+        status: b.add_text_field("status", STRING | FAST),
+        visibility: b.add_text_field("visibility", STRING),
+        year: b.add_u64_field("year", INDEXED | FAST),
+        date: b.add_i64_field("date", INDEXED | FAST | STORED),
+        title: b.add_text_field("title", italian.clone()),
+        text: b.add_text_field("text", italian),
+    };
+    (b.build(), fields)
+}
+
+/// The Italian analyzer: split on anything not a letter or digit (which also splits elisions
+/// such as "dell'atto" and "l’istanza"), lower-case, fold accents, drop stop words, stem.
+pub fn italian_analyzer() -> TextAnalyzer {
+    let stop_words: Vec<String> = STOP_WORDS
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| l.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(48))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(StopWordFilter::remove(stop_words))
+        .filter(Stemmer::new(Language::Italian))
+        .build()
+}
+
+/// One indexed document.
+#[derive(Clone, Debug)]
+pub struct IndexedDoc {
+    /// Document id.
+    pub doc_id: String,
+    /// Dossier id.
+    pub dossier_id: String,
+    /// Dossier number.
+    pub dossier_number: String,
+    /// Municipality.
+    pub tenant: String,
+    /// Office.
+    pub office: String,
+    /// Procedure.
+    pub procedure: String,
+    /// Kind.
+    pub kind: String,
+    /// Dossier status.
+    pub status: String,
+    /// Visibility.
+    pub visibility: String,
+    /// Dossier year.
+    pub year: u64,
+    /// Newest version time (ms).
+    pub date_ms: i64,
+    /// Title.
+    pub title: String,
+    /// Extracted text.
+    pub text: String,
+}
+
+/// What the commit payload records.
+#[derive(Serialize, Deserialize, Default)]
+struct Payload {
+    schema: u32,
+    position: i64,
+}
+
+/// The index with its single writer and a reader.
+pub struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex").finish_non_exhaustive()
+    }
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir`, creating it, or recreating it empty when it was built with
+    /// another schema version (the pipeline then rebuilds it from the change log).
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(dir)?;
+        let (schema, fields) = build_schema();
+        let directory = MmapDirectory::open(dir)?;
+        let index = match Index::open(directory.clone()) {
+            Ok(index) if payload_of(&index).schema == SCHEMA_VERSION => index,
+            Ok(_) => {
+                tracing::warn!("index schema changed: rebuilding the index from the database");
+                drop(directory);
+                std::fs::remove_dir_all(dir)?;
+                std::fs::create_dir_all(dir)?;
+                Index::create_in_dir(dir, schema)?
+            }
+            Err(_) => Index::create(directory, schema, Default::default())?,
+        };
+        index.tokenizers().register(ITALIAN, italian_analyzer());
+        let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            index,
+            reader,
+            writer: Mutex::new(writer),
+            fields,
+        })
+    }
+
+    /// The schema's fields.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// The last change-log position applied and committed.
+    pub fn position(&self) -> i64 {
+        payload_of(&self.index).position
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
+        // A panic while holding the writer cannot leave it half-updated on disk: uncommitted
+        // operations are simply lost and replayed from the change log.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces (or adds) a document: delete by id, then add.
+    pub fn upsert(&self, d: &IndexedDoc) -> Result<(), IndexError> {
+        let f = &self.fields;
+        let writer = self.writer();
+        writer.delete_term(Term::from_field_text(f.doc_id, &d.doc_id));
+        writer.add_document(doc!(
+            f.doc_id => d.doc_id.as_str(),
+            f.dossier_id => d.dossier_id.as_str(),
+            f.dossier_number => d.dossier_number.as_str(),
+            f.tenant => d.tenant.as_str(),
+            f.office => d.office.as_str(),
+            f.procedure => d.procedure.as_str(),
+            f.kind => d.kind.as_str(),
+            f.status => d.status.as_str(),
+            f.visibility => d.visibility.as_str(),
+            f.year => d.year,
+            f.date => d.date_ms,
+            f.title => d.title.as_str(),
+            f.text => d.text.as_str(),
+        ))?;
+        Ok(())
+    }
+
+    /// Removes a document.
+    pub fn delete(&self, doc_id: &str) {
+        self.writer()
+            .delete_term(Term::from_field_text(self.fields.doc_id, doc_id));
+    }
+
+    /// Removes every document (before a full rebuild).
+    pub fn clear(&self) -> Result<(), IndexError> {
+        self.writer().delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Commits pending changes with the change-log position they bring the index to, and
+    /// makes them visible to searches.
+    pub fn commit(&self, position: i64) -> Result<(), IndexError> {
+        let payload = serde_json::to_string(&Payload {
+            schema: SCHEMA_VERSION,
+            position,
+        })
+        .map_err(std::io::Error::other)?;
+        {
+            let mut writer = self.writer();
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&payload);
+            prepared.commit()?;
+        }
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Number of documents visible to searches.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Retained as a document for tests of the stored fields.
+    pub(crate) fn searcher(&self) -> tantivy::Searcher {
+        self.reader.searcher()
+    }
+
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
+    }
+}
+
+fn payload_of(index: &Index) -> Payload {
+    index
+        .load_metas()
+        .ok()
+        .and_then(|m| m.payload)
+        .and_then(|p| serde_json::from_str(&p).ok())
+        .unwrap_or(Payload {
+            schema: SCHEMA_VERSION,
+            position: 0,
+        })
+}
+
+/// Used by [`search`] to read stored fields.
+pub(crate) type StoredDoc = TantivyDocument;
+
+#[cfg(test)]
+mod tests {
+    use tantivy::tokenizer::TokenStream;
+
+    use super::*;
+
+    fn tokens(text: &str) -> Vec<String> {
+        let mut analyzer = italian_analyzer();
+        let mut stream = analyzer.token_stream(text);
+        let mut out = Vec::new();
+        while let Some(t) = stream.next() {
+            out.push(t.text.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn the_italian_analyzer_folds_splits_elisions_stems_and_drops_stop_words() {
+        assert_eq!(tokens("città"), tokens("CITTA"));
+        assert_eq!(tokens("dell'atto"), tokens("atto"));
+        assert_eq!(tokens("l’istanza"), tokens("istanza"));
+        assert_eq!(tokens("autorizzazioni"), tokens("autorizzazione"));
+        assert_eq!(tokens("domanda di residenza").len(), 2);
+    }
+}

@@ -1,0 +1,260 @@
+//! Searching: the user's query ANDed with the caller's permission clause and the filters,
+//! returning exact totals, facets and escaped snippets, all computed over the same query.
+
+use std::ops::Bound;
+
+use serde::Serialize;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{DocAddress, Order, Term};
+
+use super::facets::{FacetCollector, FacetCounts};
+use super::{IndexError, SearchIndex, StoredDoc};
+
+/// How hits are ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortBy {
+    /// Best match first.
+    Relevance,
+    /// Newest first.
+    Date,
+}
+
+/// A search, already validated.
+#[derive(Clone, Debug, Default)]
+pub struct SearchRequest {
+    /// The user's query; empty matches everything the caller may see.
+    pub q: String,
+    /// Exact-match filters: (field name, value).
+    pub terms: Vec<(&'static str, String)>,
+    /// Dossier year.
+    pub year: Option<u64>,
+    /// Newest version at or after (ms).
+    pub from_ms: Option<i64>,
+    /// Newest version before (ms).
+    pub to_ms: Option<i64>,
+    /// Page size.
+    pub limit: usize,
+    /// Hits skipped.
+    pub offset: usize,
+    /// Order.
+    pub sort: Option<SortBy>,
+}
+
+/// One hit.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Hit {
+    /// Document id.
+    pub document_id: String,
+    /// Dossier id.
+    pub dossier_id: String,
+    /// Dossier number.
+    pub dossier_number: String,
+    /// Title.
+    pub title: String,
+    /// Kind.
+    pub kind: String,
+    /// Relevance score (0 when sorted by date).
+    pub score: f32,
+    /// HTML: the best passage, matches in `<mark>`, everything else escaped.
+    pub snippet: String,
+}
+
+/// The answer.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchResult {
+    /// Exact number of matching documents the caller may read.
+    pub total: u64,
+    /// The requested page.
+    pub hits: Vec<Hit>,
+    /// Counts per value of `procedure`, `kind`, `year`, `status`.
+    #[schema(value_type = Object)]
+    pub facets: FacetCounts,
+}
+
+impl SearchIndex {
+    /// Runs a search restricted by `permission` (from `access`).
+    pub fn search(
+        &self,
+        request: &SearchRequest,
+        permission: Box<dyn Query>,
+    ) -> Result<SearchResult, IndexError> {
+        let f = self.fields;
+        let searcher = self.searcher();
+        let user_query: Option<Box<dyn Query>> = if request.q.trim().is_empty() {
+            None
+        } else {
+            let mut parser = QueryParser::for_index(self.index(), vec![f.title, f.text]);
+            parser.set_conjunction_by_default();
+            parser.set_field_boost(f.title, 2.0);
+            // Apostrophes split elisions ("dell'atto", "l’istanza"); the query grammar would
+            // read them as quotes.
+            let q = request.q.replace(['\'', '’', '‘'], " ");
+            let parsed = parser
+                .parse_query(&q)
+                .map_err(|e| IndexError::Query(format!("malformed query: {e}")))?;
+            Some(parsed)
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, permission)];
+        match &user_query {
+            Some(q) => clauses.push((Occur::Must, q.box_clone())),
+            None => clauses.push((Occur::Must, Box::new(AllQuery))),
+        }
+        for (name, value) in &request.terms {
+            let field = self.index().schema().get_field(name)?;
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, value),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+        if let Some(year) = request.year {
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(f.year, year),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+        if request.from_ms.is_some() || request.to_ms.is_some() {
+            let lower = request.from_ms.map_or(Bound::Unbounded, |ms| {
+                Bound::Included(Term::from_field_i64(f.date, ms))
+            });
+            let upper = request.to_ms.map_or(Bound::Unbounded, |ms| {
+                Bound::Excluded(Term::from_field_i64(f.date, ms))
+            });
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
+        }
+        let query = BooleanQuery::new(clauses);
+        let sort = request.sort.unwrap_or(if user_query.is_some() {
+            SortBy::Relevance
+        } else {
+            SortBy::Date
+        });
+        let top = TopDocs::with_limit(request.limit.max(1)).and_offset(request.offset);
+        let (total, facets, page): (usize, FacetCounts, Vec<(f32, DocAddress)>) = match sort {
+            SortBy::Relevance => {
+                let (total, facets, hits) =
+                    searcher.search(&query, &(Count, FacetCollector, top.order_by_score()))?;
+                (total, facets, hits)
+            }
+            SortBy::Date => {
+                let (total, facets, hits) = searcher.search(
+                    &query,
+                    &(
+                        Count,
+                        FacetCollector,
+                        top.order_by_fast_field::<i64>("date", Order::Desc),
+                    ),
+                )?;
+                (
+                    total,
+                    facets,
+                    hits.into_iter().map(|(_, a)| (0.0, a)).collect(),
+                )
+            }
+        };
+        let snippets = match &user_query {
+            Some(q) => {
+                let mut generator = SnippetGenerator::create(&searcher, q.as_ref(), f.text)?;
+                generator.set_max_num_chars(240);
+                Some(generator)
+            }
+            None => None,
+        };
+        let mut hits = Vec::with_capacity(page.len());
+        for (score, address) in page {
+            let stored: StoredDoc = searcher.doc(address)?;
+            let text_of = |field| {
+                stored
+                    .get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let snippet = match &snippets {
+                Some(g) => {
+                    let s = g.snippet_from_doc(&stored);
+                    if s.is_empty() {
+                        lead(&text_of(f.text))
+                    } else {
+                        highlight(s.fragment(), s.highlighted())
+                    }
+                }
+                None => lead(&text_of(f.text)),
+            };
+            hits.push(Hit {
+                document_id: text_of(f.doc_id),
+                dossier_id: text_of(f.dossier_id),
+                dossier_number: text_of(f.dossier_number),
+                title: text_of(f.title),
+                kind: text_of(f.kind),
+                score,
+                snippet,
+            });
+        }
+        Ok(SearchResult {
+            total: total as u64,
+            hits,
+            facets,
+        })
+    }
+}
+
+/// The start of a text, escaped, when no passage matched (a title-only hit).
+fn lead(text: &str) -> String {
+    let cut: String = text.chars().take(240).collect();
+    escape(cut.trim())
+}
+
+/// Escapes `fragment` and wraps the highlighted byte ranges in `<mark>`.
+fn highlight(fragment: &str, ranges: &[std::ops::Range<usize>]) -> String {
+    let mut out = String::with_capacity(fragment.len() + ranges.len() * 13);
+    let mut at = 0;
+    for r in ranges {
+        if r.start < at || r.end > fragment.len() {
+            continue;
+        }
+        out.push_str(&escape(&fragment[at..r.start]));
+        out.push_str("<mark>");
+        out.push_str(&escape(&fragment[r.start..r.end]));
+        out.push_str("</mark>");
+        at = r.end;
+    }
+    out.push_str(&escape(&fragment[at..]));
+    out
+}
+
+/// HTML-escapes text for element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn highlights_are_marked_and_the_rest_escaped() {
+        assert_eq!(
+            highlight("<b>permesso</b> & altro", &[3..11, 30..31]),
+            "&lt;b&gt;<mark>permesso</mark>&lt;/b&gt; &amp; altro"
+        );
+    }
+}

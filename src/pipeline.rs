@@ -1,0 +1,349 @@
+//! Change log → extraction → index, with resume (DESIGN.md §1).
+//!
+//! The indexer reads the change log after the position stored in the index's last commit,
+//! applies each entry idempotently (the document's current state replaces whatever the index
+//! holds), and commits with the new position. A crash anywhere means some entries are applied
+//! again, never that one is skipped. Every node runs its own indexer over the shared log.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sqlx::Row;
+use tokio::sync::Notify;
+
+use crate::app::Services;
+use crate::db::{Db, DbError, now_ms};
+use crate::domain::ContentHash;
+use crate::extract::EXTRACTOR_VERSION;
+use crate::extract::sandbox::{Outcome, Sandbox};
+use crate::index::{IndexedDoc, SearchIndex};
+
+/// Entries read per batch; each batch ends in one commit.
+const BATCH: i64 = 256;
+/// How often the log is polled for changes written by other processes or nodes.
+const POLL: Duration = Duration::from_millis(250);
+/// A hole in the sequence older than this belongs to a rolled-back transaction.
+const GAP_TIMEOUT_MS: i64 = 5_000;
+
+/// A pipeline failure (it is retried; nothing is lost).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Database.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Database driver.
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    /// Index.
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    /// Blob store.
+    #[error(transparent)]
+    Blob(#[from] crate::blobs::BlobError),
+    /// A blocking task died.
+    #[error("indexing task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The indexer.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    services: Services,
+    index: Arc<SearchIndex>,
+    sandbox: Sandbox,
+    parallel: usize,
+}
+
+/// What the pipeline stores about a version's text.
+struct Loaded {
+    doc: IndexedDoc,
+    version: i32,
+    sha256: String,
+    media_type: String,
+    status: String,
+}
+
+impl Pipeline {
+    /// A pipeline over `index`, extracting with `sandbox`, `parallel` files at a time.
+    pub fn new(
+        services: Services,
+        index: Arc<SearchIndex>,
+        sandbox: Sandbox,
+        parallel: usize,
+    ) -> Self {
+        Self {
+            services,
+            index,
+            sandbox,
+            parallel: parallel.max(1),
+        }
+    }
+
+    /// Follows the change log until `shutdown` is notified; errors are logged and retried.
+    pub async fn run(self, wake: Arc<Notify>, shutdown: Arc<Notify>) {
+        loop {
+            match self.apply_batch().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "indexing failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+                () = shutdown.notified() => return,
+            }
+        }
+    }
+
+    /// Applies every pending entry; returns how many batches it took.
+    pub async fn catch_up(&self) -> Result<usize, PipelineError> {
+        let mut batches = 0;
+        while self.apply_batch().await? {
+            batches += 1;
+        }
+        Ok(batches)
+    }
+
+    /// Applies one batch; `true` if there was something to apply.
+    async fn apply_batch(&self) -> Result<bool, PipelineError> {
+        let position = self.index.position();
+        let rows = sqlx::query(
+            "select seq, entity, entity_id, op, created_at from change_log where seq > $1 \
+             order by seq limit $2",
+        )
+        .bind(position)
+        .bind(BATCH)
+        .fetch_all(self.services.db.pool())
+        .await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let now = now_ms();
+        let mut expected = position + 1;
+        let mut last = position;
+        let mut documents = BTreeSet::new();
+        let mut dossiers = BTreeSet::new();
+        for row in &rows {
+            let seq: i64 = row.try_get("seq")?;
+            let created_at: i64 = row.try_get("created_at")?;
+            // A hole may be a transaction still committing: wait for it, unless it is old
+            // enough to have been rolled back (sequences are not transactional).
+            if seq != expected && now - created_at < GAP_TIMEOUT_MS {
+                break;
+            }
+            let entity: String = row.try_get("entity")?;
+            let id: String = row.try_get("entity_id")?;
+            let op: String = row.try_get("op")?;
+            match entity.as_str() {
+                "document" => {
+                    documents.insert(id);
+                }
+                "dossier" if op != "create" => {
+                    dossiers.insert(id);
+                }
+                _ => {}
+            }
+            last = seq;
+            expected = seq + 1;
+        }
+        if last == position {
+            return Ok(false);
+        }
+        for dossier in dossiers {
+            let ids: Vec<String> =
+                sqlx::query_scalar("select id from document where dossier_id = $1")
+                    .bind(&dossier)
+                    .fetch_all(self.services.db.pool())
+                    .await?;
+            documents.extend(ids);
+        }
+        let count = documents.len();
+        self.index_documents(documents.into_iter().collect())
+            .await?;
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.commit(last)).await??;
+        tracing::debug!(position = last, documents = count, "index committed");
+        Ok(true)
+    }
+
+    /// Re-reads, extracts (or takes from the cache) and indexes these documents; documents
+    /// that no longer exist are removed from the index.
+    pub async fn index_documents(&self, ids: Vec<String>) -> Result<(), PipelineError> {
+        let results: Vec<Result<Option<IndexedDoc>, PipelineError>> =
+            futures_util::stream::iter(ids.clone())
+                .map(|id| async move { self.prepare(&id).await })
+                .buffered(self.parallel)
+                .collect()
+                .await;
+        let mut docs = Vec::with_capacity(results.len());
+        for (id, result) in ids.into_iter().zip(results) {
+            docs.push((id, result?));
+        }
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || {
+            for (id, doc) in docs {
+                match doc {
+                    Some(doc) => index.upsert(&doc)?,
+                    None => index.delete(&id),
+                }
+            }
+            Ok::<_, crate::index::IndexError>(())
+        })
+        .await??;
+        Ok(())
+    }
+
+    async fn prepare(&self, id: &str) -> Result<Option<IndexedDoc>, PipelineError> {
+        let Some(mut loaded) = load(&self.services.db, id).await? else {
+            return Ok(None);
+        };
+        let outcome = self.text_for(&loaded.sha256, &loaded.media_type).await?;
+        if loaded.status == "pending" {
+            record_outcome(&self.services.db, id, loaded.version, &outcome).await?;
+        }
+        if let Outcome::Done(extracted) = outcome {
+            loaded.doc.text = extracted.text;
+        }
+        Ok(Some(loaded.doc))
+    }
+
+    /// The text of a blob: from the cache of extracted texts, or extracted in the sandbox
+    /// and cached (failures too, so a hostile file is parsed once per extractor version).
+    pub async fn text_for(&self, sha256: &str, media_type: &str) -> Result<Outcome, PipelineError> {
+        let key = format!(
+            "extracted/v{EXTRACTOR_VERSION}/{}/{}/{sha256}.json",
+            &sha256[..2],
+            &sha256[2..4]
+        );
+        if let Some(cached) = self.services.blobs.get_derived(&key).await?
+            && let Ok(outcome) = serde_json::from_slice::<Outcome>(&cached)
+        {
+            return Ok(outcome);
+        }
+        let outcome = match ContentHash::parse(sha256) {
+            Ok(hash) => match self.services.blobs.read_verified(&hash).await {
+                Ok(bytes) => self.sandbox.run(bytes, media_type).await,
+                Err(crate::blobs::BlobError::Corrupt(_)) => Outcome::Failed {
+                    reason: "the stored file failed its integrity check".into(),
+                },
+                Err(crate::blobs::BlobError::Missing(_)) => Outcome::Failed {
+                    reason: "the stored file is missing".into(),
+                },
+                Err(e) => return Err(e.into()),
+            },
+            Err(_) => Outcome::Failed {
+                reason: "invalid content hash".into(),
+            },
+        };
+        // Store failures of the file itself, not of the store.
+        let json = serde_json::to_vec(&outcome).unwrap_or_default();
+        self.services
+            .blobs
+            .put_derived(&key, Bytes::from(json))
+            .await?;
+        Ok(outcome)
+    }
+}
+
+async fn load(db: &Db, id: &str) -> Result<Option<Loaded>, PipelineError> {
+    let row = sqlx::query(
+        "select doc.id, doc.dossier_id, doc.title, doc.kind, doc.visibility, doc.current_version, \
+         d.number, d.tenant, d.office_code, d.procedure_code, d.status, d.year, \
+         v.sha256, v.media_type, v.created_at, v.extraction_status \
+         from document doc join dossier d on d.id = doc.dossier_id \
+         join document_version v on v.document_id = doc.id and v.version = doc.current_version \
+         where doc.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let year: i32 = row.try_get("year")?;
+    Ok(Some(Loaded {
+        doc: IndexedDoc {
+            doc_id: row.try_get("id")?,
+            dossier_id: row.try_get("dossier_id")?,
+            dossier_number: row.try_get("number")?,
+            tenant: row.try_get("tenant")?,
+            office: row.try_get("office_code")?,
+            procedure: row.try_get("procedure_code")?,
+            kind: row.try_get("kind")?,
+            status: row.try_get("status")?,
+            visibility: row.try_get("visibility")?,
+            year: u64::try_from(year).unwrap_or_default(),
+            date_ms: row.try_get("created_at")?,
+            title: row.try_get("title")?,
+            text: String::new(),
+        },
+        version: row.try_get("current_version")?,
+        sha256: row.try_get("sha256")?,
+        media_type: row.try_get("media_type")?,
+        status: row.try_get("extraction_status")?,
+    }))
+}
+
+async fn record_outcome(
+    db: &Db,
+    id: &str,
+    version: i32,
+    outcome: &Outcome,
+) -> Result<(), PipelineError> {
+    let (status, pages, chars, error) = match outcome {
+        Outcome::Done(e) => (
+            "done",
+            e.pages.map(i64::from),
+            Some(e.text.chars().count() as i64),
+            None,
+        ),
+        Outcome::Failed { reason } => ("failed", None, None, Some(reason.clone())),
+    };
+    sqlx::query(
+        "update document_version set extraction_status = $1, extraction_pages = $2, \
+         extraction_chars = $3, extraction_error = $4 where document_id = $5 and version = $6",
+    )
+    .bind(status)
+    .bind(pages)
+    .bind(chars)
+    .bind(error)
+    .bind(id)
+    .bind(version)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Rebuilds the index from the database and the cached texts (extracting only what is not
+/// cached), then records the change-log position it reflects. Returns the documents indexed.
+pub async fn reindex(
+    services: &Services,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<usize> {
+    let pipeline = services.pipeline()?;
+    let index = services
+        .index
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("index not open"))?;
+    // Changes after this position are applied by the server's indexer when it starts.
+    let position: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from change_log")
+        .fetch_one(services.db.pool())
+        .await?;
+    let ids: Vec<String> = sqlx::query_scalar("select id from document order by id")
+        .fetch_all(services.db.pool())
+        .await?;
+    progress.set_length(ids.len() as u64);
+    index.clear()?;
+    for chunk in ids.chunks(256) {
+        pipeline.index_documents(chunk.to_vec()).await?;
+        progress.inc(chunk.len() as u64);
+    }
+    let committing = index.clone();
+    tokio::task::spawn_blocking(move || committing.commit(position)).await??;
+    progress.finish();
+    Ok(ids.len())
+}

@@ -1,0 +1,456 @@
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{cf, sample_pdf, spawn_app};
+
+fn ids(body: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["document_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn id(doc: &Value) -> String {
+    doc["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_is_searchable_within_two_seconds_of_its_upload() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(50).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(50)).await;
+    let doc = app
+        .add_document(
+            &citizen,
+            dossier["id"].as_str().unwrap(),
+            &sample_pdf("Relazione zanzibarica"),
+            "public",
+        )
+        .await;
+    let (body, took) = app
+        .search_until(&citizen, &[("q", "zanzibarica")], 1, Duration::from_secs(2))
+        .await;
+    assert_eq!(body["total"], 1, "not found within 2 s: {body}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(body["hits"][0]["document_id"], doc["id"]);
+    assert_eq!(body["hits"][0]["dossier_number"], dossier["number"]);
+    assert_eq!(body["hits"][0]["dossier_id"], dossier["id"]);
+    assert!(
+        body["hits"][0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains("<mark>zanzibarica</mark>")
+    );
+
+    let metadata: Value = app
+        .get(&citizen, &format!("/v1/documents/{}", id(&doc)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["extraction"]["status"], "done", "{metadata}");
+    assert_eq!(metadata["extraction"]["pages"], 1);
+    assert!(metadata["extraction"]["chars"].as_u64().unwrap() > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn italian_text_is_matched_across_accents_elisions_and_inflections() {
+    let app = spawn_app().await;
+    let staff = app.staff(&["edilizia"]).await;
+    let dossier = app
+        .open_dossier(&staff, "permesso-di-costruire", &cf(51))
+        .await;
+    let d = dossier["id"].as_str().unwrap();
+    let accent = app
+        .add_text(
+            &staff,
+            d,
+            "Sopralluogo nella città vecchia",
+            "Verbale",
+            "public",
+        )
+        .await;
+    let plain = app
+        .add_text(&staff, d, "Mappa della citta alta", "Mappa", "public")
+        .await;
+    let elision = app
+        .add_text(
+            &staff,
+            d,
+            "Copia dell'atto di proprietà e l’istanza firmata",
+            "Atti",
+            "public",
+        )
+        .await;
+    let plural = app
+        .add_text(
+            &staff,
+            d,
+            "Sono state rilasciate le autorizzazioni richieste",
+            "Esito",
+            "public",
+        )
+        .await;
+    let stop = app
+        .add_text(
+            &staff,
+            d,
+            "Domanda residenza anagrafica",
+            "Domanda",
+            "public",
+        )
+        .await;
+    app.indexed().await;
+
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("città", vec![id(&accent), id(&plain)]),
+        ("CITTA", vec![id(&accent), id(&plain)]),
+        ("atto", vec![id(&elision)]),
+        ("dell'atto", vec![id(&elision)]),
+        ("istanza", vec![id(&elision)]),
+        ("l'istanza", vec![id(&elision)]),
+        ("l’istanza", vec![id(&elision)]),
+        ("autorizzazione", vec![id(&plural)]),
+        ("domanda di residenza", vec![id(&stop)]),
+        ("proprieta", vec![id(&elision)]),
+    ];
+    for (q, mut expected) in cases {
+        expected.sort();
+        let body: Value = app.search(&staff, &[("q", q)]).await.json().await.unwrap();
+        assert_eq!(ids(&body), expected, "query {q:?}: {body}");
+        assert_eq!(body["total"], expected.len() as u64, "query {q:?}");
+    }
+}
+
+async fn check(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    params: Vec<(&str, String)>,
+    expected: &[&Value],
+) {
+    let p: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let body: Value = app.search(token, &p).await.json().await.unwrap();
+    let mut want: Vec<String> = expected.iter().map(|d| id(d)).collect();
+    want.sort();
+    assert_eq!(ids(&body), want, "{params:?}: {body}");
+    assert_eq!(body["total"], want.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phrases_exclusions_or_and_filters_narrow_the_hits() {
+    let app = spawn_app().await;
+    let staff = app.staff(&["edilizia", "suap"]).await;
+    let building = app.open_dossier(&staff, "scia-edilizia", &cf(52)).await;
+    let shop = app.open_dossier(&staff, "dehors", &cf(53)).await;
+    let b = building["id"].as_str().unwrap();
+    let s = shop["id"].as_str().unwrap();
+    let a1 = app
+        .add_text(
+            &staff,
+            b,
+            "parere favorevole della commissione paesaggio",
+            "Parere",
+            "public",
+        )
+        .await;
+    let a2 = app
+        .add_text(
+            &staff,
+            b,
+            "parere contrario, commissione edilizia favorevole",
+            "Parere 2",
+            "internal",
+        )
+        .await;
+    let a3 = app
+        .add_text(
+            &staff,
+            s,
+            "planimetria del dehors con parere favorevole",
+            "Dehors",
+            "public",
+        )
+        .await;
+    app.indexed().await;
+
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere favorevole".into())],
+        &[&a1, &a2, &a3],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "\"parere favorevole\"".into())],
+        &[&a1, &a3],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere -dehors".into())],
+        &[&a1, &a2],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "paesaggio OR planimetria".into())],
+        &[&a1, &a3],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere".into()), ("procedure", "dehors".into())],
+        &[&a3],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere".into()), ("office", "edilizia".into())],
+        &[&a1, &a2],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere".into()), ("dossier", b.into())],
+        &[&a1, &a2],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere".into()), ("kind", "attachment".into())],
+        &[&a1, &a2, &a3],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere".into()), ("kind", "decision".into())],
+        &[],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere".into()), ("status", "submitted".into())],
+        &[&a1, &a2, &a3],
+    )
+    .await;
+    let year = building["number"].as_str().unwrap()[..4].to_owned();
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere".into()), ("year", year.clone())],
+        &[&a1, &a2, &a3],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![("q", "parere".into()), ("year", "1999".into())],
+        &[],
+    )
+    .await;
+    let today = jiff::Timestamp::now().in_tz("Europe/Rome").unwrap().date();
+    check(
+        &app,
+        &staff,
+        vec![
+            ("q", "parere".into()),
+            ("from", today.to_string()),
+            ("to", today.to_string()),
+        ],
+        &[&a1, &a2, &a3],
+    )
+    .await;
+    check(
+        &app,
+        &staff,
+        vec![
+            ("q", "parere".into()),
+            ("to", today.yesterday().unwrap().to_string()),
+        ],
+        &[],
+    )
+    .await;
+
+    // Paging and date order without a query.
+    let body: Value = app
+        .search(&staff, &[("limit", "2"), ("sort", "date")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["total"], 3);
+    assert_eq!(body["hits"].as_array().unwrap().len(), 2);
+    assert_eq!(body["hits"][0]["document_id"], a3["id"], "newest first");
+    let page2: Value = app
+        .search(&staff, &[("limit", "2"), ("offset", "2"), ("sort", "date")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["hits"][0]["document_id"], a1["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facets_add_up_to_the_total() {
+    let app = spawn_app().await;
+    let staff = app.staff(&["edilizia", "suap"]).await;
+    let kinds = ["plan", "receipt", "application", "plan", "decision"];
+    for (i, procedure) in ["cila", "scia-edilizia", "dehors"].iter().enumerate() {
+        let d = app
+            .open_dossier(&staff, procedure, &cf(60 + i as u32))
+            .await;
+        for (j, kind) in kinds.iter().enumerate().take(i + 2) {
+            let response = app
+                .upload(
+                    &staff,
+                    &format!("/v1/dossiers/{}/documents", d["id"].as_str().unwrap()),
+                    format!("relazione numero {j} della pratica").into_bytes(),
+                    "r.txt",
+                    &[("kind", kind)],
+                )
+                .await;
+            assert_eq!(response.status(), 201);
+        }
+    }
+    app.indexed().await;
+    let body: Value = app
+        .search(&staff, &[("q", "relazione")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["total"], 9);
+    for facet in ["procedure", "kind", "year", "status"] {
+        let sum: u64 = body["facets"][facet]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, 9, "facet {facet}: {}", body["facets"][facet]);
+    }
+    assert_eq!(body["facets"]["procedure"]["cila"], 2);
+    assert_eq!(body["facets"]["procedure"]["dehors"], 4);
+    assert_eq!(body["facets"]["kind"]["plan"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippets_escape_html_from_the_document() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(70).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(70)).await;
+    app.add_text(
+        &citizen,
+        d["id"].as_str().unwrap(),
+        "Nota <script>alert('x')</script> con il codice <b>quarzite</b> & altro",
+        "Nota",
+        "public",
+    )
+    .await;
+    let (body, _) = app
+        .search_until(&citizen, &[("q", "quarzite")], 1, Duration::from_secs(10))
+        .await;
+    let snippet = body["hits"][0]["snippet"].as_str().unwrap();
+    assert!(
+        snippet.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
+        "{snippet}"
+    );
+    assert!(
+        snippet.contains("&lt;b&gt;<mark>quarzite</mark>&lt;/b"),
+        "{snippet}"
+    );
+    assert!(!snippet.contains("<script>") && !snippet.contains("<b>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_searches_are_400s() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(71).await;
+    for params in [
+        vec![("q", "nosuchfield:x")],
+        vec![("q", "parere"), ("limit", "0")],
+        vec![("q", "parere"), ("limit", "1000")],
+        vec![("q", "parere"), ("sort", "size")],
+        vec![("q", "parere"), ("kind", "poem")],
+        vec![("q", "parere"), ("from", "26/11/2026")],
+        vec![("q", "parere"), ("dossier", "1")],
+        vec![("q", "parere"), ("year", "duemila")],
+        vec![("q", "parere"), ("color", "red")],
+    ] {
+        let response = app.search(&citizen, &params).await;
+        assert_eq!(response.status(), 400, "{params:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_query", "{params:?}: {body}");
+    }
+    assert_eq!(
+        app.client
+            .get(app.url("/v1/search?q=x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_replaces_the_old_text_in_the_index() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(72).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(72)).await;
+    let doc = app
+        .add_text(
+            &citizen,
+            d["id"].as_str().unwrap(),
+            "prima stesura ornitorinco",
+            "Bozza",
+            "public",
+        )
+        .await;
+    app.indexed().await;
+    let response = app
+        .upload(
+            &citizen,
+            &format!("/v1/documents/{}/versions", id(&doc)),
+            b"seconda stesura lemure".to_vec(),
+            "v2.txt",
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    app.indexed().await;
+    let old: Value = app
+        .search(&citizen, &[("q", "ornitorinco")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(old["total"], 0);
+    let new: Value = app
+        .search(&citizen, &[("q", "lemure")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(new["total"], 1);
+    let all: Value = app.search(&citizen, &[]).await.json().await.unwrap();
+    assert_eq!(
+        all["total"], 1,
+        "one index entry per document, not per version"
+    );
+}
