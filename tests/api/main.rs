@@ -7,8 +7,11 @@
 
 mod auth;
 mod cli;
+mod crash;
 mod documents;
 mod dossiers;
 mod helpers;
+mod leak;
+mod process;
 mod search;
 mod server;
