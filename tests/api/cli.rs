@@ -151,3 +151,92 @@ async fn gc_deletes_only_old_unreferenced_blobs() {
         .await;
     assert_eq!(content.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_loads_a_folder_tree_that_becomes_searchable() {
+    let app = spawn_app().await;
+    let tree = tempfile::tempdir().unwrap();
+    let first = tree.path().join("pratica-001");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::write(
+        first.join("manifest.json"),
+        serde_json::json!({
+            "procedure": "scia-edilizia",
+            "applicant_cf": cf(42),
+            "subject": "Veranda sul retro",
+            "documents": [
+                {"file": "istanza.pdf", "title": "Istanza", "kind": "application"},
+                {"file": "nota.txt", "title": "Nota", "kind": "other", "visibility": "internal"}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        first.join("istanza.pdf"),
+        sample_pdf("Istanza per la veranda importata"),
+    )
+    .unwrap();
+    std::fs::write(first.join("nota.txt"), "nota interna importata").unwrap();
+    let second = tree.path().join("pratica-002");
+    std::fs::create_dir(&second).unwrap();
+    std::fs::write(
+        second.join("manifest.json"),
+        serde_json::json!({"procedure": "riduzione-tari", "applicant_cf": cf(43), "subject": "Compostaggio"}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        second.join("ricevuta.txt"),
+        "ricevuta importata del versamento",
+    )
+    .unwrap();
+
+    let output = app.cli(&["import", tree.path().to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report, serde_json::json!({"dossiers": 2, "documents": 3}));
+
+    let auditor = app.user("auditor", None, &[]).await;
+    let (found, _) = app
+        .search_until(
+            &auditor,
+            &[("q", "importata")],
+            3,
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(found["total"], 3, "{found}");
+    let applicant = app.citizen(42).await;
+    let mine: Value = app
+        .search(&applicant, &[("q", "importata")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        mine["total"], 1,
+        "the applicant sees the public document only: {mine}"
+    );
+    let dossiers: Value = app
+        .get(&applicant, "/v1/dossiers")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dossiers["items"][0]["channel"], "desk");
+
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::create_dir(bad.path().join("x")).unwrap();
+    std::fs::write(
+        bad.path().join("x/manifest.json"),
+        r#"{"procedure":"nope","applicant_cf":"x","subject":"y"}"#,
+    )
+    .unwrap();
+    let output = app.cli(&["import", bad.path().to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown procedure"));
+}

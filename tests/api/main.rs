@@ -11,6 +11,7 @@ mod crash;
 mod documents;
 mod dossiers;
 mod helpers;
+mod hostile;
 mod leak;
 mod process;
 mod search;

@@ -1,0 +1,219 @@
+//! Crafted PDFs meet the sandbox: each ends within the limits, the server keeps answering, and
+//! the bytes stay downloadable.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::{cf, spawn_app};
+
+/// A PDF from numbered object bodies (object i+1 = bodies[i]) with a correct xref table.
+fn pdf(bodies: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = b"%PDF-1.7\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            bodies.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+fn stream(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut body = format!("<< {dict} /Length {} >>\nstream\n", data.len()).into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(b"\nendstream");
+    body
+}
+
+const FONT: &str = "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>";
+
+fn page(contents: usize, parent: usize, font: usize) -> Vec<u8> {
+    format!("<< /Type /Page /Parent {parent} 0 R /MediaBox [0 0 612 792] /Contents {contents} 0 R /Resources << /Font << /F1 {font} 0 R >> >> >>").into_bytes()
+}
+
+fn hostile_files() -> Vec<(&'static str, Vec<u8>)> {
+    let mut files = Vec::new();
+
+    let depth = 300_000;
+    let mut nested = b"<< /Type /Catalog /Pages 2 0 R /X ".to_vec();
+    nested.extend(std::iter::repeat_n(b'[', depth));
+    nested.extend(std::iter::repeat_n(b']', depth));
+    nested.extend_from_slice(b" >>");
+    files.push((
+        "deep nesting",
+        pdf(&[nested, b"<< /Type /Pages /Kids [] /Count 0 >>".to_vec()]),
+    ));
+
+    files.push((
+        "reference loop",
+        pdf(&[
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 /Parent 3 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [2 0 R] /Count 1 /Parent 2 0 R >>".to_vec(),
+        ]),
+    ));
+
+    let mut huge_xref = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n".to_vec();
+    let at = huge_xref.len();
+    huge_xref.extend_from_slice(b"xref\n0 2147483647\n0000000000 65535 f \n0000000009 00000 n \n");
+    huge_xref.extend_from_slice(
+        format!("trailer\n<< /Size 2147483647 /Root 1 0 R >>\nstartxref\n{at}\n%%EOF\n").as_bytes(),
+    );
+    files.push(("huge declared xref", huge_xref));
+
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![b' '; 1 << 20];
+    for _ in 0..256 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    files.push((
+        "decompression bomb",
+        pdf(&[
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+            page(4, 2, 5),
+            stream("/Filter /FlateDecode", &bomb),
+            FONT.as_bytes().to_vec(),
+        ]),
+    ));
+
+    let pages = 100_000;
+    let kids: String = (0..pages).map(|i| format!("{} 0 R ", i + 5)).collect();
+    let mut many = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        format!("<< /Type /Pages /Kids [{kids}] /Count {pages} >>").into_bytes(),
+        stream("", b"BT /F1 12 Tf 72 720 Td (pagina) Tj ET"),
+        FONT.as_bytes().to_vec(),
+    ];
+    for _ in 0..pages {
+        many.push(page(3, 2, 4));
+    }
+    files.push(("100000 pages", pdf(&many)));
+
+    let mut ops = b"BT /F1 12 Tf 72 720 Td ".to_vec();
+    for _ in 0..1_500_000 {
+        ops.extend_from_slice(b"(a) Tj\n");
+    }
+    ops.extend_from_slice(b"ET");
+    files.push((
+        "millions of text operators",
+        pdf(&[
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+            page(4, 2, 5),
+            stream("", &ops),
+            FONT.as_bytes().to_vec(),
+        ]),
+    ));
+
+    let good = crate::helpers::sample_pdf("documento troncato");
+    files.push(("truncated", good[..good.len() / 2].to_vec()));
+
+    let mut garbage = b"%PDF-1.7\n".to_vec();
+    let mut x: u32 = 12345;
+    for _ in 0..200_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        garbage.push((x >> 16) as u8);
+    }
+    files.push(("garbage", garbage));
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_pdfs_end_within_limits_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(95).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(95)).await;
+    let d = dossier["id"].as_str().unwrap();
+    let mut uploaded = Vec::new();
+    for (name, bytes) in hostile_files() {
+        let response = app
+            .upload(
+                &citizen,
+                &format!("/v1/dossiers/{d}/documents"),
+                bytes.clone(),
+                "ostile.pdf",
+                &[("title", name)],
+            )
+            .await;
+        assert_eq!(response.status(), 201, "{name}");
+        let doc: Value = response.json().await.unwrap();
+        assert_eq!(doc["media_type"], "application/pdf", "{name}");
+        uploaded.push((name, doc["id"].as_str().unwrap().to_owned(), bytes));
+    }
+    // Each file may take up to the wall-clock limit (15 s in tests); two run at a time.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    for (name, id, bytes) in &uploaded {
+        let doc: Value = loop {
+            let health = app.client.get(app.url("/health")).send().await.unwrap();
+            assert_eq!(health.status(), 200, "the server must keep answering");
+            let doc: Value = app
+                .get(&citizen, &format!("/v1/documents/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if doc["extraction"]["status"] != "pending" {
+                break doc;
+            }
+            assert!(Instant::now() < deadline, "{name} still pending");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let status = doc["extraction"]["status"].as_str().unwrap();
+        match status {
+            "failed" => {
+                let reason = doc["extraction"]["reason"].as_str().unwrap_or_default();
+                assert!(!reason.is_empty(), "{name} failed without a reason");
+            }
+            "done" => {
+                assert!(
+                    doc["extraction"]["chars"].as_u64().unwrap() <= 2_000_000,
+                    "{name}"
+                );
+            }
+            other => panic!("{name}: unexpected status {other}"),
+        }
+        eprintln!("{name}: {}", doc["extraction"]);
+        let content = app
+            .get(&citizen, &format!("/v1/documents/{id}/content"))
+            .await;
+        assert_eq!(content.status(), 200, "{name} must stay downloadable");
+        assert_eq!(
+            content.bytes().await.unwrap().as_ref(),
+            bytes.as_slice(),
+            "{name}"
+        );
+    }
+    // The 100 000-page file reports its page count.
+    let many = uploaded
+        .iter()
+        .find(|(n, _, _)| *n == "100000 pages")
+        .unwrap();
+    let doc: Value = app
+        .get(&citizen, &format!("/v1/documents/{}", many.1))
+        .await
+        .json()
+        .await
+        .unwrap();
+    if doc["extraction"]["status"] == "done" {
+        assert_eq!(doc["extraction"]["pages"], 100_000);
+    }
+}
