@@ -137,6 +137,41 @@ impl Caller {
         &self.user.offices
     }
 
+    /// Front-office staff handle every office's dossiers.
+    pub fn front_office(&self) -> bool {
+        self.user.role == Role::Staff && self.user.all_offices
+    }
+
+    /// True for staff who handle dossiers of `office`.
+    fn handles_office(&self, office: &str) -> bool {
+        self.user.role == Role::Staff
+            && (self.user.all_offices || self.user.offices.iter().any(|o| o.as_str() == office))
+    }
+
+    /// May this caller grant and revoke delegations on a dossier they can see? The applicant
+    /// may, and staff handling it on the applicant's behalf; a delegated professional may not
+    /// delegate further.
+    pub fn may_manage_delegations(&self, dossier: &DossierFacts<'_>) -> Result<(), Denied> {
+        let is_applicant = matches!(self.user.role, Role::Citizen | Role::Professional)
+            && self.user.codice_fiscale.as_ref().map(|c| c.as_str()) == Some(dossier.applicant_cf);
+        if is_applicant || self.handles_office(dossier.office) {
+            Ok(())
+        } else {
+            Err(Denied(
+                "only the applicant or the office handling the dossier can manage its delegations",
+            ))
+        }
+    }
+
+    /// May this caller manage users and tokens of others?
+    pub fn may_administer(&self) -> Result<(), Denied> {
+        if self.user.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(Denied("only administrators can do this"))
+        }
+    }
+
     /// Appends `(…)`: the dossiers (table alias `d`) this caller may see.
     /// Delegations are read at query time, so a revocation applies to the next request.
     pub fn push_dossier_filter(&self, sql: &mut Sql) {
@@ -145,6 +180,9 @@ impl Caller {
             .push(" and ");
         match (self.user.role, &self.user.codice_fiscale) {
             (Role::Auditor, _) => {
+                sql.push("1 = 1");
+            }
+            (Role::Staff, _) if self.user.all_offices => {
                 sql.push("1 = 1");
             }
             (Role::Staff, _) if !self.user.offices.is_empty() => {
@@ -218,7 +256,7 @@ impl Caller {
                 }
             }
             Role::Staff => {
-                if self.user.offices.contains(&procedure.office) {
+                if self.user.all_offices || self.user.offices.contains(&procedure.office) {
                     Ok(Channel::Desk)
                 } else {
                     Err(Denied(
@@ -245,15 +283,7 @@ impl Caller {
                     Ok(())
                 }
             }
-            Role::Staff
-                if self
-                    .user
-                    .offices
-                    .iter()
-                    .any(|o| o.as_str() == dossier.office) =>
-            {
-                Ok(())
-            }
+            Role::Staff if self.handles_office(dossier.office) => Ok(()),
             Role::Staff => Err(Denied(
                 "this dossier belongs to an office you are not part of",
             )),
@@ -284,6 +314,7 @@ impl Caller {
         let tenant = term(fields.tenant, &self.user.tenant);
         let scope: Box<dyn Query> = match self.user.role {
             Role::Auditor => return Ok(tenant),
+            Role::Staff if self.user.all_offices => return Ok(tenant),
             Role::Admin => return Ok(Box::new(EmptyQuery)),
             Role::Staff => Box::new(TermSetQuery::new(
                 self.user

@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Re-hash every referenced blob; exit non-zero if any is missing or corrupt.
     Verify,
     /// Rebuild this node's search index from the database and the cached texts (the server
@@ -70,6 +75,39 @@ enum UserCommand {
         /// Office code (staff; repeat for several).
         #[arg(long = "office")]
         offices: Vec<String>,
+        /// Front-office staff, handling every office's dossiers.
+        #[arg(long)]
+        front_office: bool,
+        /// Contact e-mail.
+        #[arg(long)]
+        email: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a new token for a user; prints `{"id","token"}` once.
+    Add {
+        /// The user's id.
+        #[arg(long)]
+        user: String,
+        /// What the token is for.
+        #[arg(long, default_value = "issued from the command line")]
+        label: String,
+        /// Days until it expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List a user's tokens (never their secrets).
+    List {
+        /// The user's id.
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke a token by its id; it stops working on the next request.
+    Revoke {
+        /// The token's id (from `token list`).
+        id: String,
     },
 }
 
@@ -114,12 +152,25 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
                     name,
                     cf,
                     offices,
+                    front_office,
+                    email,
                 },
         } => {
             let role: Role = role.parse()?;
             let services = Services::open(cli.config).await?;
-            let created =
-                crate::users::add_user(&services, role, &name, cf.as_deref(), &offices).await?;
+            let created = crate::users::add_user_with(
+                &services,
+                &crate::users::UserSpec {
+                    role,
+                    name: &name,
+                    codice_fiscale: cf.as_deref(),
+                    offices: &offices,
+                    front_office,
+                    email: email.as_deref(),
+                    phone: None,
+                },
+            )
+            .await?;
             println!("{}", serde_json::to_string(&created)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -134,6 +185,10 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::ExtractWorker(_) => Ok(ExitCode::FAILURE),
+        Command::Token { command } => {
+            let services = Services::open(cli.config).await?;
+            run_token(&services, command).await
+        }
         Command::Reindex => {
             let mut services = Services::open(cli.config).await?;
             services.open_index().context(
@@ -169,4 +224,44 @@ fn progress_bar(what: &str) -> indicatif::ProgressBar {
     }
     bar.set_prefix(what.to_owned());
     bar
+}
+
+async fn run_token(services: &Services, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    use crate::db::users;
+    use crate::domain::{TokenId, UserId};
+    let user_of =
+        |raw: &str| UserId::parse(raw).ok_or_else(|| anyhow::anyhow!("not a user id: {raw}"));
+    match command {
+        TokenCommand::Add {
+            user,
+            label,
+            expires_in_days,
+        } => {
+            let id = user_of(&user)?;
+            users::user_by_id(&services.db, &services.config.tenant, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user {id}"))?;
+            let expires_at =
+                expires_in_days.map(|d| crate::db::now_ms() + i64::from(d.max(1)) * 86_400_000);
+            let token = crate::access::issue_token(&services.db, id, &label, expires_at).await?;
+            println!(
+                "{}",
+                serde_json::json!({ "user": id.to_string(), "token": token })
+            );
+        }
+        TokenCommand::List { user } => {
+            let tokens = users::list_tokens(&services.db, user_of(&user)?).await?;
+            println!("{}", serde_json::to_string_pretty(&tokens)?);
+        }
+        TokenCommand::Revoke { id } => {
+            let token =
+                TokenId::parse(&id).ok_or_else(|| anyhow::anyhow!("not a token id: {id}"))?;
+            users::token_owner(&services.db, &services.config.tenant, token)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no token {id}"))?;
+            users::revoke_token(&services.db, token).await?;
+            println!("{}", serde_json::json!({ "revoked": id }));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -216,11 +216,7 @@ impl Pipeline {
     /// The text of a blob: from the cache of extracted texts, or extracted in the sandbox
     /// and cached (failures too, so a hostile file is parsed once per extractor version).
     pub async fn text_for(&self, sha256: &str, media_type: &str) -> Result<Outcome, PipelineError> {
-        let key = format!(
-            "extracted/v{EXTRACTOR_VERSION}/{}/{}/{sha256}.json",
-            &sha256[..2],
-            &sha256[2..4]
-        );
+        let key = text_cache_key(sha256);
         if let Some(cached) = self.services.blobs.get_derived(&key).await?
             && let Ok(outcome) = serde_json::from_slice::<Outcome>(&cached)
         {
@@ -249,6 +245,15 @@ impl Pipeline {
             .await?;
         Ok(outcome)
     }
+}
+
+/// Where the extracted text of a blob is cached, for this extractor version.
+pub fn text_cache_key(sha256: &str) -> String {
+    let (a, b) = (
+        sha256.get(..2).unwrap_or("xx"),
+        sha256.get(2..4).unwrap_or("xx"),
+    );
+    format!("extracted/v{EXTRACTOR_VERSION}/{a}/{b}/{sha256}.json")
 }
 
 async fn load(db: &Db, id: &str) -> Result<Option<Loaded>, PipelineError> {

@@ -41,6 +41,58 @@ pub async fn add_user(
     codice_fiscale: Option<&str>,
     offices: &[String],
 ) -> Result<CreatedUser, AddUserError> {
+    add_user_with(
+        services,
+        &UserSpec {
+            role,
+            name,
+            codice_fiscale,
+            offices,
+            front_office: false,
+            email: None,
+            phone: None,
+        },
+    )
+    .await
+}
+
+/// Everything that describes a new user.
+#[derive(Debug, Clone, Copy)]
+pub struct UserSpec<'a> {
+    /// Role.
+    pub role: Role,
+    /// Display name.
+    pub name: &'a str,
+    /// Codice fiscale (citizens and professionals).
+    pub codice_fiscale: Option<&'a str>,
+    /// Offices (staff).
+    pub offices: &'a [String],
+    /// Front-office staff, handling every office.
+    pub front_office: bool,
+    /// Contact e-mail.
+    pub email: Option<&'a str>,
+    /// Contact phone.
+    pub phone: Option<&'a str>,
+}
+
+/// Validates and creates a user from a full description, then issues a token.
+pub async fn add_user_with(
+    services: &Services,
+    spec: &UserSpec<'_>,
+) -> Result<CreatedUser, AddUserError> {
+    let UserSpec {
+        role,
+        name,
+        codice_fiscale,
+        offices,
+        front_office,
+        ..
+    } = *spec;
+    if front_office && role != Role::Staff {
+        return Err(AddUserError::Invalid(
+            "only staff can be front-office".into(),
+        ));
+    }
     let name = clean_text(name, "name", 200).map_err(|e| AddUserError::Invalid(e.to_string()))?;
     let codice_fiscale = codice_fiscale.map(CodiceFiscale::parse).transpose()?;
     if matches!(role, Role::Citizen | Role::Professional) && codice_fiscale.is_none() {
@@ -53,7 +105,7 @@ pub async fn add_user(
         .map(|o| OfficeCode::parse(o).map_err(|e| AddUserError::Invalid(format!("{e}: {o:?}"))))
         .collect::<Result<Vec<_>, _>>()?;
     match role {
-        Role::Staff if offices.is_empty() => {
+        Role::Staff if offices.is_empty() && !front_office => {
             return Err(AddUserError::Invalid(
                 "staff need at least one --office".into(),
             ));
@@ -72,6 +124,9 @@ pub async fn add_user(
             name,
             codice_fiscale,
             offices,
+            all_offices: front_office,
+            email: spec.email.map(str::to_owned),
+            phone: spec.phone.map(str::to_owned),
         },
     )
     .await?;
@@ -102,6 +157,9 @@ pub async fn system_user(services: &Services, name: &str) -> Result<UserId, AddU
             name: format!("system: {name}"),
             codice_fiscale: None,
             offices: Vec::new(),
+            all_offices: false,
+            email: None,
+            phone: None,
         },
     )
     .await?;

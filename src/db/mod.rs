@@ -1,8 +1,10 @@
 //! The metadata database, through sqlx's `Any` driver so one set of queries serves SQLite
 //! and PostgreSQL alike. Queries use `$N` placeholders, which both dialects accept.
 
+pub mod delegations;
 pub mod documents;
 pub mod dossiers;
+pub mod registrations;
 pub mod users;
 
 use std::str::FromStr;

@@ -20,6 +20,8 @@ pub struct UserRecord {
     pub codice_fiscale: Option<CodiceFiscale>,
     /// Offices of a staff member.
     pub offices: Vec<OfficeCode>,
+    /// Front-office staff handle every office's dossiers.
+    pub all_offices: bool,
 }
 
 /// What is needed to create a user.
@@ -35,6 +37,12 @@ pub struct NewUser {
     pub codice_fiscale: Option<CodiceFiscale>,
     /// Offices (staff only).
     pub offices: Vec<OfficeCode>,
+    /// Front-office staff (every office).
+    pub all_offices: bool,
+    /// Contact e-mail.
+    pub email: Option<String>,
+    /// Contact phone.
+    pub phone: Option<String>,
 }
 
 /// Why a user could not be created.
@@ -63,8 +71,8 @@ pub async fn create_user(db: &Db, user: &NewUser) -> Result<UserId, NewUserError
     let now = now_ms();
     let mut tx = db.begin_write().await?;
     let inserted = sqlx::query(
-        "insert into app_user (id, tenant, role, name, codice_fiscale, created_at) \
-         values ($1, $2, $3, $4, $5, $6)",
+        "insert into app_user (id, tenant, role, name, codice_fiscale, created_at, all_offices, \
+         email, phone) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(id.to_string())
     .bind(&user.tenant)
@@ -76,6 +84,9 @@ pub async fn create_user(db: &Db, user: &NewUser) -> Result<UserId, NewUserError
             .map(|cf| cf.as_str().to_owned()),
     )
     .bind(now)
+    .bind(i32::from(user.all_offices))
+    .bind(user.email.clone())
+    .bind(user.phone.clone())
     .execute(&mut *tx)
     .await
     .map_err(DbError::from);
@@ -131,7 +142,7 @@ pub async fn insert_token(
 /// The user holding a live token with this hash: not revoked, not expired, account enabled.
 pub async fn user_by_token_hash(db: &Db, token_hash: &str) -> Result<Option<UserRecord>, DbError> {
     let row = sqlx::query(
-        "select u.id, u.tenant, u.role, u.name, u.codice_fiscale from api_token t \
+        "select u.id, u.tenant, u.role, u.name, u.codice_fiscale, u.all_offices from api_token t \
          join app_user u on u.id = t.user_id \
          where t.token_hash = $1 and t.revoked_at is null \
          and (t.expires_at is null or t.expires_at > $2) and u.disabled_at is null",
@@ -141,6 +152,26 @@ pub async fn user_by_token_hash(db: &Db, token_hash: &str) -> Result<Option<User
     .fetch_optional(db.pool())
     .await?;
     let Some(row) = row else { return Ok(None) };
+    user_from_row(db, &row).await.map(Some)
+}
+
+/// A user by id, whatever their state.
+pub async fn user_by_id(db: &Db, tenant: &str, id: UserId) -> Result<Option<UserRecord>, DbError> {
+    let row = sqlx::query(
+        "select u.id, u.tenant, u.role, u.name, u.codice_fiscale, u.all_offices from app_user u \
+         where u.id = $1 and u.tenant = $2",
+    )
+    .bind(id.to_string())
+    .bind(tenant)
+    .fetch_optional(db.pool())
+    .await?;
+    match row {
+        Some(row) => user_from_row(db, &row).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn user_from_row(db: &Db, row: &sqlx::any::AnyRow) -> Result<UserRecord, DbError> {
     let id: String = row.try_get("id")?;
     let id = UserId::parse(&id).ok_or_else(|| DbError::Corrupt(format!("user id {id:?}")))?;
     let role: String = row.try_get("role")?;
@@ -158,12 +189,163 @@ pub async fn user_by_token_hash(db: &Db, token_hash: &str) -> Result<Option<User
         .iter()
         .map(|o| OfficeCode::parse(o).map_err(|_| DbError::Corrupt(format!("office {o:?}"))))
         .collect::<Result<_, _>>()?;
-    Ok(Some(UserRecord {
+    let all_offices: i32 = row.try_get("all_offices")?;
+    Ok(UserRecord {
         id,
         tenant: row.try_get("tenant")?,
         role: parse_stored(&role, "role")?,
         name: row.try_get("name")?,
         codice_fiscale,
         offices,
-    }))
+        all_offices: all_offices != 0,
+    })
+}
+
+/// A token as its owner or an admin sees it (never the secret).
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    /// Token id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// What it is for.
+    pub label: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Expires (RFC 3339), if ever.
+    pub expires_at: Option<String>,
+    /// Revoked (RFC 3339), if so.
+    pub revoked_at: Option<String>,
+}
+
+/// Tokens of a user, newest first.
+pub async fn list_tokens(db: &Db, user: UserId) -> Result<Vec<TokenInfo>, DbError> {
+    let rows = sqlx::query(
+        "select id, user_id, label, created_at, expires_at, revoked_at from api_token \
+         where user_id = $1 order by id desc",
+    )
+    .bind(user.to_string())
+    .fetch_all(db.pool())
+    .await?;
+    let render = crate::db::dossiers::rfc3339;
+    rows.iter()
+        .map(|r| {
+            Ok(TokenInfo {
+                id: r.try_get("id")?,
+                user_id: r.try_get("user_id")?,
+                label: r.try_get("label")?,
+                created_at: render(r.try_get("created_at")?),
+                expires_at: r.try_get::<Option<i64>, _>("expires_at")?.map(render),
+                revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(render),
+            })
+        })
+        .collect()
+}
+
+/// The owner of a token, if the token exists in the tenant.
+pub async fn token_owner(db: &Db, tenant: &str, token: TokenId) -> Result<Option<UserId>, DbError> {
+    let owner: Option<String> = sqlx::query_scalar(
+        "select t.user_id from api_token t join app_user u on u.id = t.user_id \
+         where t.id = $1 and u.tenant = $2",
+    )
+    .bind(token.to_string())
+    .bind(tenant)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(owner.as_deref().and_then(UserId::parse))
+}
+
+/// Revokes a token; it stops working on the next request.
+pub async fn revoke_token(db: &Db, token: TokenId) -> Result<(), DbError> {
+    sqlx::query("update api_token set revoked_at = $1 where id = $2 and revoked_at is null")
+        .bind(now_ms())
+        .bind(token.to_string())
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Replaces a staff member's offices (moving them between offices).
+pub async fn set_offices(
+    db: &Db,
+    tenant: &str,
+    user: UserId,
+    offices: &[OfficeCode],
+) -> Result<(), NewUserError> {
+    let mut tx = db.begin_write().await?;
+    sqlx::query("delete from user_office where user_id = $1")
+        .bind(user.to_string())
+        .execute(&mut *tx)
+        .await?;
+    for office in offices {
+        let known: Option<i64> =
+            sqlx::query_scalar("select 1 from office where tenant = $1 and code = $2")
+                .bind(tenant)
+                .bind(office.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if known.is_none() {
+            return Err(NewUserError::UnknownOffice(office.to_string()));
+        }
+        sqlx::query("insert into user_office (user_id, tenant, office_code) values ($1, $2, $3)")
+            .bind(user.to_string())
+            .bind(tenant)
+            .bind(office.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Disables an account: its tokens stop working at once.
+pub async fn disable_user(db: &Db, user: UserId) -> Result<(), DbError> {
+    sqlx::query("update app_user set disabled_at = $1 where id = $2 and disabled_at is null")
+        .bind(now_ms())
+        .bind(user.to_string())
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// A user as admins see them.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct UserInfo {
+    /// Id.
+    pub id: String,
+    /// Role.
+    pub role: String,
+    /// Name.
+    pub name: String,
+    /// Codice fiscale.
+    pub codice_fiscale: Option<String>,
+    /// Front-office staff.
+    pub front_office: bool,
+    /// Disabled (RFC 3339), if so.
+    pub disabled_at: Option<String>,
+}
+
+/// Users of a tenant, by id.
+pub async fn list_users(db: &Db, tenant: &str) -> Result<Vec<UserInfo>, DbError> {
+    let rows = sqlx::query(
+        "select id, role, name, codice_fiscale, all_offices, disabled_at from app_user \
+         where tenant = $1 order by id",
+    )
+    .bind(tenant)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(UserInfo {
+                id: r.try_get("id")?,
+                role: r.try_get("role")?,
+                name: r.try_get("name")?,
+                codice_fiscale: r.try_get("codice_fiscale")?,
+                front_office: r.try_get::<i32, _>("all_offices")? != 0,
+                disabled_at: r
+                    .try_get::<Option<i64>, _>("disabled_at")?
+                    .map(crate::db::dossiers::rfc3339),
+            })
+        })
+        .collect()
 }

@@ -31,6 +31,7 @@ pub fn router() -> Router<Services> {
     Router::new()
         .route("/documents/{id}", get(get_document))
         .route("/documents/{id}/content", get(get_content))
+        .route("/documents/{id}/text", get(get_text))
         .route(
             "/documents/{id}/versions",
             get(list_versions).post(add_version),
@@ -323,6 +324,62 @@ async fn get_document(
 pub struct VersionList {
     /// Oldest first.
     items: Vec<VersionRecord>,
+}
+
+/// The extracted text of a document's newest version.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DocumentText {
+    /// `pending`, `done` or `failed`.
+    status: String,
+    /// The text (when done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    /// Pages (when done, for paged formats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pages: Option<u32>,
+    /// Why extraction failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/documents/{id}/text",
+    params(("id" = String, Path, description = "Document id")),
+    responses((status = 200, body = DocumentText), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "documents")]
+async fn get_text(
+    State(services): State<Services>,
+    caller: Caller,
+    DocumentPath(id): DocumentPath,
+) -> Result<Json<DocumentText>, ApiError> {
+    use crate::extract::sandbox::Outcome;
+    let document = documents::get(&services.db, &caller, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let cached = services
+        .blobs
+        .get_derived(&crate::pipeline::text_cache_key(&document.sha256))
+        .await?;
+    let outcome = cached.and_then(|bytes| serde_json::from_slice::<Outcome>(&bytes).ok());
+    Ok(Json(match outcome {
+        Some(Outcome::Done(e)) => DocumentText {
+            status: "done".into(),
+            text: Some(e.text),
+            pages: e.pages,
+            reason: None,
+        },
+        Some(Outcome::Failed { reason }) => DocumentText {
+            status: "failed".into(),
+            text: None,
+            pages: None,
+            reason: Some(reason),
+        },
+        None => DocumentText {
+            status: "pending".into(),
+            text: None,
+            pages: None,
+            reason: None,
+        },
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/documents/{id}/versions",

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The caller may see the object but not do this to it.
     #[error("{0}")]
     Forbidden(String),
+    /// The request conflicts with existing state.
+    #[error("{0}")]
+    Conflict(String),
     /// The upload exceeds the configured limit.
     #[error("the upload exceeds the limit of {0} bytes")]
     PayloadTooLarge(u64),
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RangeNotSatisfiable(_) => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")

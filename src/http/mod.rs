@@ -1,9 +1,11 @@
 //! The HTTP API. Only this module knows about axum.
 
+mod delegations;
 mod documents;
 mod dossiers;
 mod error;
 mod extract;
+mod identities;
 mod procedures;
 mod search;
 
@@ -29,8 +31,12 @@ use crate::app::Services;
         health,
         dossiers::open_dossier, dossiers::get_dossier, dossiers::list_dossiers, dossiers::list_documents,
         documents::add_document, documents::add_version, documents::get_document,
-        documents::list_versions, documents::get_content, documents::get_version_content,
+        documents::list_versions, documents::get_content, documents::get_text, documents::get_version_content,
         procedures::list_procedures, procedures::me, search::search,
+        delegations::grant, delegations::list, delegations::revoke,
+        identities::register, identities::activate, identities::list_tokens, identities::create_token,
+        identities::revoke_token, identities::list_users, identities::create_user, identities::set_offices,
+        identities::disable_user,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -38,6 +44,7 @@ use crate::app::Services;
         (name = "documents", description = "Documents and their versions"),
         (name = "catalogue", description = "Procedures, offices, and the caller"),
         (name = "search", description = "Full-text search"),
+        (name = "identities", description = "Registration, tokens and users"),
     )
 )]
 pub struct ApiDoc;
@@ -61,7 +68,10 @@ pub fn router(services: Services) -> Router {
         .merge(dossiers::router())
         .merge(documents::router())
         .merge(procedures::router())
-        .merge(search::router());
+        .merge(search::router())
+        .merge(delegations::router())
+        .merge(identities::router())
+        .merge(identities::public_router());
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))

@@ -38,6 +38,7 @@ async fn health_and_openapi_answer_without_a_token() {
         "/v1/documents/{id}/content",
         "/v1/documents/{id}/versions",
         "/v1/procedures",
+        "/v1/search",
     ] {
         assert!(
             spec["paths"].get(path).is_some(),

@@ -1,0 +1,298 @@
+//! Extraction and indexing benchmark.
+//!
+//! - PDF text extraction, pages/s, on generated multi-page PDFs: the parser in-process, the
+//!   same through the sandbox (a child process per file, as the server runs it), and
+//!   `pdftotext` (poppler-utils) on the same files, in the same run.
+//! - Indexing, documents/s: Italian-analysed documents of ~2 KB added to a fresh index and
+//!   committed.
+//!
+//! `cargo bench --bench extraction` (`FASCICOLO_BENCH_QUICK=1` for a short run).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fascicolo::extract::sandbox::{Outcome, Sandbox, SandboxLimits};
+use fascicolo::extract::{Limits, extract};
+use fascicolo::index::{IndexedDoc, SearchIndex};
+
+const WORDS: &[&str] = &[
+    "comune",
+    "pratica",
+    "domanda",
+    "richiedente",
+    "ufficio",
+    "tecnico",
+    "permesso",
+    "costruire",
+    "edilizia",
+    "residenza",
+    "anagrafe",
+    "tributi",
+    "rimborso",
+    "versamento",
+    "ricevuta",
+    "planimetria",
+    "relazione",
+    "asseverata",
+    "progetto",
+    "intervento",
+    "immobile",
+    "foglio",
+    "mappale",
+    "particella",
+    "catasto",
+    "proprieta",
+    "istanza",
+    "autorizzazione",
+    "parere",
+    "commissione",
+    "paesaggio",
+    "vincolo",
+    "dichiarazione",
+    "sostitutiva",
+    "certificato",
+    "agibilita",
+    "segnalazione",
+    "certificata",
+    "inizio",
+    "attivita",
+    "lavori",
+    "direttore",
+    "impresa",
+    "esecutrice",
+    "sicurezza",
+    "cantiere",
+    "documentazione",
+    "integrazione",
+    "protocollo",
+    "responsabile",
+    "procedimento",
+    "termine",
+    "giorni",
+    "provvedimento",
+    "conclusivo",
+    "accoglimento",
+    "diniego",
+    "ricorso",
+    "tribunale",
+    "amministrativo",
+    "regionale",
+    "ciriè",
+    "torino",
+    "via",
+    "piazza",
+    "corso",
+    "numero",
+    "civico",
+    "signor",
+    "signora",
+    "nato",
+    "residente",
+    "codice",
+    "fiscale",
+    "allegato",
+    "firma",
+    "digitale",
+];
+
+/// Deterministic text with a skewed word frequency.
+fn text(seed: &mut u64, words: usize) -> String {
+    let mut out = String::new();
+    for i in 0..words {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = (*seed >> 33) as usize;
+        // Squaring a uniform index skews it towards the start of the list (Zipf-like).
+        let k = (r % 1000) * (r % 1000) / 1000 * WORDS.len() / 1000;
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(WORDS[k.min(WORDS.len() - 1)]);
+    }
+    out
+}
+
+/// A multi-page PDF with a few lines of text on each page.
+fn multi_page_pdf(pages: usize, seed: &mut u64) -> Vec<u8> {
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        Vec::new(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+            .to_vec(),
+    ];
+    let mut kids = String::new();
+    for _ in 0..pages {
+        let mut content = String::from("BT /F1 10 Tf 50 780 Td 12 TL\n");
+        for _ in 0..30 {
+            let line = text(seed, 12).replace('è', "e");
+            content.push_str(&format!("({line}) '\n"));
+        }
+        content.push_str("ET");
+        bodies.push(
+            format!(
+                "<< /Length {} >>\nstream\n{content}\nendstream",
+                content.len()
+            )
+            .into_bytes(),
+        );
+        let content_id = bodies.len();
+        bodies.push(
+            format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents {content_id} 0 R /Resources << /Font << /F1 3 0 R >> >> >>")
+                .into_bytes(),
+        );
+        kids.push_str(&format!("{} 0 R ", bodies.len()));
+    }
+    bodies[1] = format!("<< /Type /Pages /Kids [{kids}] /Count {pages} >>").into_bytes();
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            bodies.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn pdftotext_available() -> bool {
+    std::process::Command::new("pdftotext")
+        .arg("-v")
+        .output()
+        .is_ok()
+}
+
+fn run_pdftotext(dir: &Path, files: usize) -> Duration {
+    let start = Instant::now();
+    for i in 0..files {
+        let status = std::process::Command::new("pdftotext")
+            .arg(dir.join(format!("{i}.pdf")))
+            .arg(dir.join(format!("{i}.txt")))
+            .status()
+            .expect("pdftotext");
+        assert!(status.success());
+    }
+    start.elapsed()
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var_os("FASCICOLO_BENCH_QUICK").is_some();
+    let (files, pages, rounds) = if quick { (10, 10, 3) } else { (40, 20, 5) };
+    let mut seed = 42u64;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pdfs: Vec<Vec<u8>> = (0..files)
+        .map(|_| multi_page_pdf(pages, &mut seed))
+        .collect();
+    for (i, pdf) in pdfs.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("{i}.pdf")), pdf).expect("write");
+    }
+    let total_pages = (files * pages) as f64;
+    let check = extract(&pdfs[0], "application/pdf", &Limits::default()).expect("extracts");
+    assert_eq!(check.pages, Some(pages as u32));
+    assert!(check.text.contains("comune") || check.text.contains("pratica"));
+
+    println!(
+        "fascicolo extraction benchmark: {files} PDFs x {pages} pages, median of {rounds} rounds"
+    );
+    let mut inproc = Vec::new();
+    let mut sandboxed = Vec::new();
+    let mut poppler = Vec::new();
+    let sandbox = Sandbox::new(
+        env!("CARGO_BIN_EXE_fascicolo").into(),
+        SandboxLimits::default(),
+        1,
+    );
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for pdf in &pdfs {
+            let out = extract(pdf, "application/pdf", &Limits::default()).expect("extract");
+            std::hint::black_box(out);
+        }
+        inproc.push(total_pages / start.elapsed().as_secs_f64());
+
+        let start = Instant::now();
+        for pdf in &pdfs {
+            match sandbox
+                .run(bytes::Bytes::from(pdf.clone()), "application/pdf")
+                .await
+            {
+                Outcome::Done(_) => {}
+                Outcome::Failed { reason } => panic!("sandbox failed: {reason}"),
+            }
+        }
+        sandboxed.push(total_pages / start.elapsed().as_secs_f64());
+
+        if pdftotext_available() {
+            poppler.push(total_pages / run_pdftotext(dir.path(), files).as_secs_f64());
+        }
+    }
+    let ours = median(sandboxed.clone());
+    println!(
+        "  parser in-process (lopdf)        {:>9.0} pages/s",
+        median(inproc)
+    );
+    println!("  sandboxed, one child per file    {:>9.0} pages/s", ours);
+    if poppler.is_empty() {
+        println!(
+            "  pdftotext                        not installed (apt-get install poppler-utils)"
+        );
+    } else {
+        let theirs = median(poppler);
+        println!("  pdftotext, one process per file  {:>9.0} pages/s", theirs);
+        println!("  ratio sandboxed / pdftotext      {:>9.2}", ours / theirs);
+    }
+
+    let docs = if quick { 2_000 } else { 20_000 };
+    let index_dir = tempfile::tempdir().expect("temp dir");
+    let index = SearchIndex::open(index_dir.path()).expect("index");
+    let prepared: Vec<IndexedDoc> = (0..docs)
+        .map(|i| IndexedDoc {
+            doc_id: format!("doc-{i}"),
+            dossier_id: format!("dossier-{}", i / 5),
+            dossier_number: format!("2026/{:06}", i / 5),
+            tenant: "c_c722".into(),
+            office: ["edilizia", "tributi", "suap", "anagrafe"][i % 4].into(),
+            procedure: ["cila", "rimborso-imu", "dehors", "cambio-residenza"][i % 4].into(),
+            kind: "attachment".into(),
+            status: "submitted".into(),
+            visibility: "public".into(),
+            year: 2026,
+            date_ms: 1_780_000_000_000 + i as i64,
+            title: text(&mut seed, 6),
+            text: text(&mut seed, 300),
+        })
+        .collect();
+    let bytes: usize = prepared.iter().map(|d| d.text.len()).sum();
+    let start = Instant::now();
+    for doc in &prepared {
+        index.upsert(doc).expect("upsert");
+    }
+    index.commit(1).expect("commit");
+    let took = start.elapsed().as_secs_f64();
+    println!(
+        "indexing: {docs} documents ({:.1} MiB of text) in {:.2} s = {:.0} docs/s",
+        bytes as f64 / 1048576.0,
+        took,
+        docs as f64 / took
+    );
+}

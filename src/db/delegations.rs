@@ -1,0 +1,116 @@
+//! Delegations: a professional's access to a client's dossier.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::dossiers::{log_change, rfc3339};
+use super::{Db, DbError, now_ms};
+use crate::domain::{CodiceFiscale, DossierId, UserId};
+
+/// A delegation as shown over the API.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct DelegationRecord {
+    /// The professional's codice fiscale.
+    pub professional_cf: String,
+    /// When it was granted (RFC 3339).
+    pub created_at: String,
+    /// When it lapses (RFC 3339), if ever.
+    pub until: Option<String>,
+    /// When it was revoked (RFC 3339), if so.
+    pub revoked_at: Option<String>,
+}
+
+/// Grants (or renews) a delegation, in one transaction with the change log.
+pub async fn grant(
+    db: &Db,
+    tenant: &str,
+    dossier: DossierId,
+    professional: &CodiceFiscale,
+    until_ms: Option<i64>,
+    granted_by: UserId,
+) -> Result<DelegationRecord, DbError> {
+    let now = now_ms();
+    let mut tx = db.begin_write().await?;
+    sqlx::query(
+        "insert into delegation (dossier_id, professional_cf, granted_by, created_at, valid_until) \
+         values ($1, $2, $3, $4, $5) on conflict (dossier_id, professional_cf) do update set \
+         granted_by = excluded.granted_by, created_at = excluded.created_at, \
+         valid_until = excluded.valid_until, revoked_at = null",
+    )
+    .bind(dossier.to_string())
+    .bind(professional.as_str())
+    .bind(granted_by.to_string())
+    .bind(now)
+    .bind(until_ms)
+    .execute(&mut *tx)
+    .await?;
+    log_change(
+        &mut tx,
+        tenant,
+        "dossier",
+        &dossier.to_string(),
+        "delegation",
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(DelegationRecord {
+        professional_cf: professional.to_string(),
+        created_at: rfc3339(now),
+        until: until_ms.map(rfc3339),
+        revoked_at: None,
+    })
+}
+
+/// Revokes an active delegation; `false` if there was none. Effective at commit: every
+/// request that starts afterwards reads it.
+pub async fn revoke(
+    db: &Db,
+    tenant: &str,
+    dossier: DossierId,
+    professional: &CodiceFiscale,
+) -> Result<bool, DbError> {
+    let mut tx = db.begin_write().await?;
+    let result = sqlx::query(
+        "update delegation set revoked_at = $1 where dossier_id = $2 and professional_cf = $3 \
+         and revoked_at is null",
+    )
+    .bind(now_ms())
+    .bind(dossier.to_string())
+    .bind(professional.as_str())
+    .execute(&mut *tx)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Ok(false);
+    }
+    log_change(
+        &mut tx,
+        tenant,
+        "dossier",
+        &dossier.to_string(),
+        "delegation",
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Every delegation of a dossier, active or not.
+pub async fn list(db: &Db, dossier: DossierId) -> Result<Vec<DelegationRecord>, DbError> {
+    let rows = sqlx::query(
+        "select professional_cf, created_at, valid_until, revoked_at from delegation \
+         where dossier_id = $1 order by professional_cf",
+    )
+    .bind(dossier.to_string())
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DelegationRecord {
+                professional_cf: r.try_get("professional_cf")?,
+                created_at: rfc3339(r.try_get("created_at")?),
+                until: r.try_get::<Option<i64>, _>("valid_until")?.map(rfc3339),
+                revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(rfc3339),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,151 @@
+//! Online registration of citizens: pending registrations, activation codes and the
+//! notification outbox.
+
+use sqlx::Row;
+
+use super::{Db, DbError, now_ms};
+
+/// A pending registration to store.
+pub struct NewRegistration<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// Municipality.
+    pub tenant: &'a str,
+    /// Codice fiscale (validated).
+    pub codice_fiscale: &'a str,
+    /// E-mail the code is sent to.
+    pub email: &'a str,
+    /// Optional phone.
+    pub phone: Option<&'a str>,
+    /// Hash of the activation code.
+    pub code_hash: &'a str,
+    /// Expiry (ms).
+    pub expires_at: i64,
+    /// Client network address.
+    pub client_address: &'a str,
+    /// The activation message for the outbox (JSON payload).
+    pub message: serde_json::Value,
+}
+
+/// Registrations in the last `window_ms` from this e-mail and from this address.
+pub async fn recent_counts(
+    db: &Db,
+    tenant: &str,
+    email: &str,
+    client_address: &str,
+    window_ms: i64,
+) -> Result<(i64, i64), DbError> {
+    let since = now_ms() - window_ms;
+    let by_email: i64 = sqlx::query_scalar(
+        "select count(*) from registration where tenant = $1 and email = $2 and created_at > $3",
+    )
+    .bind(tenant)
+    .bind(email)
+    .bind(since)
+    .fetch_one(db.pool())
+    .await?;
+    let by_address: i64 = sqlx::query_scalar(
+        "select count(*) from registration where client_address = $1 and created_at > $2",
+    )
+    .bind(client_address)
+    .bind(since)
+    .fetch_one(db.pool())
+    .await?;
+    Ok((by_email, by_address))
+}
+
+/// Stores a registration and queues its activation message, in one transaction.
+pub async fn create(db: &Db, r: NewRegistration<'_>) -> Result<(), DbError> {
+    let now = now_ms();
+    let mut tx = db.begin_write().await?;
+    sqlx::query(
+        "insert into registration (id, tenant, codice_fiscale, email, phone, code_hash, \
+         created_at, expires_at, client_address) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(r.id)
+    .bind(r.tenant)
+    .bind(r.codice_fiscale)
+    .bind(r.email)
+    .bind(r.phone.map(str::to_owned))
+    .bind(r.code_hash)
+    .bind(now)
+    .bind(r.expires_at)
+    .bind(r.client_address)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into notification_outbox (id, tenant, channel, recipient, template, payload, \
+         created_at) values ($1, $2, 'email', $3, 'registration_activation', $4, $5)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(r.tenant)
+    .bind(r.email)
+    .bind(r.message.to_string())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A registration being activated.
+pub struct Pending {
+    /// Codice fiscale.
+    pub codice_fiscale: String,
+    /// E-mail.
+    pub email: String,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Hash of the code.
+    pub code_hash: String,
+    /// Expiry (ms).
+    pub expires_at: i64,
+    /// Failed attempts so far.
+    pub attempts: i32,
+    /// Already used.
+    pub used: bool,
+}
+
+/// Counts one activation attempt and returns the registration as it was before it, inside
+/// the caller's transaction (so two attempts cannot both pass the limit).
+pub async fn attempt(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<Pending>, DbError> {
+    let row = sqlx::query(
+        "select codice_fiscale, email, phone, code_hash, expires_at, attempts, used_at \
+         from registration where id = $1 and tenant = $2",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    sqlx::query("update registration set attempts = attempts + 1 where id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Some(Pending {
+        codice_fiscale: row.try_get("codice_fiscale")?,
+        email: row.try_get("email")?,
+        phone: row.try_get("phone")?,
+        code_hash: row.try_get("code_hash")?,
+        expires_at: row.try_get("expires_at")?,
+        attempts: row.try_get("attempts")?,
+        used: row.try_get::<Option<i64>, _>("used_at")?.is_some(),
+    }))
+}
+
+/// Marks a registration used.
+pub async fn mark_used(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+) -> Result<(), DbError> {
+    sqlx::query("update registration set used_at = $1 where id = $2")
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

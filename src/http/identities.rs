@@ -1,0 +1,533 @@
+//! Identities: online registration of citizens with the codice fiscale (public), API tokens
+//! (their owner or an admin), and user administration (admins).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery};
+use crate::access::{self, Caller};
+use crate::app::Services;
+use crate::db::registrations::{self, NewRegistration};
+use crate::db::users::{self, NewUserError, TokenInfo, UserInfo};
+use crate::db::{DbError, now_ms};
+use crate::domain::{CodiceFiscale, OfficeCode, Role, TokenId, UserId};
+use crate::users::{AddUserError, UserSpec, add_user_with};
+
+/// How long an activation code lives.
+const CODE_LIFETIME_MS: i64 = 30 * 60 * 1000;
+/// Wrong codes before a registration is dead.
+const MAX_ATTEMPTS: i32 = 5;
+/// Registrations per e-mail address, and per network address, in an hour.
+const PER_EMAIL_PER_HOUR: i64 = 3;
+const PER_ADDRESS_PER_HOUR: i64 = 20;
+
+/// Public routes (no token).
+pub fn public_router() -> Router<Services> {
+    Router::new()
+        .route("/registrations", post(register))
+        .route("/registrations/activate", post(activate))
+}
+
+/// Routes that need a token.
+pub fn router() -> Router<Services> {
+    Router::new()
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", delete(revoke_token))
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}/offices", put(set_offices))
+        .route("/users/{id}/disable", post(disable_user))
+}
+
+/// Body of `POST /v1/registrations`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    /// The citizen's codice fiscale.
+    codice_fiscale: String,
+    /// Where the activation code is sent.
+    email: String,
+    /// Optional phone number.
+    phone: Option<String>,
+}
+
+/// A pending registration.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Registered {
+    /// Pass it with the code to `POST /v1/registrations/activate`.
+    registration_id: String,
+    /// When the code expires (RFC 3339).
+    expires_at: String,
+}
+
+fn too_many(message: &str, retry_after_s: u64) -> Response {
+    let mut r = super::error::error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        message.to_owned(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn valid_email(email: &str) -> bool {
+    let email = email.trim();
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn code_hash(registration: &str, code: &str) -> String {
+    access::hash_token(&format!("{registration}:{code}"))
+}
+
+#[utoipa::path(post, path = "/v1/registrations", request_body = RegisterBody,
+    responses(
+        (status = 202, body = Registered, description = "An activation code was queued for the e-mail address"),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody, description = "Too many registrations from this e-mail or network address"),
+    ),
+    tag = "identities")]
+async fn register(
+    State(services): State<Services>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<Response, ApiError> {
+    let cf = CodiceFiscale::parse(&body.codice_fiscale)
+        .map_err(|e| ApiError::bad_request("invalid_codice_fiscale", e))?;
+    let email = body.email.trim().to_lowercase();
+    if !valid_email(&email) {
+        return Err(ApiError::bad_request(
+            "invalid_email",
+            "email is not an e-mail address",
+        ));
+    }
+    let phone = body
+        .phone
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    if let Some(p) = phone
+        && (p.len() > 20
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-')))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_phone",
+            "phone must be digits, spaces, '+' or '-'",
+        ));
+    }
+    let tenant = services.config.tenant.clone();
+    let address = peer.ip().to_string();
+    let (by_email, by_address) =
+        registrations::recent_counts(&services.db, &tenant, &email, &address, 3_600_000).await?;
+    if by_email >= PER_EMAIL_PER_HOUR || by_address >= PER_ADDRESS_PER_HOUR {
+        return Ok(too_many("too many registrations; try again later", 3600));
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut digits = [0u8; 8];
+    #[expect(clippy::expect_used, reason = "no entropy means no safe codes at all")]
+    getrandom::fill(&mut digits).expect("operating-system random source");
+    let code: String = digits.iter().map(|b| char::from(b'0' + b % 10)).collect();
+    let expires_at = now_ms() + CODE_LIFETIME_MS;
+    // An existing account's code goes to the address on file, never to a new one, so a
+    // registration cannot take over an account. Accounts without an address get no code.
+    let existing: Option<(String, Option<String>)> =
+        sqlx::query_as("select id, email from app_user where tenant = $1 and codice_fiscale = $2")
+            .bind(&tenant)
+            .bind(cf.as_str())
+            .fetch_optional(services.db.pool())
+            .await
+            .map_err(DbError::from)?;
+    let recipient = match &existing {
+        None => Some(email.clone()),
+        Some((_, on_file)) => on_file.clone(),
+    };
+    if let Some(recipient) = recipient {
+        registrations::create(
+            &services.db,
+            NewRegistration {
+                id: &id,
+                tenant: &tenant,
+                codice_fiscale: cf.as_str(),
+                email: &recipient,
+                phone,
+                code_hash: &code_hash(&id, &code),
+                expires_at,
+                client_address: &address,
+                message: serde_json::json!({
+                    "registration_id": id,
+                    "code": code,
+                    "expires_at": crate::db::dossiers::rfc3339(expires_at),
+                }),
+            },
+        )
+        .await?;
+    }
+    let body = Registered {
+        registration_id: id,
+        expires_at: crate::db::dossiers::rfc3339(expires_at),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Body of `POST /v1/registrations/activate`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateBody {
+    /// From `POST /v1/registrations`.
+    registration_id: String,
+    /// The code received by e-mail.
+    code: String,
+}
+
+/// Credentials of an activated account.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Credentials {
+    /// The account.
+    user_id: String,
+    /// Bearer token, shown once.
+    token: String,
+}
+
+#[utoipa::path(post, path = "/v1/registrations/activate", request_body = ActivateBody,
+    responses(
+        (status = 201, body = Credentials),
+        (status = 400, body = super::error::ErrorBody, description = "Invalid, used or expired code"),
+        (status = 429, body = super::error::ErrorBody, description = "Too many wrong codes: register again"),
+    ),
+    tag = "identities")]
+async fn activate(
+    State(services): State<Services>,
+    ApiJson(body): ApiJson<ActivateBody>,
+) -> Result<Response, ApiError> {
+    let invalid = || ApiError::bad_request("invalid_code", "invalid or expired activation code");
+    let tenant = services.config.tenant.clone();
+    let mut tx = services.db.begin_write().await?;
+    let Some(pending) = registrations::attempt(&mut tx, &tenant, &body.registration_id).await?
+    else {
+        return Err(invalid());
+    };
+    if pending.attempts >= MAX_ATTEMPTS {
+        tx.commit().await.map_err(DbError::from)?;
+        return Ok(too_many("too many wrong codes; register again", 0));
+    }
+    if pending.used
+        || pending.expires_at <= now_ms()
+        || code_hash(&body.registration_id, body.code.trim()) != pending.code_hash
+    {
+        tx.commit().await.map_err(DbError::from)?;
+        return Err(invalid());
+    }
+    registrations::mark_used(&mut tx, &body.registration_id).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    let existing: Option<String> =
+        sqlx::query_scalar("select id from app_user where tenant = $1 and codice_fiscale = $2")
+            .bind(&tenant)
+            .bind(&pending.codice_fiscale)
+            .fetch_optional(services.db.pool())
+            .await
+            .map_err(DbError::from)?;
+    let (user_id, token) = match existing.as_deref().and_then(UserId::parse) {
+        Some(id) => (
+            id,
+            access::issue_token(&services.db, id, "activated online", None).await?,
+        ),
+        None => {
+            let created = add_user_with(
+                &services,
+                &UserSpec {
+                    role: Role::Citizen,
+                    name: &pending.codice_fiscale,
+                    codice_fiscale: Some(&pending.codice_fiscale),
+                    offices: &[],
+                    front_office: false,
+                    email: Some(&pending.email),
+                    phone: pending.phone.as_deref(),
+                },
+            )
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+            (created.id, created.token)
+        }
+    };
+    let body = Credentials {
+        user_id: user_id.to_string(),
+        token,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Query of `GET /v1/tokens`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TokensQuery {
+    /// Another user's id (admins only).
+    user: Option<String>,
+}
+
+/// Tokens.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    /// Newest first.
+    items: Vec<TokenInfo>,
+}
+
+#[utoipa::path(get, path = "/v1/tokens", params(TokensQuery),
+    responses((status = 200, body = TokenList), (status = 403, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "identities")]
+async fn list_tokens(
+    State(services): State<Services>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<TokensQuery>,
+) -> Result<Json<TokenList>, ApiError> {
+    let user = match query.user {
+        None => caller.id(),
+        Some(raw) => {
+            caller.may_administer()?;
+            let id = UserId::parse(&raw).ok_or(ApiError::NotFound)?;
+            users::user_by_id(&services.db, caller.tenant(), id)
+                .await?
+                .ok_or(ApiError::NotFound)?
+                .id
+        }
+    };
+    Ok(Json(TokenList {
+        items: users::list_tokens(&services.db, user).await?,
+    }))
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTokenBody {
+    /// What the token is for.
+    label: String,
+    /// Days until it expires (default: never).
+    expires_in_days: Option<u32>,
+}
+
+/// A new token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NewTokenReply {
+    /// The secret, shown once.
+    token: String,
+    /// When it expires (RFC 3339), if ever.
+    expires_at: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/tokens", request_body = NewTokenBody,
+    responses((status = 201, body = NewTokenReply)), security(("bearer" = [])), tag = "identities")]
+async fn create_token(
+    State(services): State<Services>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewTokenBody>,
+) -> Result<Response, ApiError> {
+    let label = crate::domain::clean_text(&body.label, "label", 100)
+        .map_err(|e| ApiError::bad_request("invalid_body", e))?;
+    let expires_at = body
+        .expires_in_days
+        .map(|d| now_ms() + i64::from(d.clamp(1, 3650)) * 86_400_000);
+    let token = access::issue_token(&services.db, caller.id(), &label, expires_at).await?;
+    let reply = NewTokenReply {
+        token,
+        expires_at: expires_at.map(crate::db::dossiers::rfc3339),
+    };
+    Ok((StatusCode::CREATED, Json(reply)).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/tokens/{id}",
+    params(("id" = String, Path, description = "Token id")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "identities")]
+async fn revoke_token(
+    State(services): State<Services>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = TokenId::parse(&raw).ok_or(ApiError::NotFound)?;
+    let owner = users::token_owner(&services.db, caller.tenant(), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    // Someone else's token is not even acknowledged to exist.
+    if owner != caller.id() && caller.may_administer().is_err() {
+        return Err(ApiError::NotFound);
+    }
+    users::revoke_token(&services.db, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Users.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    /// By id.
+    items: Vec<UserInfo>,
+}
+
+#[utoipa::path(get, path = "/v1/users",
+    responses((status = 200, body = UserList), (status = 403, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "identities")]
+async fn list_users(
+    State(services): State<Services>,
+    caller: Caller,
+) -> Result<Json<UserList>, ApiError> {
+    caller.may_administer()?;
+    Ok(Json(UserList {
+        items: users::list_users(&services.db, caller.tenant()).await?,
+    }))
+}
+
+/// Body of `POST /v1/users`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserBody {
+    /// citizen, professional, staff, auditor or admin.
+    role: String,
+    /// Display name.
+    name: String,
+    /// Codice fiscale (citizens and professionals).
+    codice_fiscale: Option<String>,
+    /// Offices (staff).
+    #[serde(default)]
+    offices: Vec<String>,
+    /// Front-office staff, handling every office.
+    #[serde(default)]
+    front_office: bool,
+    /// Contact e-mail.
+    email: Option<String>,
+}
+
+/// A created user.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedUserReply {
+    /// Id.
+    id: String,
+    /// First token, shown once.
+    token: String,
+}
+
+fn user_error(e: AddUserError) -> ApiError {
+    match e {
+        AddUserError::CodiceFiscale(e) => ApiError::bad_request("invalid_codice_fiscale", e),
+        AddUserError::Invalid(m) => ApiError::bad_request("invalid_body", m),
+        AddUserError::Store(NewUserError::UnknownOffice(o)) => {
+            ApiError::bad_request("unknown_office", format!("unknown office {o}"))
+        }
+        AddUserError::Store(NewUserError::DuplicateCodiceFiscale) => {
+            ApiError::Conflict("a user with this codice fiscale already exists".into())
+        }
+        other => ApiError::Internal(other.into()),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/users", request_body = CreateUserBody,
+    responses(
+        (status = 201, body = CreatedUserReply),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])), tag = "identities")]
+async fn create_user(
+    State(services): State<Services>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateUserBody>,
+) -> Result<Response, ApiError> {
+    caller.may_administer()?;
+    let role: Role = body
+        .role
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_body", e))?;
+    let created = add_user_with(
+        &services,
+        &UserSpec {
+            role,
+            name: &body.name,
+            codice_fiscale: body.codice_fiscale.as_deref(),
+            offices: &body.offices,
+            front_office: body.front_office,
+            email: body.email.as_deref(),
+            phone: None,
+        },
+    )
+    .await
+    .map_err(user_error)?;
+    let reply = CreatedUserReply {
+        id: created.id.to_string(),
+        token: created.token,
+    };
+    Ok((StatusCode::CREATED, Json(reply)).into_response())
+}
+
+/// Body of `PUT /v1/users/{id}/offices`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfficesBody {
+    /// The staff member's offices from now on.
+    offices: Vec<String>,
+}
+
+#[utoipa::path(put, path = "/v1/users/{id}/offices", request_body = OfficesBody,
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204, description = "Moved; effective on the next request"), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "identities")]
+async fn set_offices(
+    State(services): State<Services>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<OfficesBody>,
+) -> Result<StatusCode, ApiError> {
+    caller.may_administer()?;
+    let id = UserId::parse(&raw).ok_or(ApiError::NotFound)?;
+    let user = users::user_by_id(&services.db, caller.tenant(), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if user.role != Role::Staff {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "only staff have offices",
+        ));
+    }
+    let offices = body
+        .offices
+        .iter()
+        .map(|o| OfficeCode::parse(o).map_err(|e| ApiError::bad_request("unknown_office", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    users::set_offices(&services.db, caller.tenant(), id, &offices)
+        .await
+        .map_err(|e| user_error(AddUserError::Store(e)))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/disable",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204, description = "Disabled; its tokens stop working at once"), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "identities")]
+async fn disable_user(
+    State(services): State<Services>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.may_administer()?;
+    let id = UserId::parse(&raw).ok_or(ApiError::NotFound)?;
+    users::user_by_id(&services.db, caller.tenant(), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    users::disable_user(&services.db, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
