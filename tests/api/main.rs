@@ -8,10 +8,12 @@
 mod auth;
 mod cli;
 mod crash;
+mod delegations;
 mod documents;
 mod dossiers;
 mod helpers;
 mod hostile;
+mod identities;
 mod leak;
 mod process;
 mod search;
