@@ -15,6 +15,7 @@ mod helpers;
 mod hostile;
 mod identities;
 mod leak;
+mod matrix;
 mod process;
 mod search;
 mod server;
