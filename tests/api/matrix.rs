@@ -36,6 +36,9 @@ const ALL: [Who; 9] = [
     Who::Admin,
 ];
 
+/// Who may read a path.
+type Rule = fn(Who) -> bool;
+
 fn sees_dossier(w: Who) -> bool {
     matches!(
         w,
@@ -129,7 +132,7 @@ async fn every_role_meets_every_endpoint() {
     let missing_body = missing.text().await.unwrap();
 
     // (path, who may read it)
-    let reads: Vec<(String, fn(Who) -> bool)> = vec![
+    let reads: Vec<(String, Rule)> = vec![
         (format!("/v1/dossiers/{d}"), sees_dossier),
         (format!("/v1/dossiers/{d}/documents"), sees_dossier),
         (format!("/v1/dossiers/{d}/delegations"), sees_dossier),
