@@ -168,6 +168,7 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
                 channel,
                 created_by: by,
             },
+            &crate::audit::Actor::system(tenant, by, "demo"),
         )
         .await?;
         let application = format!(
@@ -238,6 +239,7 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
                         blobs: &services.blobs,
                     },
                 },
+                &crate::audit::Actor::system(tenant, doc.author, "demo"),
             )
             .await?;
         }

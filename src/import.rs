@@ -123,6 +123,7 @@ async fn import_folder(
                 .collect()
         }
     };
+    let actor = crate::audit::Actor::system(&services.config.tenant, importer, "import");
     let dossier = dossiers::create(
         &services.db,
         NewDossier {
@@ -133,6 +134,7 @@ async fn import_folder(
             channel: Channel::Desk,
             created_by: importer,
         },
+        &actor,
     )
     .await?;
     let mut count = 0;
@@ -181,6 +183,7 @@ async fn import_folder(
                     blobs: &services.blobs,
                 },
             },
+            &actor,
         )
         .await?;
         count += 1;

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod app;
+pub mod audit;
 pub mod blobs;
 pub mod cli;
 pub mod config;

@@ -28,6 +28,7 @@ pub async fn grant(
     professional: &CodiceFiscale,
     until_ms: Option<i64>,
     granted_by: UserId,
+    actor: &crate::audit::Actor,
 ) -> Result<DelegationRecord, DbError> {
     let now = now_ms();
     let mut tx = db.begin_write().await?;
@@ -52,6 +53,18 @@ pub async fn grant(
         "delegation",
     )
     .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "delegation.grant",
+            format!("dossier:{dossier}"),
+            Some(dossier.to_string()),
+            "ok",
+            serde_json::json!({"professional_cf": professional.as_str(), "until": until_ms}),
+        )],
+    )
+    .await?;
     tx.commit().await?;
     Ok(DelegationRecord {
         professional_cf: professional.to_string(),
@@ -68,6 +81,7 @@ pub async fn revoke(
     tenant: &str,
     dossier: DossierId,
     professional: &CodiceFiscale,
+    actor: &crate::audit::Actor,
 ) -> Result<bool, DbError> {
     let mut tx = db.begin_write().await?;
     let result = sqlx::query(
@@ -88,6 +102,18 @@ pub async fn revoke(
         "dossier",
         &dossier.to_string(),
         "delegation",
+    )
+    .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "delegation.revoke",
+            format!("dossier:{dossier}"),
+            Some(dossier.to_string()),
+            "ok",
+            serde_json::json!({"professional_cf": professional.as_str()}),
+        )],
     )
     .await?;
     tx.commit().await?;

@@ -227,8 +227,36 @@ async fn insert_blob_and_version(
     Ok(())
 }
 
+/// Adds a document event to the dossier's timeline.
+async fn record_event(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dossier: DossierId,
+    kind: &str,
+    document: DocumentId,
+    content: &NewContent<'_>,
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "insert into dossier_event (id, dossier_id, at, kind, actor_id, actor_role, actor_name, \
+         document_id) select $1, $2, $3, $4, id, role, name, $5 from app_user where id = $6",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(dossier.to_string())
+    .bind(now)
+    .bind(kind.to_owned())
+    .bind(document.to_string())
+    .bind(content.created_by.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Adds a document with its first version, and logs the change, in one transaction.
-pub async fn create(db: &Db, new: NewDocument<'_>) -> Result<DocumentId, DbError> {
+pub async fn create(
+    db: &Db,
+    new: NewDocument<'_>,
+    actor: &crate::audit::Actor,
+) -> Result<DocumentId, DbError> {
     let id = DocumentId::new();
     let now = now_ms();
     let mut tx = db.begin_write().await?;
@@ -248,6 +276,19 @@ pub async fn create(db: &Db, new: NewDocument<'_>) -> Result<DocumentId, DbError
     .await?;
     insert_blob_and_version(db, &mut tx, id, 1, &new.content, now).await?;
     log_change(&mut tx, new.tenant, "document", &id.to_string(), "create").await?;
+    record_event(&mut tx, new.dossier, "document", id, &new.content, now).await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "document.create",
+            format!("document:{id}"),
+            Some(new.dossier.to_string()),
+            "ok",
+            serde_json::json!({"sha256": new.content.blob.hash.to_hex(), "size": new.content.blob.size, "visibility": new.visibility.as_str(), "kind": new.kind.as_str()}),
+        )],
+    )
+    .await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -258,6 +299,7 @@ pub async fn add_version(
     tenant: &str,
     document: DocumentId,
     content: NewContent<'_>,
+    actor: &crate::audit::Actor,
 ) -> Result<i32, DbError> {
     let now = now_ms();
     let mut tx = db.begin_write().await?;
@@ -276,6 +318,25 @@ pub async fn add_version(
         "document",
         &document.to_string(),
         "version",
+    )
+    .await?;
+    let dossier: String = sqlx::query_scalar("select dossier_id from document where id = $1")
+        .bind(document.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+    let dossier_id = DossierId::parse(&dossier)
+        .ok_or_else(|| DbError::Corrupt(format!("dossier id {dossier:?}")))?;
+    record_event(&mut tx, dossier_id, "version", document, &content, now).await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "document.version",
+            format!("document:{document}"),
+            Some(dossier),
+            "ok",
+            serde_json::json!({"version": version, "sha256": content.blob.hash.to_hex(), "size": content.blob.size}),
+        )],
     )
     .await?;
     tx.commit().await?;

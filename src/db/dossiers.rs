@@ -78,7 +78,11 @@ pub struct NewDossier<'a> {
 }
 
 /// Opens a dossier, numbering it in its year's sequence, and logs the change.
-pub async fn create(db: &Db, new: NewDossier<'_>) -> Result<DossierRecord, DbError> {
+pub async fn create(
+    db: &Db,
+    new: NewDossier<'_>,
+    actor: &crate::audit::Actor,
+) -> Result<DossierRecord, DbError> {
     let now = now_ms();
     // Dossier numbers follow the municipality's calendar year.
     let year = jiff::Timestamp::from_millisecond(now)
@@ -122,6 +126,29 @@ pub async fn create(db: &Db, new: NewDossier<'_>) -> Result<DossierRecord, DbErr
     .execute(&mut *tx)
     .await?;
     log_change(&mut tx, new.tenant, "dossier", &id.to_string(), "create").await?;
+    sqlx::query(
+        "insert into dossier_event (id, dossier_id, at, kind, to_status, actor_id, actor_role, \
+         actor_name) select $1, $2, $3, 'transition', $4, id, role, name from app_user where id = $5",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(id.to_string())
+    .bind(now)
+    .bind(DossierStatus::Submitted.as_str())
+    .bind(new.created_by.to_string())
+    .execute(&mut *tx)
+    .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "dossier.create",
+            format!("dossier:{id}"),
+            Some(id.to_string()),
+            "ok",
+            serde_json::json!({"number": number, "procedure": new.procedure.code.as_str(), "channel": new.channel.as_str()}),
+        )],
+    )
+    .await?;
     tx.commit().await?;
     Ok(DossierRecord {
         id,

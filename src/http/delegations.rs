@@ -9,9 +9,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, DossierPath};
+use super::extract::{ApiJson, ClientAddress, DossierPath};
 use crate::access::{Caller, DossierFacts};
 use crate::app::Services;
+use crate::audit::Actor;
 use crate::db::delegations::{self, DelegationRecord};
 use crate::db::dossiers::{self, DossierRecord};
 use crate::db::now_ms;
@@ -99,6 +100,7 @@ fn parse_until(raw: &str) -> Result<i64, ApiError> {
 async fn grant(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     DossierPath(id): DossierPath,
     ApiJson(body): ApiJson<GrantBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -120,6 +122,7 @@ async fn grant(
         &professional,
         until,
         caller.id(),
+        &Actor::of(&caller, client),
     )
     .await?;
     services.wake.notify_one();
@@ -152,13 +155,22 @@ async fn list(
 async fn revoke(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     Path((raw_id, raw_cf)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let id = DossierId::parse(&raw_id).ok_or(ApiError::NotFound)?;
     let dossier = visible(&services, &caller, id).await?;
     caller.may_manage_delegations(&facts(&dossier))?;
     let professional = CodiceFiscale::parse(&raw_cf).map_err(|_| ApiError::NotFound)?;
-    if delegations::revoke(&services.db, caller.tenant(), id, &professional).await? {
+    if delegations::revoke(
+        &services.db,
+        caller.tenant(),
+        id,
+        &professional,
+        &Actor::of(&caller, client),
+    )
+    .await?
+    {
         services.wake.notify_one();
         Ok(StatusCode::NO_CONTENT)
     } else {

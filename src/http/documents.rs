@@ -10,9 +10,10 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::extract::{ApiMultipart, DocumentPath, DossierPath, VersionPath};
+use super::extract::{ApiMultipart, ClientAddress, DocumentPath, DossierPath, VersionPath};
 use crate::access::{Caller, DossierFacts};
 use crate::app::Services;
+use crate::audit::Actor;
 use crate::blobs::{Spooled, StoredBlob, VERIFY_BEFORE_SEND_LIMIT};
 use crate::db::DbError;
 use crate::db::documents::{self, DocumentRecord, NewContent, NewDocument, VersionRecord};
@@ -167,6 +168,7 @@ where
 pub(super) async fn add_document(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     DossierPath(dossier_id): DossierPath,
     headers: HeaderMap,
     ApiMultipart(multipart): ApiMultipart,
@@ -202,6 +204,7 @@ pub(super) async fn add_document(
         visibility,
     )?;
     let media_type = sniff_media_type(&spooled.head);
+    let actor = Actor::of(&caller, client);
     let id = store_and_commit(&services, &spooled, |blob| {
         documents::create(
             &services.db,
@@ -219,6 +222,7 @@ pub(super) async fn add_document(
                     blobs: &services.blobs,
                 },
             },
+            &actor,
         )
     })
     .await?;
@@ -253,6 +257,7 @@ pub(super) async fn add_document(
 async fn add_version(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     DocumentPath(id): DocumentPath,
     headers: HeaderMap,
     ApiMultipart(multipart): ApiMultipart,
@@ -281,6 +286,7 @@ async fn add_version(
         document.visibility,
     )?;
     let media_type = sniff_media_type(&spooled.head);
+    let actor = Actor::of(&caller, client);
     let version = store_and_commit(&services, &spooled, |blob| {
         documents::add_version(
             &services.db,
@@ -293,6 +299,7 @@ async fn add_version(
                 created_by: caller.id(),
                 blobs: &services.blobs,
             },
+            &actor,
         )
     })
     .await?;

@@ -8,9 +8,10 @@ use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, DossierPath};
+use super::extract::{ApiJson, ApiQuery, ClientAddress, DossierPath};
 use crate::access::Caller;
 use crate::app::Services;
+use crate::audit::Actor;
 use crate::db::documents::{self, DocumentRecord};
 use crate::db::dossiers::{self, DossierRecord, ListFilter, NewDossier};
 use crate::domain::{CodiceFiscale, DossierId, DossierStatus, clean_text};
@@ -52,6 +53,7 @@ pub struct OpenDossier {
 async fn open_dossier(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     ApiJson(body): ApiJson<OpenDossier>,
 ) -> Result<impl IntoResponse, ApiError> {
     let procedure = services
@@ -81,6 +83,7 @@ async fn open_dossier(
             channel,
             created_by: caller.id(),
         },
+        &Actor::of(&caller, client),
     )
     .await?;
     tracing::info!(dossier = %record.id, number = %record.number, "dossier opened");

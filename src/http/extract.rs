@@ -125,3 +125,19 @@ impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
             .map_err(|e| ApiError::bad_request("invalid_upload", e.body_text()))
     }
 }
+
+/// The client's network address, for the audit trail and rate limits.
+pub struct ClientAddress(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+        ))
+    }
+}

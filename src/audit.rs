@@ -1,0 +1,350 @@
+//! The audit trail: an append-only, hash-chained `audit_event` table.
+//!
+//! Writes append their event inside the transaction that makes the change. Reads append
+//! through a group committer: the handler waits until its event is durably committed before
+//! it answers, so a response that was sent is never missing from the trail, and concurrent
+//! reads share one commit. Each row's hash covers its canonical content and the previous
+//! row's hash, so editing, deleting or reordering rows breaks the chain at that row.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{Backend, Db, DbError, now_ms};
+
+/// The hash before the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Advisory-lock key serialising appends to the chain on PostgreSQL (SQLite writers are
+/// serial already).
+const CHAIN_LOCK: i64 = 0x6175_6469_7400;
+/// Events committed together at most.
+const GROUP: usize = 512;
+
+/// One event to record.
+#[derive(Clone, Debug, Default)]
+pub struct AuditEvent {
+    /// Municipality.
+    pub tenant: String,
+    /// Who (user id), if authenticated.
+    pub actor_id: Option<String>,
+    /// Their role.
+    pub actor_role: Option<String>,
+    /// What, e.g. `document.download`.
+    pub action: String,
+    /// On what, e.g. `document:<id>`.
+    pub target: String,
+    /// The dossier concerned.
+    pub dossier_id: Option<String>,
+    /// `ok`, `denied`, `not_found`, `error`.
+    pub outcome: String,
+    /// Client network address.
+    pub client_address: Option<String>,
+    /// Action-specific details.
+    pub detail: serde_json::Value,
+}
+
+fn canonical(seq: i64, at: i64, e: &AuditEvent, detail: &str) -> String {
+    // A JSON array has one serialisation for given values: the canonical form.
+    serde_json::json!([
+        seq,
+        at,
+        e.tenant,
+        e.actor_id,
+        e.actor_role,
+        e.action,
+        e.target,
+        e.dossier_id,
+        e.outcome,
+        e.client_address,
+        detail
+    ])
+    .to_string()
+}
+
+fn chain_hash(prev: &str, canonical: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(canonical.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Appends events inside the caller's write transaction.
+pub async fn append_in_tx(
+    db: &Db,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    events: &[AuditEvent],
+) -> Result<(), DbError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    if db.backend() == Backend::Postgres {
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(CHAIN_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let last = sqlx::query("select seq, hash from audit_event order by seq desc limit 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (mut seq, mut prev) = match last {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")?,
+            row.try_get::<String, _>("hash")?,
+        ),
+        None => (0, GENESIS.to_owned()),
+    };
+    let at = now_ms();
+    for e in events {
+        seq += 1;
+        let detail = e.detail.to_string();
+        let hash = chain_hash(&prev, &canonical(seq, at, e, &detail));
+        sqlx::query(
+            "insert into audit_event (seq, at, tenant, actor_id, actor_role, action, target, \
+             dossier_id, outcome, client_address, detail, prev_hash, hash) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(e.tenant.clone())
+        .bind(e.actor_id.clone())
+        .bind(e.actor_role.clone())
+        .bind(e.action.clone())
+        .bind(e.target.clone())
+        .bind(e.dossier_id.clone())
+        .bind(e.outcome.clone())
+        .bind(e.client_address.clone())
+        .bind(detail)
+        .bind(prev.clone())
+        .bind(hash.clone())
+        .execute(&mut **tx)
+        .await?;
+        prev = hash;
+    }
+    Ok(())
+}
+
+/// The audit trail could not be written: the request must not be answered as if it were.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit trail could not be written")]
+pub struct AuditUnavailable;
+
+type Pending = (AuditEvent, oneshot::Sender<Result<(), ()>>);
+
+/// Records read events with group commit.
+#[derive(Clone, Debug)]
+pub struct Auditor {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Auditor {
+    /// Starts the group committer over `db`.
+    pub fn start(db: Db) -> Self {
+        let (queue, mut receiver) = mpsc::channel::<Pending>(8192);
+        tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < GROUP {
+                    match receiver.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let events: Vec<AuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+                let result = commit(&db, &events).await;
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "audit append failed");
+                }
+                for (_, ack) in batch {
+                    let _ = ack.send(result.as_ref().map(|_| ()).map_err(|_| ()));
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Records an event and returns once it is durably committed.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+        let (ack, done) = oneshot::channel();
+        self.queue
+            .send((event, ack))
+            .await
+            .map_err(|_| AuditUnavailable)?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(AuditUnavailable),
+        }
+    }
+}
+
+async fn commit(db: &Db, events: &[AuditEvent]) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
+    append_in_tx(db, &mut tx, events).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The newest row of the chain.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Head {
+    /// Its position.
+    pub seq: i64,
+    /// Its hash: anchor it outside the system.
+    pub hash: String,
+    /// When it was written (RFC 3339).
+    pub at: Option<String>,
+}
+
+/// The newest row, or the genesis hash for an empty trail.
+pub async fn head(db: &Db) -> Result<Head, DbError> {
+    let row = sqlx::query("select seq, hash, at from audit_event order by seq desc limit 1")
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(match row {
+        Some(r) => Head {
+            seq: r.try_get("seq")?,
+            hash: r.try_get("hash")?,
+            at: Some(crate::db::dossiers::rfc3339(r.try_get("at")?)),
+        },
+        None => Head {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+            at: None,
+        },
+    })
+}
+
+/// What a verification of the chain found.
+#[derive(Debug, Serialize)]
+pub struct ChainReport {
+    /// Rows checked.
+    pub rows: u64,
+    /// The first row that breaks the chain, and why.
+    pub first_broken: Option<Broken>,
+}
+
+/// A row that breaks the chain.
+#[derive(Debug, Serialize)]
+pub struct Broken {
+    /// Its position (or the position missing).
+    pub seq: i64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Re-computes the whole chain from the first row.
+pub async fn verify(db: &Db) -> Result<ChainReport, DbError> {
+    use futures_util::TryStreamExt;
+    let mut rows = sqlx::query(
+        "select seq, at, tenant, actor_id, actor_role, action, target, dossier_id, outcome, \
+         client_address, detail, prev_hash, hash from audit_event order by seq",
+    )
+    .fetch(db.pool());
+    let mut expected_seq = 1i64;
+    let mut prev = GENESIS.to_owned();
+    let mut count = 0u64;
+    while let Some(row) = rows.try_next().await? {
+        count += 1;
+        let seq: i64 = row.try_get("seq")?;
+        let broken = |reason: String| {
+            Ok(ChainReport {
+                rows: count,
+                first_broken: Some(Broken { seq, reason }),
+            })
+        };
+        if seq != expected_seq {
+            return Ok(ChainReport {
+                rows: count,
+                first_broken: Some(Broken {
+                    seq: expected_seq,
+                    reason: format!("row {expected_seq} is missing (next row is {seq})"),
+                }),
+            });
+        }
+        let prev_hash: String = row.try_get("prev_hash")?;
+        if prev_hash != prev {
+            return broken("its previous hash does not match the row before it".into());
+        }
+        let detail: String = row.try_get("detail")?;
+        let event = AuditEvent {
+            tenant: row.try_get("tenant")?,
+            actor_id: row.try_get("actor_id")?,
+            actor_role: row.try_get("actor_role")?,
+            action: row.try_get("action")?,
+            target: row.try_get("target")?,
+            dossier_id: row.try_get("dossier_id")?,
+            outcome: row.try_get("outcome")?,
+            client_address: row.try_get("client_address")?,
+            detail: serde_json::Value::Null,
+        };
+        let at: i64 = row.try_get("at")?;
+        let hash: String = row.try_get("hash")?;
+        if chain_hash(&prev, &canonical(seq, at, &event, &detail)) != hash {
+            return broken("its content does not match its hash".into());
+        }
+        prev = hash;
+        expected_seq += 1;
+    }
+    Ok(ChainReport {
+        rows: count,
+        first_broken: None,
+    })
+}
+
+/// Who makes a change or a read, as the audit trail records it.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// Municipality.
+    pub tenant: String,
+    /// User id.
+    pub id: Option<String>,
+    /// Role.
+    pub role: Option<String>,
+    /// Client network address.
+    pub client: Option<String>,
+}
+
+impl Actor {
+    /// An authenticated caller.
+    pub fn of(caller: &crate::access::Caller, client: Option<String>) -> Self {
+        Self {
+            tenant: caller.tenant().to_owned(),
+            id: Some(caller.id().to_string()),
+            role: Some(caller.role().to_string()),
+            client,
+        }
+    }
+
+    /// A tool acting as a system user (import, demo).
+    pub fn system(tenant: &str, user: crate::domain::UserId, tool: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            id: Some(user.to_string()),
+            role: Some(format!("system:{tool}")),
+            client: None,
+        }
+    }
+
+    /// An event by this actor.
+    pub fn event(
+        &self,
+        action: &str,
+        target: String,
+        dossier_id: Option<String>,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            tenant: self.tenant.clone(),
+            actor_id: self.id.clone(),
+            actor_role: self.role.clone(),
+            action: action.to_owned(),
+            target,
+            dossier_id,
+            outcome: outcome.to_owned(),
+            client_address: self.client.clone(),
+            detail,
+        }
+    }
+}
