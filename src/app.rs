@@ -31,6 +31,8 @@ pub struct Services {
     pub catalogue: Arc<Catalogue>,
     /// This node's search index, when this process owns it (the server, `reindex`).
     pub index: Option<Arc<SearchIndex>>,
+    /// Records reads in the audit trail (group commit).
+    pub auditor: crate::audit::Auditor,
     /// Woken after every committed change, so the indexer need not wait for its next poll.
     pub wake: Arc<Notify>,
 }
@@ -49,12 +51,14 @@ impl Services {
         db.sync_catalogue(&config.tenant, &catalogue)
             .await
             .context("writing the catalogue")?;
+        let auditor = crate::audit::Auditor::start(db.clone());
         Ok(Self {
             config: Arc::new(config),
             db,
             blobs,
             catalogue: Arc::new(catalogue),
             index: None,
+            auditor,
             wake: Arc::new(Notify::new()),
         })
     }

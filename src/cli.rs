@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Re-hash every referenced blob; exit non-zero if any is missing or corrupt.
     Verify,
     /// Rebuild this node's search index from the database and the cached texts (the server
@@ -82,6 +87,12 @@ enum UserCommand {
         #[arg(long)]
         email: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain; name the first broken row and exit 2 if there is one.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +196,18 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::ExtractWorker(_) => Ok(ExitCode::FAILURE),
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let services = Services::open(cli.config).await?;
+            let report = crate::audit::verify(&services.db).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.first_broken.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
         Command::Token { command } => {
             let services = Services::open(cli.config).await?;
             run_token(&services, command).await

@@ -4,6 +4,7 @@
 pub mod delegations;
 pub mod documents;
 pub mod dossiers;
+pub mod lifecycle;
 pub mod registrations;
 pub mod users;
 

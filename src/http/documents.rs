@@ -19,7 +19,8 @@ use crate::db::DbError;
 use crate::db::documents::{self, DocumentRecord, NewContent, NewDocument, VersionRecord};
 use crate::db::dossiers;
 use crate::domain::{
-    ContentHash, DocumentKind, Role, Visibility, clean_text, sanitize_filename, sniff_media_type,
+    ContentHash, DocumentKind, DossierStatus, Role, Visibility, clean_text, sanitize_filename,
+    sniff_media_type,
 };
 
 /// Room for the multipart framing and text fields beside the file itself.
@@ -55,6 +56,7 @@ struct UploadForm {
     title: Option<String>,
     kind: Option<String>,
     visibility: Option<String>,
+    integration_item: Option<String>,
 }
 
 /// Reads a multipart upload, spooling `file` to disk as it arrives.
@@ -64,13 +66,14 @@ async fn read_upload(
     mut multipart: Multipart,
 ) -> Result<UploadForm, ApiError> {
     let limit = services.config.max_upload_bytes;
-    // Refuse at once what announces itself as too large, before reading a byte.
+    // Refuse at once what announces itself as too large, before storing a byte.
     if let Some(length) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         && length > limit.saturating_add(MULTIPART_OVERHEAD)
     {
+        drain(&mut multipart).await;
         return Err(ApiError::PayloadTooLarge(limit));
     }
     let mut form = UploadForm::default();
@@ -87,11 +90,15 @@ async fn read_upload(
                 let filename = sanitize_filename(field.file_name().unwrap_or_default());
                 let mut spool = services.blobs.spool(limit).await?;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    spool.write(&chunk).await?;
+                    if let Err(e) = spool.write(&chunk).await {
+                        drop(field);
+                        drain(&mut multipart).await;
+                        return Err(e.into());
+                    }
                 }
                 form.file = Some((spool.finish().await?, filename));
             }
-            "title" | "kind" | "visibility" => {
+            "title" | "kind" | "visibility" | "integration_item" => {
                 let mut value = Vec::new();
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     value.extend_from_slice(&chunk);
@@ -108,6 +115,7 @@ async fn read_upload(
                 match name.as_str() {
                     "title" => form.title = Some(value),
                     "kind" => form.kind = Some(value),
+                    "integration_item" => form.integration_item = Some(value),
                     _ => form.visibility = Some(value),
                 }
             }
@@ -115,7 +123,7 @@ async fn read_upload(
                 return Err(ApiError::bad_request(
                     "invalid_upload",
                     format!(
-                        "unexpected field {:?}; expected file, title, kind, visibility",
+                        "unexpected field {:?}; expected file, title, kind, visibility, integration_item",
                         other.chars().take(40).collect::<String>()
                     ),
                 ));
@@ -123,6 +131,25 @@ async fn read_upload(
         }
     }
     Ok(form)
+}
+
+/// Reads and discards up to a few MiB more of a refused upload, so that the client, still
+/// sending, gets to read the error instead of a reset connection. Past that the connection
+/// is simply closed: a refused upload is never read to its end.
+async fn drain(multipart: &mut Multipart) {
+    const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
+    let mut drained = 0usize;
+    while drained < DRAIN_LIMIT {
+        let Ok(Some(mut field)) = multipart.next_field().await else {
+            return;
+        };
+        while drained < DRAIN_LIMIT {
+            match field.chunk().await {
+                Ok(Some(chunk)) => drained += chunk.len(),
+                _ => break,
+            }
+        }
+    }
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
@@ -203,6 +230,43 @@ pub(super) async fn add_document(
         },
         visibility,
     )?;
+    if matches!(
+        dossier.status,
+        DossierStatus::Archived | DossierStatus::Withdrawn
+    ) || (dossier.status == DossierStatus::Concluded && caller.role() != Role::Staff)
+    {
+        return Err(ApiError::Conflict(format!(
+            "the dossier is {}: no documents can be added",
+            dossier.status
+        )));
+    }
+    let item = match form.integration_item.as_deref() {
+        None => None,
+        Some(raw) => {
+            let (request, position) = raw
+                .split_once('/')
+                .and_then(|(r, p)| Some((r.to_owned(), p.parse::<i32>().ok()?)))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_upload",
+                        "integration_item is REQUEST_ID/POSITION",
+                    )
+                })?;
+            let open = crate::db::lifecycle::integration_requests(&services.db, dossier_id)
+                .await?
+                .into_iter()
+                .any(|r| {
+                    r.open && r.id == request && r.items.iter().any(|i| i.position == position)
+                });
+            if !open {
+                return Err(ApiError::bad_request(
+                    "invalid_upload",
+                    "no such open integration item in this dossier",
+                ));
+            }
+            Some((request, position))
+        }
+    };
     let media_type = sniff_media_type(&spooled.head);
     let actor = Actor::of(&caller, client);
     let id = store_and_commit(&services, &spooled, |blob| {
@@ -226,6 +290,16 @@ pub(super) async fn add_document(
         )
     })
     .await?;
+    if let Some((request, position)) = item {
+        crate::db::lifecycle::satisfy_item(
+            &services.db,
+            dossier_id,
+            &request,
+            position,
+            &id.to_string(),
+        )
+        .await?;
+    }
     services.wake.notify_one();
     tracing::info!(document = %id, dossier = %dossier_id, sha256 = %spooled.hash, size = spooled.size, "document stored");
     let record = documents::get(&services.db, &caller, id)
@@ -318,12 +392,35 @@ async fn add_version(
 async fn get_document(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     DocumentPath(id): DocumentPath,
 ) -> Result<Json<DocumentRecord>, ApiError> {
-    documents::get(&services.db, &caller, id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+    let document = audited_document(&services, &caller, &client, id, "document.read", None).await?;
+    Ok(Json(document))
+}
+
+/// Looks a document up for the caller and records the read (or the miss) in the audit trail.
+async fn audited_document(
+    services: &Services,
+    caller: &Caller,
+    client: &ClientAddress,
+    id: crate::domain::DocumentId,
+    action: &str,
+    version: Option<i32>,
+) -> Result<DocumentRecord, ApiError> {
+    let document = documents::get(&services.db, caller, id).await?;
+    super::audit_read(
+        services,
+        caller,
+        client,
+        action,
+        format!("document:{id}"),
+        document.as_ref().map(|d| d.dossier_id.to_string()),
+        document.is_some(),
+        serde_json::json!({ "version": version.or(document.as_ref().map(|d| d.version)) }),
+    )
+    .await?;
+    document.ok_or(ApiError::NotFound)
 }
 
 /// Every version of a document.
@@ -356,12 +453,11 @@ pub struct DocumentText {
 async fn get_text(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     DocumentPath(id): DocumentPath,
 ) -> Result<Json<DocumentText>, ApiError> {
     use crate::extract::sandbox::Outcome;
-    let document = documents::get(&services.db, &caller, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let document = audited_document(&services, &caller, &client, id, "document.text", None).await?;
     let cached = services
         .blobs
         .get_derived(&crate::pipeline::text_cache_key(&document.sha256))
@@ -396,8 +492,10 @@ async fn get_text(
 async fn list_versions(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     DocumentPath(id): DocumentPath,
 ) -> Result<Json<VersionList>, ApiError> {
+    audited_document(&services, &caller, &client, id, "document.versions", None).await?;
     let items = documents::versions(&services.db, &caller, id)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -418,12 +516,12 @@ async fn list_versions(
 async fn get_content(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     DocumentPath(id): DocumentPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let document = documents::get(&services.db, &caller, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let document =
+        audited_document(&services, &caller, &client, id, "document.download", None).await?;
     serve_content(
         &services,
         &headers,
@@ -445,9 +543,19 @@ async fn get_content(
 async fn get_version_content(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     VersionPath(id, n): VersionPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    audited_document(
+        &services,
+        &caller,
+        &client,
+        id,
+        "document.download",
+        Some(n),
+    )
+    .await?;
     let version = documents::version(&services.db, &caller, id, n)
         .await?
         .ok_or(ApiError::NotFound)?;

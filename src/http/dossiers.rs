@@ -109,12 +109,22 @@ fn truncate(s: &str) -> String {
 async fn get_dossier(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     DossierPath(id): DossierPath,
 ) -> Result<Json<DossierRecord>, ApiError> {
-    dossiers::get(&services.db, &caller, id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+    let record = dossiers::get(&services.db, &caller, id).await?;
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "dossier.read",
+        format!("dossier:{id}"),
+        record.as_ref().map(|_| id.to_string()),
+        record.is_some(),
+        serde_json::json!({}),
+    )
+    .await?;
+    record.map(Json).ok_or(ApiError::NotFound)
 }
 
 /// Query of `GET /v1/dossiers`.
@@ -196,9 +206,22 @@ pub struct DocumentList {
 async fn list_documents(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     DossierPath(id): DossierPath,
 ) -> Result<Json<DocumentList>, ApiError> {
-    if dossiers::get(&services.db, &caller, id).await?.is_none() {
+    let visible = dossiers::get(&services.db, &caller, id).await?.is_some();
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "dossier.documents",
+        format!("dossier:{id}"),
+        visible.then(|| id.to_string()),
+        visible,
+        serde_json::json!({}),
+    )
+    .await?;
+    if !visible {
         return Err(ApiError::NotFound);
     }
     let items = documents::list_for_dossier(&services.db, &caller, id).await?;

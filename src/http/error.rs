@@ -29,6 +29,14 @@ pub enum ApiError {
     /// The caller may see the object but not do this to it.
     #[error("{0}")]
     Forbidden(String),
+    /// A transition that does not exist from the current state.
+    #[error("{message}")]
+    IllegalTransition {
+        /// Explanation.
+        message: String,
+        /// The transitions the caller may make now.
+        allowed: Vec<String>,
+    },
     /// The request conflicts with existing state.
     #[error("{0}")]
     Conflict(String),
@@ -75,6 +83,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::IllegalTransition { .. } => (StatusCode::CONFLICT, "illegal_transition"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RangeNotSatisfiable(_) => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
@@ -106,6 +115,10 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        if let ApiError::IllegalTransition { allowed, .. } = &self {
+            let body = serde_json::json!({"error": {"code": code, "message": message, "allowed": allowed}});
+            return (status, axum::Json(body)).into_response();
+        }
         let mut response = error_response(status, code, message);
         match self {
             ApiError::Unauthorized(_) => {

@@ -6,7 +6,9 @@ mod dossiers;
 mod error;
 mod extract;
 mod identities;
+mod lifecycle;
 mod procedures;
+mod records;
 mod search;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -37,6 +39,8 @@ use crate::app::Services;
         identities::register, identities::activate, identities::list_tokens, identities::create_token,
         identities::revoke_token, identities::list_users, identities::create_user, identities::set_offices,
         identities::disable_user,
+        lifecycle::transition, lifecycle::timeline, lifecycle::integration_requests, lifecycle::rate,
+        lifecycle::propose, records::stats, records::history, records::export, records::audit_head,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -45,6 +49,7 @@ use crate::app::Services;
         (name = "catalogue", description = "Procedures, offices, and the caller"),
         (name = "search", description = "Full-text search"),
         (name = "identities", description = "Registration, tokens and users"),
+        (name = "records", description = "Statistics, histories, exports and the audit trail"),
     )
 )]
 pub struct ApiDoc;
@@ -71,7 +76,9 @@ pub fn router(services: Services) -> Router {
         .merge(search::router())
         .merge(delegations::router())
         .merge(identities::router())
-        .merge(identities::public_router());
+        .merge(identities::public_router())
+        .merge(lifecycle::router())
+        .merge(records::router());
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
@@ -133,4 +140,29 @@ async fn method_not_allowed() -> Response {
         "method_not_allowed",
         "method not allowed on this resource".to_owned(),
     )
+}
+
+/// Records a read in the audit trail before the response is sent; without the record there
+/// is no response.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each argument is one column of the audit row; a struct would only rename them"
+)]
+pub(crate) async fn audit_read(
+    services: &Services,
+    caller: &crate::access::Caller,
+    client: &extract::ClientAddress,
+    action: &str,
+    target: String,
+    dossier: Option<String>,
+    found: bool,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    let actor = crate::audit::Actor::of(caller, client.0.clone());
+    let outcome = if found { "ok" } else { "not_found" };
+    services
+        .auditor
+        .record(actor.event(action, target, dossier, outcome, detail))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
 }

@@ -79,6 +79,7 @@ fn day_ms(date: &str, next_day: bool) -> Result<i64, ApiError> {
 async fn search(
     State(services): State<Services>,
     caller: Caller,
+    client: super::extract::ClientAddress,
     ApiQuery(query): ApiQuery<SearchQuery>,
 ) -> Result<Json<SearchResult>, ApiError> {
     let index = services
@@ -142,6 +143,12 @@ async fn search(
         offset,
         sort,
     };
+    let audit_q = request.q.clone();
+    let audit_filters: Vec<String> = request
+        .terms
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let permission = caller
         .search_permission(&services.db, index.fields())
         .await?;
@@ -149,7 +156,20 @@ async fn search(
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     match result {
-        Ok(r) => Ok(Json(r)),
+        Ok(r) => {
+            super::audit_read(
+                &services,
+                &caller,
+                &client,
+                "search",
+                "search".to_owned(),
+                None,
+                true,
+                serde_json::json!({ "query": audit_q, "filters": audit_filters, "total": r.total }),
+            )
+            .await?;
+            Ok(Json(r))
+        }
         Err(IndexError::Query(message)) => Err(bad(message)),
         Err(e) => Err(ApiError::Internal(e.into())),
     }

@@ -1,0 +1,366 @@
+//! Dossier lifecycle: transitions with their timeline events, integration requests, ratings.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::dossiers::{log_change, rfc3339};
+use super::{Db, DbError, now_ms, parse_stored};
+use crate::audit::Actor;
+use crate::domain::{DossierId, DossierStatus, UserId};
+
+/// A transition to apply; permission and legality were checked by the caller.
+pub struct Transition<'a> {
+    /// Municipality.
+    pub tenant: &'a str,
+    /// The dossier.
+    pub dossier: DossierId,
+    /// Its state now (the update only applies if it still is).
+    pub from: DossierStatus,
+    /// The new state.
+    pub to: DossierStatus,
+    /// Note for the applicant.
+    pub note: Option<&'a str>,
+    /// Note for staff and auditors.
+    pub internal_note: Option<&'a str>,
+    /// Outcome, when concluding.
+    pub outcome: Option<&'a str>,
+    /// The decision document, when concluding.
+    pub document: Option<&'a str>,
+    /// Items missing, when asking for an integration.
+    pub missing_items: &'a [String],
+    /// Who.
+    pub by: UserId,
+}
+
+/// Applies a transition; `false` if the dossier changed state meanwhile.
+pub async fn transition(db: &Db, t: Transition<'_>, actor: &Actor) -> Result<bool, DbError> {
+    let now = now_ms();
+    let mut tx = db.begin_write().await?;
+    let updated = sqlx::query(
+        "update dossier set status = $1, updated_at = $2, \
+         started_at = case when $3 = 1 and started_at is null then $4 else started_at end, \
+         concluded_at = case when $5 = 1 then $6 else concluded_at end, \
+         outcome = coalesce($7, outcome) where id = $8 and status = $9",
+    )
+    .bind(t.to.as_str())
+    .bind(now)
+    .bind(i32::from(t.to == DossierStatus::Started))
+    .bind(now)
+    .bind(i32::from(matches!(
+        t.to,
+        DossierStatus::Concluded | DossierStatus::Withdrawn
+    )))
+    .bind(now)
+    .bind(t.outcome.map(str::to_owned))
+    .bind(t.dossier.to_string())
+    .bind(t.from.as_str())
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "insert into dossier_event (id, dossier_id, at, kind, from_status, to_status, actor_id, \
+         actor_role, actor_name, note, internal_note, outcome, document_id) \
+         select $1, $2, $3, 'transition', $4, $5, id, role, name, $6, $7, $8, $9 \
+         from app_user where id = $10",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(t.dossier.to_string())
+    .bind(now)
+    .bind(t.from.as_str())
+    .bind(t.to.as_str())
+    .bind(t.note.map(str::to_owned))
+    .bind(t.internal_note.map(str::to_owned))
+    .bind(t.outcome.map(str::to_owned))
+    .bind(t.document.map(str::to_owned))
+    .bind(t.by.to_string())
+    .execute(&mut *tx)
+    .await?;
+    if t.to == DossierStatus::AwaitingIntegration {
+        let request = uuid::Uuid::now_v7().to_string();
+        sqlx::query("insert into integration_request (id, dossier_id, created_by, created_at) values ($1, $2, $3, $4)")
+            .bind(&request)
+            .bind(t.dossier.to_string())
+            .bind(t.by.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        for (i, item) in t.missing_items.iter().enumerate() {
+            sqlx::query("insert into integration_item (request_id, position, description) values ($1, $2, $3)")
+                .bind(&request)
+                .bind(i as i32 + 1)
+                .bind(item.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    if t.from == DossierStatus::AwaitingIntegration {
+        sqlx::query("update integration_request set closed_at = $1 where dossier_id = $2 and closed_at is null")
+            .bind(now)
+            .bind(t.dossier.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    // The status is a search filter and facet: the indexer re-reads the dossier's documents.
+    log_change(
+        &mut tx,
+        t.tenant,
+        "dossier",
+        &t.dossier.to_string(),
+        "status",
+    )
+    .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "dossier.transition",
+            format!("dossier:{}", t.dossier),
+            Some(t.dossier.to_string()),
+            "ok",
+            serde_json::json!({"from": t.from.as_str(), "to": t.to.as_str(), "outcome": t.outcome}),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// One step of a dossier's life.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct EventRecord {
+    /// When (RFC 3339).
+    pub at: String,
+    /// `transition`, `document` or `version`.
+    pub kind: String,
+    /// State before a transition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// State after a transition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The actor's role.
+    pub actor_role: String,
+    /// The actor's name (staff only; others are not named).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_name: Option<String>,
+    /// Note for the applicant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Note for staff and auditors (absent for others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_note: Option<String>,
+    /// Outcome of a conclusion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The document added, or the decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_id: Option<String>,
+    /// Raw time (ms), for arithmetic.
+    #[serde(skip)]
+    pub at_ms: i64,
+}
+
+/// Every event of a dossier, oldest first; `show_internal` keeps internal notes and the
+/// events of internal documents.
+pub async fn events(
+    db: &Db,
+    dossier: DossierId,
+    show_internal: bool,
+) -> Result<Vec<EventRecord>, DbError> {
+    let rows = sqlx::query(
+        "select e.at, e.kind, e.from_status, e.to_status, e.actor_role, e.actor_name, e.note, \
+         e.internal_note, e.outcome, e.document_id, doc.visibility from dossier_event e \
+         left join document doc on doc.id = e.document_id where e.dossier_id = $1 order by e.at, e.id",
+    )
+    .bind(dossier.to_string())
+    .fetch_all(db.pool())
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let visibility: Option<String> = r.try_get("visibility")?;
+        if !show_internal && visibility.as_deref() == Some("internal") {
+            continue;
+        }
+        let role: String = r.try_get("actor_role")?;
+        let at: i64 = r.try_get("at")?;
+        out.push(EventRecord {
+            at: rfc3339(at),
+            kind: r.try_get("kind")?,
+            from: r.try_get("from_status")?,
+            to: r.try_get("to_status")?,
+            actor_name: (role == "staff" || show_internal)
+                .then(|| r.try_get("actor_name"))
+                .transpose()?,
+            actor_role: role,
+            note: r.try_get("note")?,
+            internal_note: if show_internal {
+                r.try_get("internal_note")?
+            } else {
+                None
+            },
+            outcome: r.try_get("outcome")?,
+            document_id: r.try_get("document_id")?,
+            at_ms: at,
+        });
+    }
+    Ok(out)
+}
+
+/// Time a dossier's legal clock has run and been suspended, in ms, from its transitions.
+pub fn clock(events: &[EventRecord], now: i64) -> (i64, i64) {
+    let mut running_since: Option<i64> = None;
+    let mut suspended_since: Option<i64> = None;
+    let (mut running, mut suspended) = (0i64, 0i64);
+    for e in events.iter().filter(|e| e.kind == "transition") {
+        if let Some(s) = running_since.take() {
+            running += e.at_ms - s;
+        }
+        if let Some(s) = suspended_since.take() {
+            suspended += e.at_ms - s;
+        }
+        match e.to.as_deref() {
+            Some("started") => running_since = Some(e.at_ms),
+            Some("awaiting_integration") => suspended_since = Some(e.at_ms),
+            _ => {}
+        }
+    }
+    if let Some(s) = running_since {
+        running += now - s;
+    }
+    if let Some(s) = suspended_since {
+        suspended += now - s;
+    }
+    (running, suspended)
+}
+
+/// An integration request with its items.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct IntegrationRequest {
+    /// Its id.
+    pub id: String,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// Still waiting for the applicant.
+    pub open: bool,
+    /// What is missing.
+    pub items: Vec<IntegrationItem>,
+}
+
+/// One missing item.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct IntegrationItem {
+    /// Its number in the request, from 1.
+    pub position: i32,
+    /// What is missing.
+    pub description: String,
+    /// Whether a document was uploaded for it.
+    pub satisfied: bool,
+    /// The document uploaded for it.
+    pub document_id: Option<String>,
+}
+
+/// The integration requests of a dossier, oldest first.
+pub async fn integration_requests(
+    db: &Db,
+    dossier: DossierId,
+) -> Result<Vec<IntegrationRequest>, DbError> {
+    let requests = sqlx::query("select id, created_at, closed_at from integration_request where dossier_id = $1 order by id")
+        .bind(dossier.to_string())
+        .fetch_all(db.pool())
+        .await?;
+    let mut out = Vec::new();
+    for r in requests {
+        let id: String = r.try_get("id")?;
+        let items = sqlx::query("select position, description, document_id from integration_item where request_id = $1 order by position")
+            .bind(&id)
+            .fetch_all(db.pool())
+            .await?;
+        out.push(IntegrationRequest {
+            created_at: rfc3339(r.try_get("created_at")?),
+            open: r.try_get::<Option<i64>, _>("closed_at")?.is_none(),
+            items: items
+                .iter()
+                .map(|i| {
+                    let document_id: Option<String> = i.try_get("document_id")?;
+                    Ok(IntegrationItem {
+                        position: i.try_get("position")?,
+                        description: i.try_get("description")?,
+                        satisfied: document_id.is_some(),
+                        document_id,
+                    })
+                })
+                .collect::<Result<_, DbError>>()?,
+            id,
+        });
+    }
+    Ok(out)
+}
+
+/// Marks an item of the dossier's open request as satisfied by a document; `false` if
+/// there is no such open item.
+pub async fn satisfy_item(
+    db: &Db,
+    dossier: DossierId,
+    request: &str,
+    position: i32,
+    document: &str,
+) -> Result<bool, DbError> {
+    let result = sqlx::query(
+        "update integration_item set document_id = $1 where request_id = $2 and position = $3 \
+         and request_id in (select id from integration_request where dossier_id = $4 and closed_at is null)",
+    )
+    .bind(document.to_owned())
+    .bind(request.to_owned())
+    .bind(position)
+    .bind(dossier.to_string())
+    .execute(db.pool())
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// Stores the applicant's rating; `false` if the dossier was rated already.
+pub async fn rate(
+    db: &Db,
+    dossier: DossierId,
+    user: UserId,
+    score: i32,
+    comment: Option<&str>,
+    actor: &Actor,
+) -> Result<bool, DbError> {
+    let mut tx = db.begin_write().await?;
+    let inserted = sqlx::query(
+        "insert into rating (dossier_id, user_id, score, comment, created_at) values ($1, $2, $3, $4, $5) \
+         on conflict (dossier_id) do nothing",
+    )
+    .bind(dossier.to_string())
+    .bind(user.to_string())
+    .bind(score)
+    .bind(comment.map(str::to_owned))
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "dossier.rating",
+            format!("dossier:{dossier}"),
+            Some(dossier.to_string()),
+            "ok",
+            serde_json::json!({"score": score}),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Parses a stored status.
+pub fn status_of(text: &str) -> Result<DossierStatus, DbError> {
+    parse_stored(text, "status")
+}

@@ -1,0 +1,522 @@
+//! Records for managers and auditors: statistics, dossier histories, exports, and the head of
+//! the audit trail.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::error::ApiError;
+use super::extract::{ClientAddress, DossierPath};
+use crate::access::Caller;
+use crate::app::Services;
+use crate::db::delegations::{self, DelegationRecord};
+use crate::db::documents::{self, VersionRecord};
+use crate::db::dossiers::{self, DossierRecord, rfc3339};
+use crate::db::lifecycle::{self, EventRecord};
+use crate::db::{Sql, now_ms};
+use crate::domain::{ContentHash, DossierId, Role};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Routes of this resource.
+pub fn router() -> Router<Services> {
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/dossiers/{id}/history", get(history))
+        .route("/dossiers/{id}/export", get(export))
+        .route("/audit/head", get(audit_head))
+}
+
+/// Figures for one procedure.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProcedureStats {
+    /// Procedure code.
+    procedure: String,
+    /// Office.
+    office: String,
+    /// Dossiers.
+    total: u64,
+    /// Dossiers by state.
+    by_status: BTreeMap<String, u64>,
+    /// Median processing days of concluded dossiers (suspensions excluded).
+    median_days: Option<i64>,
+    /// 90th percentile of processing days.
+    p90_days: Option<i64>,
+    /// Dossiers past their legal deadline (open, or concluded late).
+    overdue: u64,
+    /// Share filed online rather than at the desk, 0 to 1.
+    online_share: f64,
+    /// Average satisfaction, 1 to 5.
+    average_rating: Option<f64>,
+    /// Ratings given.
+    ratings: u64,
+}
+
+/// Statistics over the dossiers the caller may see.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    /// By procedure.
+    items: Vec<ProcedureStats>,
+}
+
+fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+#[utoipa::path(get, path = "/v1/stats",
+    responses((status = 200, body = Stats)),
+    security(("bearer" = [])), tag = "records")]
+async fn stats(State(services): State<Services>, caller: Caller) -> Result<Json<Stats>, ApiError> {
+    let mut sql = Sql::new(
+        "select d.id, d.procedure_code, d.office_code, d.status, d.channel, r.score \
+         from dossier d left join rating r on r.dossier_id = d.id where ",
+    );
+    caller.push_dossier_filter(&mut sql);
+    let rows = sql
+        .query()
+        .fetch_all(services.db.pool())
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let mut sql = Sql::new(
+        "select e.dossier_id, e.at, e.to_status from dossier_event e join dossier d on d.id = e.dossier_id \
+         where e.kind = 'transition' and ",
+    );
+    caller.push_dossier_filter(&mut sql);
+    sql.push(" order by e.at, e.id");
+    let events = sql
+        .query()
+        .fetch_all(services.db.pool())
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let mut by_dossier: BTreeMap<String, Vec<EventRecord>> = BTreeMap::new();
+    for e in &events {
+        let id: String = e
+            .try_get("dossier_id")
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let at: i64 = e.try_get("at").map_err(|e| ApiError::Internal(e.into()))?;
+        by_dossier.entry(id).or_default().push(EventRecord {
+            at: String::new(),
+            kind: "transition".into(),
+            from: None,
+            to: e
+                .try_get("to_status")
+                .map_err(|e| ApiError::Internal(e.into()))?,
+            actor_role: String::new(),
+            actor_name: None,
+            note: None,
+            internal_note: None,
+            outcome: None,
+            document_id: None,
+            at_ms: at,
+        });
+    }
+    struct Acc {
+        office: String,
+        by_status: BTreeMap<String, u64>,
+        days: Vec<i64>,
+        overdue: u64,
+        online: u64,
+        total: u64,
+        ratings: Vec<i64>,
+    }
+    let now = now_ms();
+    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
+    for r in &rows {
+        let get = |c: &str| {
+            r.try_get::<String, _>(c)
+                .map_err(|e| ApiError::Internal(e.into()))
+        };
+        let (id, procedure, office, status, channel) = (
+            get("id")?,
+            get("procedure_code")?,
+            get("office_code")?,
+            get("status")?,
+            get("channel")?,
+        );
+        let score: Option<i32> = r
+            .try_get("score")
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let deadline = services
+            .catalogue
+            .procedure(&procedure)
+            .map_or(0, |p| i64::from(p.deadline_days));
+        let a = acc.entry(procedure).or_insert_with(|| Acc {
+            office,
+            by_status: BTreeMap::new(),
+            days: Vec::new(),
+            overdue: 0,
+            online: 0,
+            total: 0,
+            ratings: Vec::new(),
+        });
+        a.total += 1;
+        *a.by_status.entry(status.clone()).or_default() += 1;
+        a.online += u64::from(channel == "online");
+        if let Some(s) = score {
+            a.ratings.push(i64::from(s));
+        }
+        let (running, _) =
+            lifecycle::clock(by_dossier.get(&id).map_or(&[][..], |v| v.as_slice()), now);
+        let days = running / DAY_MS;
+        if status == "concluded" || status == "archived" {
+            a.days.push(days);
+        }
+        if days > deadline && status != "withdrawn" {
+            a.overdue += 1;
+        }
+    }
+    let items = acc
+        .into_iter()
+        .map(|(procedure, mut a)| {
+            a.days.sort_unstable();
+            ProcedureStats {
+                procedure,
+                office: a.office,
+                total: a.total,
+                by_status: a.by_status,
+                median_days: percentile(&a.days, 0.5),
+                p90_days: percentile(&a.days, 0.9),
+                overdue: a.overdue,
+                online_share: a.online as f64 / a.total.max(1) as f64,
+                average_rating: (!a.ratings.is_empty())
+                    .then(|| a.ratings.iter().sum::<i64>() as f64 / a.ratings.len() as f64),
+                ratings: a.ratings.len() as u64,
+            }
+        })
+        .collect();
+    Ok(Json(Stats { items }))
+}
+
+/// A document with all its versions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DocumentHistory {
+    /// Id.
+    id: String,
+    /// Title.
+    title: String,
+    /// Kind.
+    kind: String,
+    /// Visibility.
+    visibility: String,
+    /// Every version, with its SHA-256.
+    versions: Vec<VersionRecord>,
+}
+
+/// One access or change recorded in the audit trail.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AccessRecord {
+    /// Position in the audit chain.
+    seq: i64,
+    /// When (RFC 3339).
+    at: String,
+    /// Who (user id).
+    actor_id: Option<String>,
+    /// Their role.
+    actor_role: Option<String>,
+    /// What.
+    action: String,
+    /// On what.
+    target: String,
+    /// Outcome.
+    outcome: String,
+    /// From where.
+    client_address: Option<String>,
+}
+
+/// The whole life of a dossier.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct History {
+    dossier: DossierRecord,
+    events: Vec<EventRecord>,
+    documents: Vec<DocumentHistory>,
+    delegations: Vec<DelegationRecord>,
+    accesses: Vec<AccessRecord>,
+}
+
+async fn documents_with_versions(
+    services: &Services,
+    caller: &Caller,
+    id: DossierId,
+) -> Result<Vec<DocumentHistory>, ApiError> {
+    let mut out = Vec::new();
+    for d in documents::list_for_dossier(&services.db, caller, id).await? {
+        let versions = documents::versions(&services.db, caller, d.id)
+            .await?
+            .unwrap_or_default();
+        out.push(DocumentHistory {
+            id: d.id.to_string(),
+            title: d.title,
+            kind: d.kind.to_string(),
+            visibility: d.visibility.to_string(),
+            versions,
+        });
+    }
+    Ok(out)
+}
+
+#[utoipa::path(get, path = "/v1/dossiers/{id}/history",
+    params(("id" = String, Path, description = "Dossier id")),
+    responses((status = 200, body = History), (status = 404, body = super::error::ErrorBody, description = "Not an auditor, or no such dossier")),
+    security(("bearer" = [])), tag = "records")]
+async fn history(
+    State(services): State<Services>,
+    caller: Caller,
+    client: ClientAddress,
+    DossierPath(id): DossierPath,
+) -> Result<Json<History>, ApiError> {
+    // Histories hold every access by anyone: auditors only.
+    let dossier = if caller.role() == Role::Auditor {
+        dossiers::get(&services.db, &caller, id).await?
+    } else {
+        None
+    };
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "dossier.history",
+        format!("dossier:{id}"),
+        dossier.as_ref().map(|_| id.to_string()),
+        dossier.is_some(),
+        serde_json::json!({}),
+    )
+    .await?;
+    let dossier = dossier.ok_or(ApiError::NotFound)?;
+    let rows = sqlx::query(
+        "select seq, at, actor_id, actor_role, action, target, outcome, client_address from audit_event \
+         where dossier_id = $1 order by seq",
+    )
+    .bind(id.to_string())
+    .fetch_all(services.db.pool())
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    let accesses = rows
+        .iter()
+        .map(|r| -> Result<AccessRecord, sqlx::Error> {
+            Ok(AccessRecord {
+                seq: r.try_get("seq")?,
+                at: rfc3339(r.try_get("at")?),
+                actor_id: r.try_get("actor_id")?,
+                actor_role: r.try_get("actor_role")?,
+                action: r.try_get("action")?,
+                target: r.try_get("target")?,
+                outcome: r.try_get("outcome")?,
+                client_address: r.try_get("client_address")?,
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(Json(History {
+        events: lifecycle::events(&services.db, id, true).await?,
+        documents: documents_with_versions(&services, &caller, id).await?,
+        delegations: delegations::list(&services.db, id).await?,
+        accesses,
+        dossier,
+    }))
+}
+
+#[derive(Serialize)]
+struct ExportManifest {
+    dossier: ExportDossier,
+    documents: Vec<ExportDocument>,
+}
+
+#[derive(Serialize)]
+struct ExportDossier {
+    id: String,
+    number: String,
+    procedure: String,
+    procedure_name: String,
+    office: String,
+    office_name: String,
+    applicant_cf: String,
+    subject: String,
+    status: String,
+    opened_at: String,
+    closed_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ExportDocument {
+    id: String,
+    title: String,
+    kind: String,
+    visibility: String,
+    versions: Vec<ExportVersion>,
+}
+
+#[derive(Serialize)]
+struct ExportVersion {
+    version: i32,
+    path: String,
+    sha256: String,
+    size: i64,
+    media_type: String,
+    filename: String,
+    added_at: String,
+}
+
+#[utoipa::path(get, path = "/v1/dossiers/{id}/export",
+    params(("id" = String, Path, description = "Dossier id")),
+    responses(
+        (status = 200, description = "ZIP: every document version, manifest.json, history.json, manifest-sha256.txt", content_type = "application/zip"),
+        (status = 404, body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])), tag = "records")]
+async fn export(
+    State(services): State<Services>,
+    caller: Caller,
+    client: ClientAddress,
+    DossierPath(id): DossierPath,
+) -> Result<Response, ApiError> {
+    let dossier = dossiers::get(&services.db, &caller, id).await?;
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "dossier.export",
+        format!("dossier:{id}"),
+        dossier.as_ref().map(|_| id.to_string()),
+        dossier.is_some(),
+        serde_json::json!({}),
+    )
+    .await?;
+    let dossier = dossier.ok_or(ApiError::NotFound)?;
+    let closed_at: Option<i64> =
+        sqlx::query_scalar("select concluded_at from dossier where id = $1")
+            .bind(id.to_string())
+            .fetch_one(services.db.pool())
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+    let staff_view = matches!(caller.role(), Role::Staff | Role::Auditor);
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut manifest_docs = Vec::new();
+    for d in documents_with_versions(&services, &caller, id).await? {
+        let mut versions = Vec::new();
+        for v in &d.versions {
+            let path = format!(
+                "documents/{}/v{}-{}",
+                d.id,
+                v.version,
+                v.filename.replace(['/', '\\'], "_")
+            );
+            let hash = ContentHash::parse(&v.sha256).map_err(|e| ApiError::Internal(e.into()))?;
+            let bytes = services.blobs.read_verified(&hash).await?;
+            files.push((path.clone(), bytes.to_vec()));
+            versions.push(ExportVersion {
+                version: v.version,
+                path,
+                sha256: v.sha256.clone(),
+                size: v.size,
+                media_type: v.media_type.clone(),
+                filename: v.filename.clone(),
+                added_at: v.created_at.clone(),
+            });
+        }
+        manifest_docs.push(ExportDocument {
+            id: d.id,
+            title: d.title,
+            kind: d.kind,
+            visibility: d.visibility,
+            versions,
+        });
+    }
+    let procedure = services.catalogue.procedure(&dossier.procedure);
+    let office = services.catalogue.office(&dossier.office);
+    let manifest = ExportManifest {
+        dossier: ExportDossier {
+            id: dossier.id.to_string(),
+            number: dossier.number.clone(),
+            procedure: dossier.procedure.clone(),
+            procedure_name: procedure.map(|p| p.name.clone()).unwrap_or_default(),
+            office: dossier.office.clone(),
+            office_name: office.map(|o| o.name.clone()).unwrap_or_default(),
+            applicant_cf: dossier.applicant_cf.clone(),
+            subject: dossier.subject.clone(),
+            status: dossier.status.to_string(),
+            opened_at: dossier.created_at.clone(),
+            closed_at: closed_at.map(rfc3339),
+        },
+        documents: manifest_docs,
+    };
+    let history = serde_json::json!({
+        "events": lifecycle::events(&services.db, id, staff_view).await?,
+        "delegations": delegations::list(&services.db, id).await?,
+    });
+    files.push(("manifest.json".into(), pretty(&manifest)));
+    files.push(("history.json".into(), pretty(&history)));
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut sums = String::new();
+    for (path, bytes) in &files {
+        sums.push_str(&format!("{}  {path}\n", ContentHash::of(bytes)));
+    }
+    files.push(("manifest-sha256.txt".into(), sums.into_bytes()));
+    let zip = tokio::task::spawn_blocking(move || build_zip(&files))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)?;
+    let mut response = Response::new(Body::from(zip));
+    let name = format!("fascicolo-{}.zip", dossier.number.replace('/', "-"));
+    for (k, v) in [
+        (header::CONTENT_TYPE, "application/zip".to_owned()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ),
+        (header::CACHE_CONTROL, "private, no-cache".to_owned()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            response.headers_mut().insert(k, v);
+        }
+    }
+    Ok(response)
+}
+
+/// Pretty JSON ending in a newline; serde_json writes struct fields and maps in a fixed
+/// order, so equal values give equal bytes.
+fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(value).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// A ZIP whose bytes depend only on the files: fixed timestamps and order.
+fn build_zip(files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<u8>> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default())
+        .unix_permissions(0o644);
+    for (path, bytes) in files {
+        writer.start_file(path.as_str(), options)?;
+        writer.write_all(bytes)?;
+    }
+    Ok(writer.finish()?.into_inner())
+}
+
+#[utoipa::path(get, path = "/v1/audit/head",
+    responses((status = 200, body = crate::audit::Head), (status = 403, body = super::error::ErrorBody)),
+    security(("bearer" = [])), tag = "records")]
+async fn audit_head(
+    State(services): State<Services>,
+    caller: Caller,
+) -> Result<Json<crate::audit::Head>, ApiError> {
+    if caller.role() != Role::Auditor {
+        return Err(ApiError::Forbidden(
+            "only auditors read the audit trail".into(),
+        ));
+    }
+    Ok(Json(crate::audit::head(&services.db).await?))
+}
