@@ -5,6 +5,7 @@
     reason = "a test fails loudly on any unexpected value"
 )]
 
+mod audit;
 mod auth;
 mod cli;
 mod crash;
@@ -15,6 +16,7 @@ mod helpers;
 mod hostile;
 mod identities;
 mod leak;
+mod lifecycle;
 mod matrix;
 mod process;
 mod search;

@@ -1,0 +1,405 @@
+use std::io::Read;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{TestApp, cf, sample_pdf, spawn_app};
+
+/// A dossier with documents, reads and a search, so the trail has content.
+async fn activity(app: &TestApp, n: u32) -> (String, String, String) {
+    let citizen = app.citizen(n).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(n)).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    let doc = app
+        .add_document(
+            &citizen,
+            &id,
+            &sample_pdf("verbale di sopralluogo"),
+            "public",
+        )
+        .await;
+    let doc_id = doc["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get(&citizen, &format!("/v1/dossiers/{id}"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.get(&citizen, &format!("/v1/documents/{doc_id}/content"))
+            .await
+            .status(),
+        200
+    );
+    app.indexed().await;
+    assert_eq!(
+        app.search(&citizen, &[("q", "sopralluogo")]).await.status(),
+        200
+    );
+    (citizen, id, doc_id)
+}
+
+fn verify(app: &TestApp) -> (bool, Value) {
+    let out = app.cli(&["audit", "verify"]);
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).expect("JSON report"),
+    )
+}
+
+async fn unguard(app: &TestApp) {
+    let pool = app.services.db.pool();
+    match app.services.db.backend() {
+        fascicolo::db::Backend::Sqlite => {
+            sqlx::raw_sql(
+                "drop trigger audit_event_no_update; drop trigger audit_event_no_delete;",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        fascicolo::db::Backend::Postgres => {
+            sqlx::raw_sql("alter table audit_event disable trigger user")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_writes_are_in_the_trail_and_the_rows_cannot_change() {
+    let app = spawn_app().await;
+    let (_, id, doc_id) = activity(&app, 600).await;
+    let stranger = app.citizen(601).await;
+    assert_eq!(
+        app.get(&stranger, &format!("/v1/dossiers/{id}"))
+            .await
+            .status(),
+        404
+    );
+
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("select action, target, outcome, detail from audit_event order by seq")
+            .fetch_all(app.services.db.pool())
+            .await
+            .unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    for expected in [
+        "dossier.create",
+        "document.create",
+        "dossier.read",
+        "document.download",
+        "search",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    let download = rows.iter().find(|r| r.0 == "document.download").unwrap();
+    assert_eq!(download.1, format!("document:{doc_id}"));
+    let search = rows.iter().find(|r| r.0 == "search").unwrap();
+    let detail: Value = serde_json::from_str(&search.3).unwrap();
+    assert_eq!(detail["query"], "sopralluogo");
+    assert_eq!(detail["total"], 1);
+    assert!(
+        rows.iter()
+            .any(|r| r.0 == "dossier.read" && r.2 == "not_found"),
+        "a denied read is recorded too"
+    );
+
+    // The database itself refuses changes.
+    let pool = app.services.db.pool();
+    assert!(
+        sqlx::query("update audit_event set action = 'x' where seq = 1")
+            .execute(pool)
+            .await
+            .is_err()
+    );
+    assert!(
+        sqlx::query("delete from audit_event where seq = 1")
+            .execute(pool)
+            .await
+            .is_err()
+    );
+
+    let (ok, report) = verify(&app);
+    assert!(ok, "{report}");
+    assert_eq!(report["rows"], rows.len() as u64);
+
+    let auditor = app.user("auditor", None, &[]).await;
+    let head: Value = app
+        .get(&auditor, "/v1/audit/head")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let last: (i64, String) =
+        sqlx::query_as("select seq, hash from audit_event order by seq desc limit 1")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(head["seq"], last.0);
+    assert_eq!(head["hash"], last.1);
+    assert_eq!(app.get(&stranger, "/v1/audit/head").await.status(), 403);
+
+    // The auditor's history shows every access, the stranger's attempt included.
+    let history: Value = app
+        .get(&auditor, &format!("/v1/dossiers/{id}/history"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let accesses = history["accesses"].as_array().unwrap();
+    assert!(accesses.iter().any(|a| a["action"] == "document.download"));
+    assert!(history["documents"][0]["versions"][0]["sha256"].is_string());
+    assert_eq!(
+        app.get(&stranger, &format!("/v1/dossiers/{id}/history"))
+            .await
+            .status(),
+        404
+    );
+    let owner_history = app
+        .get(
+            &app.citizen(602).await,
+            &format!("/v1/dossiers/{id}/history"),
+        )
+        .await;
+    assert_eq!(owner_history.status(), 404, "histories are for auditors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_row_is_named_by_audit_verify() {
+    let app = spawn_app().await;
+    activity(&app, 610).await;
+    unguard(&app).await;
+    sqlx::query("update audit_event set action = 'document.read' where seq = 3")
+        .execute(app.services.db.pool())
+        .await
+        .unwrap();
+    let (ok, report) = verify(&app);
+    assert!(!ok);
+    assert_eq!(report["first_broken"]["seq"], 3, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_row_is_named_by_audit_verify() {
+    let app = spawn_app().await;
+    activity(&app, 620).await;
+    unguard(&app).await;
+    sqlx::query("delete from audit_event where seq = 2")
+        .execute(app.services.db.pool())
+        .await
+        .unwrap();
+    let (ok, report) = verify(&app);
+    assert!(!ok);
+    assert_eq!(report["first_broken"]["seq"], 2, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reordered_rows_are_named_by_audit_verify() {
+    let app = spawn_app().await;
+    activity(&app, 630).await;
+    unguard(&app).await;
+    let pool = app.services.db.pool();
+    // Swap rows 3 and 4, hashes and all.
+    sqlx::query("update audit_event set seq = -1 where seq = 3")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("update audit_event set seq = 3 where seq = 4")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("update audit_event set seq = 4 where seq = -1")
+        .execute(pool)
+        .await
+        .unwrap();
+    let (ok, report) = verify(&app);
+    assert!(!ok);
+    assert_eq!(report["first_broken"]["seq"], 3, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_readers_and_writers_make_one_unbroken_chain() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let (citizen, id, doc_id) = activity(&app, 640).await;
+    let mut tasks = Vec::new();
+    for worker in 0..8u32 {
+        let app = app.clone();
+        let citizen = citizen.clone();
+        let id = id.clone();
+        let doc_id = doc_id.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..15u32 {
+                match (worker + i) % 3 {
+                    0 => assert_eq!(
+                        app.get(&citizen, &format!("/v1/documents/{doc_id}/content"))
+                            .await
+                            .status(),
+                        200
+                    ),
+                    1 => assert_eq!(
+                        app.search(&citizen, &[("q", "verbale")]).await.status(),
+                        200
+                    ),
+                    _ => {
+                        let doc = app
+                            .add_text(
+                                &citizen,
+                                &id,
+                                &format!("nota {worker} {i}"),
+                                "Nota",
+                                "public",
+                            )
+                            .await;
+                        assert!(doc["id"].is_string());
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (ok, report) = verify(&app);
+    assert!(ok, "{report}");
+    let (count, max): (i64, i64) = sqlx::query_as("select count(*), max(seq) from audit_event")
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, max, "no gaps");
+    assert!(count > 120, "{count} rows");
+}
+
+fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut out = Vec::new();
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        let mut content = Vec::new();
+        file.read_to_end(&mut content).unwrap();
+        out.push((file.name().unwrap().into_owned(), content));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_is_self_verifying_and_reproducible() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(650).await;
+    let staff = app.staff(&["edilizia"]).await;
+    let d = app.open_dossier(&citizen, "scia-edilizia", &cf(650)).await;
+    let id = d["id"].as_str().unwrap();
+    let doc = app
+        .add_document(&citizen, id, &sample_pdf("prima versione"), "public")
+        .await;
+    let doc_id = doc["id"].as_str().unwrap();
+    let r = app
+        .upload(
+            &citizen,
+            &format!("/v1/documents/{doc_id}/versions"),
+            sample_pdf("seconda versione"),
+            "relazione v2.pdf",
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    app.add_text(&staff, id, "nota interna", "Nota", "internal")
+        .await;
+
+    let first = app.get(&staff, &format!("/v1/dossiers/{id}/export")).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "application/zip");
+    let first = first.bytes().await.unwrap();
+    let second = app
+        .get(&staff, &format!("/v1/dossiers/{id}/export"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(first, second, "the same dossier state gives the same bytes");
+
+    let files = unzip(&first);
+    let sums = files
+        .iter()
+        .find(|(n, _)| n == "manifest-sha256.txt")
+        .unwrap();
+    let sums = String::from_utf8(sums.1.clone()).unwrap();
+    let mut checked = 0;
+    for line in sums.lines() {
+        let (hash, path) = line.split_once("  ").unwrap();
+        let (_, bytes) = files
+            .iter()
+            .find(|(n, _)| n == path)
+            .unwrap_or_else(|| panic!("{path} listed but missing"));
+        assert_eq!(hex::encode(Sha256::digest(bytes)), hash, "{path}");
+        checked += 1;
+    }
+    assert_eq!(
+        checked,
+        files.len() - 1,
+        "every file but the checksum list is listed"
+    );
+
+    let manifest: Value =
+        serde_json::from_slice(&files.iter().find(|(n, _)| n == "manifest.json").unwrap().1)
+            .unwrap();
+    assert_eq!(manifest["dossier"]["number"], d["number"]);
+    assert_eq!(manifest["dossier"]["procedure"], "scia-edilizia");
+    assert_eq!(manifest["dossier"]["office"], "edilizia");
+    assert!(manifest["dossier"]["opened_at"].is_string());
+    let versions: Value = app
+        .get(&staff, &format!("/v1/documents/{doc_id}/versions"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let exported = manifest["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == doc_id)
+        .unwrap();
+    for (api, zip) in versions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(exported["versions"].as_array().unwrap())
+    {
+        assert_eq!(api["sha256"], zip["sha256"]);
+        let (_, bytes) = files
+            .iter()
+            .find(|(n, _)| n.as_str() == zip["path"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(bytes)),
+            api["sha256"].as_str().unwrap()
+        );
+    }
+    assert_eq!(
+        manifest["documents"].as_array().unwrap().len(),
+        2,
+        "staff export holds the internal note too"
+    );
+    assert!(files.iter().any(|(n, _)| n == "history.json"));
+
+    // The applicant's export leaves internal documents out; exports are audited.
+    let own = unzip(
+        &app.get(&citizen, &format!("/v1/dossiers/{id}/export"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    );
+    let manifest: Value =
+        serde_json::from_slice(&own.iter().find(|(n, _)| n == "manifest.json").unwrap().1).unwrap();
+    assert_eq!(manifest["documents"].as_array().unwrap().len(), 1);
+    let exports: i64 =
+        sqlx::query_scalar("select count(*) from audit_event where action = 'dossier.export'")
+            .fetch_one(app.services.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(exports, 3);
+}
