@@ -104,9 +104,17 @@ pub struct App {
 impl App {
     /// Opens the services and binds the configured address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listen = config.listen;
-        let mut services = Services::open(config).await?;
-        services.open_index()?;
+        let services = Services::open(config).await?;
+        Self::with_services(services).await
+    }
+
+    /// Binds the configured address for services opened by the caller (benchmarks swap
+    /// parts of them).
+    pub async fn with_services(mut services: Services) -> anyhow::Result<Self> {
+        let listen = services.config.listen;
+        if services.index.is_none() {
+            services.open_index()?;
+        }
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
