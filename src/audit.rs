@@ -19,7 +19,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// serial already).
 const CHAIN_LOCK: i64 = 0x6175_6469_7400;
 /// Events committed together at most.
-const GROUP: usize = 512;
+const GROUP: usize = 256;
 
 /// One event to record.
 #[derive(Clone, Debug, Default)]
@@ -96,32 +96,48 @@ pub async fn append_in_tx(
         None => (0, GENESIS.to_owned()),
     };
     let at = now_ms();
-    for e in events {
+    // One multi-row insert per batch: a round trip per event would dominate group commits.
+    let mut sql = crate::db::Sql::new(
+        "insert into audit_event (seq, at, tenant, actor_id, actor_role, action, target, \
+         dossier_id, outcome, client_address, detail, prev_hash, hash) values ",
+    );
+    for (i, e) in events.iter().enumerate() {
         seq += 1;
         let detail = e.detail.to_string();
         let hash = chain_hash(&prev, &canonical(seq, at, e, &detail));
-        sqlx::query(
-            "insert into audit_event (seq, at, tenant, actor_id, actor_role, action, target, \
-             dossier_id, outcome, client_address, detail, prev_hash, hash) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(seq)
-        .bind(at)
-        .bind(e.tenant.clone())
-        .bind(e.actor_id.clone())
-        .bind(e.actor_role.clone())
-        .bind(e.action.clone())
-        .bind(e.target.clone())
-        .bind(e.dossier_id.clone())
-        .bind(e.outcome.clone())
-        .bind(e.client_address.clone())
-        .bind(detail)
-        .bind(prev.clone())
-        .bind(hash.clone())
-        .execute(&mut **tx)
-        .await?;
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(")
+            .bind(seq)
+            .push(", ")
+            .bind(at)
+            .push(", ")
+            .bind(e.tenant.clone())
+            .push(", ")
+            .bind(e.actor_id.clone())
+            .push(", ")
+            .bind(e.actor_role.clone())
+            .push(", ")
+            .bind(e.action.clone())
+            .push(", ")
+            .bind(e.target.clone())
+            .push(", ")
+            .bind(e.dossier_id.clone())
+            .push(", ")
+            .bind(e.outcome.clone())
+            .push(", ")
+            .bind(e.client_address.clone())
+            .push(", ")
+            .bind(detail)
+            .push(", ")
+            .bind(prev.clone())
+            .push(", ")
+            .bind(hash.clone())
+            .push(")");
         prev = hash;
     }
+    sql.query().execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -520,14 +520,51 @@ async fn get_content(
     DocumentPath(id): DocumentPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let document =
-        audited_document(&services, &caller, &client, id, "document.download", None).await?;
-    serve_content(
+    let Some(document) = documents::get(&services.db, &caller, id).await? else {
+        audit_miss(&services, &caller, &client, id, "document.download").await?;
+        return Err(ApiError::NotFound);
+    };
+    // The audit row is committed while the bytes are read and checked; the response leaves
+    // only once both are done.
+    let audit = super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "document.download",
+        format!("document:{id}"),
+        Some(document.dossier_id.to_string()),
+        true,
+        serde_json::json!({ "version": document.version }),
+    );
+    let content = serve_content(
         &services,
         &headers,
         &document.sha256,
         &document.media_type,
         &document.filename,
+    );
+    let (audited, response) = tokio::join!(audit, content);
+    audited?;
+    response
+}
+
+/// Records a read of a document the caller may not see (or that does not exist).
+async fn audit_miss(
+    services: &Services,
+    caller: &Caller,
+    client: &ClientAddress,
+    id: crate::domain::DocumentId,
+    action: &str,
+) -> Result<(), ApiError> {
+    super::audit_read(
+        services,
+        caller,
+        client,
+        action,
+        format!("document:{id}"),
+        None,
+        false,
+        serde_json::json!({}),
     )
     .await
 }

@@ -83,6 +83,42 @@ async fn backends(config: &mut Config) -> Option<PostgresDatabase> {
     Some(PostgresDatabase { admin_url, name })
 }
 
+/// Another node over the same database and blob store as `first`, with its own data dir and
+/// index, as a second `fascicolo serve` behind a load balancer would be.
+pub async fn spawn_node_like(first: &TestApp) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = first.config.clone();
+    config.data_dir = data_dir.path().to_owned();
+    config.database_url = Some(first.config.database_url());
+    config.blob_url = Some(
+        first
+            .config
+            .blob_url
+            .clone()
+            .unwrap_or_else(|| first.data_dir.path().join("blobs").display().to_string()),
+    );
+    let app = App::build(config.clone()).await.expect("building the node");
+    let addr = app.local_addr().expect("bound address");
+    let services = app.services().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server");
+    });
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        services,
+        config,
+        data_dir,
+        shutdown: Some(tx),
+        postgres: None,
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

@@ -19,5 +19,6 @@ mod leak;
 mod lifecycle;
 mod matrix;
 mod process;
+mod scaleout;
 mod search;
 mod server;
