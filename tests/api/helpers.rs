@@ -97,26 +97,7 @@ pub async fn spawn_node_like(first: &TestApp) -> TestApp {
             .clone()
             .unwrap_or_else(|| first.data_dir.path().join("blobs").display().to_string()),
     );
-    let app = App::build(config.clone()).await.expect("building the node");
-    let addr = app.local_addr().expect("bound address");
-    let services = app.services().clone();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        app.run_until(async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("server");
-    });
-    TestApp {
-        base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
-        services,
-        config,
-        data_dir,
-        shutdown: Some(tx),
-        postgres: None,
-    }
+    serve(config, data_dir, None).await
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -134,6 +115,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     config.extract_memory_mib = 512;
     let postgres = backends(&mut config).await;
     adjust(&mut config);
+    serve(config, data_dir, postgres).await
+}
+
+/// Builds the app from `config` and serves it on its own task until the `TestApp` drops.
+async fn serve(
+    config: Config,
+    data_dir: tempfile::TempDir,
+    postgres: Option<PostgresDatabase>,
+) -> TestApp {
     let app = App::build(config.clone()).await.expect("building the app");
     let addr = app.local_addr().expect("bound address");
     let services = app.services().clone();
