@@ -126,3 +126,92 @@ fn the_binary_serves_and_stops_gracefully_on_sigterm() {
     }
     assert!(dir.path().join("fascicolo.db").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_working_tokens_for_each_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fascicolo"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .env("FASCICOLO_DATA_DIR", dir.path())
+        .env("RUST_LOG", "warn")
+        .env_remove("FASCICOLO_DATABASE_URL")
+        .env_remove("FASCICOLO_BLOB_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut base = None;
+    let mut tokens = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.split("ready at ").nth(1) {
+            base = Some(rest.trim().to_owned());
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [role, token] = words.as_slice()
+            && token.starts_with("fsc_")
+        {
+            tokens.push((role.to_string(), token.to_string()));
+        }
+        if line.starts_with("try:") {
+            break;
+        }
+    }
+    let base = base.expect("the demo prints its address");
+    let roles: Vec<&str> = tokens.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, ["citizen", "professional", "staff", "auditor"]);
+    let client = reqwest::Client::new();
+    for (role, token) in &tokens {
+        let me: Value = client
+            .get(format!("{base}/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["role"], role.as_str());
+        let dossiers: Value = client
+            .get(format!("{base}/v1/dossiers"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            !dossiers["items"].as_array().unwrap().is_empty(),
+            "{role} sees demo dossiers"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_blob_store_round_trips() {
+    let app = crate::helpers::spawn_app_with(|c| c.blob_url = Some("memory://".into())).await;
+    let citizen = app.citizen(720).await;
+    let d = app
+        .open_dossier(&citizen, "cila", &crate::helpers::cf(720))
+        .await;
+    let doc = app
+        .add_document(&citizen, d["id"].as_str().unwrap(), b"in memoria", "public")
+        .await;
+    let body = app
+        .get(
+            &citizen,
+            &format!("/v1/documents/{}/content", doc["id"].as_str().unwrap()),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.as_ref(), b"in memoria");
+    assert_eq!(app.blob_count().await, 1);
+}
