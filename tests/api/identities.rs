@@ -469,3 +469,26 @@ async fn front_office_staff_handle_every_office() {
         .unwrap();
     assert_eq!(found["total"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_rate_limited_per_network_address() {
+    let app = spawn_app().await;
+    for n in 0..20u32 {
+        let r = register(
+            &app,
+            json!({"codice_fiscale": cf(800 + n), "email": format!("p{n}@example.it")}),
+        )
+        .await;
+        assert_eq!(r.status(), 202, "registration {n}");
+    }
+    let limited = register(
+        &app,
+        json!({"codice_fiscale": cf(830), "email": "other@example.it"}),
+    )
+    .await;
+    assert_eq!(
+        limited.status(),
+        429,
+        "the 21st registration from one address in an hour"
+    );
+}
