@@ -1,7 +1,8 @@
 //! What the audit trail costs per search and per download under concurrent load.
 //!
 //! The release server runs in-process on 127.0.0.1 twice over the same data: once as it always
-//! runs (every read waits for its audit row to be committed, with group commit), once with an
+//! runs (every read waits until its audit record is fsynced in the journal, with group commit),
+//! once with an
 //! auditor that records nothing. Eight clients replay the same bounded mix of searches and
 //! downloads against each; the difference of the medians is the audit's cost.
 //!
@@ -124,6 +125,10 @@ async fn main() {
     .await
     .expect("user")
     .token;
+    let mut services = services;
+    services.auditor =
+        fascicolo::audit::Auditor::start_journaled(services.db.clone(), &dir.path().join("audit"))
+            .expect("journal");
     let running = start(services).await;
     let client = reqwest::Client::new();
     let mut docs = Vec::new();

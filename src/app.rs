@@ -104,7 +104,15 @@ pub struct App {
 impl App {
     /// Opens the services and binds the configured address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let services = Services::open(config).await?;
+        let mut services = Services::open(config).await?;
+        // The index's writer lock makes this process the data dir's only server, so it alone
+        // owns the audit journal there.
+        services.open_index()?;
+        services.auditor = crate::audit::Auditor::start_journaled(
+            services.db.clone(),
+            &services.config.data_dir.join("audit"),
+        )
+        .context("opening the audit journal")?;
         Self::with_services(services).await
     }
 

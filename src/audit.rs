@@ -9,7 +9,11 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use tokio::sync::{mpsc, oneshot};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::db::{Backend, Db, DbError, now_ms};
 
@@ -22,8 +26,11 @@ const CHAIN_LOCK: i64 = 0x6175_6469_7400;
 const GROUP: usize = 256;
 
 /// One event to record.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct AuditEvent {
+    /// When it happened (ms); `None` means when it is appended.
+    #[serde(default)]
+    pub at: Option<i64>,
     /// Municipality.
     pub tenant: String,
     /// Who (user id), if authenticated.
@@ -103,6 +110,7 @@ pub async fn append_in_tx(
     );
     for (i, e) in events.iter().enumerate() {
         seq += 1;
+        let at = e.at.unwrap_or(at);
         let detail = e.detail.to_string();
         let hash = chain_hash(&prev, &canonical(seq, at, e, &detail));
         if i > 0 {
@@ -152,6 +160,16 @@ type Pending = (AuditEvent, oneshot::Sender<Result<(), ()>>);
 #[derive(Clone, Debug)]
 pub struct Auditor {
     queue: mpsc::Sender<Pending>,
+    journal: Option<Arc<JournalState>>,
+}
+
+/// Progress of a journaled auditor: bytes acknowledged, bytes moved into the table.
+#[derive(Debug, Default)]
+struct JournalState {
+    written: AtomicU64,
+    moved: AtomicU64,
+    moved_changed: Notify,
+    wake_mover: Notify,
 }
 
 impl Auditor {
@@ -166,7 +184,10 @@ impl Auditor {
                 let _ = ack.send(Ok(()));
             }
         });
-        Self { queue }
+        Self {
+            queue,
+            journal: None,
+        }
     }
 
     /// Starts the group committer over `db`.
@@ -191,11 +212,105 @@ impl Auditor {
                 }
             }
         });
-        Self { queue }
+        Self {
+            queue,
+            journal: None,
+        }
+    }
+
+    /// Starts a journaled auditor, for the server: each batch of reads is appended to a local
+    /// journal file and fsynced before the requests are answered (no SQL on the request path);
+    /// a mover appends the journal to the hash-chained table in large batches, recording in
+    /// the same transaction how far it got, so a crash replays exactly what was not moved.
+    pub fn start_journaled(db: Db, dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("journal.jsonl");
+        // A torn last line was never acknowledged (its fsync did not return): drop it.
+        let content = std::fs::read(&path).unwrap_or_default();
+        let complete = content
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        file.set_len(complete as u64)?;
+        let node = match std::fs::read_to_string(dir.join("node-id")) {
+            Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
+            _ => {
+                let id = uuid::Uuid::now_v7().to_string();
+                std::fs::write(dir.join("node-id"), &id)?;
+                id
+            }
+        };
+        let state = Arc::new(JournalState::default());
+        state.written.store(complete as u64, Ordering::SeqCst);
+        let file = Arc::new(std::sync::Mutex::new(file));
+        let (queue, mut receiver) = mpsc::channel::<Pending>(8192);
+        let committer_state = state.clone();
+        tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < GROUP {
+                    match receiver.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let mut lines = Vec::new();
+                for (event, _) in &batch {
+                    if serde_json::to_writer(&mut lines, event).is_ok() {
+                        lines.push(b'\n');
+                    }
+                }
+                let file = file.clone();
+                let bytes = lines.len() as u64;
+                let written = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                    f.write_all(&lines)?;
+                    f.sync_data()
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+                if let Err(e) = &written {
+                    tracing::error!(error = %e, "audit journal append failed");
+                } else {
+                    committer_state.written.fetch_add(bytes, Ordering::SeqCst);
+                    committer_state.wake_mover.notify_one();
+                }
+                for (_, ack) in batch {
+                    let _ = ack.send(written.as_ref().map(|_| ()).map_err(|_| ()));
+                }
+            }
+        });
+        tokio::spawn(move_journal(db, path, node, state.clone()));
+        Ok(Self {
+            queue,
+            journal: Some(state),
+        })
+    }
+
+    /// Waits until every event acknowledged so far is in the table (journaled auditors move
+    /// them in the background).
+    pub async fn flush(&self) {
+        let Some(state) = &self.journal else { return };
+        let target = state.written.load(Ordering::SeqCst);
+        state.wake_mover.notify_one();
+        while state.moved.load(Ordering::SeqCst) < target {
+            let changed = state.moved_changed.notified();
+            if state.moved.load(Ordering::SeqCst) >= target {
+                break;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), changed).await;
+        }
     }
 
     /// Records an event and returns once it is durably committed.
-    pub async fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+    pub async fn record(&self, mut event: AuditEvent) -> Result<(), AuditUnavailable> {
+        event.at.get_or_insert_with(now_ms);
         let (ack, done) = oneshot::channel();
         self.queue
             .send((event, ack))
@@ -206,6 +321,88 @@ impl Auditor {
             _ => Err(AuditUnavailable),
         }
     }
+}
+
+/// Moves journaled events into the chained table, in order, exactly once.
+async fn move_journal(db: Db, path: std::path::PathBuf, node: String, state: Arc<JournalState>) {
+    let mut moved: u64 = loop {
+        match sqlx::query_scalar::<_, i64>("select moved from audit_journal where node = $1")
+            .bind(node.clone())
+            .fetch_optional(db.pool())
+            .await
+        {
+            Ok(m) => break m.map_or(0, |m| u64::try_from(m).unwrap_or(0)),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the audit journal position");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
+    state.moved.store(moved, Ordering::SeqCst);
+    state.moved_changed.notify_waiters();
+    loop {
+        let written = state.written.load(Ordering::SeqCst);
+        if written > moved {
+            match move_once(&db, &path, &node, moved, written).await {
+                Ok(next) => {
+                    moved = next;
+                    state.moved.store(moved, Ordering::SeqCst);
+                    state.moved_changed.notify_waiters();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "moving the audit journal; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            state.wake_mover.notified(),
+        )
+        .await;
+    }
+}
+
+/// Moves up to a few MiB of complete journal lines after `from`; returns the new position.
+async fn move_once(db: &Db, path: &Path, node: &str, from: u64, to: u64) -> Result<u64, DbError> {
+    let path = path.to_owned();
+    let len = (to - from).min(4 * 1024 * 1024);
+    let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(path)?;
+        f.seek(SeekFrom::Start(from))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| DbError::Corrupt(e.to_string()))?
+    .map_err(|e| DbError::Corrupt(format!("audit journal: {e}")))?;
+    let complete = chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut events = Vec::new();
+    for line in chunk[..complete]
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+    {
+        match serde_json::from_slice::<AuditEvent>(line) {
+            Ok(e) => events.push(e),
+            Err(e) => return Err(DbError::Corrupt(format!("audit journal line: {e}"))),
+        }
+    }
+    let next = from + complete as u64;
+    let mut tx = db.begin_write().await?;
+    append_in_tx(db, &mut tx, &events).await?;
+    sqlx::query(
+        "insert into audit_journal (node, moved) values ($1, $2) \
+         on conflict (node) do update set moved = excluded.moved",
+    )
+    .bind(node.to_owned())
+    .bind(i64::try_from(next).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(next)
 }
 
 async fn commit(db: &Db, events: &[AuditEvent]) -> Result<(), DbError> {
@@ -298,6 +495,7 @@ pub async fn verify(db: &Db) -> Result<ChainReport, DbError> {
         }
         let detail: String = row.try_get("detail")?;
         let event = AuditEvent {
+            at: None,
             tenant: row.try_get("tenant")?,
             actor_id: row.try_get("actor_id")?,
             actor_role: row.try_get("actor_role")?,
@@ -366,6 +564,7 @@ impl Actor {
         detail: serde_json::Value,
     ) -> AuditEvent {
         AuditEvent {
+            at: None,
             tenant: self.tenant.clone(),
             actor_id: self.id.clone(),
             actor_role: self.role.clone(),

@@ -294,6 +294,8 @@ async fn history(
     )
     .await?;
     let dossier = dossier.ok_or(ApiError::NotFound)?;
+    // Every read acknowledged so far, this one included, belongs in the history.
+    services.auditor.flush().await;
     let rows = sqlx::query(
         "select seq, at, actor_id, actor_role, action, target, outcome, client_address from audit_event \
          where dossier_id = $1 order by seq",

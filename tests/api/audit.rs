@@ -36,6 +36,7 @@ async fn activity(app: &TestApp, n: u32) -> (String, String, String) {
         app.search(&citizen, &[("q", "sopralluogo")]).await.status(),
         200
     );
+    app.services.auditor.flush().await;
     (citizen, id, doc_id)
 }
 
@@ -79,6 +80,7 @@ async fn reads_and_writes_are_in_the_trail_and_the_rows_cannot_change() {
         404
     );
 
+    app.services.auditor.flush().await;
     let rows: Vec<(String, String, String, String)> =
         sqlx::query_as("select action, target, outcome, detail from audit_event order by seq")
             .fetch_all(app.services.db.pool())
@@ -263,6 +265,7 @@ async fn concurrent_readers_and_writers_make_one_unbroken_chain() {
     for t in tasks {
         t.await.unwrap();
     }
+    app.services.auditor.flush().await;
     let (ok, report) = verify(&app);
     assert!(ok, "{report}");
     let (count, max): (i64, i64) = sqlx::query_as("select count(*), max(seq) from audit_event")
@@ -396,6 +399,7 @@ async fn an_export_is_self_verifying_and_reproducible() {
     let manifest: Value =
         serde_json::from_slice(&own.iter().find(|(n, _)| n == "manifest.json").unwrap().1).unwrap();
     assert_eq!(manifest["documents"].as_array().unwrap().len(), 1);
+    app.services.auditor.flush().await;
     let exports: i64 =
         sqlx::query_scalar("select count(*) from audit_event where action = 'dossier.export'")
             .fetch_one(app.services.db.pool())

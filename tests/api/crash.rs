@@ -263,3 +263,79 @@ async fn reindex_rebuilds_the_same_answers_without_re_extracting() {
         assert_eq!(ids(&after), ids(&expected), "{q}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answered_before_a_sigkill_are_in_the_audit_trail_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path());
+    let citizen = cli(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "--role",
+            "citizen",
+            "--name",
+            "C",
+            "--cf",
+            &cf(90),
+        ],
+    );
+    let token = citizen["token"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let dossier: Value = client
+        .post(format!("{}/v1/dossiers", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"procedure": "cila", "applicant_cf": cf(90), "subject": "Letture"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = dossier["id"].as_str().unwrap();
+    let mut answered = 0;
+    for _ in 0..60 {
+        let r = client
+            .get(format!("{}/v1/dossiers/{id}", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        answered += 1;
+    }
+    // Killed at once: the reads may still be only in the journal, not yet in the table.
+    server.kill();
+    let server = ServerProcess::start(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = cli(dir.path(), &["audit", "verify"]);
+        assert!(report["first_broken"].is_null(), "{report}");
+        let db = format!(
+            "sqlite://{}?mode=ro",
+            dir.path().join("fascicolo.db").display()
+        );
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&db).await.unwrap();
+        let reads: i64 =
+            sqlx::query_scalar("select count(*) from audit_event where action = 'dossier.read'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        if reads == answered {
+            break;
+        }
+        assert!(
+            reads < answered,
+            "a read recorded twice: {reads} of {answered}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "only {reads} of {answered} answered reads reached the trail"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(server);
+}
