@@ -77,9 +77,10 @@ pub async fn issue_token(
     user: UserId,
     label: &str,
     expires_at: Option<i64>,
+    actor: &crate::audit::Actor,
 ) -> Result<String, DbError> {
     let token = generate_token();
-    users::insert_token(db, user, &token.hash, label, expires_at).await?;
+    users::insert_token(db, user, &token.hash, label, expires_at, actor).await?;
     Ok(token.secret)
 }
 

@@ -554,6 +554,26 @@ impl Actor {
         }
     }
 
+    /// An administrator at the command line.
+    pub fn cli(tenant: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            id: None,
+            role: Some("system:cli".to_owned()),
+            client: None,
+        }
+    }
+
+    /// Someone not authenticated (online registration).
+    pub fn anonymous(tenant: &str, client: Option<String>) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            id: None,
+            role: Some("anonymous".to_owned()),
+            client,
+        }
+    }
+
     /// An event by this actor.
     pub fn event(
         &self,

@@ -179,6 +179,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
                     front_office,
                     email: email.as_deref(),
                     phone: None,
+                    by: None,
                 },
             )
             .await?;
@@ -266,7 +267,14 @@ async fn run_token(services: &Services, command: TokenCommand) -> anyhow::Result
                 .ok_or_else(|| anyhow::anyhow!("no user {id}"))?;
             let expires_at =
                 expires_in_days.map(|d| crate::db::now_ms() + i64::from(d.max(1)) * 86_400_000);
-            let token = crate::access::issue_token(&services.db, id, &label, expires_at).await?;
+            let token = crate::access::issue_token(
+                &services.db,
+                id,
+                &label,
+                expires_at,
+                &crate::audit::Actor::cli(&services.config.tenant),
+            )
+            .await?;
             println!(
                 "{}",
                 serde_json::json!({ "user": id.to_string(), "token": token })
@@ -282,7 +290,12 @@ async fn run_token(services: &Services, command: TokenCommand) -> anyhow::Result
             users::token_owner(&services.db, &services.config.tenant, token)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no token {id}"))?;
-            users::revoke_token(&services.db, token).await?;
+            users::revoke_token(
+                &services.db,
+                token,
+                &crate::audit::Actor::cli(&services.config.tenant),
+            )
+            .await?;
             println!("{}", serde_json::json!({ "revoked": id }));
         }
     }

@@ -92,7 +92,14 @@ pub async fn seed(services: &Services, addr: SocketAddr) -> anyhow::Result<()> {
                 println!("demo: the data dir holds other data; no demo tokens issued");
                 return Ok(());
             };
-            let token = access::issue_token(&services.db, id, "demo", None).await?;
+            let token = access::issue_token(
+                &services.db,
+                id,
+                "demo",
+                None,
+                &crate::audit::Actor::cli(&services.config.tenant),
+            )
+            .await?;
             tokens.push((u.label, token));
         }
     }

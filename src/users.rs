@@ -51,6 +51,7 @@ pub async fn add_user(
             front_office: false,
             email: None,
             phone: None,
+            by: None,
         },
     )
     .await
@@ -73,6 +74,8 @@ pub struct UserSpec<'a> {
     pub email: Option<&'a str>,
     /// Contact phone.
     pub phone: Option<&'a str>,
+    /// Who creates the user (default: an administrator at the command line).
+    pub by: Option<&'a crate::audit::Actor>,
 }
 
 /// Validates and creates a user from a full description, then issues a token.
@@ -88,6 +91,8 @@ pub async fn add_user_with(
         front_office,
         ..
     } = *spec;
+    let cli = crate::audit::Actor::cli(&services.config.tenant);
+    let actor = spec.by.unwrap_or(&cli);
     if front_office && role != Role::Staff {
         return Err(AddUserError::Invalid(
             "only staff can be front-office".into(),
@@ -128,9 +133,10 @@ pub async fn add_user_with(
             email: spec.email.map(str::to_owned),
             phone: spec.phone.map(str::to_owned),
         },
+        actor,
     )
     .await?;
-    let token = access::issue_token(&services.db, id, "created with the user", None).await?;
+    let token = access::issue_token(&services.db, id, "created with the user", None, actor).await?;
     Ok(CreatedUser { id, token })
 }
 
@@ -161,6 +167,7 @@ pub async fn system_user(services: &Services, name: &str) -> Result<UserId, AddU
             email: None,
             phone: None,
         },
+        &crate::audit::Actor::cli(&services.config.tenant),
     )
     .await?;
     Ok(id)

@@ -55,7 +55,11 @@ pub async fn recent_counts(
 }
 
 /// Stores a registration and queues its activation message, in one transaction.
-pub async fn create(db: &Db, r: NewRegistration<'_>) -> Result<(), DbError> {
+pub async fn create(
+    db: &Db,
+    r: NewRegistration<'_>,
+    actor: &crate::audit::Actor,
+) -> Result<(), DbError> {
     let now = now_ms();
     let mut tx = db.begin_write().await?;
     sqlx::query(
@@ -83,6 +87,18 @@ pub async fn create(db: &Db, r: NewRegistration<'_>) -> Result<(), DbError> {
     .bind(r.message.to_string())
     .bind(now)
     .execute(&mut *tx)
+    .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "registration.create",
+            format!("registration:{}", r.id),
+            None,
+            "ok",
+            serde_json::json!({"codice_fiscale": r.codice_fiscale, "email": r.email}),
+        )],
+    )
     .await?;
     tx.commit().await?;
     Ok(())

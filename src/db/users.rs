@@ -66,7 +66,11 @@ impl From<sqlx::Error> for NewUserError {
 }
 
 /// Creates a user with their offices, in one transaction.
-pub async fn create_user(db: &Db, user: &NewUser) -> Result<UserId, NewUserError> {
+pub async fn create_user(
+    db: &Db,
+    user: &NewUser,
+    actor: &crate::audit::Actor,
+) -> Result<UserId, NewUserError> {
     let id = UserId::new();
     let now = now_ms();
     let mut tx = db.begin_write().await?;
@@ -111,6 +115,18 @@ pub async fn create_user(db: &Db, user: &NewUser) -> Result<UserId, NewUserError
             .execute(&mut *tx)
             .await?;
     }
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "user.create",
+            format!("user:{id}"),
+            None,
+            "ok",
+            serde_json::json!({"role": user.role.as_str(), "front_office": user.all_offices}),
+        )],
+    )
+    .await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -122,8 +138,10 @@ pub async fn insert_token(
     token_hash: &str,
     label: &str,
     expires_at: Option<i64>,
+    actor: &crate::audit::Actor,
 ) -> Result<TokenId, DbError> {
     let id = TokenId::new();
+    let mut tx = db.begin_write().await?;
     sqlx::query(
         "insert into api_token (id, user_id, token_hash, label, created_at, expires_at) \
          values ($1, $2, $3, $4, $5, $6)",
@@ -134,8 +152,21 @@ pub async fn insert_token(
     .bind(label)
     .bind(now_ms())
     .bind(expires_at)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "token.create",
+            format!("token:{id}"),
+            None,
+            "ok",
+            serde_json::json!({"user": user.to_string(), "label": label, "expires_at": expires_at}),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(id)
 }
 
@@ -256,12 +287,30 @@ pub async fn token_owner(db: &Db, tenant: &str, token: TokenId) -> Result<Option
 }
 
 /// Revokes a token; it stops working on the next request.
-pub async fn revoke_token(db: &Db, token: TokenId) -> Result<(), DbError> {
+pub async fn revoke_token(
+    db: &Db,
+    token: TokenId,
+    actor: &crate::audit::Actor,
+) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
     sqlx::query("update api_token set revoked_at = $1 where id = $2 and revoked_at is null")
         .bind(now_ms())
         .bind(token.to_string())
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "token.revoke",
+            format!("token:{token}"),
+            None,
+            "ok",
+            serde_json::json!({}),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -271,6 +320,7 @@ pub async fn set_offices(
     tenant: &str,
     user: UserId,
     offices: &[OfficeCode],
+    actor: &crate::audit::Actor,
 ) -> Result<(), NewUserError> {
     let mut tx = db.begin_write().await?;
     sqlx::query("delete from user_office where user_id = $1")
@@ -294,17 +344,48 @@ pub async fn set_offices(
             .execute(&mut *tx)
             .await?;
     }
+    let codes: Vec<&str> = offices.iter().map(|o| o.as_str()).collect();
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "user.offices",
+            format!("user:{user}"),
+            None,
+            "ok",
+            serde_json::json!({"offices": codes}),
+        )],
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Disables an account: its tokens stop working at once.
-pub async fn disable_user(db: &Db, user: UserId) -> Result<(), DbError> {
+pub async fn disable_user(
+    db: &Db,
+    user: UserId,
+    actor: &crate::audit::Actor,
+) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
     sqlx::query("update app_user set disabled_at = $1 where id = $2 and disabled_at is null")
         .bind(now_ms())
         .bind(user.to_string())
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "user.disable",
+            format!("user:{user}"),
+            None,
+            "ok",
+            serde_json::json!({}),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -11,9 +11,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, ClientAddress};
 use crate::access::{self, Caller};
 use crate::app::Services;
+use crate::audit::Actor;
 use crate::db::registrations::{self, NewRegistration};
 use crate::db::users::{self, NewUserError, TokenInfo, UserInfo};
 use crate::db::{DbError, now_ms};
@@ -176,6 +177,7 @@ async fn register(
                     "expires_at": crate::db::dossiers::rfc3339(expires_at),
                 }),
             },
+            &Actor::anonymous(&tenant, Some(address.clone())),
         )
         .await?;
     }
@@ -235,6 +237,19 @@ async fn activate(
         return Err(invalid());
     }
     registrations::mark_used(&mut tx, &body.registration_id).await?;
+    let anonymous = Actor::anonymous(&tenant, None);
+    crate::audit::append_in_tx(
+        &services.db,
+        &mut tx,
+        &[anonymous.event(
+            "registration.activate",
+            format!("registration:{}", body.registration_id),
+            None,
+            "ok",
+            serde_json::json!({}),
+        )],
+    )
+    .await?;
     tx.commit().await.map_err(DbError::from)?;
     let existing: Option<String> =
         sqlx::query_scalar("select id from app_user where tenant = $1 and codice_fiscale = $2")
@@ -246,7 +261,7 @@ async fn activate(
     let (user_id, token) = match existing.as_deref().and_then(UserId::parse) {
         Some(id) => (
             id,
-            access::issue_token(&services.db, id, "activated online", None).await?,
+            access::issue_token(&services.db, id, "activated online", None, &anonymous).await?,
         ),
         None => {
             let created = add_user_with(
@@ -259,6 +274,7 @@ async fn activate(
                     front_office: false,
                     email: Some(&pending.email),
                     phone: pending.phone.as_deref(),
+                    by: Some(&anonymous),
                 },
             )
             .await
@@ -336,6 +352,7 @@ pub struct NewTokenReply {
 async fn create_token(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     ApiJson(body): ApiJson<NewTokenBody>,
 ) -> Result<Response, ApiError> {
     let label = crate::domain::clean_text(&body.label, "label", 100)
@@ -343,7 +360,14 @@ async fn create_token(
     let expires_at = body
         .expires_in_days
         .map(|d| now_ms() + i64::from(d.clamp(1, 3650)) * 86_400_000);
-    let token = access::issue_token(&services.db, caller.id(), &label, expires_at).await?;
+    let token = access::issue_token(
+        &services.db,
+        caller.id(),
+        &label,
+        expires_at,
+        &Actor::of(&caller, client),
+    )
+    .await?;
     let reply = NewTokenReply {
         token,
         expires_at: expires_at.map(crate::db::dossiers::rfc3339),
@@ -358,6 +382,7 @@ async fn create_token(
 async fn revoke_token(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = TokenId::parse(&raw).ok_or(ApiError::NotFound)?;
@@ -368,7 +393,7 @@ async fn revoke_token(
     if owner != caller.id() && caller.may_administer().is_err() {
         return Err(ApiError::NotFound);
     }
-    users::revoke_token(&services.db, id).await?;
+    users::revoke_token(&services.db, id, &Actor::of(&caller, client)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -446,6 +471,7 @@ fn user_error(e: AddUserError) -> ApiError {
 async fn create_user(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     ApiJson(body): ApiJson<CreateUserBody>,
 ) -> Result<Response, ApiError> {
     caller.may_administer()?;
@@ -463,6 +489,7 @@ async fn create_user(
             front_office: body.front_office,
             email: body.email.as_deref(),
             phone: None,
+            by: Some(&Actor::of(&caller, client)),
         },
     )
     .await
@@ -489,6 +516,7 @@ pub struct OfficesBody {
 async fn set_offices(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     Path(raw): Path<String>,
     ApiJson(body): ApiJson<OfficesBody>,
 ) -> Result<StatusCode, ApiError> {
@@ -508,9 +536,15 @@ async fn set_offices(
         .iter()
         .map(|o| OfficeCode::parse(o).map_err(|e| ApiError::bad_request("unknown_office", e)))
         .collect::<Result<Vec<_>, _>>()?;
-    users::set_offices(&services.db, caller.tenant(), id, &offices)
-        .await
-        .map_err(|e| user_error(AddUserError::Store(e)))?;
+    users::set_offices(
+        &services.db,
+        caller.tenant(),
+        id,
+        &offices,
+        &Actor::of(&caller, client),
+    )
+    .await
+    .map_err(|e| user_error(AddUserError::Store(e)))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -521,6 +555,7 @@ async fn set_offices(
 async fn disable_user(
     State(services): State<Services>,
     caller: Caller,
+    ClientAddress(client): ClientAddress,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.may_administer()?;
@@ -528,6 +563,6 @@ async fn disable_user(
     users::user_by_id(&services.db, caller.tenant(), id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    users::disable_user(&services.db, id).await?;
+    users::disable_user(&services.db, id, &Actor::of(&caller, client)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

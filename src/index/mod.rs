@@ -165,6 +165,8 @@ pub struct SearchIndex {
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     fields: Fields,
+    /// The change-log position whose changes searches can see (set after the reader reloads).
+    visible: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -197,11 +199,13 @@ impl SearchIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        let visible = std::sync::atomic::AtomicI64::new(payload_of(&index).position);
         Ok(Self {
             index,
             reader,
             writer: Mutex::new(writer),
             fields,
+            visible,
         })
     }
 
@@ -210,9 +214,9 @@ impl SearchIndex {
         &self.fields
     }
 
-    /// The last change-log position applied and committed.
+    /// The last change-log position applied, committed and visible to searches.
     pub fn position(&self) -> i64 {
-        payload_of(&self.index).position
+        self.visible.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
@@ -271,6 +275,8 @@ impl SearchIndex {
             prepared.commit()?;
         }
         self.reader.reload()?;
+        self.visible
+            .store(position, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
