@@ -223,6 +223,21 @@ impl Pipeline {
             return Ok(outcome);
         }
         let outcome = match ContentHash::parse(sha256) {
+            // Nothing to extract: do not read the bytes at all.
+            Ok(_) if !crate::extract::supports(media_type) => Outcome::Failed {
+                reason: format!("no text extractor for {media_type}"),
+            },
+            Ok(hash)
+                if self.services.blobs.size(&hash).await.unwrap_or(0)
+                    > self.sandbox.max_input_bytes() =>
+            {
+                Outcome::Failed {
+                    reason: format!(
+                        "file larger than the extraction limit of {} bytes",
+                        self.sandbox.max_input_bytes()
+                    ),
+                }
+            }
             Ok(hash) => match self.services.blobs.read_verified(&hash).await {
                 Ok(bytes) => self.sandbox.run(bytes, media_type).await,
                 Err(crate::blobs::BlobError::Corrupt(_)) => Outcome::Failed {

@@ -57,6 +57,14 @@ pub enum ExtractError {
     Pdf(String),
 }
 
+/// Media types with an extractor.
+pub fn supports(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/pdf" | "text/plain" | "text/csv" | "application/xml" | "text/html"
+    )
+}
+
 /// Extracts the text of a file of the given (sniffed) media type.
 pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extracted, ExtractError> {
     match media_type {

@@ -80,6 +80,11 @@ impl Sandbox {
         }
     }
 
+    /// The largest file handed to a child.
+    pub fn max_input_bytes(&self) -> u64 {
+        self.limits.max_input_bytes
+    }
+
     /// Extracts the text of `bytes` in a child process.
     #[tracing::instrument(skip(self, bytes), fields(size = bytes.len()))]
     pub async fn run(&self, bytes: bytes::Bytes, media_type: &str) -> Outcome {
