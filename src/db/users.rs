@@ -98,23 +98,7 @@ pub async fn create_user(
         Err(e) if e.is_unique_violation() => return Err(NewUserError::DuplicateCodiceFiscale),
         other => other?,
     };
-    for office in &user.offices {
-        let known: Option<i64> =
-            sqlx::query_scalar("select 1 from office where tenant = $1 and code = $2")
-                .bind(&user.tenant)
-                .bind(office.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if known.is_none() {
-            return Err(NewUserError::UnknownOffice(office.to_string()));
-        }
-        sqlx::query("insert into user_office (user_id, tenant, office_code) values ($1, $2, $3)")
-            .bind(id.to_string())
-            .bind(&user.tenant)
-            .bind(office.as_str())
-            .execute(&mut *tx)
-            .await?;
-    }
+    insert_offices(&mut tx, &user.tenant, id, &user.offices).await?;
     crate::audit::append_in_tx(
         db,
         &mut tx,
@@ -129,6 +113,33 @@ pub async fn create_user(
     .await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// Adds offices to a user inside a transaction, refusing codes the tenant does not have.
+async fn insert_offices(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    user: UserId,
+    offices: &[OfficeCode],
+) -> Result<(), NewUserError> {
+    for office in offices {
+        let known: Option<i64> =
+            sqlx::query_scalar("select 1 from office where tenant = $1 and code = $2")
+                .bind(tenant.to_owned())
+                .bind(office.as_str().to_owned())
+                .fetch_optional(&mut **tx)
+                .await?;
+        if known.is_none() {
+            return Err(NewUserError::UnknownOffice(office.to_string()));
+        }
+        sqlx::query("insert into user_office (user_id, tenant, office_code) values ($1, $2, $3)")
+            .bind(user.to_string())
+            .bind(tenant.to_owned())
+            .bind(office.as_str().to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Stores a token's hash for a user.
@@ -327,23 +338,7 @@ pub async fn set_offices(
         .bind(user.to_string())
         .execute(&mut *tx)
         .await?;
-    for office in offices {
-        let known: Option<i64> =
-            sqlx::query_scalar("select 1 from office where tenant = $1 and code = $2")
-                .bind(tenant)
-                .bind(office.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if known.is_none() {
-            return Err(NewUserError::UnknownOffice(office.to_string()));
-        }
-        sqlx::query("insert into user_office (user_id, tenant, office_code) values ($1, $2, $3)")
-            .bind(user.to_string())
-            .bind(tenant)
-            .bind(office.as_str())
-            .execute(&mut *tx)
-            .await?;
-    }
+    insert_offices(&mut tx, tenant, user, offices).await?;
     let codes: Vec<&str> = offices.iter().map(|o| o.as_str()).collect();
     crate::audit::append_in_tx(
         db,
