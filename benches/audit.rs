@@ -43,6 +43,14 @@ fn config(dir: &std::path::Path) -> Config {
     c
 }
 
+/// CPU time (user and system) of this process so far, ms.
+fn cpu_ms() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
+    let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1000.0 + t.tv_usec() as f64 / 1000.0;
+    ms(usage.user_time()) + ms(usage.system_time())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -175,7 +183,10 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Warm up, then measure with auditing.
     load(&running.base, &staff, &docs, 10).await;
+    let cpu = cpu_ms();
+    let wall = Instant::now();
     let (audited_s, audited_d) = load(&running.base, &staff, &docs, per_client).await;
+    let audited_cpu = (cpu_ms() - cpu, wall.elapsed());
     let _ = running.stop.send(());
     let _ = running.task.await;
 
@@ -184,7 +195,10 @@ async fn main() {
     services.auditor = fascicolo::audit::Auditor::discarding_for_benchmarks();
     let running = start(services).await;
     load(&running.base, &staff, &docs, 10).await;
+    let cpu = cpu_ms();
+    let wall = Instant::now();
     let (plain_s, plain_d) = load(&running.base, &staff, &docs, per_client).await;
+    let plain_cpu = (cpu_ms() - cpu, wall.elapsed());
     let _ = running.stop.send(());
     let _ = running.task.await;
 
@@ -193,6 +207,15 @@ async fn main() {
         docs.len(),
         audited_s.len()
     );
+    let pairs = audited_s.len() as f64;
+    for (what, (cpu, wall)) in [("audited", audited_cpu), ("without audit", plain_cpu)] {
+        println!(
+            "  {what:<14} CPU (server and clients) {:.3} ms per search+download pair, {:.0}% of 2 cores; wall {:.2} s",
+            cpu / pairs,
+            cpu / wall.as_secs_f64() / 20.0,
+            wall.as_secs_f64()
+        );
+    }
     for (what, with, without) in [
         ("search", audited_s, plain_s),
         ("download", audited_d, plain_d),

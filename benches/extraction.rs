@@ -8,6 +8,9 @@
 //!
 //! `cargo bench --bench extraction` (`FASCICOLO_BENCH_QUICK=1` for a short run).
 
+#[path = "common/corpus.rs"]
+mod corpus;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -113,60 +116,9 @@ fn text(seed: &mut u64, words: usize) -> String {
     out
 }
 
-/// A multi-page PDF with a few lines of text on each page.
+/// A multi-page PDF with 30 lines of text on each page.
 fn multi_page_pdf(pages: usize, seed: &mut u64) -> Vec<u8> {
-    let mut bodies: Vec<Vec<u8>> = vec![
-        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
-        Vec::new(),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
-            .to_vec(),
-    ];
-    let mut kids = String::new();
-    for _ in 0..pages {
-        let mut content = String::from("BT /F1 10 Tf 50 780 Td 12 TL\n");
-        for _ in 0..30 {
-            let line = text(seed, 12).replace('è', "e");
-            content.push_str(&format!("({line}) '\n"));
-        }
-        content.push_str("ET");
-        bodies.push(
-            format!(
-                "<< /Length {} >>\nstream\n{content}\nendstream",
-                content.len()
-            )
-            .into_bytes(),
-        );
-        let content_id = bodies.len();
-        bodies.push(
-            format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents {content_id} 0 R /Resources << /Font << /F1 3 0 R >> >> >>")
-                .into_bytes(),
-        );
-        kids.push_str(&format!("{} 0 R ", bodies.len()));
-    }
-    bodies[1] = format!("<< /Type /Pages /Kids [{kids}] /Count {pages} >>").into_bytes();
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in bodies.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\nendobj\n");
-    }
-    let xref = out.len();
-    out.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).as_bytes(),
-    );
-    for o in offsets {
-        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            bodies.len() + 1
-        )
-        .as_bytes(),
-    );
-    out
+    corpus::pdf(&text(seed, pages * 30 * 12), pages)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

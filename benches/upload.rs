@@ -4,8 +4,9 @@
 //!
 //! `cargo bench --bench upload` (set `FASCICOLO_BENCH_QUICK=1` for a short smoke run).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "common/server.rs"]
+mod server;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,57 +15,10 @@ use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
 
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fascicolo"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("FASCICOLO_DATA_DIR", dir.path())
-        .env("FASCICOLO_MAX_UPLOAD_BYTES", (2048 * MIB).to_string())
-        .env("RUST_LOG", "warn,fascicolo::cli=info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the server");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut base = None;
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(address) = line.split("address=").nth(1) {
-            base = Some(format!(
-                "http://{}",
-                address.split_whitespace().next().unwrap_or_default()
-            ));
-            break;
-        }
-    }
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    let base = base.expect("the server logged its address");
-    Server {
-        child,
-        base,
-        _dir: dir,
-    }
-}
-
-fn user_token(server: &Server, dir: &std::path::Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fascicolo"))
-        .args([
+fn user_token(dir: &std::path::Path) -> String {
+    let out = server::cli(
+        dir,
+        &[
             "user",
             "add",
             "--role",
@@ -73,39 +27,10 @@ fn user_token(server: &Server, dir: &std::path::Path) -> String {
             "Bench",
             "--cf",
             "RSSMRA85T10A562S",
-        ])
-        .env("FASCICOLO_DATA_DIR", dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("user add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    let _ = server;
+    let v: Value = serde_json::from_str(&out).expect("json");
     v["token"].as_str().expect("token").to_owned()
-}
-
-/// `VmRSS` and `VmHWM` of a process, in MiB.
-fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Resets the peak-RSS counter so VmHWM measures from now on (Linux ≥ 4.0).
-fn reset_peak(pid: u32) {
-    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
 /// A deterministic stream of `size` bytes in 1 MiB chunks, never held whole in memory.
@@ -165,9 +90,13 @@ fn hashing_rate_mib_s(total: u64) -> f64 {
 async fn main() {
     let quick = std::env::var_os("FASCICOLO_BENCH_QUICK").is_some();
     let big = if quick { 128 * MIB } else { 1024 * MIB };
-    let server = start_server();
-    let pid = server.child.id();
-    let token = user_token(&server, server._dir.path());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = server::Server::start(
+        dir.path(),
+        &[("FASCICOLO_MAX_UPLOAD_BYTES", (2048 * MIB).to_string())],
+    );
+    let pid = server.pid();
+    let token = user_token(dir.path());
     let client = reqwest::Client::new();
     let dossier: Value = client
         .post(format!("{}/v1/dossiers", server.base))
@@ -213,11 +142,12 @@ async fn main() {
         );
     }
 
-    let (rss_before, _) = memory_mib(pid);
-    reset_peak(pid);
+    let rss_before = server::memory(pid).rss;
+    server::reset_peak(pid);
     seed = seed.wrapping_add(1);
     let t = upload(&client, &url, &token, big, seed).await;
-    let (rss_after, peak) = memory_mib(pid);
+    let after = server::memory(pid);
+    let (rss_after, peak) = (after.rss, after.hwm);
     println!(
         "{} MiB upload: {:.0} MiB/s; server RSS before {:.1} MiB, peak during {:.1} MiB, after {:.1} MiB",
         big / MIB,

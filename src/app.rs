@@ -72,6 +72,17 @@ impl Services {
         Ok(index)
     }
 
+    /// Opens this node's search index for a full rebuild (a writer with more threads and
+    /// memory; see [`SearchIndex::open_for_rebuild`]).
+    pub fn open_index_for_rebuild(&mut self) -> anyhow::Result<Arc<SearchIndex>> {
+        let index = Arc::new(
+            SearchIndex::open_for_rebuild(&self.config.index_dir())
+                .context("opening the search index")?,
+        );
+        self.index = Some(index.clone());
+        Ok(index)
+    }
+
     /// The indexing pipeline over this node's index.
     pub fn pipeline(&self) -> anyhow::Result<Pipeline> {
         let index = self.index.clone().context("the search index is not open")?;

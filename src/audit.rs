@@ -79,6 +79,9 @@ fn chain_hash(prev: &str, canonical: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// Rows per insert statement, at most.
+const ROWS_PER_INSERT: usize = 32;
+
 /// Appends events inside the caller's write transaction.
 pub async fn append_in_tx(
     db: &Db,
@@ -105,49 +108,58 @@ pub async fn append_in_tx(
         None => (0, GENESIS.to_owned()),
     };
     let at = now_ms();
-    // One multi-row insert per batch: a round trip per event would dominate group commits.
-    let mut sql = crate::db::Sql::new(
-        "insert into audit_event (seq, at, tenant, actor_id, actor_role, action, target, \
-         dossier_id, outcome, client_address, detail, prev_hash, hash) values ",
-    );
-    for (i, e) in events.iter().enumerate() {
-        seq += 1;
-        let at = e.at.unwrap_or(at);
-        let detail = e.detail.to_string();
-        let hash = chain_hash(&prev, &canonical(seq, at, e, &detail));
-        if i > 0 {
-            sql.push(", ");
+    // Multi-row inserts: a round trip per event would dominate group commits. Statements
+    // carry 32, 16, 8, 4, 2 or 1 rows, so the few distinct texts stay prepared in the
+    // connection's statement cache (and SQLite's cost of naming parameters, which grows with
+    // their square, stays small).
+    let mut rest = events;
+    while !rest.is_empty() {
+        let rows = ROWS_PER_INSERT.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut sql = crate::db::Sql::new(
+            "insert into audit_event (seq, at, tenant, actor_id, actor_role, action, target, \
+             dossier_id, outcome, client_address, detail, prev_hash, hash) values ",
+        );
+        for (i, e) in chunk.iter().enumerate() {
+            seq += 1;
+            let at = e.at.unwrap_or(at);
+            let detail = e.detail.to_string();
+            let hash = chain_hash(&prev, &canonical(seq, at, e, &detail));
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .bind(seq)
+                .push(", ")
+                .bind(at)
+                .push(", ")
+                .bind(e.tenant.clone())
+                .push(", ")
+                .bind(e.actor_id.clone())
+                .push(", ")
+                .bind(e.actor_role.clone())
+                .push(", ")
+                .bind(e.action.clone())
+                .push(", ")
+                .bind(e.target.clone())
+                .push(", ")
+                .bind(e.dossier_id.clone())
+                .push(", ")
+                .bind(e.outcome.clone())
+                .push(", ")
+                .bind(e.client_address.clone())
+                .push(", ")
+                .bind(detail)
+                .push(", ")
+                .bind(prev.clone())
+                .push(", ")
+                .bind(hash.clone())
+                .push(")");
+            prev = hash;
         }
-        sql.push("(")
-            .bind(seq)
-            .push(", ")
-            .bind(at)
-            .push(", ")
-            .bind(e.tenant.clone())
-            .push(", ")
-            .bind(e.actor_id.clone())
-            .push(", ")
-            .bind(e.actor_role.clone())
-            .push(", ")
-            .bind(e.action.clone())
-            .push(", ")
-            .bind(e.target.clone())
-            .push(", ")
-            .bind(e.dossier_id.clone())
-            .push(", ")
-            .bind(e.outcome.clone())
-            .push(", ")
-            .bind(e.client_address.clone())
-            .push(", ")
-            .bind(detail)
-            .push(", ")
-            .bind(prev.clone())
-            .push(", ")
-            .bind(hash.clone())
-            .push(")");
-        prev = hash;
+        sql.query().execute(&mut **tx).await?;
     }
-    sql.query().execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -227,17 +239,31 @@ impl Auditor {
     pub fn start_journaled(db: Db, dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("journal.jsonl");
-        // A torn last line was never acknowledged (its fsync did not return): drop it.
+        // The journal is allocated ahead in large steps, so an append changes no file size
+        // and its fsync writes only the data; the bytes after the last line are zeros (JSON
+        // lines never hold a NUL byte). A torn last line was never acknowledged (its fsync did
+        // not return): it is zeroed too.
         let content = std::fs::read(&path).unwrap_or_default();
-        let complete = content
+        let end = content
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(content.len());
+        let complete = content[..end]
             .iter()
             .rposition(|b| *b == b'\n')
             .map_or(0, |i| i + 1);
         let file = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
             .open(&path)?;
-        file.set_len(complete as u64)?;
+        if complete < end {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(&vec![0; end - complete], complete as u64)?;
+            file.sync_data()?;
+        }
+        let allocated = content.len() as u64;
         let node = match std::fs::read_to_string(dir.join("node-id")) {
             Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
             _ => {
@@ -248,47 +274,48 @@ impl Auditor {
         };
         let state = Arc::new(JournalState::default());
         state.written.store(complete as u64, Ordering::SeqCst);
-        let file = Arc::new(std::sync::Mutex::new(file));
         let (queue, mut receiver) = mpsc::channel::<Pending>(8192);
         let committer_state = state.clone();
-        tokio::spawn(async move {
-            while let Some(first) = receiver.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < GROUP {
-                    match receiver.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
+        // A thread of its own: requests hand their events straight to it, and it answers them
+        // once the batch is on disk, with no task or blocking-pool hop in between.
+        std::thread::Builder::new()
+            .name("audit-journal".into())
+            .spawn(move || {
+                let mut journal = Journal {
+                    file,
+                    end: complete as u64,
+                    allocated,
+                };
                 let mut lines = Vec::new();
-                for (event, _) in &batch {
-                    if serde_json::to_writer(&mut lines, event).is_ok() {
-                        lines.push(b'\n');
+                while let Some(first) = receiver.blocking_recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < GROUP {
+                        match receiver.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    lines.clear();
+                    for (event, _) in &batch {
+                        if serde_json::to_writer(&mut lines, event).is_ok() {
+                            lines.push(b'\n');
+                        }
+                    }
+                    let written = journal.append(&lines);
+                    if let Err(e) = &written {
+                        tracing::error!(error = %e, "audit journal append failed");
+                    } else {
+                        // The mover is not woken here: it moves on its own tick, in large
+                        // batches, so the table's SQL stays off the request path.
+                        committer_state
+                            .written
+                            .fetch_add(lines.len() as u64, Ordering::SeqCst);
+                    }
+                    for (_, ack) in batch {
+                        let _ = ack.send(written.as_ref().map(|_| ()).map_err(|_| ()));
                     }
                 }
-                let file = file.clone();
-                let bytes = lines.len() as u64;
-                let written = tokio::task::spawn_blocking(move || {
-                    use std::io::Write;
-                    let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-                    f.write_all(&lines)?;
-                    f.sync_data()
-                })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
-                if let Err(e) = &written {
-                    tracing::error!(error = %e, "audit journal append failed");
-                } else {
-                    // The mover is not woken here: it moves on its own tick, in large batches,
-                    // so the table's SQL stays off the request path.
-                    committer_state.written.fetch_add(bytes, Ordering::SeqCst);
-                }
-                for (_, ack) in batch {
-                    let _ = ack.send(written.as_ref().map(|_| ()).map_err(|_| ()));
-                }
-            }
-        });
+            })?;
         tokio::spawn(move_journal(db, path, node, state.clone()));
         Ok(Self {
             queue,
@@ -312,17 +339,62 @@ impl Auditor {
     }
 
     /// Records an event and returns once it is durably committed.
-    pub async fn record(&self, mut event: AuditEvent) -> Result<(), AuditUnavailable> {
+    pub async fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+        self.submit(event).await?.durable().await
+    }
+
+    /// Hands an event over and returns at once: the request can go on with its work while
+    /// the event is written, and must wait for [`Receipt::durable`] before it answers.
+    pub async fn submit(&self, mut event: AuditEvent) -> Result<Receipt, AuditUnavailable> {
         event.at.get_or_insert_with(now_ms);
         let (ack, done) = oneshot::channel();
         self.queue
             .send((event, ack))
             .await
             .map_err(|_| AuditUnavailable)?;
-        match done.await {
+        Ok(Receipt(done))
+    }
+}
+
+/// An event handed to the [`Auditor`], not yet known to be durable.
+#[derive(Debug)]
+pub struct Receipt(oneshot::Receiver<Result<(), ()>>);
+
+impl Receipt {
+    /// Waits until the event is durably recorded.
+    pub async fn durable(self) -> Result<(), AuditUnavailable> {
+        match self.0.await {
             Ok(Ok(())) => Ok(()),
             _ => Err(AuditUnavailable),
         }
+    }
+}
+
+/// The journal file: lines up to `end`, zeros after it up to `allocated`.
+struct Journal {
+    file: std::fs::File,
+    end: u64,
+    allocated: u64,
+}
+
+/// How far ahead the journal file is allocated.
+const JOURNAL_STEP: u64 = 64 * 1024 * 1024;
+
+impl Journal {
+    /// Writes `lines` after the last one and makes them durable.
+    fn append(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let needed = self.end + lines.len() as u64;
+        if needed > self.allocated {
+            // The new size is made durable once here, not at every append.
+            self.allocated = needed.div_ceil(JOURNAL_STEP) * JOURNAL_STEP;
+            self.file.set_len(self.allocated)?;
+            self.file.sync_all()?;
+        }
+        self.file.write_all_at(lines, self.end)?;
+        self.file.sync_data()?;
+        self.end = needed;
+        Ok(())
     }
 }
 

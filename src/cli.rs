@@ -215,7 +215,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Reindex => {
             let mut services = Services::open(cli.config).await?;
-            services.open_index().context(
+            services.open_index_for_rebuild().context(
                 "is a server running on this data dir? stop it first: it holds the index",
             )?;
             let count = crate::pipeline::reindex(&services, &progress_bar("reindex")).await?;

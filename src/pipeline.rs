@@ -27,6 +27,8 @@ const BATCH: i64 = 256;
 const POLL: Duration = Duration::from_millis(250);
 /// A hole in the sequence older than this belongs to a rolled-back transaction.
 const GAP_TIMEOUT_MS: i64 = 5_000;
+/// Texts read at a time by `reindex`.
+const REINDEX_PARALLEL: usize = 16;
 
 /// A pipeline failure (it is retried; nothing is lost).
 #[derive(Debug, thiserror::Error)]
@@ -200,17 +202,23 @@ impl Pipeline {
     }
 
     async fn prepare(&self, id: &str) -> Result<Option<IndexedDoc>, PipelineError> {
-        let Some(mut loaded) = load(&self.services.db, id).await? else {
-            return Ok(None);
-        };
+        match load(&self.services.db, id).await? {
+            Some(loaded) => Ok(Some(self.complete(loaded).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds the text to a loaded document, recording the extraction outcome if it is new.
+    async fn complete(&self, mut loaded: Loaded) -> Result<IndexedDoc, PipelineError> {
+        let id = loaded.doc.doc_id.clone();
         let outcome = self.text_for(&loaded.sha256, &loaded.media_type).await?;
         if loaded.status == "pending" {
-            record_outcome(&self.services.db, id, loaded.version, &outcome).await?;
+            record_outcome(&self.services.db, &id, loaded.version, &outcome).await?;
         }
         if let Outcome::Done(extracted) = outcome {
             loaded.doc.text = extracted.text;
         }
-        Ok(Some(loaded.doc))
+        Ok(loaded.doc)
     }
 
     /// The text of a blob: from the cache of extracted texts, or extracted in the sandbox
@@ -271,21 +279,25 @@ pub fn text_cache_key(sha256: &str) -> String {
     format!("extracted/v{EXTRACTOR_VERSION}/{a}/{b}/{sha256}.json")
 }
 
+/// The columns [`loaded`] reads: a document, its dossier and its newest version.
+const LOAD_COLUMNS: &str = "select doc.id, doc.dossier_id, doc.title, doc.kind, doc.visibility, \
+     doc.current_version, d.number, d.tenant, d.office_code, d.procedure_code, d.status, d.year, \
+     v.sha256, v.media_type, v.created_at, v.extraction_status \
+     from document doc join dossier d on d.id = doc.dossier_id \
+     join document_version v on v.document_id = doc.id and v.version = doc.current_version";
+
 async fn load(db: &Db, id: &str) -> Result<Option<Loaded>, PipelineError> {
-    let row = sqlx::query(
-        "select doc.id, doc.dossier_id, doc.title, doc.kind, doc.visibility, doc.current_version, \
-         d.number, d.tenant, d.office_code, d.procedure_code, d.status, d.year, \
-         v.sha256, v.media_type, v.created_at, v.extraction_status \
-         from document doc join dossier d on d.id = doc.dossier_id \
-         join document_version v on v.document_id = doc.id and v.version = doc.current_version \
-         where doc.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?;
-    let Some(row) = row else { return Ok(None) };
+    let sql = format!("{LOAD_COLUMNS} where doc.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|r| loaded(&r)).transpose()
+}
+
+fn loaded(row: &sqlx::any::AnyRow) -> Result<Loaded, PipelineError> {
     let year: i32 = row.try_get("year")?;
-    Ok(Some(Loaded {
+    Ok(Loaded {
         doc: IndexedDoc {
             doc_id: row.try_get("id")?,
             dossier_id: row.try_get("dossier_id")?,
@@ -305,7 +317,7 @@ async fn load(db: &Db, id: &str) -> Result<Option<Loaded>, PipelineError> {
         sha256: row.try_get("sha256")?,
         media_type: row.try_get("media_type")?,
         status: row.try_get("extraction_status")?,
-    }))
+    })
 }
 
 async fn record_outcome(
@@ -340,6 +352,10 @@ async fn record_outcome(
 
 /// Rebuilds the index from the database and the cached texts (extracting only what is not
 /// cached), then records the change-log position it reflects. Returns the documents indexed.
+///
+/// The documents are read in one pass over the database, their texts fetched
+/// [`REINDEX_PARALLEL`] at a time, and handed to the index writer, whose threads analyse them
+/// while the next ones are read.
 pub async fn reindex(
     services: &Services,
     progress: &indicatif::ProgressBar,
@@ -353,17 +369,30 @@ pub async fn reindex(
     let position: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from change_log")
         .fetch_one(services.db.pool())
         .await?;
-    let ids: Vec<String> = sqlx::query_scalar("select id from document order by id")
-        .fetch_all(services.db.pool())
+    let total: i64 = sqlx::query_scalar("select count(*) from document")
+        .fetch_one(services.db.pool())
         .await?;
-    progress.set_length(ids.len() as u64);
+    progress.set_length(u64::try_from(total).unwrap_or(0));
     index.clear()?;
-    for chunk in ids.chunks(256) {
-        pipeline.index_documents(chunk.to_vec()).await?;
+    let rows = sqlx::query(LOAD_COLUMNS).fetch(services.db.pool());
+    let mut docs = rows
+        .map(|row| {
+            let pipeline = &pipeline;
+            async move { pipeline.complete(loaded(&row?)?).await }
+        })
+        .buffered(REINDEX_PARALLEL)
+        .ready_chunks(REINDEX_PARALLEL * 8);
+    let mut count = 0;
+    while let Some(chunk) = docs.next().await {
+        let chunk = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+        count += chunk.len();
         progress.inc(chunk.len() as u64);
+        let index = index.clone();
+        tokio::task::spawn_blocking(move || chunk.iter().try_for_each(|doc| index.add(doc)))
+            .await??;
     }
     let committing = index.clone();
     tokio::task::spawn_blocking(move || committing.commit(position)).await??;
     progress.finish();
-    Ok(ids.len())
+    Ok(count)
 }

@@ -5,7 +5,9 @@ use std::ops::Bound;
 
 use serde::Serialize;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery,
+};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{DocAddress, Order, Term};
@@ -97,7 +99,10 @@ impl SearchIndex {
                 .map_err(|e| IndexError::Query(format!("malformed query: {e}")))?;
             Some(parsed)
         };
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, permission)];
+        // The permission and the filters select; only the user's words score.
+        let filter =
+            |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(ConstScoreQuery::new(q, 0.0)) };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, filter(permission))];
         match &user_query {
             Some(q) => clauses.push((Occur::Must, q.box_clone())),
             None => clauses.push((Occur::Must, Box::new(AllQuery))),
@@ -106,19 +111,19 @@ impl SearchIndex {
             let field = self.index().schema().get_field(name)?;
             clauses.push((
                 Occur::Must,
-                Box::new(TermQuery::new(
+                filter(Box::new(TermQuery::new(
                     Term::from_field_text(field, value),
                     IndexRecordOption::Basic,
-                )),
+                ))),
             ));
         }
         if let Some(year) = request.year {
             clauses.push((
                 Occur::Must,
-                Box::new(TermQuery::new(
+                filter(Box::new(TermQuery::new(
                     Term::from_field_u64(f.year, year),
                     IndexRecordOption::Basic,
-                )),
+                ))),
             ));
         }
         if request.from_ms.is_some() || request.to_ms.is_some() {
@@ -160,11 +165,7 @@ impl SearchIndex {
             }
         };
         let snippets = match &user_query {
-            Some(q) => {
-                let mut generator = SnippetGenerator::create(&searcher, q.as_ref(), f.text)?;
-                generator.set_max_num_chars(240);
-                Some(generator)
-            }
+            Some(q) => Some(snippet_generator(&searcher, q.as_ref(), f.text)?),
             None => None,
         };
         let mut hits = Vec::with_capacity(page.len());
@@ -204,6 +205,38 @@ impl SearchIndex {
             facets,
         })
     }
+}
+
+/// A snippet generator for `query` over `field`, with the analyzer that stems only the words
+/// that could match (see [`super::snippet_analyzer`]).
+fn snippet_generator(
+    searcher: &tantivy::Searcher,
+    query: &dyn Query,
+    field: tantivy::schema::Field,
+) -> Result<SnippetGenerator, IndexError> {
+    let mut terms = std::collections::BTreeSet::new();
+    query.query_terms(&mut |term, _| {
+        if term.field() == field {
+            terms.insert(term.clone());
+        }
+    });
+    let mut weights = std::collections::BTreeMap::new();
+    for term in terms {
+        let Some(text) = term.value().as_str().map(str::to_owned) else {
+            continue;
+        };
+        let doc_freq = searcher.doc_freq(&term)?;
+        if doc_freq > 0 {
+            weights.insert(text, 1.0 / (1.0 + doc_freq as f32));
+        }
+    }
+    let words: Vec<String> = weights.keys().cloned().collect();
+    Ok(SnippetGenerator::new(
+        weights,
+        super::snippet_analyzer(&words),
+        field,
+        240,
+    ))
 }
 
 /// The start of a text, escaped, when no passage matched (a title-only hit).
