@@ -343,7 +343,8 @@ impl Caller {
 
     /// The dossiers a citizen or professional takes part in: as applicant, or through a
     /// delegation in force. The same rule as [`Self::push_dossier_filter`], written as a union
-    /// so each half uses its index instead of scanning the tenant's dossiers.
+    /// so each half uses its index instead of scanning the tenant's dossiers; the tenant of
+    /// delegated dossiers is left to the search's own tenant clause.
     async fn member_dossiers(&self, db: &Db) -> Result<Vec<String>, DbError> {
         let Some(cf) = &self.user.codice_fiscale else {
             return Ok(Vec::new());
@@ -355,16 +356,13 @@ impl Caller {
             .push(" and d.applicant_cf = ")
             .bind(cf.clone());
         if self.user.role == Role::Professional {
-            sql.push(
-                " union select d.id from delegation g join dossier d on d.id = g.dossier_id \
-                 where g.professional_cf = ",
-            )
-            .bind(cf)
-            .push(" and d.tenant = ")
-            .bind(tenant)
-            .push(" and g.revoked_at is null and (g.valid_until is null or g.valid_until > ")
-            .bind(now_ms())
-            .push(")");
+            // Dossier ids are unique across tenants, and the search ANDs the tenant anyway:
+            // this half reads the professional's delegations through their index alone.
+            sql.push(" union select g.dossier_id from delegation g where g.professional_cf = ")
+                .bind(cf)
+                .push(" and g.revoked_at is null and (g.valid_until is null or g.valid_until > ")
+                .bind(now_ms())
+                .push(")");
         }
         Ok(sql.query_scalar().fetch_all(db.pool()).await?)
     }
