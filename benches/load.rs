@@ -273,17 +273,8 @@ async fn main() {
                 times.push(t.elapsed().as_secs_f64() * 1000.0);
                 totals.push(total as f64);
             }
-            times.sort_by(f64::total_cmp);
-            totals.sort_by(f64::total_cmp);
-            println!(
-                "| {role} | {class} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                times.len(),
-                percentile(&totals, 50.0),
-                percentile(&times, 50.0),
-                percentile(&times, 90.0),
-                percentile(&times, 99.0),
-                percentile(&times, 100.0)
-            );
+            let times = sorted(times);
+            row(role, class, &times, totals, 2);
             ours.insert((role, class), times);
         }
     }
@@ -325,6 +316,23 @@ async fn main() {
 
     // Ingest last: it adds documents to the corpus.
     ingest(&client, &server, &roles, &corpus, &settings).await;
+}
+
+/// One line of a latency table: queries, median hits, p50, p90, p99 and max of `times`
+/// (sorted), with `decimals` digits.
+fn row(role: &str, class: &str, times: &[f64], totals: Vec<f64>, decimals: usize) {
+    let totals = sorted(totals);
+    let p = |q| percentile(times, q);
+    println!(
+        "| {role} | {class} | {} | {:.0} | {:.d$} | {:.d$} | {:.d$} | {:.d$} |",
+        times.len(),
+        percentile(&totals, 50.0),
+        p(50.0),
+        p(90.0),
+        p(99.0),
+        p(100.0),
+        d = decimals
+    );
 }
 
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
@@ -1021,16 +1029,7 @@ mod peer {
                     totals.push(total as f64);
                 }
                 let times = sorted(times);
-                let totals = sorted(totals);
-                println!(
-                    "| {role} | {class} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                    times.len(),
-                    percentile(&totals, 50.0),
-                    percentile(&times, 50.0),
-                    percentile(&times, 90.0),
-                    percentile(&times, 99.0),
-                    percentile(&times, 100.0)
-                );
+                row(role, class, &times, totals, 1);
                 out.insert((role, class), times);
             }
         }

@@ -209,13 +209,7 @@ impl Auditor {
         let (queue, mut receiver) = mpsc::channel::<Pending>(8192);
         tokio::spawn(async move {
             while let Some(first) = receiver.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < GROUP {
-                    match receiver.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
+                let batch = batch_from(first, &mut receiver);
                 let events: Vec<AuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
                 let result = commit(&db, &events).await;
                 if let Err(e) = &result {
@@ -243,27 +237,20 @@ impl Auditor {
         // and its fsync writes only the data; the bytes after the last line are zeros (JSON
         // lines never hold a NUL byte). A torn last line was never acknowledged (its fsync did
         // not return): it is zeroed too.
-        let content = std::fs::read(&path).unwrap_or_default();
-        let end = content
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(content.len());
-        let complete = content[..end]
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
             .open(&path)?;
+        let (end, complete) = journal_end(&mut file)?;
         if complete < end {
             use std::os::unix::fs::FileExt;
-            file.write_all_at(&vec![0; end - complete], complete as u64)?;
+            let torn = usize::try_from(end - complete).map_err(std::io::Error::other)?;
+            file.write_all_at(&vec![0; torn], complete)?;
             file.sync_data()?;
         }
-        let allocated = content.len() as u64;
+        let allocated = file.metadata()?.len();
         let node = match std::fs::read_to_string(dir.join("node-id")) {
             Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
             _ => {
@@ -273,7 +260,7 @@ impl Auditor {
             }
         };
         let state = Arc::new(JournalState::default());
-        state.written.store(complete as u64, Ordering::SeqCst);
+        state.written.store(complete, Ordering::SeqCst);
         let (queue, mut receiver) = mpsc::channel::<Pending>(8192);
         let committer_state = state.clone();
         // A thread of its own: requests hand their events straight to it, and it answers them
@@ -283,18 +270,12 @@ impl Auditor {
             .spawn(move || {
                 let mut journal = Journal {
                     file,
-                    end: complete as u64,
+                    end: complete,
                     allocated,
                 };
                 let mut lines = Vec::new();
                 while let Some(first) = receiver.blocking_recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < GROUP {
-                        match receiver.try_recv() {
-                            Ok(p) => batch.push(p),
-                            Err(_) => break,
-                        }
-                    }
+                    let batch = batch_from(first, &mut receiver);
                     lines.clear();
                     for (event, _) in &batch {
                         if serde_json::to_writer(&mut lines, event).is_ok() {
@@ -375,6 +356,40 @@ struct Journal {
     file: std::fs::File,
     end: u64,
     allocated: u64,
+}
+
+/// `first` and whatever else is already queued, up to a group.
+fn batch_from(first: Pending, receiver: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
+    let mut batch = vec![first];
+    while batch.len() < GROUP {
+        match receiver.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Where the journal's lines end: the first NUL byte (or the end of the file), and the end of
+/// the last complete line before it. Reads the lines in 1 MiB pieces and stops at the zeros,
+/// so the preallocated tail is never read.
+fn journal_end(file: &mut std::fs::File) -> std::io::Result<(u64, u64)> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 1024 * 1024];
+    let (mut at, mut complete) = (0u64, 0u64);
+    loop {
+        let n = file.read(&mut buf)?;
+        let piece = &buf[..n];
+        let zero = piece.iter().position(|b| *b == 0);
+        let data = &piece[..zero.unwrap_or(n)];
+        if let Some(i) = data.iter().rposition(|b| *b == b'\n') {
+            complete = at + i as u64 + 1;
+        }
+        at += data.len() as u64;
+        if n == 0 || zero.is_some() {
+            return Ok((at, complete));
+        }
+    }
 }
 
 /// How far ahead the journal file is allocated.
