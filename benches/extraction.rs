@@ -1,8 +1,8 @@
 //! Extraction and indexing benchmark.
 //!
 //! - PDF text extraction, pages/s, on generated multi-page PDFs: the parser in-process, the
-//!   same through the sandbox (a child process per file, as the server runs it), and
-//!   `pdftotext` (poppler-utils) on the same files, in the same run.
+//!   same through the sandbox (persistent worker processes, one file at a time, as the server
+//!   runs it), and `pdftotext` (poppler-utils) on the same files, in the same run.
 //! - Indexing, documents/s: Italian-analysed documents of ~2 KB added to a fresh index and
 //!   committed.
 //!
@@ -203,7 +203,7 @@ async fn main() {
         "  parser in-process (lopdf)        {:>9.0} pages/s",
         median(inproc)
     );
-    println!("  sandboxed, one child per file    {:>9.0} pages/s", ours);
+    println!("  sandboxed workers                {:>9.0} pages/s", ours);
     if poppler.is_empty() {
         println!(
             "  pdftotext                        not installed (apt-get install poppler-utils)"

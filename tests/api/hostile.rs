@@ -217,3 +217,54 @@ async fn hostile_pdfs_end_within_limits_and_the_server_keeps_serving() {
         assert_eq!(doc["extraction"]["pages"], 100_000);
     }
 }
+
+/// Workers are reused from file to file; one that dies takes only its own file with it, and
+/// the files before and after it are extracted normally, past a worker's retirement too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_takes_only_its_own_file() {
+    use fascicolo::extract::sandbox::{FILES_PER_WORKER, Outcome, Sandbox, SandboxLimits};
+
+    let limits = SandboxLimits {
+        cpu_seconds: 5,
+        wall: Duration::from_secs(15),
+        memory_bytes: 512 * 1024 * 1024,
+        ..SandboxLimits::default()
+    };
+    let sandbox = Sandbox::new(env!("CARGO_BIN_EXE_fascicolo").into(), limits, 1);
+    let text = |i: usize| bytes::Bytes::from(format!("documento numero {i}"));
+    let done = |outcome: Outcome, expected: &str| match outcome {
+        Outcome::Done(e) => assert_eq!(e.text.trim(), expected),
+        Outcome::Failed { reason } => panic!("{expected}: {reason}"),
+    };
+    done(
+        sandbox.run(text(0), "text/plain").await,
+        "documento numero 0",
+    );
+    let (_, nested) = hostile_files()
+        .into_iter()
+        .find(|(name, _)| *name == "deep nesting")
+        .unwrap();
+    let started = Instant::now();
+    match sandbox.run(nested.into(), "application/pdf").await {
+        Outcome::Failed { reason } => assert!(!reason.is_empty()),
+        Outcome::Done(e) => assert!(e.text.is_empty(), "nothing to read in it"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let pdf = crate::helpers::sample_pdf("dopo il file ostile");
+    match sandbox.run(pdf.into(), "application/pdf").await {
+        Outcome::Done(e) => assert!(e.text.contains("dopo il file ostile"), "{}", e.text),
+        Outcome::Failed { reason } => panic!("the next file failed: {reason}"),
+    }
+    let files = FILES_PER_WORKER as usize + 10;
+    let started = Instant::now();
+    for i in 1..=files {
+        done(
+            sandbox.run(text(i), "text/plain").await,
+            &format!("documento numero {i}"),
+        );
+    }
+    // A process per file costs milliseconds; a reused worker answers in far less.
+    let per_file = started.elapsed() / files as u32;
+    eprintln!("{files} files, {per_file:?} each");
+    assert!(per_file < Duration::from_millis(2), "{per_file:?} per file");
+}
