@@ -12,6 +12,9 @@ use crate::domain::{Channel, CodiceFiscale, OfficeCode, Procedure, Role, UserId,
 
 /// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
 const TOKEN_PREFIX: &str = "fsc_";
+/// Citizens and professionals in more dossiers than this have their search permission kept
+/// per index segment (see `index::cache`).
+const CACHED_FROM_DOSSIERS: usize = 32;
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
@@ -301,10 +304,12 @@ impl Caller {
         &self,
         db: &Db,
         fields: &crate::index::Fields,
-    ) -> Result<Box<dyn tantivy::query::Query>, DbError> {
+    ) -> Result<crate::index::search::Permission, DbError> {
         use tantivy::Term;
         use tantivy::query::{BooleanQuery, EmptyQuery, Occur, Query, TermQuery};
         use tantivy::schema::IndexRecordOption;
+
+        use crate::index::search::Permission;
 
         let term = |field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
@@ -312,33 +317,70 @@ impl Caller {
                 IndexRecordOption::Basic,
             ))
         };
-        let tenant = term(fields.tenant, &self.user.tenant);
-        let scope: Box<dyn Query> = match self.user.role {
-            Role::Auditor => return Ok(tenant),
-            Role::Staff if self.user.all_offices => return Ok(tenant),
-            Role::Admin => return Ok(Box::new(EmptyQuery)),
-            Role::Staff => any_of(
-                fields.office,
-                self.user.offices.iter().map(|o| o.as_str().to_owned()),
-            ),
+        let tenant_id = self.user.tenant.as_str();
+        let tenant = term(fields.tenant, tenant_id);
+        // Keys name exactly what a permission selects, so equal keys select equal documents.
+        let (scope, cache_key): (Box<dyn Query>, Option<String>) = match self.user.role {
+            Role::Auditor => {
+                return Ok(Permission {
+                    query: tenant,
+                    cache_key: Some(format!("tenant\0{tenant_id}")),
+                });
+            }
+            Role::Staff if self.user.all_offices => {
+                return Ok(Permission {
+                    query: tenant,
+                    cache_key: Some(format!("tenant\0{tenant_id}")),
+                });
+            }
+            Role::Admin => {
+                return Ok(Permission {
+                    query: Box::new(EmptyQuery),
+                    cache_key: None,
+                });
+            }
+            Role::Staff => {
+                let mut offices: Vec<String> = self
+                    .user
+                    .offices
+                    .iter()
+                    .map(|o| o.as_str().to_owned())
+                    .collect();
+                offices.sort();
+                offices.dedup();
+                let key = format!("offices\0{tenant_id}\0{}", offices.join("\0"));
+                (any_of(fields.office, offices), Some(key))
+            }
             Role::Citizen | Role::Professional => {
-                let ids = self.member_dossiers(db).await?;
+                let mut ids = self.member_dossiers(db).await?;
                 if ids.is_empty() {
-                    return Ok(Box::new(EmptyQuery));
+                    return Ok(Permission {
+                        query: Box::new(EmptyQuery),
+                        cache_key: None,
+                    });
                 }
-                Box::new(BooleanQuery::new(vec![
+                ids.sort();
+                ids.dedup();
+                // A few dossiers are a few term look-ups: cheaper than a filter per segment.
+                let key = (ids.len() > CACHED_FROM_DOSSIERS)
+                    .then(|| format!("dossiers\0{tenant_id}\0{}", ids.join("\0")));
+                let query = Box::new(BooleanQuery::new(vec![
                     (Occur::Must, any_of(fields.dossier_id, ids)),
                     (
                         Occur::Must,
                         term(fields.visibility, Visibility::Public.as_str()),
                     ),
-                ]))
+                ]));
+                (query, key)
             }
         };
-        Ok(Box::new(BooleanQuery::new(vec![
-            (Occur::Must, tenant),
-            (Occur::Must, scope),
-        ])))
+        Ok(Permission {
+            query: Box::new(BooleanQuery::new(vec![
+                (Occur::Must, tenant),
+                (Occur::Must, scope),
+            ])),
+            cache_key,
+        })
     }
 
     /// The dossiers a citizen or professional takes part in: as applicant, or through a

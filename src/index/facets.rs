@@ -1,10 +1,13 @@
 //! Exact facet counts over the matching documents, read from fast fields.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Column, StrColumn};
+use tantivy::columnar::StrColumn;
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
+
+use super::cache::{SegmentCaches, SegmentFacets};
 
 /// String fields counted by term, and the numeric year.
 pub const STRING_FACETS: [&str; 3] = ["procedure", "kind", "status"];
@@ -12,25 +15,21 @@ pub const STRING_FACETS: [&str; 3] = ["procedure", "kind", "status"];
 /// Counts per value, per facet.
 pub type FacetCounts = BTreeMap<String, BTreeMap<String, u64>>;
 
-/// Counts `procedure`, `kind`, `status` and `year` of every matching document.
-pub struct FacetCollector;
-
-pub struct FacetSegment {
-    columns: Vec<(&'static str, Option<StrColumn>, Vec<u64>)>,
-    year: Option<Column<u64>>,
-    /// Counts per year, offset from the column's smallest year.
-    years: Vec<u64>,
-    /// Matching documents not counted yet: columns are read a block at a time.
-    pending: Vec<DocId>,
-    values: Vec<Option<u64>>,
+/// Counts `procedure`, `kind`, `status` and `year` of every matching document, through the
+/// segments' facet tables ([`SegmentCaches::facets`]).
+pub struct FacetCollector<'a> {
+    /// Where the tables are.
+    pub caches: &'a SegmentCaches,
 }
 
-/// Documents counted per block read of the columns.
-const BLOCK: usize = 128;
-/// A year column spanning more years than this is counted through a map.
-const MAX_YEAR_SPAN: u64 = 512;
+pub struct FacetSegment {
+    table: Arc<SegmentFacets>,
+    /// Matches per combination of values.
+    counts: Vec<u64>,
+    columns: Vec<Option<StrColumn>>,
+}
 
-impl Collector for FacetCollector {
+impl Collector for FacetCollector<'_> {
     type Fruit = FacetCounts;
     type Child = FacetSegment;
 
@@ -39,23 +38,15 @@ impl Collector for FacetCollector {
         _: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<FacetSegment> {
-        let fast = segment.fast_fields();
+        let table = self.caches.facets(segment)?;
         let mut columns = Vec::new();
         for name in STRING_FACETS {
-            let column = fast.str(name)?;
-            let terms = column.as_ref().map(|c| c.num_terms()).unwrap_or(0);
-            columns.push((name, column, vec![0u64; terms]));
+            columns.push(segment.fast_fields().str(name)?);
         }
-        let year = fast.u64("year").ok();
-        let span = year
-            .as_ref()
-            .map_or(0, |c| c.max_value().saturating_sub(c.min_value()) + 1);
         Ok(FacetSegment {
+            counts: vec![0; table.combinations()],
+            table,
             columns,
-            years: vec![0; usize::try_from(span.min(MAX_YEAR_SPAN)).unwrap_or(0)],
-            year,
-            pending: Vec::with_capacity(BLOCK),
-            values: vec![None; BLOCK],
         })
     }
 
@@ -80,67 +71,48 @@ impl Collector for FacetCollector {
 impl SegmentCollector for FacetSegment {
     type Fruit = FacetCounts;
 
+    #[inline]
     fn collect(&mut self, doc: DocId, _: Score) {
-        self.pending.push(doc);
-        if self.pending.len() == BLOCK {
-            self.count_pending();
+        if let Some(c) = self
+            .table
+            .combo_of(doc)
+            .and_then(|combo| self.counts.get_mut(combo))
+        {
+            *c += 1;
         }
     }
 
-    fn harvest(mut self) -> FacetCounts {
-        self.count_pending();
+    fn harvest(self) -> FacetCounts {
         let mut out = FacetCounts::new();
-        for (name, column, counts) in self.columns {
-            let entry = out.entry(name.to_owned()).or_default();
-            let Some(column) = column else { continue };
-            let mut value = String::new();
-            for (ord, n) in counts.into_iter().enumerate() {
-                if n == 0 {
+        for name in STRING_FACETS.iter().chain(["year"].iter()) {
+            out.entry((*name).to_owned()).or_default();
+        }
+        let mut value = String::new();
+        for (combo, n) in self.counts.into_iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let values = self.table.values(combo);
+            for (i, name) in STRING_FACETS.iter().enumerate() {
+                let ord = values[i];
+                let Some(column) = self.columns.get(i).and_then(Option::as_ref) else {
                     continue;
-                }
+                };
                 value.clear();
-                if column.ord_to_str(ord as u64, &mut value).unwrap_or(false) {
-                    *entry.entry(value.clone()).or_default() += n;
+                if ord != u64::MAX && column.ord_to_str(ord, &mut value).unwrap_or(false) {
+                    *out.entry((*name).to_owned())
+                        .or_default()
+                        .entry(value.clone())
+                        .or_default() += n;
                 }
             }
-        }
-        let years = out.entry("year".to_owned()).or_default();
-        let first = self.year.as_ref().map_or(0, |c| c.min_value());
-        for (offset, n) in self.years.into_iter().enumerate() {
-            if n > 0 {
-                *years
-                    .entry((first + offset as u64).to_string())
+            if values[3] != u64::MAX {
+                *out.entry("year".to_owned())
+                    .or_default()
+                    .entry(values[3].to_string())
                     .or_default() += n;
             }
         }
         out
-    }
-}
-
-impl FacetSegment {
-    /// Reads the facet values of the pending documents, one column at a time, and counts them.
-    /// Every facet holds one value per document, so its first value is its value.
-    fn count_pending(&mut self) {
-        let docs = &self.pending;
-        let values = &mut self.values[..docs.len()];
-        for (_, column, counts) in &mut self.columns {
-            let Some(column) = column else { continue };
-            column.ords().first_vals(docs, values);
-            for ord in values.iter().flatten() {
-                if let Some(c) = counts.get_mut(*ord as usize) {
-                    *c += 1;
-                }
-            }
-        }
-        if let Some(year) = &self.year {
-            year.first_vals(docs, values);
-            let first = year.min_value();
-            for y in values.iter().flatten() {
-                if let Some(c) = self.years.get_mut((y - first) as usize) {
-                    *c += 1;
-                }
-            }
-        }
-        self.pending.clear();
     }
 }

@@ -2,8 +2,10 @@
 //! document per dossier document (its newest version), and the position in the change log
 //! kept in the commit payload so indexing resumes exactly where it stopped.
 
+mod cache;
 mod facets;
 pub mod search;
+mod stem;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -14,14 +16,13 @@ use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    StopWordFilter, TextAnalyzer,
+    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter, TextAnalyzer,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
 /// Bumped whenever the schema or the analyzer changes; an index of another version is
 /// rebuilt from the database.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Name of the Italian analyzer.
 pub const ITALIAN: &str = "it_text";
 const STOP_WORDS: &str = include_str!("../../schema/stopwords_it.txt");
@@ -86,21 +87,23 @@ pub struct Fields {
     pub year: Field,
     /// Time of the newest version, ms since the epoch.
     pub date: Field,
-    /// Title.
+    /// Title, stored for display.
     pub title: Field,
-    /// Extracted text.
+    /// Extracted text, stored for snippets.
     pub text: Field,
+    /// What the user's words are searched in: the title (twice, which weighs its words
+    /// double) and the text, analysed in Italian, with positions for phrases. One field, so a
+    /// word is one posting list and a phrase one scorer, not a union over two fields.
+    pub body: Field,
 }
 
 fn build_schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let italian = TextOptions::default()
-        .set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer(ITALIAN)
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-        )
-        .set_stored();
+    let italian = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(ITALIAN)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
     let fields = Fields {
         doc_id: b.add_text_field("doc_id", STRING | STORED),
         dossier_id: b.add_text_field("dossier_id", STRING | STORED),
@@ -113,8 +116,9 @@ fn build_schema() -> (Schema, Fields) {
         visibility: b.add_text_field("visibility", STRING),
         year: b.add_u64_field("year", INDEXED | FAST),
         date: b.add_i64_field("date", INDEXED | FAST | STORED),
-        title: b.add_text_field("title", italian.clone()),
-        text: b.add_text_field("text", italian),
+        title: b.add_text_field("title", STORED),
+        text: b.add_text_field("text", STORED),
+        body: b.add_text_field("body", italian),
     };
     (b.build(), fields)
 }
@@ -133,7 +137,7 @@ pub fn italian_analyzer() -> TextAnalyzer {
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
         .filter(StopWordFilter::remove(stop_words))
-        .filter(Stemmer::new(Language::Italian))
+        .filter(stem::ItalianStemmer)
         .build()
 }
 
@@ -158,7 +162,7 @@ pub fn snippet_analyzer(query_terms: &[String]) -> TextAnalyzer {
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
         .filter(candidates::KeepCandidates::new(prefixes))
-        .filter(Stemmer::new(Language::Italian))
+        .filter(stem::ItalianStemmer)
         .build()
 }
 
@@ -283,6 +287,8 @@ pub struct SearchIndex {
     fields: Fields,
     /// The change-log position whose changes searches can see (set after the reader reloads).
     visible: std::sync::atomic::AtomicI64,
+    /// Facet tables and permission filters per segment, warmed when the reader reloads.
+    caches: std::sync::Arc<cache::SegmentCaches>,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -320,11 +326,17 @@ impl SearchIndex {
             }
             Err(_) => Index::create(directory, schema, settings())?,
         };
+        let mut index = index;
         index.tokenizers().register(ITALIAN, italian_analyzer());
+        // A search runs its segments on every core.
+        index.set_default_multithread_executor()?;
         let writer = index.writer_with_num_threads(threads, memory)?;
+        let caches = std::sync::Arc::new(cache::SegmentCaches::default());
+        let warmer: std::sync::Arc<dyn tantivy::Warmer> = caches.clone();
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
+            .warmers(vec![std::sync::Arc::downgrade(&warmer)])
             .try_into()?;
         let visible = std::sync::atomic::AtomicI64::new(payload_of(&index).position);
         Ok(Self {
@@ -333,6 +345,7 @@ impl SearchIndex {
             writer: Mutex::new(writer),
             fields,
             visible,
+            caches,
         })
     }
 
@@ -383,6 +396,9 @@ impl SearchIndex {
             f.date => d.date_ms,
             f.title => d.title.as_str(),
             f.text => d.text.as_str(),
+            f.body => d.title.as_str(),
+            f.body => d.title.as_str(),
+            f.body => d.text.as_str(),
         )
     }
 
@@ -454,14 +470,18 @@ mod tests {
 
     use super::*;
 
-    fn tokens(text: &str) -> Vec<String> {
-        let mut analyzer = italian_analyzer();
+    /// The tokens `analyzer` makes of `text`.
+    pub(super) fn analyse(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
         let mut stream = analyzer.token_stream(text);
         let mut out = Vec::new();
         while let Some(t) = stream.next() {
             out.push(t.text.clone());
         }
         out
+    }
+
+    fn tokens(text: &str) -> Vec<String> {
+        analyse(&mut italian_analyzer(), text)
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{DocAddress, Order, Term};
 
+use super::cache::CachedFilter;
 use super::facets::{FacetCollector, FacetCounts};
 use super::{IndexError, SearchIndex, StoredDoc};
 
@@ -76,21 +77,29 @@ pub struct SearchResult {
     pub facets: FacetCounts,
 }
 
+/// What a caller may find: a query selecting the documents, and a key naming exactly what it
+/// selects when it is worth keeping per segment (see [`super::cache`]).
+pub struct Permission {
+    /// The documents the caller may read.
+    pub query: Box<dyn Query>,
+    /// For broad or costly permissions: the role, tenant and scope it was built from.
+    pub cache_key: Option<String>,
+}
+
 impl SearchIndex {
     /// Runs a search restricted by `permission` (from `access`).
     pub fn search(
         &self,
         request: &SearchRequest,
-        permission: Box<dyn Query>,
+        permission: Permission,
     ) -> Result<SearchResult, IndexError> {
         let f = self.fields;
         let searcher = self.searcher();
         let user_query: Option<Box<dyn Query>> = if request.q.trim().is_empty() {
             None
         } else {
-            let mut parser = QueryParser::for_index(self.index(), vec![f.title, f.text]);
+            let mut parser = QueryParser::for_index(self.index(), vec![f.body]);
             parser.set_conjunction_by_default();
-            parser.set_field_boost(f.title, 2.0);
             // Apostrophes split elisions ("dell'atto", "l’istanza"); the query grammar would
             // read them as quotes.
             let q = request.q.replace(['\'', '’', '‘'], " ");
@@ -102,7 +111,15 @@ impl SearchIndex {
         // The permission and the filters select; only the user's words score.
         let filter =
             |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(ConstScoreQuery::new(q, 0.0)) };
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, filter(permission))];
+        let permission: Box<dyn Query> = match permission.cache_key {
+            Some(key) => Box::new(CachedFilter::new(
+                &key,
+                permission.query,
+                self.caches.clone(),
+            )),
+            None => filter(permission.query),
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, permission)];
         match &user_query {
             Some(q) => clauses.push((Occur::Must, q.box_clone())),
             None => clauses.push((Occur::Must, Box::new(AllQuery))),
@@ -142,10 +159,13 @@ impl SearchIndex {
             SortBy::Date
         });
         let top = TopDocs::with_limit(request.limit.max(1)).and_offset(request.offset);
+        let facets = FacetCollector {
+            caches: &self.caches,
+        };
         let (total, facets, page): (usize, FacetCounts, Vec<(f32, DocAddress)>) = match sort {
             SortBy::Relevance => {
                 let (total, facets, hits) =
-                    searcher.search(&query, &(Count, FacetCollector, top.order_by_score()))?;
+                    searcher.search(&query, &(Count, facets, top.order_by_score()))?;
                 (total, facets, hits)
             }
             SortBy::Date => {
@@ -153,7 +173,7 @@ impl SearchIndex {
                     &query,
                     &(
                         Count,
-                        FacetCollector,
+                        facets,
                         top.order_by_fast_field::<i64>("date", Order::Desc),
                     ),
                 )?;
@@ -165,7 +185,7 @@ impl SearchIndex {
             }
         };
         let snippets = match &user_query {
-            Some(q) => Some(snippet_generator(&searcher, q.as_ref(), f.text)?),
+            Some(q) => Some(snippet_generator(&searcher, q.as_ref(), f.body, f.text)?),
             None => None,
         };
         let mut hits = Vec::with_capacity(page.len());
@@ -207,16 +227,18 @@ impl SearchIndex {
     }
 }
 
-/// A snippet generator for `query` over `field`, with the analyzer that stems only the words
-/// that could match (see [`super::snippet_analyzer`]).
+/// A snippet generator for the terms of `query` in the `searched` field, highlighting the
+/// `stored` field with the analyzer that stems only the words that could match (see
+/// [`super::snippet_analyzer`]).
 fn snippet_generator(
     searcher: &tantivy::Searcher,
     query: &dyn Query,
-    field: tantivy::schema::Field,
+    searched: tantivy::schema::Field,
+    stored: tantivy::schema::Field,
 ) -> Result<SnippetGenerator, IndexError> {
     let mut terms = std::collections::BTreeSet::new();
     query.query_terms(&mut |term, _| {
-        if term.field() == field {
+        if term.field() == searched {
             terms.insert(term.clone());
         }
     });
@@ -234,7 +256,7 @@ fn snippet_generator(
     Ok(SnippetGenerator::new(
         weights,
         super::snippet_analyzer(&words),
-        field,
+        stored,
         240,
     ))
 }

@@ -454,3 +454,74 @@ async fn a_new_version_replaces_the_old_text_in_the_index() {
         "one index entry per document, not per version"
     );
 }
+
+/// Broad permissions (offices, a tenant, a professional in many dossiers) are kept per index
+/// segment under a key naming exactly what they select: repeated searches answer the same, a
+/// revocation or a new delegation changes the key and applies to the very next search, and
+/// callers with other scopes never share an entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_permissions_follow_delegations_and_never_mix_callers() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(170).await;
+    let staff = app.staff(&["edilizia"]).await;
+    let other_staff = app.staff(&["anagrafe"]).await;
+    let professional = app.user("professional", Some(&cf(171)), &[]).await;
+    let mut dossiers = Vec::new();
+    for _ in 0..41 {
+        let d = app
+            .open_dossier(&citizen, "permesso-di-costruire", &cf(170))
+            .await;
+        let id = id(&d);
+        app.add_text(&citizen, &id, "perizia ippocastano", "Perizia", "public")
+            .await;
+        app.add_text(&staff, &id, "nota ippocastano", "Nota", "internal")
+            .await;
+        dossiers.push(id);
+    }
+    let delegate = |dossier: String| {
+        let pool = app.services.db.pool().clone();
+        async move {
+            sqlx::query("insert into delegation (dossier_id, professional_cf, granted_by, created_at) select id, $1, created_by, 0 from dossier where id = $2")
+                .bind(cf(171))
+                .bind(dossier)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    for d in &dossiers[..40] {
+        delegate(d.clone()).await;
+    }
+    app.indexed().await;
+    let total = |token: String| {
+        let app = &app;
+        async move {
+            let r = app.search(&token, &[("q", "ippocastano")]).await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()["total"].as_u64().unwrap()
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            total(professional.clone()).await,
+            40,
+            "public documents only"
+        );
+        assert_eq!(total(staff.clone()).await, 82, "the office sees both kinds");
+        assert_eq!(total(other_staff.clone()).await, 0, "another office");
+    }
+    sqlx::query("update delegation set revoked_at = 1 where dossier_id = $1")
+        .bind(&dossiers[0])
+        .execute(app.services.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(total(professional.clone()).await, 39, "revoked at once");
+    delegate(dossiers[40].clone()).await;
+    assert_eq!(total(professional.clone()).await, 40, "granted at once");
+    // New documents land in a new segment, which gets its own entry.
+    app.add_text(&citizen, &dossiers[1], "ippocastano bis", "Bis", "public")
+        .await;
+    app.indexed().await;
+    assert_eq!(total(professional.clone()).await, 41);
+    assert_eq!(total(staff.clone()).await, 83);
+}
