@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 use tantivy::columnar::Column;
 use tantivy::index::SegmentId;
-use tantivy::query::{ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::query::{
+    AllScorer, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight,
+};
 use tantivy::{DocId, DocSet, Score, SegmentReader, TERMINATED};
 
 use super::facets::STRING_FACETS;
@@ -114,14 +116,27 @@ pub struct SegmentFacets {
     combo: Vec<u32>,
     /// Per combination: the term ordinal of each string facet and the year (`u64::MAX`: none).
     values: Vec<[u64; 4]>,
+    /// Per string facet: its terms, by ordinal.
+    terms: Vec<Vec<String>>,
 }
 
 impl SegmentFacets {
     fn build(segment: &SegmentReader) -> tantivy::Result<Self> {
         let fast = segment.fast_fields();
         let mut columns: Vec<Option<Column<u64>>> = Vec::new();
+        let mut terms = Vec::new();
         for name in STRING_FACETS {
-            columns.push(fast.str(name)?.map(|c| c.ords().clone()));
+            let column = fast.str(name)?;
+            let mut names = Vec::new();
+            if let Some(c) = &column {
+                for ord in 0..c.num_terms() as u64 {
+                    let mut name = String::new();
+                    c.ord_to_str(ord, &mut name)?;
+                    names.push(name);
+                }
+            }
+            terms.push(names);
+            columns.push(column.map(|c| c.ords().clone()));
         }
         columns.push(fast.u64("year").ok());
         let max_doc = segment.max_doc();
@@ -153,7 +168,11 @@ impl SegmentFacets {
             }
             start = end;
         }
-        Ok(Self { combo, values })
+        Ok(Self {
+            combo,
+            values,
+            terms,
+        })
     }
 
     /// Number of distinct combinations.
@@ -170,6 +189,14 @@ impl SegmentFacets {
     /// The values of a combination: string facet ordinals, then the year.
     pub fn values(&self, combo: usize) -> [u64; 4] {
         self.values.get(combo).copied().unwrap_or([u64::MAX; 4])
+    }
+
+    /// The term of string facet `facet` (an index into [`STRING_FACETS`]) with ordinal `ord`.
+    pub fn term(&self, facet: usize, ord: u64) -> Option<&str> {
+        self.terms
+            .get(facet)
+            .and_then(|t| t.get(usize::try_from(ord).ok()?))
+            .map(String::as_str)
     }
 }
 
@@ -312,7 +339,15 @@ struct CachedFilterWeight {
 impl Weight for CachedFilterWeight {
     fn scorer(&self, reader: &SegmentReader, _boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
         let bits = self.caches.filter(reader, &self.key, self.inner.as_ref())?;
-        Ok(Box::new(ConstScorer::new(BitsDocSet::new(bits), 0.0)))
+        // A boolean query drops clauses that select everything or nothing from its
+        // intersection: an auditor's search is then just the user's query.
+        Ok(if bits.len == 0 {
+            Box::new(EmptyScorer)
+        } else if bits.len == reader.max_doc() {
+            Box::new(AllScorer::new(reader.max_doc()))
+        } else {
+            Box::new(ConstScorer::new(BitsDocSet::new(bits), 0.0))
+        })
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {

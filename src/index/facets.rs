@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::StrColumn;
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
 
 use super::cache::{SegmentCaches, SegmentFacets};
@@ -26,7 +25,6 @@ pub struct FacetSegment {
     table: Arc<SegmentFacets>,
     /// Matches per combination of values.
     counts: Vec<u64>,
-    columns: Vec<Option<StrColumn>>,
 }
 
 impl Collector for FacetCollector<'_> {
@@ -39,14 +37,9 @@ impl Collector for FacetCollector<'_> {
         segment: &SegmentReader,
     ) -> tantivy::Result<FacetSegment> {
         let table = self.caches.facets(segment)?;
-        let mut columns = Vec::new();
-        for name in STRING_FACETS {
-            columns.push(segment.fast_fields().str(name)?);
-        }
         Ok(FacetSegment {
             counts: vec![0; table.combinations()],
             table,
-            columns,
         })
     }
 
@@ -83,35 +76,31 @@ impl SegmentCollector for FacetSegment {
     }
 
     fn harvest(self) -> FacetCounts {
-        let mut out = FacetCounts::new();
-        for name in STRING_FACETS.iter().chain(["year"].iter()) {
-            out.entry((*name).to_owned()).or_default();
-        }
-        let mut value = String::new();
+        // Sum the combinations per value first: a segment has thousands of combinations of a
+        // few dozen values.
+        let mut by_value: [BTreeMap<u64, u64>; 4] = Default::default();
         for (combo, n) in self.counts.into_iter().enumerate() {
             if n == 0 {
                 continue;
             }
-            let values = self.table.values(combo);
-            for (i, name) in STRING_FACETS.iter().enumerate() {
-                let ord = values[i];
-                let Some(column) = self.columns.get(i).and_then(Option::as_ref) else {
-                    continue;
-                };
-                value.clear();
-                if ord != u64::MAX && column.ord_to_str(ord, &mut value).unwrap_or(false) {
-                    *out.entry((*name).to_owned())
-                        .or_default()
-                        .entry(value.clone())
-                        .or_default() += n;
+            for (facet, value) in self.table.values(combo).into_iter().enumerate() {
+                if value != u64::MAX {
+                    *by_value[facet].entry(value).or_default() += n;
                 }
             }
-            if values[3] != u64::MAX {
-                *out.entry("year".to_owned())
-                    .or_default()
-                    .entry(values[3].to_string())
-                    .or_default() += n;
+        }
+        let mut out = FacetCounts::new();
+        for (facet, name) in STRING_FACETS.iter().enumerate() {
+            let counts = out.entry((*name).to_owned()).or_default();
+            for (&ord, &n) in &by_value[facet] {
+                if let Some(term) = self.table.term(facet, ord) {
+                    *counts.entry(term.to_owned()).or_default() += n;
+                }
             }
+        }
+        let years = out.entry("year".to_owned()).or_default();
+        for (&year, &n) in &by_value[3] {
+            *years.entry(year.to_string()).or_default() += n;
         }
         out
     }
