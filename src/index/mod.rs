@@ -289,6 +289,8 @@ pub struct SearchIndex {
     visible: std::sync::atomic::AtomicI64,
     /// Facet tables and permission filters per segment, warmed when the reader reloads.
     caches: std::sync::Arc<cache::SegmentCaches>,
+    /// Runs the segments of a large index's searches on every core.
+    parallel: tantivy::Executor,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -326,10 +328,7 @@ impl SearchIndex {
             }
             Err(_) => Index::create(directory, schema, settings())?,
         };
-        let mut index = index;
         index.tokenizers().register(ITALIAN, italian_analyzer());
-        // A search runs its segments on every core.
-        index.set_default_multithread_executor()?;
         let writer = index.writer_with_num_threads(threads, memory)?;
         let caches = std::sync::Arc::new(cache::SegmentCaches::default());
         let warmer: std::sync::Arc<dyn tantivy::Warmer> = caches.clone();
@@ -346,6 +345,10 @@ impl SearchIndex {
             fields,
             visible,
             caches,
+            parallel: tantivy::Executor::multi_thread(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                "fascicolo-search-",
+            )?,
         })
     }
 

@@ -4,17 +4,21 @@
 use std::ops::Bound;
 
 use serde::Serialize;
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery,
+    AllQuery, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, QueryParser, RangeQuery,
+    TermQuery,
 };
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{DocAddress, Order, Term};
+use tantivy::{DocAddress, Executor, Order, Searcher, Term};
 
 use super::cache::CachedFilter;
 use super::facets::{FacetCollector, FacetCounts};
 use super::{IndexError, SearchIndex, StoredDoc};
+
+/// Searches over at least this many documents run on every core.
+const PARALLEL_FROM_DOCS: u64 = 100_000;
 
 /// How hits are ordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,11 +169,12 @@ impl SearchIndex {
         let (total, facets, page): (usize, FacetCounts, Vec<(f32, DocAddress)>) = match sort {
             SortBy::Relevance => {
                 let (total, facets, hits) =
-                    searcher.search(&query, &(Count, facets, top.order_by_score()))?;
+                    self.run(&searcher, &query, &(Count, facets, top.order_by_score()))?;
                 (total, facets, hits)
             }
             SortBy::Date => {
-                let (total, facets, hits) = searcher.search(
+                let (total, facets, hits) = self.run(
+                    &searcher,
                     &query,
                     &(
                         Count,
@@ -224,6 +229,30 @@ impl SearchIndex {
             hits,
             facets,
         })
+    }
+}
+
+impl SearchIndex {
+    /// Runs `collector` over `query`: segment by segment on the calling thread for a small
+    /// index, where handing work to other threads costs more than it saves, and on every core
+    /// for a large one.
+    fn run<C: Collector>(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        collector: &C,
+    ) -> tantivy::Result<C::Fruit> {
+        let executor = if searcher.num_docs() >= PARALLEL_FROM_DOCS {
+            &self.parallel
+        } else {
+            &Executor::SingleThread
+        };
+        searcher.search_with_executor(
+            query,
+            collector,
+            executor,
+            EnableScoring::enabled_from_searcher(searcher),
+        )
     }
 }
 
