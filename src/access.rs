@@ -400,7 +400,8 @@ impl Caller {
         if self.user.role == Role::Professional {
             // Dossier ids are unique across tenants, and the search ANDs the tenant anyway:
             // this half reads the professional's delegations through their index alone.
-            sql.push(" union select g.dossier_id from delegation g where g.professional_cf = ")
+            // `union all`: the caller sorts and dedups the ids anyway.
+            sql.push(" union all select g.dossier_id from delegation g where g.professional_cf = ")
                 .bind(cf)
                 .push(" and g.revoked_at is null and (g.valid_until is null or g.valid_until > ")
                 .bind(now_ms())
