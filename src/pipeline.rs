@@ -177,22 +177,16 @@ impl Pipeline {
     /// Re-reads, extracts (or takes from the cache) and indexes these documents; documents
     /// that no longer exist are removed from the index.
     pub async fn index_documents(&self, ids: Vec<String>) -> Result<(), PipelineError> {
-        let results: Vec<Result<Option<Completed>, PipelineError>> =
+        let results: Vec<Result<Option<IndexedDoc>, PipelineError>> =
             futures_util::stream::iter(ids.clone())
                 .map(|id| async move { self.prepare(&id).await })
                 .buffered(self.parallel)
                 .collect()
                 .await;
         let mut docs = Vec::with_capacity(results.len());
-        let mut outcomes = Vec::new();
         for (id, result) in ids.into_iter().zip(results) {
-            let doc = result?.map(|(doc, outcome)| {
-                outcomes.extend(outcome);
-                doc
-            });
-            docs.push((id, doc));
+            docs.push((id, result?));
         }
-        record_outcomes(&self.services.db, &outcomes).await?;
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || {
             for (id, doc) in docs {
@@ -207,23 +201,24 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn prepare(&self, id: &str) -> Result<Option<Completed>, PipelineError> {
+    async fn prepare(&self, id: &str) -> Result<Option<IndexedDoc>, PipelineError> {
         match load(&self.services.db, id).await? {
             Some(loaded) => Ok(Some(self.complete(loaded).await?)),
             None => Ok(None),
         }
     }
 
-    /// Adds the text to a loaded document, with the extraction outcome to record if it is
-    /// new (the caller records a batch of them in one transaction).
-    async fn complete(&self, mut loaded: Loaded) -> Result<Completed, PipelineError> {
+    /// Adds the text to a loaded document, recording the extraction outcome if it is new.
+    async fn complete(&self, mut loaded: Loaded) -> Result<IndexedDoc, PipelineError> {
+        let id = loaded.doc.doc_id.clone();
         let outcome = self.text_for(&loaded.sha256, &loaded.media_type).await?;
-        let record = (loaded.status == "pending")
-            .then(|| OutcomeRow::new(loaded.doc.doc_id.clone(), loaded.version, &outcome));
+        if loaded.status == "pending" {
+            record_outcome(&self.services.db, &id, loaded.version, &outcome).await?;
+        }
         if let Outcome::Done(extracted) = outcome {
             loaded.doc.text = extracted.text;
         }
-        Ok((loaded.doc, record))
+        Ok(loaded.doc)
     }
 
     /// The text of a blob: from the cache of extracted texts, or extracted in the sandbox
@@ -325,62 +320,33 @@ fn loaded(row: &sqlx::any::AnyRow) -> Result<Loaded, PipelineError> {
     })
 }
 
-/// A document ready for the index, and its extraction outcome when it is to be recorded.
-type Completed = (IndexedDoc, Option<OutcomeRow>);
-
-/// An extraction outcome as `document_version` records it.
-struct OutcomeRow {
-    id: String,
+async fn record_outcome(
+    db: &Db,
+    id: &str,
     version: i32,
-    status: &'static str,
-    pages: Option<i64>,
-    chars: Option<i64>,
-    error: Option<String>,
-}
-
-impl OutcomeRow {
-    fn new(id: String, version: i32, outcome: &Outcome) -> Self {
-        let (status, pages, chars, error) = match outcome {
-            Outcome::Done(e) => (
-                "done",
-                e.pages.map(i64::from),
-                Some(e.text.chars().count() as i64),
-                None,
-            ),
-            Outcome::Failed { reason } => ("failed", None, None, Some(reason.clone())),
-        };
-        Self {
-            id,
-            version,
-            status,
-            pages,
-            chars,
-            error,
-        }
-    }
-}
-
-/// Records extraction outcomes, all in one transaction (one fsync for a whole batch).
-async fn record_outcomes(db: &Db, rows: &[OutcomeRow]) -> Result<(), PipelineError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut tx = db.begin_write().await?;
-    for r in rows {
-        sqlx::query(
-            "update document_version set extraction_status = $1, extraction_pages = $2, \
-             extraction_chars = $3, extraction_error = $4 where document_id = $5 and version = $6",
-        )
-        .bind(r.status)
-        .bind(r.pages)
-        .bind(r.chars)
-        .bind(r.error.clone())
-        .bind(&r.id)
-        .bind(r.version)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
+    outcome: &Outcome,
+) -> Result<(), PipelineError> {
+    let (status, pages, chars, error) = match outcome {
+        Outcome::Done(e) => (
+            "done",
+            e.pages.map(i64::from),
+            Some(e.text.chars().count() as i64),
+            None,
+        ),
+        Outcome::Failed { reason } => ("failed", None, None, Some(reason.clone())),
+    };
+    sqlx::query(
+        "update document_version set extraction_status = $1, extraction_pages = $2, \
+         extraction_chars = $3, extraction_error = $4 where document_id = $5 and version = $6",
+    )
+    .bind(status)
+    .bind(pages)
+    .bind(chars)
+    .bind(error)
+    .bind(id)
+    .bind(version)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
@@ -419,15 +385,6 @@ pub async fn reindex(
     let mut count = 0;
     while let Some(chunk) = docs.next().await {
         let chunk = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let mut outcomes = Vec::new();
-        let chunk: Vec<IndexedDoc> = chunk
-            .into_iter()
-            .map(|(doc, outcome)| {
-                outcomes.extend(outcome);
-                doc
-            })
-            .collect();
-        record_outcomes(&services.db, &outcomes).await?;
         count += chunk.len();
         progress.inc(chunk.len() as u64);
         let index = index.clone();
