@@ -345,7 +345,7 @@ async fn record_outcome(
     .bind(error)
     .bind(id)
     .bind(version)
-    .execute(db.pool())
+    .execute(db.write_pool())
     .await?;
     Ok(())
 }

@@ -57,6 +57,10 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    /// Where write transactions run. On SQLite a pool of one connection: writers wait their
+    /// turn in order here, instead of colliding on SQLite's lock, whose busy handler sleeps
+    /// 1, 2, 5, 10… ms between tries. On PostgreSQL the same pool as `pool`.
+    writer: AnyPool,
     backend: Backend,
 }
 
@@ -75,30 +79,38 @@ impl Db {
             return Err(DbError::UnsupportedUrl(url.to_owned()));
         };
         let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
-        let pool = match backend {
-            Backend::Sqlite => {
-                options
-                    // SQLite writes one at a time; a few readers beside the writer are plenty.
-                    .max_connections(8)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside a writer; FULL sync makes a commit
-                            // durable before it is acknowledged; foreign keys are off by default.
-                            sqlx::raw_sql(
-                                "pragma journal_mode = wal; pragma synchronous = full; \
-                                 pragma foreign_keys = on; pragma busy_timeout = 10000;",
-                            )
-                            .execute(conn)
-                            .await?;
-                            Ok(())
-                        })
+        let sqlite = |connections: u32| {
+            options
+                .clone()
+                .max_connections(connections)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside a writer; FULL sync makes a commit
+                        // durable before it is acknowledged; foreign keys are off by default.
+                        sqlx::raw_sql(
+                            "pragma journal_mode = wal; pragma synchronous = full; \
+                             pragma foreign_keys = on; pragma busy_timeout = 10000;",
+                        )
+                        .execute(conn)
+                        .await?;
+                        Ok(())
                     })
-                    .connect(url)
-                    .await?
-            }
-            Backend::Postgres => options.max_connections(16).connect(url).await?,
+                })
+                .connect(url)
         };
-        let db = Self { pool, backend };
+        let (pool, writer) = match backend {
+            // SQLite writes one at a time; a few readers beside the writer are plenty.
+            Backend::Sqlite => (sqlite(8).await?, sqlite(1).await?),
+            Backend::Postgres => {
+                let pool = options.max_connections(16).connect(url).await?;
+                (pool.clone(), pool)
+            }
+        };
+        let db = Self {
+            pool,
+            writer,
+            backend,
+        };
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&db.pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&db.pool).await?,
@@ -116,14 +128,20 @@ impl Db {
         self.backend
     }
 
-    /// Starts a transaction that will write. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of one failing
-    /// when it upgrades a read lock.
+    /// Starts a transaction that will write. On SQLite it runs on the single write
+    /// connection, so writers queue in order for it, and takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction never fails upgrading a read lock. Never call it
+    /// while holding another write transaction.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, DbError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("begin immediate").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.writer.begin_with("begin immediate").await?,
+            Backend::Postgres => self.writer.begin().await?,
         })
+    }
+
+    /// Where a single write statement outside a transaction runs (see `writer`).
+    pub fn write_pool(&self) -> &AnyPool {
+        &self.writer
     }
 
     /// Checks that the database answers.
