@@ -449,27 +449,17 @@ fn compare(
         );
         all_ours.extend(o.iter().copied());
         all_theirs.extend(t.iter().copied());
-        let (o50, o99, t50, t99) = (
-            percentile(&o, 50.0),
-            percentile(&o, 99.0),
-            percentile(&t, 50.0),
-            percentile(&t, 99.0),
-        );
-        println!(
-            "| {role} | {o50:.2} | {o99:.2} | {t50:.1} | {t99:.1} | {:.0}x | {:.0}x |",
-            t50 / o50,
-            t99 / o99
-        );
+        ratio_row(role, &o, &t);
     }
-    let (o, t) = (sorted(all_ours), sorted(all_theirs));
-    let (o50, o99, t50, t99) = (
-        percentile(&o, 50.0),
-        percentile(&o, 99.0),
-        percentile(&t, 50.0),
-        percentile(&t, 99.0),
-    );
+    ratio_row("all roles", &sorted(all_ours), &sorted(all_theirs));
+}
+
+/// One row of the side-by-side table: p50 and p99 of ours and theirs (sorted), and the ratios.
+fn ratio_row(label: &str, ours: &[f64], theirs: &[f64]) {
+    let (o50, o99) = (percentile(ours, 50.0), percentile(ours, 99.0));
+    let (t50, t99) = (percentile(theirs, 50.0), percentile(theirs, 99.0));
     println!(
-        "| all roles | {o50:.2} | {o99:.2} | {t50:.1} | {t99:.1} | {:.0}x | {:.0}x |",
+        "| {label} | {o50:.2} | {o99:.2} | {t50:.1} | {t99:.1} | {:.0}x | {:.0}x |",
         t50 / o50,
         t99 / o99
     );
@@ -833,21 +823,18 @@ async fn ingest(
         let marker = format!("zqmark{run}{pages}x");
         let mut dossiers = Vec::new();
         for _ in 0..count.div_ceil(5) {
-            let r: Value = client
-                .post(format!("{}/v1/dossiers", server.base))
-                .bearer_auth(token)
-                .json(&serde_json::json!({
-                    "procedure": procedure,
-                    "applicant_cf": corpus::codice_fiscale(corpus.citizens + 1),
-                    "subject": "Pratica di prova del carico"
-                }))
-                .send()
-                .await
-                .expect("dossier")
-                .json()
-                .await
-                .expect("json");
-            dossiers.push(r["id"].as_str().expect("dossier id").to_owned());
+            let applicant = corpus::codice_fiscale(corpus.citizens + 1);
+            dossiers.push(
+                server
+                    .open_dossier(
+                        client,
+                        token,
+                        &procedure,
+                        &applicant,
+                        "Pratica di prova del carico",
+                    )
+                    .await,
+            );
         }
         let files: Vec<(String, Vec<u8>)> = (0..count)
             .map(|i| {

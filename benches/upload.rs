@@ -10,7 +10,7 @@ mod server;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
@@ -98,21 +98,16 @@ async fn main() {
     let pid = server.pid();
     let token = user_token(dir.path());
     let client = reqwest::Client::new();
-    let dossier: Value = client
-        .post(format!("{}/v1/dossiers", server.base))
-        .bearer_auth(&token)
-        .json(&json!({"procedure": "permesso-di-costruire", "applicant_cf": "RSSMRA85T10A562S", "subject": "Benchmark"}))
-        .send()
-        .await
-        .expect("dossier")
-        .json()
-        .await
-        .expect("json");
-    let url = format!(
-        "{}/v1/dossiers/{}/documents",
-        server.base,
-        dossier["id"].as_str().expect("id")
-    );
+    let dossier = server
+        .open_dossier(
+            &client,
+            &token,
+            "permesso-di-costruire",
+            "RSSMRA85T10A562S",
+            "Benchmark",
+        )
+        .await;
+    let url = format!("{}/v1/dossiers/{dossier}/documents", server.base);
 
     println!("fascicolo upload benchmark (release server on 127.0.0.1, local blob store)");
     println!(

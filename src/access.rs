@@ -320,19 +320,13 @@ impl Caller {
         let tenant_id = self.user.tenant.as_str();
         let tenant = term(fields.tenant, tenant_id);
         // Keys name exactly what a permission selects, so equal keys select equal documents.
+        let tenant_wide = |query| Permission {
+            query,
+            cache_key: Some(format!("tenant\0{tenant_id}")),
+        };
         let (scope, cache_key): (Box<dyn Query>, Option<String>) = match self.user.role {
-            Role::Auditor => {
-                return Ok(Permission {
-                    query: tenant,
-                    cache_key: Some(format!("tenant\0{tenant_id}")),
-                });
-            }
-            Role::Staff if self.user.all_offices => {
-                return Ok(Permission {
-                    query: tenant,
-                    cache_key: Some(format!("tenant\0{tenant_id}")),
-                });
-            }
+            Role::Auditor => return Ok(tenant_wide(tenant)),
+            Role::Staff if self.user.all_offices => return Ok(tenant_wide(tenant)),
             Role::Admin => {
                 return Ok(Permission {
                     query: Box::new(EmptyQuery),

@@ -25,6 +25,32 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Opens a dossier at the desk as `token` (staff) and returns its id.
+    pub async fn open_dossier(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        procedure: &str,
+        applicant_cf: &str,
+        subject: &str,
+    ) -> String {
+        let dossier: serde_json::Value = client
+            .post(format!("{}/v1/dossiers", self.base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({
+                "procedure": procedure,
+                "applicant_cf": applicant_cf,
+                "subject": subject
+            }))
+            .send()
+            .await
+            .expect("dossier")
+            .json()
+            .await
+            .expect("json");
+        dossier["id"].as_str().expect("dossier id").to_owned()
+    }
+
     /// Starts the server over `data_dir` on a free port, with extra environment `env`, and
     /// waits until it logs its address.
     pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Self {
