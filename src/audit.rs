@@ -110,14 +110,15 @@ pub async fn append_in_tx(
     let at = now_ms();
     // Multi-row inserts: a round trip per event would dominate group commits. Statements
     // carry 32, 16, 8, 4, 2 or 1 rows, so the few distinct texts stay prepared in the
-    // connection's statement cache (and SQLite's cost of naming parameters, which grows with
-    // their square, stays small).
+    // connection's statement cache. On SQLite the placeholders are anonymous: binding
+    // hundreds of numbered ones costs time quadratic in their number.
     let mut rest = events;
     while !rest.is_empty() {
         let rows = ROWS_PER_INSERT.min(1 << rest.len().ilog2());
         let (chunk, tail) = rest.split_at(rows);
         rest = tail;
-        let mut sql = crate::db::Sql::new(
+        let mut sql = crate::db::Sql::new_positional(
+            db.backend(),
             "insert into audit_event (seq, at, tenant, actor_id, actor_role, action, target, \
              dossier_id, outcome, client_address, detail, prev_hash, hash) values ",
         );
@@ -326,14 +327,24 @@ impl Auditor {
 
     /// Hands an event over and returns at once: the request can go on with its work while
     /// the event is written, and must wait for [`Receipt::durable`] before it answers.
-    pub async fn submit(&self, mut event: AuditEvent) -> Result<Receipt, AuditUnavailable> {
-        event.at.get_or_insert_with(now_ms);
-        let (ack, done) = oneshot::channel();
+    pub async fn submit(&self, event: AuditEvent) -> Result<Receipt, AuditUnavailable> {
+        let (pending, receipt) = Receipt::new(event);
         self.queue
-            .send((event, ack))
+            .send(pending)
             .await
             .map_err(|_| AuditUnavailable)?;
-        Ok(Receipt(done))
+        Ok(receipt)
+    }
+
+    /// [`Auditor::submit`] from a thread that may block (never from async code): a search
+    /// hands its event over on the thread that ran it, so the journal's write starts while
+    /// the result travels back.
+    pub fn submit_blocking(&self, event: AuditEvent) -> Result<Receipt, AuditUnavailable> {
+        let (pending, receipt) = Receipt::new(event);
+        self.queue
+            .blocking_send(pending)
+            .map_err(|_| AuditUnavailable)?;
+        Ok(receipt)
     }
 }
 
@@ -342,6 +353,13 @@ impl Auditor {
 pub struct Receipt(oneshot::Receiver<Result<(), ()>>);
 
 impl Receipt {
+    /// `event`, stamped with the time if it has none, ready to queue, and its receipt.
+    fn new(mut event: AuditEvent) -> (Pending, Self) {
+        event.at.get_or_insert_with(now_ms);
+        let (ack, done) = oneshot::channel();
+        ((event, ack), Self(done))
+    }
+
     /// Waits until the event is durably recorded.
     pub async fn durable(self) -> Result<(), AuditUnavailable> {
         match self.0.await {
