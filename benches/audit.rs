@@ -2,20 +2,30 @@
 //!
 //! The release server runs in-process on 127.0.0.1 twice over the same data: once as it always
 //! runs (every read waits until its audit record is fsynced in the journal, with group commit),
-//! once with an
-//! auditor that records nothing. Eight clients replay the same bounded mix of searches and
-//! downloads against each; the difference of the medians is the audit's cost.
+//! once with an auditor that records nothing. Eight clients replay the same bounded mix of
+//! searches and downloads against each; the difference of the medians is the audit's cost.
+//!
+//! Three workloads, from the smallest requests a server answers to the documents a desk keeps:
+//! - 160 short texts (1.8 KB, five repeated words), searched and downloaded;
+//! - the load benchmark's generated corpus (about 2 KB of Italian prose per document), searched
+//!   with its query classes (common word, rare word, two words, phrase), its texts downloaded;
+//! - the same searches, with downloads of scanned pages (512 KiB JPEG files, what a scanner
+//!   makes of an A4 page at 200 dpi).
 //!
 //! `cargo bench --bench audit` (`FASCICOLO_BENCH_QUICK=1` for a short run).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/corpus.rs"]
+mod corpus;
+
 use fascicolo::app::{App, Services};
 use fascicolo::config::Config;
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 8;
+const CATALOGUE: &str = include_str!("../schema/procedures.json");
 
 struct Running {
     base: String,
@@ -56,25 +66,27 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// One measured mix: what is searched for and what is downloaded.
+struct Mix {
+    name: String,
+    download: &'static str,
+    queries: Vec<String>,
+    downloads: Vec<String>,
+}
+
 /// Runs the mix; returns (search latencies, download latencies) in ms.
-async fn load(base: &str, token: &str, docs: &[String], per_client: usize) -> (Vec<f64>, Vec<f64>) {
+async fn load(base: &str, token: &str, mix: &Mix, per_client: usize) -> (Vec<f64>, Vec<f64>) {
     let client = reqwest::Client::new();
-    let docs = Arc::new(docs.to_vec());
+    let queries = Arc::new(mix.queries.clone());
+    let docs = Arc::new(mix.downloads.clone());
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let client = client.clone();
         let base = base.to_owned();
         let token = token.to_owned();
-        let docs = docs.clone();
+        let (queries, docs) = (queries.clone(), docs.clone());
         tasks.push(tokio::spawn(async move {
             let (mut searches, mut downloads) = (Vec::new(), Vec::new());
-            let words = [
-                "relazione",
-                "sopralluogo",
-                "planimetria",
-                "\"parere favorevole\"",
-                "ricevuta",
-            ];
             let deadline = Instant::now() + Duration::from_secs(120);
             for i in 0..per_client {
                 if Instant::now() > deadline {
@@ -84,7 +96,7 @@ async fn load(base: &str, token: &str, docs: &[String], per_client: usize) -> (V
                 let r = client
                     .get(format!("{base}/v1/search"))
                     .bearer_auth(&token)
-                    .query(&[("q", words[(c + i) % words.len()])])
+                    .query(&[("q", &queries[(c * 7 + i) % queries.len()])])
                     .send()
                     .await
                     .expect("search");
@@ -115,13 +127,189 @@ async fn load(base: &str, token: &str, docs: &[String], per_client: usize) -> (V
     (s, d)
 }
 
-#[tokio::main]
-async fn main() {
-    let quick = std::env::var_os("FASCICOLO_BENCH_QUICK").is_some();
-    let (dossiers, per_client) = if quick { (10, 50) } else { (40, 400) };
-    let dir = tempfile::tempdir().expect("temp dir");
+/// What one run of a mix measured.
+struct Measured {
+    searches: Vec<f64>,
+    downloads: Vec<f64>,
+    /// CPU of the whole process (server and clients), ms.
+    cpu: f64,
+    wall: Duration,
+}
 
-    // Load a corpus through the audited server.
+/// Warms up, then runs each mix once against the server at `base`.
+async fn measure(base: &str, token: &str, mixes: &[Mix], per_client: usize) -> Vec<Measured> {
+    let mut out = Vec::new();
+    for mix in mixes {
+        load(base, token, mix, 10).await;
+        let cpu = cpu_ms();
+        let wall = Instant::now();
+        let (searches, downloads) = load(base, token, mix, per_client).await;
+        out.push(Measured {
+            searches,
+            downloads,
+            cpu: cpu_ms() - cpu,
+            wall: wall.elapsed(),
+        });
+    }
+    out
+}
+
+/// Uploads `files` over HTTP, five to a dossier, with [`CLIENTS`] uploaders; returns the
+/// document ids in the order of `files`.
+async fn upload(base: &str, token: &str, files: Vec<(String, Vec<u8>)>) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let files = Arc::new(files);
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (client, base, token, files) = (
+            client.clone(),
+            base.to_owned(),
+            token.to_owned(),
+            files.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut dossier = String::new();
+            for (n, i) in (c..files.len()).step_by(CLIENTS).enumerate() {
+                if n % 5 == 0 {
+                    let d: Value = client
+                        .post(format!("{base}/v1/dossiers"))
+                        .bearer_auth(&token)
+                        .json(&json!({"procedure": "cila", "applicant_cf": "RSSMRA85T10A562S", "subject": format!("Pratica {c} {n}")}))
+                        .send()
+                        .await
+                        .expect("dossier")
+                        .json()
+                        .await
+                        .expect("json");
+                    dossier = d["id"].as_str().expect("id").to_owned();
+                }
+                let (name, bytes) = &files[i];
+                let form = reqwest::multipart::Form::new().part(
+                    "file",
+                    reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
+                );
+                let r = client
+                    .post(format!("{base}/v1/dossiers/{dossier}/documents"))
+                    .bearer_auth(&token)
+                    .multipart(form)
+                    .send()
+                    .await
+                    .expect("upload");
+                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+                let doc: Value = r.json().await.expect("json");
+                ids.push((i, doc["id"].as_str().expect("id").to_owned()));
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.expect("uploader"));
+    }
+    ids.sort();
+    ids.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Waits (bounded) until `count` documents are searchable.
+async fn wait_indexed(base: &str, token: &str, count: u64) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let r: Value = client
+            .get(format!("{base}/v1/search"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("json");
+        if r["total"].as_u64().unwrap_or(0) >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{count} documents were not searchable within 300 s");
+}
+
+/// The short texts: `dossiers` × 4 documents of 1.8 KB, five query words.
+fn short_texts(dossiers: usize) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    let phrases = [
+        "relazione tecnica del sopralluogo",
+        "planimetria con parere favorevole",
+        "ricevuta del versamento",
+        "relazione paesaggistica",
+    ];
+    let files = (0..dossiers)
+        .flat_map(|n| {
+            phrases.iter().enumerate().map(move |(k, phrase)| {
+                let text = format!("{phrase} numero {n} {k} ").repeat(40);
+                (format!("{n}-{k}.txt"), text.into_bytes())
+            })
+        })
+        .collect();
+    let queries = [
+        "relazione",
+        "sopralluogo",
+        "planimetria",
+        "\"parere favorevole\"",
+        "ricevuta",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    (files, queries)
+}
+
+/// The generated corpus's first `documents` texts and its query classes, 50 queries each.
+fn generated(documents: usize) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    use rand::{Rng, SeedableRng};
+    let corpus = corpus::Corpus::new(7, documents, CATALOGUE);
+    let files = (0..documents)
+        .map(|i| (format!("{i}.txt"), corpus.document(i).text.into_bytes()))
+        .collect();
+    let v = &corpus.vocabulary;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xA0D17);
+    let mut queries = Vec::new();
+    for i in 0..50 {
+        queries.push(v[i % 30].clone());
+        queries.push(v[rng.random_range(3_000..v.len())].clone());
+        queries.push(format!(
+            "{} {}",
+            v[rng.random_range(30..600)],
+            v[rng.random_range(30..600)]
+        ));
+        queries.push(format!(
+            "\"{}\"",
+            corpus::PHRASES[i % corpus::PHRASES.len()]
+        ));
+    }
+    (files, queries)
+}
+
+/// `count` scanned pages: JPEG files of 512 KiB (the bytes after the header are noise, as
+/// incompressible as a photograph's).
+fn scans(count: usize) -> Vec<(String, Vec<u8>)> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5CA9);
+    (0..count)
+        .map(|i| {
+            let mut bytes = vec![0u8; 512 * 1024];
+            rng.fill_bytes(&mut bytes);
+            bytes[..4].copy_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+            (format!("scan-{i}.jpg"), bytes)
+        })
+        .collect()
+}
+
+/// Loads `files` through an audited server on a new data directory, then measures `mixes`
+/// (built from the uploaded ids) audited and without audit. Returns (audited, without).
+async fn run(
+    files: Vec<(String, Vec<u8>)>,
+    mixes: impl FnOnce(&[String]) -> Vec<Mix>,
+    per_client: usize,
+) -> (Vec<Mix>, Vec<Measured>, Vec<Measured>) {
+    let dir = tempfile::tempdir().expect("temp dir");
     let services = Services::open(config(dir.path())).await.expect("services");
     let staff = fascicolo::users::add_user(
         &services,
@@ -138,92 +326,121 @@ async fn main() {
         fascicolo::audit::Auditor::start_journaled(services.db.clone(), &dir.path().join("audit"))
             .expect("journal");
     let running = start(services).await;
-    let client = reqwest::Client::new();
-    let mut docs = Vec::new();
-    let phrases = [
-        "relazione tecnica del sopralluogo",
-        "planimetria con parere favorevole",
-        "ricevuta del versamento",
-        "relazione paesaggistica",
-    ];
-    for n in 0..dossiers {
-        let d: Value = client
-            .post(format!("{}/v1/dossiers", running.base))
-            .bearer_auth(&staff)
-            .json(&json!({"procedure": "cila", "applicant_cf": "RSSMRA85T10A562S", "subject": format!("Pratica {n}")}))
-            .send()
-            .await
-            .expect("dossier")
-            .json()
-            .await
-            .expect("json");
-        for (k, phrase) in phrases.iter().enumerate() {
-            let text = format!("{phrase} numero {n} {k} ").repeat(40);
-            let form = reqwest::multipart::Form::new().part(
-                "file",
-                reqwest::multipart::Part::bytes(text.into_bytes()).file_name("a.txt"),
-            );
-            let doc: Value = client
-                .post(format!(
-                    "{}/v1/dossiers/{}/documents",
-                    running.base,
-                    d["id"].as_str().expect("id")
-                ))
-                .bearer_auth(&staff)
-                .multipart(form)
-                .send()
-                .await
-                .expect("upload")
-                .json()
-                .await
-                .expect("json");
-            docs.push(doc["id"].as_str().expect("id").to_owned());
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // Warm up, then measure with auditing.
-    load(&running.base, &staff, &docs, 10).await;
-    let cpu = cpu_ms();
-    let wall = Instant::now();
-    let (audited_s, audited_d) = load(&running.base, &staff, &docs, per_client).await;
-    let audited_cpu = (cpu_ms() - cpu, wall.elapsed());
+    let count = files.len() as u64;
+    let ids = upload(&running.base, &staff, files).await;
+    wait_indexed(&running.base, &staff, count).await;
+    let mixes = mixes(&ids);
+    let audited = measure(&running.base, &staff, &mixes, per_client).await;
     let _ = running.stop.send(());
     let _ = running.task.await;
 
-    // The same data, with an auditor that records nothing.
     let mut services = Services::open(config(dir.path())).await.expect("services");
     services.auditor = fascicolo::audit::Auditor::discarding_for_benchmarks();
     let running = start(services).await;
-    load(&running.base, &staff, &docs, 10).await;
-    let cpu = cpu_ms();
-    let wall = Instant::now();
-    let (plain_s, plain_d) = load(&running.base, &staff, &docs, per_client).await;
-    let plain_cpu = (cpu_ms() - cpu, wall.elapsed());
+    let plain = measure(&running.base, &staff, &mixes, per_client).await;
     let _ = running.stop.send(());
     let _ = running.task.await;
+    (mixes, audited, plain)
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var_os("FASCICOLO_BENCH_QUICK").is_some();
+    let (short, documents, scanned, per_client) = if quick {
+        (10, 400, 8, 50)
+    } else {
+        (40, 4_000, 40, 400)
+    };
+    println!(
+        "fsync of one 300-byte append on this disk: {:.3} ms median",
+        fsync_median()
+    );
+
+    let (files, queries) = short_texts(short);
+    let short_run = run(
+        files,
+        |ids| {
+            vec![Mix {
+                name: format!("{} short texts", short * 4),
+                download: "1.8 KB text",
+                queries,
+                downloads: ids.to_vec(),
+            }]
+        },
+        per_client,
+    )
+    .await;
+
+    let (mut files, queries) = generated(documents);
+    files.extend(scans(scanned));
+    let generated_run = run(
+        files,
+        |ids| {
+            let (texts, scans) = ids.split_at(documents);
+            vec![
+                Mix {
+                    name: format!("{documents} generated documents"),
+                    download: "~2 KB text",
+                    queries: queries.clone(),
+                    downloads: texts.to_vec(),
+                },
+                Mix {
+                    name: format!("{documents} generated documents"),
+                    download: "512 KiB scan",
+                    queries,
+                    downloads: scans.to_vec(),
+                },
+            ]
+        },
+        per_client,
+    )
+    .await;
 
     println!(
-        "audit cost under {CLIENTS} concurrent clients, {} documents, {} requests of each kind per run",
-        docs.len(),
-        audited_s.len()
+        "\naudit cost under {CLIENTS} concurrent clients, {} searches and {} downloads per run",
+        CLIENTS * per_client,
+        CLIENTS * per_client
     );
-    let pairs = audited_s.len() as f64;
-    for (what, (cpu, wall)) in [("audited", audited_cpu), ("without audit", plain_cpu)] {
-        println!(
-            "  {what:<14} CPU (server and clients) {:.3} ms per search+download pair, {:.0}% of 2 cores; wall {:.2} s",
-            cpu / pairs,
-            cpu / wall.as_secs_f64() / 20.0,
-            wall.as_secs_f64()
-        );
+    println!(
+        "| documents | downloads | search audited | without | share | download audited | without | share | CPU per pair audited | without |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (mixes, audited, plain) in [short_run, generated_run] {
+        for ((mix, a), p) in mixes.iter().zip(audited).zip(plain) {
+            let pairs = a.searches.len() as f64;
+            let (sa, sp) = (median(a.searches), median(p.searches));
+            let (da, dp) = (median(a.downloads), median(p.downloads));
+            println!(
+                "| {} | {} | {sa:.2} ms | {sp:.2} ms | {:.1} % | {da:.2} ms | {dp:.2} ms | {:.1} % | {:.3} ms ({:.0} % of 2 cores) | {:.3} ms ({:.0} %) |",
+                mix.name,
+                mix.download,
+                (sa - sp) / sa * 100.0,
+                (da - dp) / da * 100.0,
+                a.cpu / pairs,
+                a.cpu / a.wall.as_secs_f64() / 20.0,
+                p.cpu / pairs,
+                p.cpu / p.wall.as_secs_f64() / 20.0,
+            );
+        }
     }
-    for (what, with, without) in [
-        ("search", audited_s, plain_s),
-        ("download", audited_d, plain_d),
-    ] {
-        let (a, b) = (median(with), median(without));
-        println!(
-            "  {what:<9} median {a:>7.2} ms audited, {b:>7.2} ms without; audit share {:>5.1}% of the audited request",
-            (a - b) / a * 100.0
-        );
-    }
+}
+
+/// Median time of appending 300 bytes to a preallocated file and `fdatasync`ing it, as the
+/// journal does (200 times).
+fn fsync_median() -> f64 {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = std::fs::File::create(dir.path().join("probe")).expect("probe");
+    file.write_all_at(&vec![0u8; 1 << 20], 0).expect("write");
+    file.sync_all().expect("sync");
+    let line = [b'x'; 300];
+    let times = (0..200u64)
+        .map(|i| {
+            let t = Instant::now();
+            file.write_all_at(&line, i * 300).expect("write");
+            file.sync_data().expect("sync");
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    median(times)
 }
