@@ -231,19 +231,38 @@ impl Auditor {
     /// journal file and fsynced before the requests are answered (no SQL on the request path);
     /// a mover appends the journal to the hash-chained table in large batches, recording in
     /// the same transaction how far it got, so a crash replays exactly what was not moved.
+    /// The journal is kept in segments of 64 MiB, each deleted once all of it is in the table.
     pub fn start_journaled(db: Db, dir: &Path) -> std::io::Result<Self> {
+        Self::start_journaled_in_segments(db, dir, SEGMENT_BYTES)
+    }
+
+    /// [`Auditor::start_journaled`] with segments of `segment_bytes` (tests use small ones).
+    #[doc(hidden)]
+    pub fn start_journaled_in_segments(
+        db: Db,
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join("journal.jsonl");
-        // The journal is allocated ahead in large steps, so an append changes no file size
+        // A journal of one file, as earlier versions kept it, is the segment at position 0.
+        let single = dir.join("journal.jsonl");
+        if single.exists() {
+            std::fs::rename(&single, segment_path(dir, 0))?;
+            sync_dir(dir)?;
+        }
+        let base = segments(dir)?.last().map_or(0, |(base, _)| *base);
+        // Each segment is allocated ahead in large steps, so an append changes no file size
         // and its fsync writes only the data; the bytes after the last line are zeros (JSON
         // lines never hold a NUL byte). A torn last line was never acknowledged (its fsync did
-        // not return): it is zeroed too.
+        // not return): it is zeroed too. Only the newest segment can have one: a segment is
+        // closed only after an append to it was made durable.
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
-            .open(&path)?;
+            .open(segment_path(dir, base))?;
+        sync_dir(dir)?;
         let (end, complete) = journal_end(&mut file)?;
         if complete < end {
             use std::os::unix::fs::FileExt;
@@ -261,18 +280,22 @@ impl Auditor {
             }
         };
         let state = Arc::new(JournalState::default());
-        state.written.store(complete, Ordering::SeqCst);
+        state.written.store(base + complete, Ordering::SeqCst);
         let (queue, mut receiver) = mpsc::channel::<Pending>(8192);
         let committer_state = state.clone();
+        let journal_dir = dir.to_owned();
         // A thread of its own: requests hand their events straight to it, and it answers them
         // once the batch is on disk, with no task or blocking-pool hop in between.
         std::thread::Builder::new()
             .name("audit-journal".into())
             .spawn(move || {
                 let mut journal = Journal {
+                    dir: journal_dir,
                     file,
+                    base,
                     end: complete,
                     allocated,
+                    segment_bytes,
                 };
                 let mut lines = Vec::new();
                 while let Some(first) = receiver.blocking_recv() {
@@ -298,7 +321,7 @@ impl Auditor {
                     }
                 }
             })?;
-        tokio::spawn(move_journal(db, path, node, state.clone()));
+        tokio::spawn(move_journal(db, dir.to_owned(), node, state.clone()));
         Ok(Self {
             queue,
             journal: Some(state),
@@ -369,11 +392,15 @@ impl Receipt {
     }
 }
 
-/// The journal file: lines up to `end`, zeros after it up to `allocated`.
+/// The journal's newest segment: lines up to `end`, zeros after it up to `allocated`. Its
+/// first byte is at position `base` of the whole journal.
 struct Journal {
+    dir: std::path::PathBuf,
     file: std::fs::File,
+    base: u64,
     end: u64,
     allocated: u64,
+    segment_bytes: u64,
 }
 
 /// `first` and whatever else is already queued, up to a group.
@@ -410,17 +437,53 @@ fn journal_end(file: &mut std::fs::File) -> std::io::Result<(u64, u64)> {
     }
 }
 
-/// How far ahead the journal file is allocated.
+/// How far ahead a journal segment is allocated, at most.
 const JOURNAL_STEP: u64 = 64 * 1024 * 1024;
+/// A journal segment is closed, and the next one started, once it holds this much.
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The file of the segment starting at position `base` of the journal.
+fn segment_path(dir: &Path, base: u64) -> std::path::PathBuf {
+    dir.join(format!("journal-{base:020}.jsonl"))
+}
+
+/// The journal's segments, oldest first: (position of the first byte, file).
+fn segments(dir: &Path) -> std::io::Result<Vec<(u64, std::path::PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(base) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("journal-"))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((base, entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Makes the creation, renaming or removal of files in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
 
 impl Journal {
     /// Writes `lines` after the last one and makes them durable.
     fn append(&mut self, lines: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
+        if self.end > 0 && self.end + lines.len() as u64 > self.segment_bytes {
+            self.next_segment()?;
+        }
         let needed = self.end + lines.len() as u64;
         if needed > self.allocated {
             // The new size is made durable once here, not at every append.
-            self.allocated = needed.div_ceil(JOURNAL_STEP) * JOURNAL_STEP;
+            let step = JOURNAL_STEP.min(self.segment_bytes).max(1);
+            self.allocated = needed.div_ceil(step) * step;
             self.file.set_len(self.allocated)?;
             self.file.sync_all()?;
         }
@@ -429,10 +492,46 @@ impl Journal {
         self.end = needed;
         Ok(())
     }
+
+    /// Closes the segment (everything in it is durable already) and starts the next one, at
+    /// the position right after its last line; the new file's name is durable before any
+    /// event in it is acknowledged.
+    fn next_segment(&mut self) -> std::io::Result<()> {
+        let base = self.base + self.end;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(segment_path(&self.dir, base))?;
+        sync_dir(&self.dir)?;
+        self.file = file;
+        self.base = base;
+        self.end = 0;
+        self.allocated = 0;
+        Ok(())
+    }
+}
+
+/// Deletes the segments whose every event is in the table (all of a segment is moved once
+/// the next one starts at or before `moved`).
+fn drop_moved_segments(dir: &Path, moved: u64) -> std::io::Result<()> {
+    let all = segments(dir)?;
+    let mut dropped = false;
+    for pair in all.windows(2) {
+        if pair[1].0 <= moved {
+            std::fs::remove_file(&pair[0].1)?;
+            dropped = true;
+        }
+    }
+    if dropped {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Moves journaled events into the chained table, in order, exactly once.
-async fn move_journal(db: Db, path: std::path::PathBuf, node: String, state: Arc<JournalState>) {
+async fn move_journal(db: Db, dir: std::path::PathBuf, node: String, state: Arc<JournalState>) {
     let mut moved: u64 = loop {
         match sqlx::query_scalar::<_, i64>("select moved from audit_journal where node = $1")
             .bind(node.clone())
@@ -448,14 +547,16 @@ async fn move_journal(db: Db, path: std::path::PathBuf, node: String, state: Arc
     };
     state.moved.store(moved, Ordering::SeqCst);
     state.moved_changed.notify_waiters();
+    drop_segments(&dir, moved).await;
     loop {
         let written = state.written.load(Ordering::SeqCst);
         if written > moved {
-            match move_once(&db, &path, &node, moved, written).await {
+            match move_once(&db, &dir, &node, moved, written).await {
                 Ok(next) => {
                     moved = next;
                     state.moved.store(moved, Ordering::SeqCst);
                     state.moved_changed.notify_waiters();
+                    drop_segments(&dir, moved).await;
                     continue;
                 }
                 Err(e) => {
@@ -464,19 +565,42 @@ async fn move_journal(db: Db, path: std::path::PathBuf, node: String, state: Arc
                 }
             }
         }
+        // Nobody can write any more (the auditor and its journal thread are gone) and all
+        // is moved: done.
+        if Arc::strong_count(&state) == 1 && moved >= state.written.load(Ordering::SeqCst) {
+            return;
+        }
         let _ = tokio::time::timeout(MOVE_EVERY, state.wake_mover.notified()).await;
     }
 }
 
-/// Moves up to a few MiB of complete journal lines after `from`; returns the new position.
-async fn move_once(db: &Db, path: &Path, node: &str, from: u64, to: u64) -> Result<u64, DbError> {
-    let path = path.to_owned();
-    let len = (to - from).min(4 * 1024 * 1024);
+/// Deletes the segments moved entirely, logging (not failing) if that fails.
+async fn drop_segments(dir: &Path, moved: u64) {
+    let dir = dir.to_owned();
+    let dropped = tokio::task::spawn_blocking(move || drop_moved_segments(&dir, moved)).await;
+    if let Ok(Err(e)) = dropped {
+        tracing::warn!(error = %e, "deleting moved audit journal segments");
+    }
+}
+
+/// Moves up to a few MiB of complete journal lines after `from`, within one segment; returns
+/// the new position.
+async fn move_once(db: &Db, dir: &Path, node: &str, from: u64, to: u64) -> Result<u64, DbError> {
+    let dir = dir.to_owned();
     let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
+        let all = segments(&dir)?;
+        let Some(at) = all.iter().rposition(|(base, _)| *base <= from) else {
+            return Err(std::io::Error::other(format!(
+                "no segment holds position {from}"
+            )));
+        };
+        let (base, path) = &all[at];
+        let segment_end = all.get(at + 1).map_or(to, |(next, _)| *next).min(to);
+        let len = segment_end.saturating_sub(from).min(4 * 1024 * 1024);
         let mut f = std::fs::File::open(path)?;
-        f.seek(SeekFrom::Start(from))?;
-        let mut buf = vec![0u8; len as usize];
+        f.seek(SeekFrom::Start(from - base))?;
+        let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
         f.read_exact(&mut buf)?;
         Ok(buf)
     })

@@ -407,3 +407,115 @@ async fn an_export_is_self_verifying_and_reproducible() {
             .unwrap();
     assert_eq!(exports, 3);
 }
+
+fn journal_event(i: usize) -> fascicolo::audit::AuditEvent {
+    fascicolo::audit::AuditEvent {
+        tenant: "comune".to_owned(),
+        action: "document.read".to_owned(),
+        target: format!("document:{i}"),
+        outcome: "ok".to_owned(),
+        detail: serde_json::json!({ "i": i }),
+        ..Default::default()
+    }
+}
+
+/// The journal segment files in `dir`, the position the newest one starts at, and whether
+/// the single file of earlier versions is still there.
+fn journal_files(dir: &std::path::Path) -> (usize, u64, bool) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("journal-")?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    (
+        bases.len(),
+        bases.iter().copied().max().unwrap_or(0),
+        names.iter().any(|n| n == "journal.jsonl"),
+    )
+}
+
+async fn trail_rows(db: &fascicolo::db::Db) -> (i64, i64) {
+    sqlx::query_as::<_, (i64, i64)>(
+        "select count(*), count(distinct target) from audit_event where action = 'document.read'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+/// The node's journal rolls over into new segments as it grows and deletes the ones moved
+/// into the table; every event reaches the chain exactly once, across segments, restarts and
+/// a journal of one file as earlier versions kept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_journal_rolls_over_and_deletes_what_was_moved() {
+    use fascicolo::audit::Auditor;
+    let dir = tempfile::tempdir().unwrap();
+    let db = fascicolo::db::Db::open(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("trail.db").display()
+    ))
+    .await
+    .unwrap();
+    let journal = dir.path().join("audit");
+    std::fs::create_dir_all(&journal).unwrap();
+    // Two events an earlier version journaled and never moved.
+    let earlier: String = (0..2)
+        .map(|i| serde_json::to_string(&journal_event(i)).unwrap() + "\n")
+        .collect();
+    std::fs::write(journal.join("journal.jsonl"), earlier).unwrap();
+
+    // Segments of 4 KiB: about a dozen events each.
+    let auditor = Auditor::start_journaled_in_segments(db.clone(), &journal, 4096).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let auditor = auditor.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                auditor.record(journal_event(2 + t * 50 + i)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (_, newest, single) = journal_files(&journal);
+    assert!(!single, "the single journal file was taken over");
+    // About 200 bytes an event: the journal rolled over a dozen times or more.
+    assert!(
+        newest >= 12 * 4096,
+        "402 events, newest segment starts at byte {newest}"
+    );
+    auditor.flush().await;
+    assert_eq!(trail_rows(&db).await, (402, 402));
+    // The mover deletes a segment once it has moved all of it: what is left is the segment
+    // being written, and at most the one before it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while journal_files(&journal).0 > 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "moved segments were not deleted: {} left",
+            journal_files(&journal).0
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(auditor);
+
+    // A restart on the same journal moves nothing twice and goes on where it stopped.
+    let auditor = Auditor::start_journaled_in_segments(db.clone(), &journal, 4096).unwrap();
+    for i in 402..500 {
+        auditor.record(journal_event(i)).await.unwrap();
+    }
+    auditor.flush().await;
+    assert_eq!(trail_rows(&db).await, (500, 500));
+    let report = fascicolo::audit::verify(&db).await.unwrap();
+    assert!(report.first_broken.is_none(), "{:?}", report.first_broken);
+    assert_eq!(report.rows, 500);
+}
