@@ -1,6 +1,7 @@
 //! Upload benchmark: streams uploads of several sizes to the release server over HTTP on
 //! 127.0.0.1 and reports throughput beside the raw SHA-256 rate, and the server's resident
-//! memory before and at peak (VmHWM) around a 1 GiB upload.
+//! memory before and at peak (VmHWM) around a 1 GiB upload, then around the export of the
+//! whole dossier as a ZIP.
 //!
 //! `cargo bench --bench upload` (set `FASCICOLO_BENCH_QUICK=1` for a short smoke run).
 
@@ -150,5 +151,29 @@ async fn main() {
         rss_before,
         peak,
         rss_after
+    );
+
+    // The whole dossier as one archive, read by the client as it arrives.
+    server::reset_peak(pid);
+    let documents: u64 = 30 * MIB + 8 * 16 * MIB + 3 * 128 * MIB + big;
+    let start = Instant::now();
+    let mut response = client
+        .get(format!("{}/v1/dossiers/{dossier}/export", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(response.status(), 200);
+    let mut archive = 0u64;
+    while let Some(chunk) = response.chunk().await.expect("archive") {
+        archive += chunk.len() as u64;
+    }
+    let peak = server::memory(pid).hwm;
+    println!(
+        "export of the dossier ({} MiB of documents, {:.0} MiB archive): {:.1} s; server RSS peak {:.1} MiB",
+        documents / MIB,
+        archive as f64 / MIB as f64,
+        start.elapsed().as_secs_f64(),
+        peak
     );
 }

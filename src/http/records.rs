@@ -403,7 +403,8 @@ async fn export(
             .await
             .map_err(|e| ApiError::Internal(e.into()))?;
     let staff_view = matches!(caller.role(), Role::Staff | Role::Auditor);
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    // (path in the archive, stored blob, size, SHA-256) of every document version.
+    let mut blobs: Vec<(String, ContentHash, u64)> = Vec::new();
     let mut manifest_docs = Vec::new();
     for d in documents_with_versions(&services, &caller, id).await? {
         let mut versions = Vec::new();
@@ -415,8 +416,7 @@ async fn export(
                 v.filename.replace(['/', '\\'], "_")
             );
             let hash = ContentHash::parse(&v.sha256).map_err(|e| ApiError::Internal(e.into()))?;
-            let bytes = services.blobs.read_verified(&hash).await?;
-            files.push((path.clone(), bytes.to_vec()));
+            blobs.push((path.clone(), hash, u64::try_from(v.size).unwrap_or(0)));
             versions.push(ExportVersion {
                 version: v.version,
                 path,
@@ -457,19 +457,31 @@ async fn export(
         "events": lifecycle::events(&services.db, id, staff_view).await?,
         "delegations": delegations::list(&services.db, id).await?,
     });
-    files.push(("manifest.json".into(), pretty(&manifest)));
-    files.push(("history.json".into(), pretty(&history)));
-    files.sort_by(|a, b| a.0.cmp(&b.0));
+    // Files in path order, the checksums last; a document's checksum is its content address,
+    // which the stream below checks against the bytes as it reads them.
+    let mut entries: Vec<(String, Entry)> = blobs
+        .into_iter()
+        .map(|(path, hash, size)| (path, Entry::Blob(hash, size)))
+        .collect();
+    entries.push(("manifest.json".into(), Entry::Bytes(pretty(&manifest))));
+    entries.push(("history.json".into(), Entry::Bytes(pretty(&history))));
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut sums = String::new();
-    for (path, bytes) in &files {
-        sums.push_str(&format!("{}  {path}\n", ContentHash::of(bytes)));
+    for (path, entry) in &entries {
+        let hash = match entry {
+            Entry::Blob(hash, _) => *hash,
+            Entry::Bytes(bytes) => ContentHash::of(bytes),
+        };
+        sums.push_str(&format!("{hash}  {path}\n"));
     }
-    files.push(("manifest-sha256.txt".into(), sums.into_bytes()));
-    let zip = tokio::task::spawn_blocking(move || build_zip(&files))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(ApiError::Internal)?;
-    let mut response = Response::new(Body::from(zip));
+    entries.push((
+        "manifest-sha256.txt".into(),
+        Entry::Bytes(sums.into_bytes()),
+    ));
+    let (zip, length) = write_zip(&services, entries).await?;
+    let mut response = Response::new(Body::from_stream(
+        tokio_util::io::ReaderStream::with_capacity(zip, 64 * 1024),
+    ));
     let name = format!("fascicolo-{}.zip", dossier.number.replace('/', "-"));
     for (k, v) in [
         (header::CONTENT_TYPE, "application/zip".to_owned()),
@@ -478,6 +490,7 @@ async fn export(
             format!("attachment; filename=\"{name}\""),
         ),
         (header::CACHE_CONTROL, "private, no-cache".to_owned()),
+        (header::CONTENT_LENGTH, length.to_string()),
     ] {
         if let Ok(v) = HeaderValue::from_str(&v) {
             response.headers_mut().insert(k, v);
@@ -494,18 +507,114 @@ fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// A ZIP whose bytes depend only on the files: fixed timestamps and order.
-fn build_zip(files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<u8>> {
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .last_modified_time(zip::DateTime::default())
-        .unix_permissions(0o644);
-    for (path, bytes) in files {
-        writer.start_file(path.as_str(), options)?;
-        writer.write_all(bytes)?;
+/// Where the bytes of an archived file come from.
+enum Entry {
+    /// A stored blob of the given size, streamed and checked against its hash.
+    Blob(ContentHash, u64),
+    /// Bytes made for the archive.
+    Bytes(Vec<u8>),
+}
+
+/// What the archive writer is handed, in order.
+enum Piece {
+    /// A new file at this path; whether it may exceed 4 GiB (ZIP64).
+    File(String, bool),
+    /// More bytes of the current file.
+    Bytes(bytes::Bytes),
+    /// The last file is complete: close the archive.
+    End,
+}
+
+/// Writes a ZIP of `entries`, in their order, whose bytes depend only on the files (fixed
+/// timestamps and permissions) into an unnamed file in the spool directory, streaming each
+/// blob through: a dossier of any size is exported in constant memory, and nothing is sent
+/// until every blob has passed its integrity check. Returns the file, at its start, and its
+/// length.
+async fn write_zip(
+    services: &Services,
+    entries: Vec<(String, Entry)>,
+) -> Result<(tokio::fs::File, u64), ApiError> {
+    let (pieces, mut received) = tokio::sync::mpsc::channel::<Piece>(16);
+    let spool = services
+        .blobs
+        .spool_dir()
+        .join(format!("export-{}.part", uuid::Uuid::now_v7().simple()));
+    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<(std::fs::File, u64)> {
+        use std::io::Seek;
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&spool)?;
+        // Unnamed from now on: the archive disappears with the response, even on a crash.
+        std::fs::remove_file(&spool)?;
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::with_capacity(256 * 1024, file));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .last_modified_time(zip::DateTime::default())
+            .unix_permissions(0o644);
+        while let Some(piece) = received.blocking_recv() {
+            match piece {
+                Piece::File(path, large) => {
+                    zip.start_file(path.as_str(), options.large_file(large))?;
+                }
+                Piece::Bytes(bytes) => zip.write_all(&bytes)?,
+                Piece::End => {
+                    let mut file = zip.finish()?.into_inner().map_err(|e| e.into_error())?;
+                    let length = file.stream_position()?;
+                    file.rewind()?;
+                    return Ok((file, length));
+                }
+            }
+        }
+        anyhow::bail!("the export was abandoned")
+    });
+    let fed = feed(services, entries, &pieces).await;
+    drop(pieces);
+    let written = writer.await.map_err(|e| ApiError::Internal(e.into()))?;
+    match (fed, written) {
+        // A failed read (a corrupt or missing blob) is the cause; the writer only saw the
+        // pieces stop.
+        (Err(Some(read)), _) => Err(read),
+        (_, Err(write)) => Err(ApiError::Internal(write)),
+        (Err(None), Ok(_)) => Err(ApiError::Internal(anyhow::anyhow!(
+            "the archive writer stopped"
+        ))),
+        (Ok(()), Ok((file, length))) => Ok((tokio::fs::File::from_std(file), length)),
     }
-    Ok(writer.finish()?.into_inner())
+}
+
+/// Hands `entries` to the archive writer, streaming each blob in pieces. `Err(None)`: the
+/// writer stopped (its own error says why).
+async fn feed(
+    services: &Services,
+    entries: Vec<(String, Entry)>,
+    pieces: &tokio::sync::mpsc::Sender<Piece>,
+) -> Result<(), Option<ApiError>> {
+    use futures_util::StreamExt;
+    let gone = |_| None;
+    for (path, entry) in entries {
+        let large = matches!(entry, Entry::Blob(_, size) if size >= u64::from(u32::MAX));
+        pieces.send(Piece::File(path, large)).await.map_err(gone)?;
+        match entry {
+            Entry::Bytes(bytes) => pieces
+                .send(Piece::Bytes(bytes.into()))
+                .await
+                .map_err(gone)?,
+            Entry::Blob(hash, size) => {
+                let mut stream = services
+                    .blobs
+                    .stream_verified(&hash, 0..size)
+                    .await
+                    .map_err(|e| Some(e.into()))?;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| Some(e.into()))?;
+                    pieces.send(Piece::Bytes(chunk)).await.map_err(gone)?;
+                }
+            }
+        }
+    }
+    pieces.send(Piece::End).await.map_err(gone)
 }
 
 #[utoipa::path(get, path = "/v1/audit/head",

@@ -519,3 +519,54 @@ async fn the_audit_journal_rolls_over_and_deletes_what_was_moved() {
     assert!(report.first_broken.is_none(), "{:?}", report.first_broken);
     assert_eq!(report.rows, 500);
 }
+
+/// An export streams its documents through a spooled archive: a large document arrives whole
+/// and intact, and a document whose stored bytes are corrupt fails the export with a JSON
+/// integrity error before any archive byte is sent, leaving nothing in the spool directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_streams_large_documents_and_refuses_corrupt_ones() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(651).await;
+    let staff = app.staff(&["edilizia"]).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(651)).await;
+    let id = d["id"].as_str().unwrap();
+    let large: Vec<u8> = (0..(12 * 1024 * 1024u32))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let doc = app.add_document(&citizen, id, &large, "public").await;
+    app.add_document(&citizen, id, &sample_pdf("allegato"), "public")
+        .await;
+
+    let r = app.get(&staff, &format!("/v1/dossiers/{id}/export")).await;
+    assert_eq!(r.status(), 200);
+    let length: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let archive = r.bytes().await.unwrap();
+    assert_eq!(archive.len(), length);
+    let files = unzip(&archive);
+    let (_, exported) = files
+        .iter()
+        .find(|(n, _)| n.starts_with(&format!("documents/{}/", doc["id"].as_str().unwrap())))
+        .unwrap();
+    assert_eq!(exported.len(), large.len());
+    assert_eq!(
+        hex::encode(Sha256::digest(exported)),
+        doc["sha256"].as_str().unwrap()
+    );
+
+    app.corrupt_blob(doc["sha256"].as_str().unwrap()).await;
+    let r = app.get(&staff, &format!("/v1/dossiers/{id}/export")).await;
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "integrity_error");
+    let spool = app.services.blobs.spool_dir();
+    let left: Vec<_> = std::fs::read_dir(spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the spool: {left:?}");
+}
