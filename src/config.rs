@@ -82,6 +82,19 @@ pub struct Config {
     )]
     pub extract_wall_seconds: u64,
 
+    /// Reverse proxies whose `X-Forwarded-For` header is believed: addresses or CIDR ranges,
+    /// comma-separated. Behind them the client is the last address in the header that is not
+    /// one of them (recorded in the audit trail, counted by rate limits); from any other peer
+    /// the header is ignored.
+    #[arg(
+        long,
+        env = "FASCICOLO_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_network,
+        global = true
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// The municipality (ente) this server serves, by its IPA code.
     #[arg(
         long,
@@ -90,6 +103,14 @@ pub struct Config {
         global = true
     )]
     pub tenant: String,
+}
+
+/// A CIDR range, or one address (a range of one).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR range"))
 }
 
 impl Config {
@@ -107,6 +128,7 @@ impl Config {
             extract_memory_mib: 1024,
             extract_wall_seconds: 30,
             tenant: "c_c722".to_owned(),
+            trusted_proxies: Vec::new(),
         }
     }
 

@@ -129,15 +129,106 @@ impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
 /// The client's network address, for the audit trail and rate limits.
 pub struct ClientAddress(pub Option<String>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<Services> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        services: &Services,
+    ) -> Result<Self, Self::Rejection> {
         Ok(ClientAddress(
             parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
+                .map(|c| {
+                    client_ip(c.0.ip(), &parts.headers, &services.config.trusted_proxies)
+                        .to_string()
+                }),
         ))
+    }
+}
+
+/// The client behind `peer`: `peer` itself, unless it is a trusted proxy; then the last
+/// address of `X-Forwarded-For` (all such headers, in order) that is not a trusted proxy, or
+/// the first one if all are. A malformed entry ends the walk: what is left of it cannot be
+/// trusted.
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let hop = hop.trim();
+        let Some(ip) = hop
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(&client) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_named_only_by_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec![
+            "127.0.0.1/32".parse().expect("range"),
+            "10.0.0.0/8".parse().expect("range"),
+        ];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
+        let from = |peer: &str, h: &[&str]| client_ip(ip(peer), &headers(h), &trusted);
+        // Not a proxy: the header is whatever the client wants it to be.
+        assert_eq!(from("192.0.2.9", &["203.0.113.7"]), ip("192.0.2.9"));
+        // Behind proxies: the last hop that is not one, across repeated headers.
+        assert_eq!(
+            from("10.0.0.2", &["198.51.100.1, 203.0.113.7", "10.9.9.9"]),
+            ip("203.0.113.7")
+        );
+        // An IPv4 peer seen through an IPv6 socket is still the proxy.
+        assert_eq!(
+            from("::ffff:127.0.0.1", &["203.0.113.7"]),
+            ip("203.0.113.7")
+        );
+        // A malformed hop ends the walk at the proxy before it.
+        assert_eq!(from("127.0.0.1", &["203.0.113.7, junk"]), ip("127.0.0.1"));
+        assert_eq!(from("127.0.0.1", &["junk, 203.0.113.7"]), ip("203.0.113.7"));
+        // IPv6 clients, with or without a port.
+        assert_eq!(from("127.0.0.1", &["2001:db8::1"]), ip("2001:db8::1"));
+        assert_eq!(
+            from("127.0.0.1", &["[2001:db8::1]:4711"]),
+            ip("2001:db8::1")
+        );
+        // Only proxies: the first of them.
+        assert_eq!(from("127.0.0.1", &["10.1.1.1, 10.2.2.2"]), ip("10.1.1.1"));
+        assert_eq!(from("127.0.0.1", &[]), ip("127.0.0.1"));
     }
 }

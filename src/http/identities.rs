@@ -1,9 +1,7 @@
 //! Identities: online registration of citizens with the codice fiscale (public), API tokens
 //! (their owner or an admin), and user administration (admins).
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -105,7 +103,7 @@ fn code_hash(registration: &str, code: &str) -> String {
     tag = "identities")]
 async fn register(
     State(services): State<Services>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: super::extract::ClientAddress,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let cf = CodiceFiscale::parse(&body.codice_fiscale)
@@ -134,7 +132,7 @@ async fn register(
         ));
     }
     let tenant = services.config.tenant.clone();
-    let address = peer.ip().to_string();
+    let address = client.0.unwrap_or_else(|| "unknown".to_owned());
     let (by_email, by_address) =
         registrations::recent_counts(&services.db, &tenant, &email, &address, 3_600_000).await?;
     if by_email >= PER_EMAIL_PER_HOUR || by_address >= PER_ADDRESS_PER_HOUR {

@@ -3,7 +3,7 @@ use std::io::Read;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestApp, cf, sample_pdf, spawn_app};
+use crate::helpers::{TestApp, cf, sample_pdf, spawn_app, spawn_app_with};
 
 /// A dossier with documents, reads and a search, so the trail has content.
 async fn activity(app: &TestApp, n: u32) -> (String, String, String) {
@@ -569,4 +569,50 @@ async fn an_export_streams_large_documents_and_refuses_corrupt_ones() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "left in the spool: {left:?}");
+}
+
+/// Behind a trusted reverse proxy the trail records the client the proxies name in
+/// `X-Forwarded-For` (the last address that is not a trusted proxy, so a client cannot forge
+/// an earlier one); from a peer that is not trusted the header is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_records_the_client_behind_trusted_proxies_only() {
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&["127.0.0.1"], "198.51.100.1, 203.0.113.7", "203.0.113.7"),
+        (
+            &["127.0.0.1", "10.0.0.0/8"],
+            "198.51.100.1, 203.0.113.7, 10.1.2.3",
+            "203.0.113.7",
+        ),
+        (&[], "203.0.113.7", "127.0.0.1"),
+    ];
+    for (n, (trusted, header, expected)) in cases.into_iter().enumerate() {
+        let trusted: Vec<ipnet::IpNet> = trusted
+            .iter()
+            .map(|t| {
+                t.parse()
+                    .unwrap_or_else(|_| ipnet::IpNet::from(t.parse::<std::net::IpAddr>().unwrap()))
+            })
+            .collect();
+        let app = spawn_app_with(|c| c.trusted_proxies = trusted).await;
+        let n = 660 + n as u32;
+        let citizen = app.citizen(n).await;
+        let d = app.open_dossier(&citizen, "cila", &cf(n)).await;
+        let r = app
+            .client
+            .get(app.url(&format!("/v1/dossiers/{}", d["id"].as_str().unwrap())))
+            .bearer_auth(&citizen)
+            .header("x-forwarded-for", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        app.services.auditor.flush().await;
+        let recorded: Vec<Option<String>> = sqlx::query_scalar(
+            "select client_address from audit_event where action = 'dossier.read'",
+        )
+        .fetch_all(app.services.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(recorded, vec![Some(expected.to_owned())], "{header}");
+    }
 }
