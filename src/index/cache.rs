@@ -191,6 +191,11 @@ impl SegmentFacets {
         self.values.get(combo).copied().unwrap_or([u64::MAX; 4])
     }
 
+    /// How many terms string facet `facet` (an index into [`STRING_FACETS`]) has.
+    pub fn term_count(&self, facet: usize) -> usize {
+        self.terms.get(facet).map_or(0, Vec::len)
+    }
+
     /// The term of string facet `facet` (an index into [`STRING_FACETS`]) with ordinal `ord`.
     pub fn term(&self, facet: usize, ord: u64) -> Option<&str> {
         self.terms

@@ -76,30 +76,44 @@ impl SegmentCollector for FacetSegment {
     }
 
     fn harvest(self) -> FacetCounts {
-        // Sum the combinations per value first: a segment has thousands of combinations of a
-        // few dozen values.
-        let mut by_value: [BTreeMap<u64, u64>; 4] = Default::default();
-        for (combo, n) in self.counts.into_iter().enumerate() {
+        // Sum the combinations per value first, in arrays indexed by term ordinal: a segment
+        // has thousands of combinations of a few dozen values.
+        let mut by_term: Vec<Vec<u64>> = (0..STRING_FACETS.len())
+            .map(|facet| vec![0; self.table.term_count(facet)])
+            .collect();
+        // Years: a handful, looked up in a short list.
+        let mut by_year: Vec<(u64, u64)> = Vec::new();
+        for (combo, &n) in self.counts.iter().enumerate() {
             if n == 0 {
                 continue;
             }
-            for (facet, value) in self.table.values(combo).into_iter().enumerate() {
-                if value != u64::MAX {
-                    *by_value[facet].entry(value).or_default() += n;
+            let values = self.table.values(combo);
+            for (counts, &ord) in by_term.iter_mut().zip(&values) {
+                if let Some(c) = usize::try_from(ord).ok().and_then(|o| counts.get_mut(o)) {
+                    *c += n;
+                }
+            }
+            let year = values[STRING_FACETS.len()];
+            if year != u64::MAX {
+                match by_year.iter_mut().find(|(y, _)| *y == year) {
+                    Some((_, c)) => *c += n,
+                    None => by_year.push((year, n)),
                 }
             }
         }
         let mut out = FacetCounts::new();
         for (facet, name) in STRING_FACETS.iter().enumerate() {
             let counts = out.entry((*name).to_owned()).or_default();
-            for (&ord, &n) in &by_value[facet] {
-                if let Some(term) = self.table.term(facet, ord) {
+            for (ord, &n) in by_term[facet].iter().enumerate() {
+                if n > 0
+                    && let Some(term) = self.table.term(facet, ord as u64)
+                {
                     *counts.entry(term.to_owned()).or_default() += n;
                 }
             }
         }
         let years = out.entry("year".to_owned()).or_default();
-        for (&year, &n) in &by_value[3] {
+        for (year, n) in by_year {
             *years.entry(year.to_string()).or_default() += n;
         }
         out

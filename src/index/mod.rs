@@ -5,6 +5,7 @@
 mod cache;
 mod facets;
 pub mod search;
+mod snippet;
 mod stem;
 
 use std::path::Path;

@@ -10,11 +10,11 @@ use tantivy::query::{
     TermQuery,
 };
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::snippet::SnippetGenerator;
 use tantivy::{DocAddress, Executor, Order, Searcher, Term};
 
 use super::cache::CachedFilter;
 use super::facets::{FacetCollector, FacetCounts};
+use super::snippet::Snippets;
 use super::{IndexError, SearchIndex, StoredDoc};
 
 /// Searches over at least this many documents run on every core.
@@ -189,8 +189,8 @@ impl SearchIndex {
                 )
             }
         };
-        let snippets = match &user_query {
-            Some(q) => Some(snippet_generator(&searcher, q.as_ref(), f.body, f.text)?),
+        let mut snippets = match &user_query {
+            Some(q) => Some(snippets_for(&searcher, q.as_ref(), f.body)?),
             None => None,
         };
         let mut hits = Vec::with_capacity(page.len());
@@ -203,16 +203,13 @@ impl SearchIndex {
                     .unwrap_or_default()
                     .to_owned()
             };
-            let snippet = match &snippets {
-                Some(g) => {
-                    let s = g.snippet_from_doc(&stored);
-                    if s.is_empty() {
-                        lead(&text_of(f.text))
-                    } else {
-                        highlight(s.fragment(), s.highlighted())
-                    }
-                }
-                None => lead(&text_of(f.text)),
+            let text = stored
+                .get_first(f.text)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let snippet = match snippets.as_mut().and_then(|s| s.best(text)) {
+                Some((passage, marks)) => highlight(passage, &marks),
+                None => lead(text),
             };
             hits.push(Hit {
                 document_id: text_of(f.doc_id),
@@ -256,38 +253,32 @@ impl SearchIndex {
     }
 }
 
-/// A snippet generator for the terms of `query` in the `searched` field, highlighting the
-/// `stored` field with the analyzer that stems only the words that could match (see
+/// The snippet finder for the terms of `query` in the `searched` field, each weighted by its
+/// rarity, with the analyzer that stems only the words that could match (see
 /// [`super::snippet_analyzer`]).
-fn snippet_generator(
+fn snippets_for(
     searcher: &tantivy::Searcher,
     query: &dyn Query,
     searched: tantivy::schema::Field,
-    stored: tantivy::schema::Field,
-) -> Result<SnippetGenerator, IndexError> {
+) -> Result<Snippets, IndexError> {
     let mut terms = std::collections::BTreeSet::new();
     query.query_terms(&mut |term, _| {
         if term.field() == searched {
             terms.insert(term.clone());
         }
     });
-    let mut weights = std::collections::BTreeMap::new();
+    let mut words = Vec::new();
     for term in terms {
         let Some(text) = term.value().as_str().map(str::to_owned) else {
             continue;
         };
         let doc_freq = searcher.doc_freq(&term)?;
         if doc_freq > 0 {
-            weights.insert(text, 1.0 / (1.0 + doc_freq as f32));
+            words.push((text, 1.0 / (1.0 + doc_freq as f32)));
         }
     }
-    let words: Vec<String> = weights.keys().cloned().collect();
-    Ok(SnippetGenerator::new(
-        weights,
-        super::snippet_analyzer(&words),
-        stored,
-        240,
-    ))
+    let stems: Vec<String> = words.iter().map(|(w, _)| w.clone()).collect();
+    Ok(Snippets::new(super::snippet_analyzer(&stems), words, 240))
 }
 
 /// The start of a text, escaped, when no passage matched (a title-only hit).
