@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 
 #[path = "common/corpus.rs"]
 mod corpus;
+#[path = "common/server.rs"]
+mod server;
 
 use fascicolo::app::{App, Services};
 use fascicolo::config::Config;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const CLIENTS: usize = 8;
 const CATALOGUE: &str = include_str!("../schema/procedures.json");
@@ -172,32 +174,19 @@ async fn upload(base: &str, token: &str, files: Vec<(String, Vec<u8>)>) -> Vec<S
             let mut dossier = String::new();
             for (n, i) in (c..files.len()).step_by(CLIENTS).enumerate() {
                 if n % 5 == 0 {
-                    let d: Value = client
-                        .post(format!("{base}/v1/dossiers"))
-                        .bearer_auth(&token)
-                        .json(&json!({"procedure": "cila", "applicant_cf": "RSSMRA85T10A562S", "subject": format!("Pratica {c} {n}")}))
-                        .send()
-                        .await
-                        .expect("dossier")
-                        .json()
-                        .await
-                        .expect("json");
-                    dossier = d["id"].as_str().expect("id").to_owned();
+                    dossier = server::open_dossier(
+                        &client,
+                        &base,
+                        &token,
+                        "cila",
+                        "RSSMRA85T10A562S",
+                        &format!("Pratica {c} {n}"),
+                    )
+                    .await;
                 }
                 let (name, bytes) = &files[i];
-                let form = reqwest::multipart::Form::new().part(
-                    "file",
-                    reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
-                );
-                let r = client
-                    .post(format!("{base}/v1/dossiers/{dossier}/documents"))
-                    .bearer_auth(&token)
-                    .multipart(form)
-                    .send()
-                    .await
-                    .expect("upload");
-                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-                let doc: Value = r.json().await.expect("json");
+                let doc =
+                    server::upload_document(&client, &base, &token, &dossier, name, bytes).await;
                 ids.push((i, doc["id"].as_str().expect("id").to_owned()));
             }
             ids

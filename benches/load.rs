@@ -860,18 +860,8 @@ async fn ingest(
                 let mut i = c;
                 while i < files.len() {
                     let (name, bytes) = &files[i];
-                    let form = reqwest::multipart::Form::new().part(
-                        "file",
-                        reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
-                    );
-                    let r = client
-                        .post(format!("{base}/v1/dossiers/{}/documents", dossiers[i / 5]))
-                        .bearer_auth(&token)
-                        .multipart(form)
-                        .send()
-                        .await
-                        .expect("upload");
-                    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+                    server::upload_document(&client, &base, &token, &dossiers[i / 5], name, bytes)
+                        .await;
                     i += clients;
                 }
             }));

@@ -387,7 +387,16 @@ impl Caller {
         };
         let tenant = self.user.tenant.clone();
         let cf = cf.as_str().to_owned();
-        let mut sql = Sql::new("select d.id from dossier d where d.tenant = ");
+        // One row with the ids joined: a busy professional has hundreds of dossiers, and each
+        // row of a result is a hand-off from the connection's thread (dossier ids never hold
+        // a comma).
+        let joined = match db.backend() {
+            crate::db::Backend::Sqlite => "group_concat(id, ',')",
+            crate::db::Backend::Postgres => "string_agg(id, ',')",
+        };
+        let mut sql = Sql::new(&format!(
+            "select {joined} from (select d.id as id from dossier d where d.tenant = "
+        ));
         sql.bind(tenant.clone())
             .push(" and d.applicant_cf = ")
             .bind(cf.clone());
@@ -395,13 +404,19 @@ impl Caller {
             // Dossier ids are unique across tenants, and the search ANDs the tenant anyway:
             // this half reads the professional's delegations through their index alone.
             // `union all`: the caller sorts and dedups the ids anyway.
-            sql.push(" union all select g.dossier_id from delegation g where g.professional_cf = ")
-                .bind(cf)
-                .push(" and g.revoked_at is null and (g.valid_until is null or g.valid_until > ")
-                .bind(now_ms())
-                .push(")");
+            sql.push(
+                " union all select g.dossier_id as id from delegation g where g.professional_cf = ",
+            )
+            .bind(cf)
+            .push(" and g.revoked_at is null and (g.valid_until is null or g.valid_until > ")
+            .bind(now_ms())
+            .push(")");
         }
-        Ok(sql.query_scalar().fetch_all(db.pool()).await?)
+        sql.push(") member");
+        let ids: Option<String> = sql.query_scalar().fetch_one(db.pool()).await?;
+        Ok(ids
+            .map(|ids| ids.split(',').map(str::to_owned).collect())
+            .unwrap_or_default())
     }
 }
 

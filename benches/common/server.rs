@@ -7,6 +7,56 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Opens a dossier at the desk of the server at `base` as `token` (staff) and returns its id.
+pub async fn open_dossier(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    procedure: &str,
+    applicant_cf: &str,
+    subject: &str,
+) -> String {
+    let dossier: serde_json::Value = client
+        .post(format!("{base}/v1/dossiers"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "procedure": procedure,
+            "applicant_cf": applicant_cf,
+            "subject": subject
+        }))
+        .send()
+        .await
+        .expect("dossier")
+        .json()
+        .await
+        .expect("json");
+    dossier["id"].as_str().expect("dossier id").to_owned()
+}
+
+/// Uploads `bytes` as `name` into `dossier` on the server at `base`; returns the document.
+pub async fn upload_document(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    dossier: &str,
+    name: &str,
+    bytes: &[u8],
+) -> serde_json::Value {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_owned()),
+    );
+    let r = client
+        .post(format!("{base}/v1/dossiers/{dossier}/documents"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    r.json().await.expect("json")
+}
+
 /// A running `fascicolo serve`; killed when dropped.
 pub struct Server {
     /// The process.
@@ -34,21 +84,7 @@ impl Server {
         applicant_cf: &str,
         subject: &str,
     ) -> String {
-        let dossier: serde_json::Value = client
-            .post(format!("{}/v1/dossiers", self.base))
-            .bearer_auth(token)
-            .json(&serde_json::json!({
-                "procedure": procedure,
-                "applicant_cf": applicant_cf,
-                "subject": subject
-            }))
-            .send()
-            .await
-            .expect("dossier")
-            .json()
-            .await
-            .expect("json");
-        dossier["id"].as_str().expect("dossier id").to_owned()
+        open_dossier(client, &self.base, token, procedure, applicant_cf, subject).await
     }
 
     /// Starts the server over `data_dir` on a free port, with extra environment `env`, and
