@@ -152,7 +152,7 @@ impl FromRequestParts<Services> for ClientAddress {
 /// address of `X-Forwarded-For` (all such headers, in order) that is not a trusted proxy, or
 /// the first one if all are. A malformed entry ends the walk: what is left of it cannot be
 /// trusted.
-pub fn client_ip(
+fn client_ip(
     peer: std::net::IpAddr,
     headers: &axum::http::HeaderMap,
     trusted: &[ipnet::IpNet],
@@ -162,13 +162,14 @@ pub fn client_ip(
     if !is_trusted(&client) {
         return client;
     }
-    let hops: Vec<&str> = headers
+    // Right to left: the last header first, each one's entries from its end.
+    let hops = headers
         .get_all("x-forwarded-for")
         .iter()
+        .rev()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
-    for hop in hops.iter().rev() {
+        .flat_map(|v| v.rsplit(','));
+    for hop in hops {
         let hop = hop.trim();
         let Some(ip) = hop
             .parse::<std::net::IpAddr>()

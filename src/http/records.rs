@@ -403,8 +403,8 @@ async fn export(
             .await
             .map_err(|e| ApiError::Internal(e.into()))?;
     let staff_view = matches!(caller.role(), Role::Staff | Role::Auditor);
-    // (path in the archive, stored blob, size, SHA-256) of every document version.
-    let mut blobs: Vec<(String, ContentHash, u64)> = Vec::new();
+    // Every file of the archive, by its path in it.
+    let mut entries: Vec<(String, Entry)> = Vec::new();
     let mut manifest_docs = Vec::new();
     for d in documents_with_versions(&services, &caller, id).await? {
         let mut versions = Vec::new();
@@ -416,7 +416,10 @@ async fn export(
                 v.filename.replace(['/', '\\'], "_")
             );
             let hash = ContentHash::parse(&v.sha256).map_err(|e| ApiError::Internal(e.into()))?;
-            blobs.push((path.clone(), hash, u64::try_from(v.size).unwrap_or(0)));
+            entries.push((
+                path.clone(),
+                Entry::Blob(hash, u64::try_from(v.size).unwrap_or(0)),
+            ));
             versions.push(ExportVersion {
                 version: v.version,
                 path,
@@ -459,10 +462,6 @@ async fn export(
     });
     // Files in path order, the checksums last; a document's checksum is its content address,
     // which the stream below checks against the bytes as it reads them.
-    let mut entries: Vec<(String, Entry)> = blobs
-        .into_iter()
-        .map(|(path, hash, size)| (path, Entry::Blob(hash, size)))
-        .collect();
     entries.push(("manifest.json".into(), Entry::Bytes(pretty(&manifest))));
     entries.push(("history.json".into(), Entry::Bytes(pretty(&history))));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
