@@ -350,14 +350,24 @@ impl Auditor {
 
     /// Hands an event over and returns at once: the request can go on with its work while
     /// the event is written, and must wait for [`Receipt::durable`] before it answers.
-    pub async fn submit(&self, mut event: AuditEvent) -> Result<Receipt, AuditUnavailable> {
-        event.at.get_or_insert_with(now_ms);
-        let (ack, done) = oneshot::channel();
+    pub async fn submit(&self, event: AuditEvent) -> Result<Receipt, AuditUnavailable> {
+        let (pending, receipt) = Receipt::new(event);
         self.queue
-            .send((event, ack))
+            .send(pending)
             .await
             .map_err(|_| AuditUnavailable)?;
-        Ok(Receipt(done))
+        Ok(receipt)
+    }
+
+    /// [`Auditor::submit`] from a thread that may block (never from async code): a search
+    /// hands its event over on the thread that ran it, so the journal's write starts while
+    /// the result travels back.
+    pub fn submit_blocking(&self, event: AuditEvent) -> Result<Receipt, AuditUnavailable> {
+        let (pending, receipt) = Receipt::new(event);
+        self.queue
+            .blocking_send(pending)
+            .map_err(|_| AuditUnavailable)?;
+        Ok(receipt)
     }
 }
 
@@ -366,6 +376,13 @@ impl Auditor {
 pub struct Receipt(oneshot::Receiver<Result<(), ()>>);
 
 impl Receipt {
+    /// `event`, stamped with the time if it has none, ready to queue, and its receipt.
+    fn new(mut event: AuditEvent) -> (Pending, Self) {
+        event.at.get_or_insert_with(now_ms);
+        let (ack, done) = oneshot::channel();
+        ((event, ack), Self(done))
+    }
+
     /// Waits until the event is durably recorded.
     pub async fn durable(self) -> Result<(), AuditUnavailable> {
         match self.0.await {

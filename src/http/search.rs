@@ -1,8 +1,9 @@
 //! `GET /v1/search`: full-text search over the documents the caller may read.
 
-use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
@@ -81,7 +82,7 @@ async fn search(
     caller: Caller,
     client: super::extract::ClientAddress,
     ApiQuery(query): ApiQuery<SearchQuery>,
-) -> Result<Json<SearchResult>, ApiError> {
+) -> Result<Response, ApiError> {
     let index = services
         .index
         .clone()
@@ -152,23 +153,30 @@ async fn search(
     let permission = caller
         .search_permission(&services.db, index.fields())
         .await?;
-    let result = tokio::task::spawn_blocking(move || index.search(&request, permission))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    match result {
-        Ok(r) => {
-            super::audit_read(
-                &services,
-                &caller,
-                &client,
-                "search",
-                "search".to_owned(),
-                None,
-                true,
-                serde_json::json!({ "query": audit_q, "filters": audit_filters, "total": r.total }),
-            )
-            .await?;
-            Ok(Json(r))
+    // The search, its audit event and the response body are made on one blocking thread:
+    // the journal starts writing the event while the body is serialised and travels back.
+    let auditor = services.auditor.clone();
+    let actor = crate::audit::Actor::of(&caller, client.0.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let result = index.search(&request, permission)?;
+        let detail =
+            serde_json::json!({ "query": audit_q, "filters": audit_filters, "total": result.total });
+        let receipt =
+            auditor.submit_blocking(actor.event("search", "search".to_owned(), None, "ok", detail));
+        let body = serde_json::to_vec(&result);
+        Ok::<_, IndexError>((receipt, body))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    match done {
+        Ok((receipt, body)) => {
+            receipt
+                .map_err(|e| ApiError::Internal(e.into()))?
+                .durable()
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            let body = body.map_err(|e| ApiError::Internal(e.into()))?;
+            Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
         }
         Err(IndexError::Query(message)) => Err(bad(message)),
         Err(e) => Err(ApiError::Internal(e.into())),
