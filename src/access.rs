@@ -323,57 +323,64 @@ impl Caller {
         let tenant_wide = |query| Permission {
             query,
             cache_key: Some(format!("tenant\0{tenant_id}")),
+            narrow: false,
         };
-        let (scope, cache_key): (Box<dyn Query>, Option<String>) = match self.user.role {
-            Role::Auditor => return Ok(tenant_wide(tenant)),
-            Role::Staff if self.user.all_offices => return Ok(tenant_wide(tenant)),
-            Role::Admin => {
-                return Ok(Permission {
-                    query: Box::new(EmptyQuery),
-                    cache_key: None,
-                });
-            }
-            Role::Staff => {
-                let mut offices: Vec<String> = self
-                    .user
-                    .offices
-                    .iter()
-                    .map(|o| o.as_str().to_owned())
-                    .collect();
-                offices.sort();
-                offices.dedup();
-                let key = format!("offices\0{tenant_id}\0{}", offices.join("\0"));
-                (any_of(fields.office, offices), Some(key))
-            }
-            Role::Citizen | Role::Professional => {
-                let mut ids = self.member_dossiers(db).await?;
-                if ids.is_empty() {
+        let (scope, cache_key, narrow): (Box<dyn Query>, Option<String>, bool) =
+            match self.user.role {
+                Role::Auditor => return Ok(tenant_wide(tenant)),
+                Role::Staff if self.user.all_offices => return Ok(tenant_wide(tenant)),
+                Role::Admin => {
                     return Ok(Permission {
                         query: Box::new(EmptyQuery),
                         cache_key: None,
+                        narrow: true,
                     });
                 }
-                ids.sort();
-                ids.dedup();
-                // A few dossiers are a few term look-ups: cheaper than a filter per segment.
-                let key = (ids.len() > CACHED_FROM_DOSSIERS)
-                    .then(|| format!("dossiers\0{tenant_id}\0{}", ids.join("\0")));
-                let query = Box::new(BooleanQuery::new(vec![
-                    (Occur::Must, any_of(fields.dossier_id, ids)),
-                    (
-                        Occur::Must,
-                        term(fields.visibility, Visibility::Public.as_str()),
-                    ),
-                ]));
-                (query, key)
-            }
-        };
+                Role::Staff => {
+                    let mut offices: Vec<String> = self
+                        .user
+                        .offices
+                        .iter()
+                        .map(|o| o.as_str().to_owned())
+                        .collect();
+                    offices.sort();
+                    offices.dedup();
+                    let key = format!("offices\0{tenant_id}\0{}", offices.join("\0"));
+                    (any_of(fields.office, offices), Some(key), false)
+                }
+                Role::Citizen | Role::Professional => {
+                    let mut ids = self.member_dossiers(db).await?;
+                    if ids.is_empty() {
+                        return Ok(Permission {
+                            query: Box::new(EmptyQuery),
+                            cache_key: None,
+                            narrow: true,
+                        });
+                    }
+                    ids.sort();
+                    ids.dedup();
+                    // A few dossiers are a few term look-ups: cheaper than a filter per
+                    // segment, and their documents too few to be worth spreading over the
+                    // cores.
+                    let few = ids.len() <= CACHED_FROM_DOSSIERS;
+                    let key = (!few).then(|| format!("dossiers\0{tenant_id}\0{}", ids.join("\0")));
+                    let query = Box::new(BooleanQuery::new(vec![
+                        (Occur::Must, any_of(fields.dossier_id, ids)),
+                        (
+                            Occur::Must,
+                            term(fields.visibility, Visibility::Public.as_str()),
+                        ),
+                    ]));
+                    (query, key, few)
+                }
+            };
         Ok(Permission {
             query: Box::new(BooleanQuery::new(vec![
                 (Occur::Must, tenant),
                 (Occur::Must, scope),
             ])),
             cache_key,
+            narrow,
         })
     }
 

@@ -358,12 +358,27 @@ impl BlobStore {
     }
 }
 
-/// Renames a fully written file into place and makes the rename durable.
+/// Renames a fully written and fsynced file into place and makes the rename durable: the
+/// file's data is already on disk, so what must last is its directory entry, and the entries
+/// of the directories created for it (`sha256/ab/cd/` exist for all but the first blobs of a
+/// store, so this is one directory fsync, not one per level).
 async fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
-    let parent = to.parent().ok_or_else(|| io::Error::other("no parent"))?;
-    tokio::fs::create_dir_all(parent).await?;
-    tokio::fs::rename(from, to).await?;
-    sync_path(to).await
+    let (from, to) = (from.to_owned(), to.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let parent = to.parent().ok_or_else(|| io::Error::other("no parent"))?;
+        let created: Vec<&Path> = parent.ancestors().take_while(|dir| !dir.exists()).collect();
+        std::fs::create_dir_all(parent)?;
+        std::fs::rename(&from, &to)?;
+        std::fs::File::open(parent)?.sync_all()?;
+        for dir in created {
+            if let Some(above) = dir.parent() {
+                std::fs::File::open(above)?.sync_all()?;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// fsyncs a file and its directory chain up to the blob root, so a crash after the

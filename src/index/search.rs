@@ -88,6 +88,9 @@ pub struct Permission {
     pub query: Box<dyn Query>,
     /// For broad or costly permissions: the role, tenant and scope it was built from.
     pub cache_key: Option<String>,
+    /// The permission admits only the documents of a few dossiers: a search over so few is
+    /// cheaper on the calling thread than handed to every core.
+    pub narrow: bool,
 }
 
 impl SearchIndex {
@@ -115,6 +118,7 @@ impl SearchIndex {
         // The permission and the filters select; only the user's words score.
         let filter =
             |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(ConstScoreQuery::new(q, 0.0)) };
+        let parallel = !permission.narrow && searcher.num_docs() >= PARALLEL_FROM_DOCS;
         let permission: Box<dyn Query> = match permission.cache_key {
             Some(key) => Box::new(CachedFilter::new(
                 &key,
@@ -168,8 +172,12 @@ impl SearchIndex {
         };
         let (total, facets, page): (usize, FacetCounts, Vec<(f32, DocAddress)>) = match sort {
             SortBy::Relevance => {
-                let (total, facets, hits) =
-                    self.run(&searcher, &query, &(Count, facets, top.order_by_score()))?;
+                let (total, facets, hits) = self.run(
+                    &searcher,
+                    &query,
+                    &(Count, facets, top.order_by_score()),
+                    parallel,
+                )?;
                 (total, facets, hits)
             }
             SortBy::Date => {
@@ -181,6 +189,7 @@ impl SearchIndex {
                         facets,
                         top.order_by_fast_field::<i64>("date", Order::Desc),
                     ),
+                    parallel,
                 )?;
                 (
                     total,
@@ -230,16 +239,17 @@ impl SearchIndex {
 }
 
 impl SearchIndex {
-    /// Runs `collector` over `query`: segment by segment on the calling thread for a small
-    /// index, where handing work to other threads costs more than it saves, and on every core
-    /// for a large one.
+    /// Runs `collector` over `query`: on every core when `parallel` (a large index and a broad
+    /// permission), otherwise segment by segment on the calling thread, where handing work to
+    /// other threads costs more than it saves.
     fn run<C: Collector>(
         &self,
         searcher: &Searcher,
         query: &dyn Query,
         collector: &C,
+        parallel: bool,
     ) -> tantivy::Result<C::Fruit> {
-        let executor = if searcher.num_docs() >= PARALLEL_FROM_DOCS {
+        let executor = if parallel {
             &self.parallel
         } else {
             &Executor::SingleThread
