@@ -23,8 +23,41 @@ pub struct FacetCollector<'a> {
 
 pub struct FacetSegment {
     table: Arc<SegmentFacets>,
-    /// Matches per combination of values.
-    counts: Vec<u64>,
+    /// Matches per combination of values (all zero when taken from [`SPARE`], and again when
+    /// given back).
+    counts: Vec<u32>,
+    /// The combinations counted, in the order first met: a narrow search sums these few
+    /// instead of every combination of the segment.
+    touched: Vec<u32>,
+}
+
+/// Spare count arrays of earlier searches on this thread, all zero. A segment has thousands
+/// of combinations: allocating and zeroing an array for each segment of each search cost
+/// more than a narrow search's counting.
+const SPARE_ARRAYS: usize = 16;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Vec<u32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn zeroed(len: usize) -> Vec<u32> {
+    let mut counts = SPARE
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_default();
+    counts.resize(len, 0);
+    counts
+}
+
+fn give_back(mut counts: Vec<u32>, touched: &[u32]) {
+    for &combo in touched {
+        counts[combo as usize] = 0;
+    }
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_ARRAYS {
+            spare.push(counts);
+        }
+    });
 }
 
 impl Collector for FacetCollector<'_> {
@@ -38,7 +71,8 @@ impl Collector for FacetCollector<'_> {
     ) -> tantivy::Result<FacetSegment> {
         let table = self.caches.facets(segment)?;
         Ok(FacetSegment {
-            counts: vec![0; table.combinations()],
+            counts: zeroed(table.combinations()),
+            touched: Vec::new(),
             table,
         })
     }
@@ -66,11 +100,12 @@ impl SegmentCollector for FacetSegment {
 
     #[inline]
     fn collect(&mut self, doc: DocId, _: Score) {
-        if let Some(c) = self
-            .table
-            .combo_of(doc)
-            .and_then(|combo| self.counts.get_mut(combo))
+        if let Some(combo) = self.table.combo_of(doc)
+            && let Some(c) = self.counts.get_mut(combo)
         {
+            if *c == 0 {
+                self.touched.push(combo as u32);
+            }
             *c += 1;
         }
     }
@@ -83,10 +118,9 @@ impl SegmentCollector for FacetSegment {
             .collect();
         // Years: a handful, looked up in a short list.
         let mut by_year: Vec<(u64, u64)> = Vec::new();
-        for (combo, &n) in self.counts.iter().enumerate() {
-            if n == 0 {
-                continue;
-            }
+        for &combo in &self.touched {
+            let combo = combo as usize;
+            let n = u64::from(self.counts[combo]);
             let values = self.table.values(combo);
             for (counts, &ord) in by_term.iter_mut().zip(&values) {
                 if let Some(c) = usize::try_from(ord).ok().and_then(|o| counts.get_mut(o)) {
@@ -116,6 +150,92 @@ impl SegmentCollector for FacetSegment {
         for (year, n) in by_year {
             *years.entry(year.to_string()).or_default() += n;
         }
+        give_back(self.counts, &self.touched);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::query::AllQuery;
+
+    use crate::index::search::{Permission, SearchRequest};
+    use crate::index::{IndexedDoc, SearchIndex};
+
+    fn doc(i: usize) -> IndexedDoc {
+        IndexedDoc {
+            doc_id: format!("d{i}"),
+            dossier_id: format!("p{i}"),
+            dossier_number: format!("{i}"),
+            tenant: "t".into(),
+            office: "o".into(),
+            procedure: format!("proc{}", i % 3),
+            kind: if i.is_multiple_of(2) {
+                "plan"
+            } else {
+                "application"
+            }
+            .into(),
+            status: "submitted".into(),
+            visibility: "public".into(),
+            year: 2020 + (i % 4) as u64,
+            date_ms: i as i64,
+            title: format!("documento {i}"),
+            text: if i.is_multiple_of(5) {
+                "tettoia facciata"
+            } else {
+                "facciata"
+            }
+            .into(),
+        }
+    }
+
+    #[test]
+    fn counts_are_exact_search_after_search_on_one_thread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SearchIndex::open(dir.path()).expect("index");
+        let docs: Vec<IndexedDoc> = (0..300).map(doc).collect();
+        for d in &docs {
+            index.add(d).expect("added");
+        }
+        index.commit(1).expect("committed");
+        let facets = |q: &str| {
+            let request = SearchRequest {
+                q: q.to_owned(),
+                limit: 10,
+                ..SearchRequest::default()
+            };
+            let permission = Permission {
+                query: Box::new(AllQuery),
+                cache_key: None,
+                narrow: false,
+            };
+            index.search(&request, permission).expect("searched").facets
+        };
+        let expected = |pick: &dyn Fn(&IndexedDoc) -> bool| {
+            let mut out = super::FacetCounts::new();
+            for d in docs.iter().filter(|d| pick(d)) {
+                for (facet, value) in [
+                    ("procedure", d.procedure.clone()),
+                    ("kind", d.kind.clone()),
+                    ("status", d.status.clone()),
+                    ("year", d.year.to_string()),
+                ] {
+                    *out.entry(facet.to_owned())
+                        .or_default()
+                        .entry(value)
+                        .or_default() += 1;
+                }
+            }
+            out
+        };
+        let all = expected(&|_| true);
+        let some = expected(&|d| d.text.contains("tettoia"));
+        // Each search reuses the count arrays the one before gave back.
+        for _ in 0..3 {
+            assert_eq!(facets("facciata"), all);
+            assert_eq!(facets("tettoia"), some);
+            assert!(facets("nessuna").values().all(|counts| counts.is_empty()));
+        }
     }
 }
