@@ -24,12 +24,15 @@ pub struct FacetCollector<'a> {
 pub struct FacetSegment {
     table: Arc<SegmentFacets>,
     /// Matches per combination of values (all zero when taken from [`SPARE`], and again when
-    /// given back).
+    /// given back by the harvest).
     counts: Vec<u32>,
-    /// The combinations counted, in the order first met: a narrow search sums these few
-    /// instead of every combination of the segment.
-    touched: Vec<u32>,
+    /// The combinations of the first [`FEW`] matches, repeats included: a search with no
+    /// more matches than that sums these instead of every combination of the segment.
+    few: Vec<u32>,
 }
+
+/// Matches up to which a segment's facets are summed from the matches' own combinations.
+const FEW: usize = 1024;
 
 /// Spare count arrays of earlier searches on this thread, all zero. A segment has thousands
 /// of combinations: allocating and zeroing an array for each segment of each search cost
@@ -48,10 +51,8 @@ fn zeroed(len: usize) -> Vec<u32> {
     counts
 }
 
-fn give_back(mut counts: Vec<u32>, touched: &[u32]) {
-    for &combo in touched {
-        counts[combo as usize] = 0;
-    }
+/// Keeps `counts`, all zero again, for a later search on this thread.
+fn give_back(counts: Vec<u32>) {
     SPARE.with(|spare| {
         let mut spare = spare.borrow_mut();
         if spare.len() < SPARE_ARRAYS {
@@ -72,7 +73,7 @@ impl Collector for FacetCollector<'_> {
         let table = self.caches.facets(segment)?;
         Ok(FacetSegment {
             counts: zeroed(table.combinations()),
-            touched: Vec::new(),
+            few: Vec::new(),
             table,
         })
     }
@@ -103,10 +104,10 @@ impl SegmentCollector for FacetSegment {
         if let Some(combo) = self.table.combo_of(doc)
             && let Some(c) = self.counts.get_mut(combo)
         {
-            if *c == 0 {
-                self.touched.push(combo as u32);
-            }
             *c += 1;
+            if self.few.len() < FEW {
+                self.few.push(combo as u32);
+            }
         }
     }
 
@@ -118,9 +119,7 @@ impl SegmentCollector for FacetSegment {
             .collect();
         // Years: a handful, looked up in a short list.
         let mut by_year: Vec<(u64, u64)> = Vec::new();
-        for &combo in &self.touched {
-            let combo = combo as usize;
-            let n = u64::from(self.counts[combo]);
+        let mut add = |combo: usize, n: u64| {
             let values = self.table.values(combo);
             for (counts, &ord) in by_term.iter_mut().zip(&values) {
                 if let Some(c) = usize::try_from(ord).ok().and_then(|o| counts.get_mut(o)) {
@@ -134,6 +133,26 @@ impl SegmentCollector for FacetSegment {
                     None => by_year.push((year, n)),
                 }
             }
+        };
+        // A narrow search sums the combinations of its few matches (zeroing each once summed,
+        // which skips repeats and leaves the array as it was found); a broad one reads every
+        // combination in order, which the caches follow.
+        let mut counts = self.counts;
+        if self.few.len() < FEW {
+            for &combo in &self.few {
+                let c = &mut counts[combo as usize];
+                if *c > 0 {
+                    add(combo as usize, u64::from(*c));
+                    *c = 0;
+                }
+            }
+        } else {
+            for (combo, &n) in counts.iter().enumerate() {
+                if n > 0 {
+                    add(combo, u64::from(n));
+                }
+            }
+            counts.fill(0);
         }
         let mut out = FacetCounts::new();
         for (facet, name) in STRING_FACETS.iter().enumerate() {
@@ -150,7 +169,7 @@ impl SegmentCollector for FacetSegment {
         for (year, n) in by_year {
             *years.entry(year.to_string()).or_default() += n;
         }
-        give_back(self.counts, &self.touched);
+        give_back(counts);
         out
     }
 }
@@ -194,7 +213,7 @@ mod tests {
     fn counts_are_exact_search_after_search_on_one_thread() {
         let dir = tempfile::tempdir().expect("temp dir");
         let index = SearchIndex::open(dir.path()).expect("index");
-        let docs: Vec<IndexedDoc> = (0..300).map(doc).collect();
+        let docs: Vec<IndexedDoc> = (0..1500).map(doc).collect();
         for d in &docs {
             index.add(d).expect("added");
         }
@@ -231,7 +250,8 @@ mod tests {
         };
         let all = expected(&|_| true);
         let some = expected(&|d| d.text.contains("tettoia"));
-        // Each search reuses the count arrays the one before gave back.
+        // Each search reuses the count arrays the one before gave back: 1 500 matches are
+        // summed from every combination, 300 from their own, none from nothing.
         for _ in 0..3 {
             assert_eq!(facets("facciata"), all);
             assert_eq!(facets("tettoia"), some);

@@ -6,8 +6,8 @@ use std::ops::Bound;
 use serde::Serialize;
 use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, QueryParser, RangeQuery,
-    TermQuery,
+    AllQuery, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, PhraseQuery, Query, QueryParser,
+    RangeQuery, TermQuery,
 };
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, Executor, Order, Searcher, Term};
@@ -17,8 +17,10 @@ use super::facets::{FacetCollector, FacetCounts};
 use super::snippet::Snippets;
 use super::{IndexError, SearchIndex, StoredDoc};
 
-/// Searches over at least this many documents run on every core.
+/// Searches over at least this many documents run on every core...
 const PARALLEL_FROM_DOCS: u64 = 100_000;
+/// ...unless the query can match fewer than this many.
+const PARALLEL_FROM_MATCHES: u64 = 10_000;
 
 /// How hits are ordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +120,22 @@ impl SearchIndex {
         // The permission and the filters select; only the user's words score.
         let filter =
             |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(ConstScoreQuery::new(q, 0.0)) };
-        let parallel = !permission.narrow && searcher.num_docs() >= PARALLEL_FROM_DOCS;
+        // A search bound to few documents by a rare word or a selective filter is cheaper on
+        // the calling thread, whoever the caller.
+        let mut least = match &user_query {
+            Some(q) => most_matches(&searcher, q.as_ref())?,
+            None => None,
+        };
+        let mut narrow_to = |df: u64| least = Some(least.map_or(df, |l: u64| l.min(df)));
+        for (name, value) in &request.terms {
+            let field = self.index().schema().get_field(name)?;
+            narrow_to(searcher.doc_freq(&Term::from_field_text(field, value))?);
+        }
+        if let Some(year) = request.year {
+            narrow_to(searcher.doc_freq(&Term::from_field_u64(f.year, year))?);
+        }
+        let few = least.is_some_and(|n| n < PARALLEL_FROM_MATCHES);
+        let parallel = !permission.narrow && !few && searcher.num_docs() >= PARALLEL_FROM_DOCS;
         let permission: Box<dyn Query> = match permission.cache_key {
             Some(key) => Box::new(CachedFilter::new(
                 &key,
@@ -261,6 +278,45 @@ impl SearchIndex {
             EnableScoring::enabled_from_searcher(searcher),
         )
     }
+}
+
+/// At most how many documents `query` matches, when the rarest term every match must hold
+/// says so (no bound through an OR).
+fn most_matches(searcher: &Searcher, query: &dyn Query) -> tantivy::Result<Option<u64>> {
+    if let Some(term) = query.downcast_ref::<TermQuery>() {
+        return Ok(Some(searcher.doc_freq(term.term())?));
+    }
+    let must: Vec<&dyn Query> = if let Some(phrase) = query.downcast_ref::<PhraseQuery>() {
+        let mut least: Option<u64> = None;
+        for term in phrase.phrase_terms() {
+            let df = searcher.doc_freq(&term)?;
+            least = Some(least.map_or(df, |l| l.min(df)));
+        }
+        return Ok(least);
+    } else if let Some(boolean) = query.downcast_ref::<BooleanQuery>() {
+        if boolean
+            .clauses()
+            .iter()
+            .any(|(occur, _)| *occur == Occur::Should)
+        {
+            return Ok(None);
+        }
+        boolean
+            .clauses()
+            .iter()
+            .filter(|(occur, _)| *occur == Occur::Must)
+            .map(|(_, q)| q.as_ref())
+            .collect()
+    } else {
+        return Ok(None);
+    };
+    let mut least: Option<u64> = None;
+    for q in must {
+        if let Some(n) = most_matches(searcher, q)? {
+            least = Some(least.map_or(n, |l| l.min(n)));
+        }
+    }
+    Ok(least)
 }
 
 /// The snippet finder for the terms of `query` in the `searched` field, each weighted by its
