@@ -120,22 +120,29 @@ impl SearchIndex {
         // The permission and the filters select; only the user's words score.
         let filter =
             |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(ConstScoreQuery::new(q, 0.0)) };
-        // A search bound to few documents by a rare word or a selective filter is cheaper on
-        // the calling thread, whoever the caller.
-        let mut least = match &user_query {
-            Some(q) => most_matches(&searcher, q.as_ref())?,
-            None => None,
-        };
-        let mut narrow_to = |df: u64| least = Some(least.map_or(df, |l: u64| l.min(df)));
+        // Exact-match filters: the procedure, kind, status, office, dossier and year.
+        let mut filter_terms = Vec::with_capacity(request.terms.len() + 1);
         for (name, value) in &request.terms {
             let field = self.index().schema().get_field(name)?;
-            narrow_to(searcher.doc_freq(&Term::from_field_text(field, value))?);
+            filter_terms.push(Term::from_field_text(field, value));
         }
         if let Some(year) = request.year {
-            narrow_to(searcher.doc_freq(&Term::from_field_u64(f.year, year))?);
+            filter_terms.push(Term::from_field_u64(f.year, year));
         }
-        let few = least.is_some_and(|n| n < PARALLEL_FROM_MATCHES);
-        let parallel = !permission.narrow && !few && searcher.num_docs() >= PARALLEL_FROM_DOCS;
+        // A large index is searched on every core, unless the permission or the rarest term
+        // every match must hold (a word or a filter) leaves few documents to look at.
+        let parallel = !permission.narrow
+            && searcher.num_docs() >= PARALLEL_FROM_DOCS
+            && !{
+                let mut least = match &user_query {
+                    Some(q) => most_matches(&searcher, q.as_ref())?,
+                    None => None,
+                };
+                for term in &filter_terms {
+                    least = fewest(least, searcher.doc_freq(term)?);
+                }
+                least.is_some_and(|n| n < PARALLEL_FROM_MATCHES)
+            };
         let permission: Box<dyn Query> = match permission.cache_key {
             Some(key) => Box::new(CachedFilter::new(
                 &key,
@@ -149,23 +156,10 @@ impl SearchIndex {
             Some(q) => clauses.push((Occur::Must, q.box_clone())),
             None => clauses.push((Occur::Must, Box::new(AllQuery))),
         }
-        for (name, value) in &request.terms {
-            let field = self.index().schema().get_field(name)?;
+        for term in filter_terms {
             clauses.push((
                 Occur::Must,
-                filter(Box::new(TermQuery::new(
-                    Term::from_field_text(field, value),
-                    IndexRecordOption::Basic,
-                ))),
-            ));
-        }
-        if let Some(year) = request.year {
-            clauses.push((
-                Occur::Must,
-                filter(Box::new(TermQuery::new(
-                    Term::from_field_u64(f.year, year),
-                    IndexRecordOption::Basic,
-                ))),
+                filter(Box::new(TermQuery::new(term, IndexRecordOption::Basic))),
             ));
         }
         if request.from_ms.is_some() || request.to_ms.is_some() {
@@ -283,40 +277,32 @@ impl SearchIndex {
 /// At most how many documents `query` matches, when the rarest term every match must hold
 /// says so (no bound through an OR).
 fn most_matches(searcher: &Searcher, query: &dyn Query) -> tantivy::Result<Option<u64>> {
+    let mut least = None;
     if let Some(term) = query.downcast_ref::<TermQuery>() {
-        return Ok(Some(searcher.doc_freq(term.term())?));
-    }
-    let must: Vec<&dyn Query> = if let Some(phrase) = query.downcast_ref::<PhraseQuery>() {
-        let mut least: Option<u64> = None;
+        least = Some(searcher.doc_freq(term.term())?);
+    } else if let Some(phrase) = query.downcast_ref::<PhraseQuery>() {
         for term in phrase.phrase_terms() {
-            let df = searcher.doc_freq(&term)?;
-            least = Some(least.map_or(df, |l| l.min(df)));
+            least = fewest(least, searcher.doc_freq(&term)?);
         }
-        return Ok(least);
     } else if let Some(boolean) = query.downcast_ref::<BooleanQuery>() {
-        if boolean
-            .clauses()
-            .iter()
-            .any(|(occur, _)| *occur == Occur::Should)
-        {
-            return Ok(None);
-        }
-        boolean
-            .clauses()
-            .iter()
-            .filter(|(occur, _)| *occur == Occur::Must)
-            .map(|(_, q)| q.as_ref())
-            .collect()
-    } else {
-        return Ok(None);
-    };
-    let mut least: Option<u64> = None;
-    for q in must {
-        if let Some(n) = most_matches(searcher, q)? {
-            least = Some(least.map_or(n, |l| l.min(n)));
+        for (occur, clause) in boolean.clauses() {
+            match occur {
+                Occur::Should => return Ok(None),
+                Occur::Must => {
+                    if let Some(n) = most_matches(searcher, clause.as_ref())? {
+                        least = fewest(least, n);
+                    }
+                }
+                Occur::MustNot => {}
+            }
         }
     }
     Ok(least)
+}
+
+/// The smaller of a bound, if any, and `n`.
+fn fewest(least: Option<u64>, n: u64) -> Option<u64> {
+    Some(least.map_or(n, |l| l.min(n)))
 }
 
 /// The snippet finder for the terms of `query` in the `searched` field, each weighted by its
