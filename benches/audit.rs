@@ -1,9 +1,10 @@
 //! What the audit trail costs per search and per download under concurrent load.
 //!
-//! The release server runs in-process on 127.0.0.1 twice over the same data: once as it always
-//! runs (every read waits until its audit record is fsynced in the journal, with group commit),
-//! once with an auditor that records nothing. Eight clients replay the same bounded mix of
-//! searches and downloads against each; the difference of the medians is the audit's cost.
+//! The release server runs in-process on 127.0.0.1 over the same data, started in turn as it
+//! always runs (every read waits until its audit record is fsynced in the journal, with group
+//! commit) and with an auditor that records nothing, for several rounds whose order alternates.
+//! Eight clients replay the same bounded mix of searches and downloads against each; the
+//! difference of the medians over all rounds is the audit's cost.
 //!
 //! Three workloads, from the smallest requests a server answers to the documents a desk keeps:
 //! - 160 short texts (1.8 KB, five repeated words), searched and downloaded;
@@ -291,13 +292,40 @@ fn scans(count: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// A server over the data in `dir`: audited as it always runs (every read waits for its
+/// record in the fsynced journal), or with an auditor that records nothing.
+async fn serve(dir: &std::path::Path, audited: bool) -> Running {
+    let mut services = Services::open(config(dir)).await.expect("services");
+    services.auditor = if audited {
+        fascicolo::audit::Auditor::start_journaled(services.db.clone(), &dir.join("audit"))
+            .expect("journal")
+    } else {
+        fascicolo::audit::Auditor::discarding_for_benchmarks()
+    };
+    start(services).await
+}
+
+async fn stop(running: Running) {
+    let _ = running.stop.send(());
+    let _ = running.task.await;
+}
+
+/// What the rounds of one mix measured, audited and without.
+struct Rounds {
+    audited: Vec<Measured>,
+    plain: Vec<Measured>,
+}
+
 /// Loads `files` through an audited server on a new data directory, then measures `mixes`
-/// (built from the uploaded ids) audited and without audit. Returns (audited, without).
+/// (built from the uploaded ids) in `rounds` rounds, each with a server started audited and
+/// one started without audit. The order alternates from round to round (audited first, then
+/// last), so that whatever drifts on the machine during the run weighs on both sides alike.
 async fn run(
     files: Vec<(String, Vec<u8>)>,
     mixes: impl FnOnce(&[String]) -> Vec<Mix>,
     per_client: usize,
-) -> (Vec<Mix>, Vec<Measured>, Vec<Measured>) {
+    rounds: usize,
+) -> (Vec<Mix>, Vec<Rounds>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let services = Services::open(config(dir.path())).await.expect("services");
     let staff = fascicolo::users::add_user(
@@ -310,35 +338,88 @@ async fn run(
     .await
     .expect("user")
     .token;
-    let mut services = services;
-    services.auditor =
-        fascicolo::audit::Auditor::start_journaled(services.db.clone(), &dir.path().join("audit"))
-            .expect("journal");
-    let running = start(services).await;
+    drop(services);
+    let running = serve(dir.path(), true).await;
     let count = files.len() as u64;
     let ids = upload(&running.base, &staff, files).await;
     wait_indexed(&running.base, &staff, count).await;
+    stop(running).await;
     let mixes = mixes(&ids);
-    let audited = measure(&running.base, &staff, &mixes, per_client).await;
-    let _ = running.stop.send(());
-    let _ = running.task.await;
+    let mut measured: Vec<Rounds> = mixes
+        .iter()
+        .map(|_| Rounds {
+            audited: Vec::new(),
+            plain: Vec::new(),
+        })
+        .collect();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for audited in order {
+            let running = serve(dir.path(), audited).await;
+            let results = measure(&running.base, &staff, &mixes, per_client).await;
+            stop(running).await;
+            for (rounds, m) in measured.iter_mut().zip(results) {
+                if audited {
+                    rounds.audited.push(m);
+                } else {
+                    rounds.plain.push(m);
+                }
+            }
+        }
+    }
+    (mixes, measured)
+}
 
-    let mut services = Services::open(config(dir.path())).await.expect("services");
-    services.auditor = fascicolo::audit::Auditor::discarding_for_benchmarks();
-    let running = start(services).await;
-    let plain = measure(&running.base, &staff, &mixes, per_client).await;
-    let _ = running.stop.send(());
-    let _ = running.task.await;
-    (mixes, audited, plain)
+/// Medians of all the rounds' searches and downloads, CPU per pair and the cores' load.
+struct Pooled {
+    search: f64,
+    download: f64,
+    cpu_per_pair: f64,
+    load: f64,
+}
+
+fn pooled(runs: &[Measured]) -> Pooled {
+    let searches: Vec<f64> = runs.iter().flat_map(|m| m.searches.clone()).collect();
+    let downloads: Vec<f64> = runs.iter().flat_map(|m| m.downloads.clone()).collect();
+    let cpu: f64 = runs.iter().map(|m| m.cpu).sum();
+    let wall: f64 = runs.iter().map(|m| m.wall.as_secs_f64()).sum();
+    let pairs = searches.len() as f64;
+    Pooled {
+        search: median(searches),
+        download: median(downloads),
+        cpu_per_pair: cpu / pairs,
+        load: cpu / wall / 20.0,
+    }
+}
+
+/// The lowest and highest share over the rounds, of searches or of downloads.
+fn share_range(rounds: &Rounds, pick: fn(&Measured) -> &Vec<f64>) -> (f64, f64) {
+    let shares: Vec<f64> = rounds
+        .audited
+        .iter()
+        .zip(&rounds.plain)
+        .map(|(a, p)| {
+            let (a, p) = (median(pick(a).clone()), median(pick(p).clone()));
+            (a - p) / a * 100.0
+        })
+        .collect();
+    (
+        shares.iter().copied().fold(f64::INFINITY, f64::min),
+        shares.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
 }
 
 #[tokio::main]
 async fn main() {
     let quick = std::env::var_os("FASCICOLO_BENCH_QUICK").is_some();
-    let (short, documents, scanned, per_client) = if quick {
-        (10, 400, 8, 50)
+    let (short, documents, scanned, per_client, rounds) = if quick {
+        (10, 400, 8, 50, 1)
     } else {
-        (40, 4_000, 40, 400)
+        (40, 4_000, 40, 400, 4)
     };
     println!(
         "fsync of one 300-byte append on this disk: {:.3} ms median",
@@ -357,6 +438,7 @@ async fn main() {
             }]
         },
         per_client,
+        rounds,
     )
     .await;
 
@@ -382,33 +464,39 @@ async fn main() {
             ]
         },
         per_client,
+        rounds,
     )
     .await;
 
     println!(
-        "\naudit cost under {CLIENTS} concurrent clients, {} searches and {} downloads per run",
+        "\naudit cost under {CLIENTS} concurrent clients, {rounds} rounds of {} searches and {} \
+         downloads each way (medians over all rounds; the share's range over the rounds)",
         CLIENTS * per_client,
         CLIENTS * per_client
     );
     println!(
-        "| documents | downloads | search audited | without | share | download audited | without | share | CPU per pair audited | without |"
+        "| documents | downloads | search audited | without | share | rounds | download audited | without | share | rounds | CPU per pair audited | without |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (mixes, audited, plain) in [short_run, generated_run] {
-        for ((mix, a), p) in mixes.iter().zip(audited).zip(plain) {
-            let pairs = a.searches.len() as f64;
-            let (sa, sp) = (median(a.searches), median(p.searches));
-            let (da, dp) = (median(a.downloads), median(p.downloads));
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (mixes, measured) in [short_run, generated_run] {
+        for (mix, rounds) in mixes.iter().zip(measured) {
+            let (a, p) = (pooled(&rounds.audited), pooled(&rounds.plain));
+            let (s_lo, s_hi) = share_range(&rounds, |m| &m.searches);
+            let (d_lo, d_hi) = share_range(&rounds, |m| &m.downloads);
             println!(
-                "| {} | {} | {sa:.2} ms | {sp:.2} ms | {:.1} % | {da:.2} ms | {dp:.2} ms | {:.1} % | {:.3} ms ({:.0} % of 2 cores) | {:.3} ms ({:.0} %) |",
+                "| {} | {} | {:.2} ms | {:.2} ms | {:.1} % | {s_lo:.1}–{s_hi:.1} % | {:.2} ms | {:.2} ms | {:.1} % | {d_lo:.1}–{d_hi:.1} % | {:.3} ms ({:.0} % of 2 cores) | {:.3} ms ({:.0} %) |",
                 mix.name,
                 mix.download,
-                (sa - sp) / sa * 100.0,
-                (da - dp) / da * 100.0,
-                a.cpu / pairs,
-                a.cpu / a.wall.as_secs_f64() / 20.0,
-                p.cpu / pairs,
-                p.cpu / p.wall.as_secs_f64() / 20.0,
+                a.search,
+                p.search,
+                (a.search - p.search) / a.search * 100.0,
+                a.download,
+                p.download,
+                (a.download - p.download) / a.download * 100.0,
+                a.cpu_per_pair,
+                a.load,
+                p.cpu_per_pair,
+                p.load,
             );
         }
     }

@@ -25,6 +25,12 @@ use crate::index::{IndexedDoc, SearchIndex};
 const BATCH: i64 = 256;
 /// How often the log is polled for changes written by other processes or nodes.
 const POLL: Duration = Duration::from_millis(250);
+/// After a batch that did not fill up, how long the indexer lets further changes gather
+/// before it reads the log again, so that under a stream of uploads each commit takes many
+/// documents rather than a few (a commit writes and fsyncs new segment files, and each new
+/// segment is warmed and later merged). A change arriving while the indexer is idle is read
+/// at once.
+const GATHER: Duration = Duration::from_millis(100);
 /// A hole in the sequence older than this belongs to a rolled-back transaction.
 const GAP_TIMEOUT_MS: i64 = 5_000;
 /// Texts read at a time by `reindex`.
@@ -59,6 +65,17 @@ pub struct Pipeline {
     parallel: usize,
 }
 
+/// What one batch applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// The log had nothing new (or only a hole still being committed).
+    Nothing,
+    /// Fewer entries than a batch holds: the indexer has caught up.
+    Some,
+    /// A full batch: more may be waiting.
+    Full,
+}
+
 /// What the pipeline stores about a version's text.
 struct Loaded {
     doc: IndexedDoc,
@@ -88,8 +105,15 @@ impl Pipeline {
     pub async fn run(self, wake: Arc<Notify>, shutdown: Arc<Notify>) {
         loop {
             match self.apply_batch().await {
-                Ok(true) => continue,
-                Ok(false) => {}
+                Ok(Applied::Full) => continue,
+                Ok(Applied::Some) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(GATHER) => {}
+                        () = shutdown.notified() => return,
+                    }
+                    continue;
+                }
+                Ok(Applied::Nothing) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "indexing failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -106,14 +130,14 @@ impl Pipeline {
     /// Applies every pending entry; returns how many batches it took.
     pub async fn catch_up(&self) -> Result<usize, PipelineError> {
         let mut batches = 0;
-        while self.apply_batch().await? {
+        while self.apply_batch().await? != Applied::Nothing {
             batches += 1;
         }
         Ok(batches)
     }
 
-    /// Applies one batch; `true` if there was something to apply.
-    async fn apply_batch(&self) -> Result<bool, PipelineError> {
+    /// Applies one batch.
+    async fn apply_batch(&self) -> Result<Applied, PipelineError> {
         let position = self.index.position();
         let rows = sqlx::query(
             "select seq, entity, entity_id, op, created_at from change_log where seq > $1 \
@@ -124,7 +148,7 @@ impl Pipeline {
         .fetch_all(self.services.db.pool())
         .await?;
         if rows.is_empty() {
-            return Ok(false);
+            return Ok(Applied::Nothing);
         }
         let now = now_ms();
         let mut expected = position + 1;
@@ -155,7 +179,7 @@ impl Pipeline {
             expected = seq + 1;
         }
         if last == position {
-            return Ok(false);
+            return Ok(Applied::Nothing);
         }
         for dossier in dossiers {
             let ids: Vec<String> =
@@ -171,22 +195,42 @@ impl Pipeline {
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || index.commit(last)).await??;
         tracing::debug!(position = last, documents = count, "index committed");
-        Ok(true)
+        Ok(if rows.len() as i64 >= BATCH {
+            Applied::Full
+        } else {
+            Applied::Some
+        })
     }
 
     /// Re-reads, extracts (or takes from the cache) and indexes these documents; documents
-    /// that no longer exist are removed from the index.
+    /// that no longer exist are removed from the index. The documents are read in one query
+    /// and their new extraction outcomes recorded in one transaction.
     pub async fn index_documents(&self, ids: Vec<String>) -> Result<(), PipelineError> {
-        let results: Vec<Result<Option<IndexedDoc>, PipelineError>> =
-            futures_util::stream::iter(ids.clone())
-                .map(|id| async move { self.prepare(&id).await })
+        let mut found = load_many(&self.services.db, &ids).await?;
+        let loaded: Vec<Option<Loaded>> = ids.iter().map(|id| found.remove(id)).collect();
+        let results: Vec<Result<Option<Completed>, PipelineError>> =
+            futures_util::stream::iter(loaded)
+                .map(|loaded| async move {
+                    match loaded {
+                        Some(loaded) => self.complete(loaded).await.map(Some),
+                        None => Ok(None),
+                    }
+                })
                 .buffered(self.parallel)
                 .collect()
                 .await;
         let mut docs = Vec::with_capacity(results.len());
+        let mut outcomes = Vec::new();
         for (id, result) in ids.into_iter().zip(results) {
-            docs.push((id, result?));
+            match result? {
+                Some((doc, recorded)) => {
+                    outcomes.extend(recorded);
+                    docs.push((id, Some(doc)));
+                }
+                None => docs.push((id, None)),
+            }
         }
+        record_outcomes(&self.services.db, &outcomes).await?;
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || {
             for (id, doc) in docs {
@@ -201,24 +245,19 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn prepare(&self, id: &str) -> Result<Option<IndexedDoc>, PipelineError> {
-        match load(&self.services.db, id).await? {
-            Some(loaded) => Ok(Some(self.complete(loaded).await?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Adds the text to a loaded document, recording the extraction outcome if it is new.
-    async fn complete(&self, mut loaded: Loaded) -> Result<IndexedDoc, PipelineError> {
-        let id = loaded.doc.doc_id.clone();
+    /// Adds the text to a loaded document; returns it with the extraction outcome to record
+    /// if the version had none yet.
+    async fn complete(
+        &self,
+        mut loaded: Loaded,
+    ) -> Result<Completed, PipelineError> {
         let outcome = self.text_for(&loaded.sha256, &loaded.media_type).await?;
-        if loaded.status == "pending" {
-            record_outcome(&self.services.db, &id, loaded.version, &outcome).await?;
-        }
+        let recorded = (loaded.status == "pending")
+            .then(|| Recorded::of(&loaded.doc.doc_id, loaded.version, &outcome));
         if let Outcome::Done(extracted) = outcome {
             loaded.doc.text = extracted.text;
         }
-        Ok(loaded.doc)
+        Ok((loaded.doc, recorded))
     }
 
     /// The text of a blob: from the cache of extracted texts, or extracted in the sandbox
@@ -286,13 +325,29 @@ const LOAD_COLUMNS: &str = "select doc.id, doc.dossier_id, doc.title, doc.kind, 
      from document doc join dossier d on d.id = doc.dossier_id \
      join document_version v on v.document_id = doc.id and v.version = doc.current_version";
 
-async fn load(db: &Db, id: &str) -> Result<Option<Loaded>, PipelineError> {
-    let sql = format!("{LOAD_COLUMNS} where doc.id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
-    row.map(|r| loaded(&r)).transpose()
+/// The documents of `ids` that exist, by id, in one query.
+async fn load_many(
+    db: &Db,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, Loaded>, PipelineError> {
+    let mut found = std::collections::HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    let mut sql = crate::db::Sql::new_positional(db.backend(), LOAD_COLUMNS);
+    sql.push(" where doc.id in (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(id.clone());
+    }
+    sql.push(")");
+    for row in sql.query().fetch_all(db.pool()).await? {
+        let loaded = loaded(&row)?;
+        found.insert(loaded.doc.doc_id.clone(), loaded);
+    }
+    Ok(found)
 }
 
 fn loaded(row: &sqlx::any::AnyRow) -> Result<Loaded, PipelineError> {
@@ -320,33 +375,64 @@ fn loaded(row: &sqlx::any::AnyRow) -> Result<Loaded, PipelineError> {
     })
 }
 
-async fn record_outcome(
-    db: &Db,
-    id: &str,
+/// A document ready to index, with the extraction outcome to record if it is new.
+type Completed = (IndexedDoc, Option<Recorded>);
+
+/// An extraction outcome to record on a document version.
+#[derive(Debug)]
+struct Recorded {
+    id: String,
     version: i32,
-    outcome: &Outcome,
-) -> Result<(), PipelineError> {
-    let (status, pages, chars, error) = match outcome {
-        Outcome::Done(e) => (
-            "done",
-            e.pages.map(i64::from),
-            Some(e.text.chars().count() as i64),
-            None,
-        ),
-        Outcome::Failed { reason } => ("failed", None, None, Some(reason.clone())),
-    };
-    sqlx::query(
-        "update document_version set extraction_status = $1, extraction_pages = $2, \
-         extraction_chars = $3, extraction_error = $4 where document_id = $5 and version = $6",
-    )
-    .bind(status)
-    .bind(pages)
-    .bind(chars)
-    .bind(error)
-    .bind(id)
-    .bind(version)
-    .execute(db.write_pool())
-    .await?;
+    status: &'static str,
+    pages: Option<i64>,
+    chars: Option<i64>,
+    error: Option<String>,
+}
+
+impl Recorded {
+    fn of(id: &str, version: i32, outcome: &Outcome) -> Self {
+        let (status, pages, chars, error) = match outcome {
+            Outcome::Done(e) => (
+                "done",
+                e.pages.map(i64::from),
+                Some(e.text.chars().count() as i64),
+                None,
+            ),
+            Outcome::Failed { reason } => ("failed", None, None, Some(reason.clone())),
+        };
+        Self {
+            id: id.to_owned(),
+            version,
+            status,
+            pages,
+            chars,
+            error,
+        }
+    }
+}
+
+/// Records extraction outcomes, all in one transaction: one commit for a batch of documents,
+/// not one each, so the indexer takes the write lock once while uploads go on.
+async fn record_outcomes(db: &Db, outcomes: &[Recorded]) -> Result<(), PipelineError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut tx = db.begin_write().await?;
+    for r in outcomes {
+        sqlx::query(
+            "update document_version set extraction_status = $1, extraction_pages = $2, \
+             extraction_chars = $3, extraction_error = $4 where document_id = $5 and version = $6",
+        )
+        .bind(r.status)
+        .bind(r.pages)
+        .bind(r.chars)
+        .bind(r.error.clone())
+        .bind(r.id.clone())
+        .bind(r.version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -384,7 +470,16 @@ pub async fn reindex(
         .ready_chunks(REINDEX_PARALLEL * 8);
     let mut count = 0;
     while let Some(chunk) = docs.next().await {
-        let chunk = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let (chunk, outcomes): (Vec<_>, Vec<_>) = chunk
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        record_outcomes(
+            &services.db,
+            &outcomes.into_iter().flatten().collect::<Vec<_>>(),
+        )
+        .await?;
         count += chunk.len();
         progress.inc(chunk.len() as u64);
         let index = index.clone();
