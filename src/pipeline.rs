@@ -247,10 +247,7 @@ impl Pipeline {
 
     /// Adds the text to a loaded document; returns it with the extraction outcome to record
     /// if the version had none yet.
-    async fn complete(
-        &self,
-        mut loaded: Loaded,
-    ) -> Result<Completed, PipelineError> {
+    async fn complete(&self, mut loaded: Loaded) -> Result<Completed, PipelineError> {
         let outcome = self.text_for(&loaded.sha256, &loaded.media_type).await?;
         let recorded = (loaded.status == "pending")
             .then(|| Recorded::of(&loaded.doc.doc_id, loaded.version, &outcome));

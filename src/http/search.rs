@@ -154,15 +154,24 @@ async fn search(
         .search_permission(&services.db, index.fields())
         .await?;
     // The search, its audit event and the response body are made on one blocking thread:
-    // the journal starts writing the event while the body is serialised and travels back.
+    // the event is handed to the journal as soon as the matches are counted, and the journal
+    // writes it while the page's documents are read, their snippets made and the body
+    // serialised.
     let auditor = services.auditor.clone();
     let actor = crate::audit::Actor::of(&caller, client.0.clone());
     let done = tokio::task::spawn_blocking(move || {
-        let result = index.search(&request, permission)?;
-        let detail =
-            serde_json::json!({ "query": audit_q, "filters": audit_filters, "total": result.total });
-        let receipt =
-            auditor.submit_blocking(actor.event("search", "search".to_owned(), None, "ok", detail));
+        let mut receipt = None;
+        let result = index.search_counted(&request, permission, |total| {
+            let detail =
+                serde_json::json!({ "query": audit_q, "filters": audit_filters, "total": total });
+            receipt = Some(auditor.submit_blocking(actor.event(
+                "search",
+                "search".to_owned(),
+                None,
+                "ok",
+                detail,
+            )));
+        })?;
         let body = serde_json::to_vec(&result);
         Ok::<_, IndexError>((receipt, body))
     })
@@ -171,6 +180,7 @@ async fn search(
     match done {
         Ok((receipt, body)) => {
             receipt
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the search was not counted")))?
                 .map_err(|e| ApiError::Internal(e.into()))?
                 .durable()
                 .await
