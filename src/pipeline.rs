@@ -33,6 +33,8 @@ const POLL: Duration = Duration::from_millis(250);
 const GATHER: Duration = Duration::from_millis(100);
 /// A hole in the sequence older than this belongs to a rolled-back transaction.
 const GAP_TIMEOUT_MS: i64 = 5_000;
+/// Documents read by one query of the indexer.
+const LOAD_AT_ONCE: usize = 512;
 /// Texts read at a time by `reindex`.
 const REINDEX_PARALLEL: usize = 16;
 
@@ -322,27 +324,27 @@ const LOAD_COLUMNS: &str = "select doc.id, doc.dossier_id, doc.title, doc.kind, 
      from document doc join dossier d on d.id = doc.dossier_id \
      join document_version v on v.document_id = doc.id and v.version = doc.current_version";
 
-/// The documents of `ids` that exist, by id, in one query.
+/// The documents of `ids` that exist, by id, in one query per [`LOAD_AT_ONCE`] ids (a change
+/// to many dossiers can bring more documents than a statement may bind).
 async fn load_many(
     db: &Db,
     ids: &[String],
 ) -> Result<std::collections::HashMap<String, Loaded>, PipelineError> {
     let mut found = std::collections::HashMap::with_capacity(ids.len());
-    if ids.is_empty() {
-        return Ok(found);
-    }
-    let mut sql = crate::db::Sql::new_positional(db.backend(), LOAD_COLUMNS);
-    sql.push(" where doc.id in (");
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
+    for part in ids.chunks(LOAD_AT_ONCE) {
+        let mut sql = crate::db::Sql::new_positional(db.backend(), LOAD_COLUMNS);
+        sql.push(" where doc.id in (");
+        for (i, id) in part.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(id.clone());
         }
-        sql.bind(id.clone());
-    }
-    sql.push(")");
-    for row in sql.query().fetch_all(db.pool()).await? {
-        let loaded = loaded(&row)?;
-        found.insert(loaded.doc.doc_id.clone(), loaded);
+        sql.push(")");
+        for row in sql.query().fetch_all(db.pool()).await? {
+            let loaded = loaded(&row)?;
+            found.insert(loaded.doc.doc_id.clone(), loaded);
+        }
     }
     Ok(found)
 }

@@ -525,3 +525,40 @@ async fn kept_permissions_follow_delegations_and_never_mix_callers() {
     assert_eq!(total(professional.clone()).await, 41);
     assert_eq!(total(staff.clone()).await, 83);
 }
+
+/// A change to many dossiers at once can bring the indexer more documents than one SQL
+/// statement may bind (32 766 on SQLite, 65 535 on PostgreSQL): it reads them in pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_indexer_rereads_more_documents_than_a_statement_can_bind() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(61).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(61)).await;
+    let doc = app
+        .add_text(
+            &citizen,
+            dossier["id"].as_str().unwrap(),
+            "relazione quadrilobata sul sopralluogo",
+            "Relazione",
+            "public",
+        )
+        .await;
+    app.indexed().await;
+    let mut many: Vec<String> = (0..70_000).map(|n| format!("gone-{n}")).collect();
+    many.push(id(&doc));
+    app.services
+        .pipeline()
+        .unwrap()
+        .index_documents(many)
+        .await
+        .expect("70 001 documents re-read");
+    let index = app.services.index.clone().unwrap();
+    index.commit(index.position()).unwrap();
+    let body: Value = app
+        .search(&citizen, &[("q", "quadrilobata")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["total"], 1, "{body}");
+    assert_eq!(body["hits"][0]["document_id"], doc["id"]);
+}
