@@ -102,19 +102,20 @@ impl SearchIndex {
         request: &SearchRequest,
         permission: Permission,
     ) -> Result<SearchResult, IndexError> {
-        self.search_counted(request, permission, |_| {})
+        self.search_counted(request, permission, |_| ())
+            .map(|(result, ())| result)
     }
 
     /// [`SearchIndex::search`], calling `counted` with the exact total as soon as the matches
-    /// are counted, before the page's documents are read and their snippets made: the server
-    /// hands the search's audit record to the journal there, so that its flush overlaps that
-    /// work.
-    pub fn search_counted(
+    /// are counted, before the page's documents are read and their snippets made, and
+    /// returning what it returned: the server hands the search's audit record to the journal
+    /// there, so that its flush overlaps that work.
+    pub fn search_counted<R>(
         &self,
         request: &SearchRequest,
         permission: Permission,
-        counted: impl FnOnce(u64),
-    ) -> Result<SearchResult, IndexError> {
+        counted: impl FnOnce(u64) -> R,
+    ) -> Result<(SearchResult, R), IndexError> {
         let f = self.fields;
         let searcher = self.searcher();
         let user_query: Option<Box<dyn Query>> = if request.q.trim().is_empty() {
@@ -222,7 +223,7 @@ impl SearchIndex {
                 )
             }
         };
-        counted(total as u64);
+        let reported = counted(total as u64);
         let mut snippets = match &user_query {
             Some(q) => Some(snippets_for(&searcher, q.as_ref(), f.body)?),
             None => None,
@@ -255,11 +256,14 @@ impl SearchIndex {
                 snippet,
             });
         }
-        Ok(SearchResult {
-            total: total as u64,
-            hits,
-            facets,
-        })
+        Ok((
+            SearchResult {
+                total: total as u64,
+                hits,
+                facets,
+            },
+            reported,
+        ))
     }
 }
 
