@@ -181,32 +181,38 @@ pub async fn insert_token(
     Ok(id)
 }
 
-/// The columns of a user (`u`) with their offices joined into one (office codes never hold a
-/// comma): a request authenticates with one round trip to the database, not two.
-fn user_columns(db: &Db) -> &'static str {
-    match db.backend() {
-        super::Backend::Sqlite => {
-            "u.id, u.tenant, u.role, u.name, u.codice_fiscale, u.all_offices, \
-             (select group_concat(o.office_code, ',') from user_office o \
-              where o.user_id = u.id) as offices"
+/// `select` of a user (`u`) with their offices joined into one column by `$join` (office codes
+/// never hold a comma), then `$rest`: a request authenticates with one round trip to the
+/// database, not two. The text is constant, so it is prepared once per connection.
+macro_rules! select_user {
+    ($join:literal, $rest:literal) => {
+        concat!(
+            "select u.id, u.tenant, u.role, u.name, u.codice_fiscale, u.all_offices, (select ",
+            $join,
+            " from user_office o where o.user_id = u.id) as offices ",
+            $rest
+        )
+    };
+}
+
+/// `select_user!` for each backend's aggregate.
+macro_rules! select_user_on {
+    ($db:expr, $rest:literal) => {
+        match $db.backend() {
+            super::Backend::Sqlite => select_user!("group_concat(o.office_code, ',')", $rest),
+            super::Backend::Postgres => select_user!("string_agg(o.office_code, ',')", $rest),
         }
-        super::Backend::Postgres => {
-            "u.id, u.tenant, u.role, u.name, u.codice_fiscale, u.all_offices, \
-             (select string_agg(o.office_code, ',') from user_office o \
-              where o.user_id = u.id) as offices"
-        }
-    }
+    };
 }
 
 /// The user holding a live token with this hash: not revoked, not expired, account enabled.
 pub async fn user_by_token_hash(db: &Db, token_hash: &str) -> Result<Option<UserRecord>, DbError> {
-    // Only the constant columns are formatted in; the values are bound.
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select {} from api_token t join app_user u on u.id = t.user_id \
+    let row = sqlx::query(select_user_on!(
+        db,
+        "from api_token t join app_user u on u.id = t.user_id \
          where t.token_hash = $1 and t.revoked_at is null \
-         and (t.expires_at is null or t.expires_at > $2) and u.disabled_at is null",
-        user_columns(db)
-    )))
+         and (t.expires_at is null or t.expires_at > $2) and u.disabled_at is null"
+    ))
     .bind(token_hash)
     .bind(now_ms())
     .fetch_optional(db.pool())
@@ -216,10 +222,10 @@ pub async fn user_by_token_hash(db: &Db, token_hash: &str) -> Result<Option<User
 
 /// A user by id, whatever their state.
 pub async fn user_by_id(db: &Db, tenant: &str, id: UserId) -> Result<Option<UserRecord>, DbError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select {} from app_user u where u.id = $1 and u.tenant = $2",
-        user_columns(db)
-    )))
+    let row = sqlx::query(select_user_on!(
+        db,
+        "from app_user u where u.id = $1 and u.tenant = $2"
+    ))
     .bind(id.to_string())
     .bind(tenant)
     .fetch_optional(db.pool())
@@ -227,7 +233,7 @@ pub async fn user_by_id(db: &Db, tenant: &str, id: UserId) -> Result<Option<User
     row.as_ref().map(user_from_row).transpose()
 }
 
-/// A user from a row of [`user_columns`].
+/// A user from a row of `select_user!`.
 fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, DbError> {
     let id: String = row.try_get("id")?;
     let id = UserId::parse(&id).ok_or_else(|| DbError::Corrupt(format!("user id {id:?}")))?;
