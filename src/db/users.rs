@@ -251,7 +251,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, DbError> {
         .map(|o| OfficeCode::parse(o).map_err(|_| DbError::Corrupt(format!("office {o:?}"))))
         .collect::<Result<Vec<_>, _>>()?;
     // The aggregate's order is unspecified; callers see the offices sorted.
-    offices.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    offices.sort();
     let all_offices: i32 = row.try_get("all_offices")?;
     Ok(UserRecord {
         id,
