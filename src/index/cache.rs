@@ -6,18 +6,20 @@
 //! segment is merged away. They are built once (facets when a reader reload brings a segment
 //! in, filters on first use), and dropped when their segment leaves the index.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use sha2::{Digest, Sha256};
+use tantivy::collector::SegmentCollector;
 use tantivy::columnar::Column;
 use tantivy::index::SegmentId;
 use tantivy::query::{
     AllScorer, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight,
 };
-use tantivy::{DocId, DocSet, Score, SegmentReader, TERMINATED};
+use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED};
 
-use super::facets::STRING_FACETS;
+use super::facets::{FacetCounts, FacetSegment, STRING_FACETS};
 
 /// Memory the permission filters may take, over all segments and callers.
 const FILTER_BYTES: usize = 64 * 1024 * 1024;
@@ -64,7 +66,8 @@ impl SegmentCaches {
         if let Some(bits) = lock(&self.filters).get(id, key) {
             return Ok(bits);
         }
-        let mut bits = DocBits::empty(segment.max_doc());
+        let combinations = self.facets(segment)?.combinations();
+        let mut bits = DocBits::empty(segment.max_doc(), combinations);
         inner.for_each_no_score(segment, &mut |docs| {
             for &doc in docs {
                 bits.insert(doc);
@@ -118,6 +121,8 @@ pub struct SegmentFacets {
     values: Vec<[u64; 4]>,
     /// Per string facet: its terms, by ordinal.
     terms: Vec<Vec<String>>,
+    /// The documents newest first (see [`SegmentFacets::newest_first`]), sorted on first use.
+    newest: OnceLock<Vec<DocId>>,
 }
 
 impl SegmentFacets {
@@ -172,7 +177,27 @@ impl SegmentFacets {
             combo,
             values,
             terms,
+            newest: OnceLock::new(),
         })
+    }
+
+    /// The segment's documents by `date`, newest first, the earlier document first on a tie
+    /// and documents without a date last: the order of a search sorted by date. Sorted the
+    /// first time a segment is browsed (a few tens of milliseconds for a million documents)
+    /// and kept with the segment: 4 bytes a document.
+    fn newest_first(&self, segment: &SegmentReader) -> tantivy::Result<&[DocId]> {
+        if let Some(order) = self.newest.get() {
+            return Ok(order);
+        }
+        let docs: Vec<DocId> = (0..segment.max_doc()).collect();
+        let mut dates = vec![None; docs.len()];
+        if let Some(column) = segment.fast_fields().column_opt::<i64>("date")? {
+            column.first_vals(&docs, &mut dates);
+        }
+        let mut order = docs;
+        // Stable: equal dates keep the documents' own order.
+        order.sort_by_key(|&doc| Reverse(dates[doc as usize]));
+        Ok(self.newest.get_or_init(|| order))
     }
 
     /// Number of distinct combinations.
@@ -210,15 +235,72 @@ pub struct DocBits {
     words: Box<[u64]>,
     len: u32,
     max_doc: u32,
+    /// Facet combinations of the segment: the size of [`DocBits::counts`].
+    combinations: usize,
+    /// What browsing counts, kept for the segment's deletions when they were counted.
+    counts: Mutex<Option<Arc<AliveCounts>>>,
+}
+
+/// How many of the admitted documents not deleted have each facet combination.
+struct AliveCounts {
+    /// The segment's deleted documents when counted. A segment's deletions only grow, so
+    /// the same number means the same documents.
+    deleted: u32,
+    counts: Vec<u32>,
 }
 
 impl DocBits {
-    fn empty(max_doc: u32) -> Self {
+    fn empty(max_doc: u32, combinations: usize) -> Self {
         Self {
             words: vec![0; (max_doc as usize).div_ceil(64)].into_boxed_slice(),
             len: 0,
             max_doc,
+            combinations,
+            counts: Mutex::new(None),
         }
+    }
+
+    fn contains(&self, doc: DocId) -> bool {
+        self.words
+            .get((doc / 64) as usize)
+            .is_some_and(|w| w & (1 << (doc % 64)) != 0)
+    }
+
+    /// The admitted documents in order.
+    fn iter(&self) -> impl Iterator<Item = DocId> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros();
+                    rest &= rest - 1;
+                    i as u32 * 64 + bit
+                })
+            })
+        })
+    }
+
+    /// The facet combinations of the admitted documents `segment` has not deleted, counted
+    /// once per state of its deletions.
+    fn alive_counts(&self, segment: &SegmentReader, table: &SegmentFacets) -> Arc<AliveCounts> {
+        let deleted = segment.num_deleted_docs();
+        if let Some(counts) = lock(&self.counts).as_ref()
+            && counts.deleted == deleted
+        {
+            return counts.clone();
+        }
+        let mut counts = vec![0u32; table.combinations()];
+        let alive = segment.alive_bitset();
+        for doc in self.iter() {
+            if alive.is_none_or(|a| a.is_alive(doc))
+                && let Some(c) = table.combo_of(doc).and_then(|c| counts.get_mut(c))
+            {
+                *c += 1;
+            }
+        }
+        let counts = Arc::new(AliveCounts { deleted, counts });
+        *lock(&self.counts) = Some(counts.clone());
+        counts
     }
 
     fn insert(&mut self, doc: DocId) {
@@ -232,7 +314,7 @@ impl DocBits {
     }
 
     fn bytes(&self) -> usize {
-        self.words.len() * 8
+        self.words.len() * 8 + self.combinations * 4
     }
 }
 
@@ -304,6 +386,108 @@ impl CachedFilter {
     }
 }
 
+/// What browsing a filter finds: see [`CachedFilter::browse`].
+pub struct Browsed {
+    /// Admitted documents not deleted.
+    pub total: u64,
+    /// Their facets.
+    pub facets: FacetCounts,
+    /// The requested page of them, newest first.
+    pub page: Vec<DocAddress>,
+}
+
+impl CachedFilter {
+    /// Every document the filter admits and no deletion removed, newest first: the exact
+    /// total, the facets and the page `skip..skip + take`, the answer of a search with no
+    /// words and no other filter sorted by date. Nothing visits the documents one by one:
+    /// the counts are kept with the filter (per state of the segment's deletions) and the
+    /// page is read off the segments' newest-first orders, so browsing a million documents
+    /// costs about what browsing a thousand does.
+    pub fn browse(
+        &self,
+        searcher: &Searcher,
+        skip: usize,
+        take: usize,
+    ) -> tantivy::Result<Browsed> {
+        let inner = self
+            .inner
+            .weight(EnableScoring::disabled_from_searcher(searcher))?;
+        let want = skip.saturating_add(take);
+        let mut total = 0;
+        let mut fruits = Vec::new();
+        let mut candidates: Vec<(Option<i64>, DocAddress)> = Vec::new();
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let bits = self.caches.filter(segment, &self.key, inner.as_ref())?;
+            if bits.len == 0 {
+                continue;
+            }
+            let table = self.caches.facets(segment)?;
+            let counts = bits.alive_counts(segment, &table);
+            let here: u64 = counts.counts.iter().map(|&n| u64::from(n)).sum();
+            if here == 0 {
+                continue;
+            }
+            total += here;
+            fruits.push(FacetSegment::from_counts(table.clone(), &counts.counts).harvest());
+            if want == 0 {
+                continue;
+            }
+            let alive = segment.alive_bitset();
+            let admitted = |doc: DocId| bits.contains(doc) && alive.is_none_or(|a| a.is_alive(doc));
+            let dates = segment.fast_fields().column_opt::<i64>("date")?;
+            let dated = |doc: DocId| {
+                (
+                    dates.as_ref().and_then(|c| c.first(doc)),
+                    DocAddress::new(ord as u32, doc),
+                )
+            };
+            // The newest-first order yields `want` admitted documents after about
+            // want × max_doc / admitted steps; a sparser filter is cheaper read whole.
+            let steps = (want as u64).saturating_mul(u64::from(segment.max_doc())) / here;
+            if steps <= here {
+                let order = table.newest_first(segment)?;
+                candidates.extend(
+                    order
+                        .iter()
+                        .copied()
+                        .filter(|&doc| admitted(doc))
+                        .take(want)
+                        .map(dated),
+                );
+            } else {
+                let mut found: Vec<_> = bits
+                    .iter()
+                    .filter(|&doc| admitted(doc))
+                    .map(dated)
+                    .collect();
+                found.sort_by(newest_first);
+                found.truncate(want);
+                candidates.extend(found);
+            }
+        }
+        candidates.sort_by(newest_first);
+        let page = candidates
+            .into_iter()
+            .skip(skip)
+            .take(take)
+            .map(|(_, address)| address)
+            .collect();
+        Ok(Browsed {
+            total,
+            facets: super::facets::merge(fruits),
+            page,
+        })
+    }
+}
+
+/// Newest first; undated last; the earlier address first on a tie (tantivy's order).
+fn newest_first(
+    a: &(Option<i64>, DocAddress),
+    b: &(Option<i64>, DocAddress),
+) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
 impl Clone for CachedFilter {
     fn clone(&self) -> Self {
         Self {
@@ -357,8 +541,7 @@ impl Weight for CachedFilterWeight {
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
         let bits = self.caches.filter(reader, &self.key, self.inner.as_ref())?;
-        let word = bits.words.get((doc / 64) as usize).copied().unwrap_or(0);
-        if word & (1 << (doc % 64)) == 0 {
+        if !bits.contains(doc) {
             return Err(tantivy::TantivyError::InvalidArgument(format!(
                 "document {doc} does not pass the filter"
             )));
@@ -446,7 +629,7 @@ mod tests {
     use super::*;
 
     fn bits(docs: &[DocId], max_doc: u32) -> Arc<DocBits> {
-        let mut b = DocBits::empty(max_doc);
+        let mut b = DocBits::empty(max_doc, 0);
         for &d in docs {
             b.insert(d);
         }

@@ -29,6 +29,36 @@ pub struct FacetSegment {
     /// The combinations of the first [`FEW`] matches, repeats included: a search with no
     /// more matches than that sums these instead of every combination of the segment.
     few: Vec<u32>,
+    /// The counts were given whole ([`FacetSegment::from_counts`]), not collected.
+    given: bool,
+}
+
+impl FacetSegment {
+    /// A segment's facets from counts per combination already made.
+    pub fn from_counts(table: Arc<SegmentFacets>, counts: &[u32]) -> Self {
+        let mut mine = zeroed(counts.len());
+        mine.copy_from_slice(counts);
+        Self {
+            table,
+            counts: mine,
+            few: Vec::new(),
+            given: true,
+        }
+    }
+}
+
+/// Sums the facets of several segments or searches.
+pub fn merge(fruits: Vec<FacetCounts>) -> FacetCounts {
+    let mut merged = FacetCounts::new();
+    for fruit in fruits {
+        for (facet, counts) in fruit {
+            let into = merged.entry(facet).or_default();
+            for (value, n) in counts {
+                *into.entry(value).or_default() += n;
+            }
+        }
+    }
+    merged
 }
 
 /// Matches up to which a segment's facets are summed from the matches' own combinations.
@@ -74,6 +104,7 @@ impl Collector for FacetCollector<'_> {
         Ok(FacetSegment {
             counts: zeroed(table.combinations()),
             few: Vec::new(),
+            given: false,
             table,
         })
     }
@@ -83,16 +114,7 @@ impl Collector for FacetCollector<'_> {
     }
 
     fn merge_fruits(&self, fruits: Vec<FacetCounts>) -> tantivy::Result<FacetCounts> {
-        let mut merged = FacetCounts::new();
-        for fruit in fruits {
-            for (facet, counts) in fruit {
-                let into = merged.entry(facet).or_default();
-                for (value, n) in counts {
-                    *into.entry(value).or_default() += n;
-                }
-            }
-        }
-        Ok(merged)
+        Ok(merge(fruits))
     }
 }
 
@@ -138,7 +160,7 @@ impl SegmentCollector for FacetSegment {
         // which skips repeats and leaves the array as it was found); a broad one reads every
         // combination in order, which the caches follow.
         let mut counts = self.counts;
-        if self.few.len() < FEW {
+        if !self.given && self.few.len() < FEW {
             for &combo in &self.few {
                 let c = &mut counts[combo as usize];
                 if *c > 0 {

@@ -131,9 +131,6 @@ impl SearchIndex {
                 .map_err(|e| IndexError::Query(format!("malformed query: {e}")))?;
             Some(parsed)
         };
-        // The permission and the filters select; only the user's words score.
-        let filter =
-            |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(ConstScoreQuery::new(q, 0.0)) };
         // Exact-match filters: the procedure, kind, status, office, dossier and year.
         let mut filter_terms = Vec::with_capacity(request.terms.len() + 1);
         for (name, value) in &request.terms {
@@ -143,87 +140,46 @@ impl SearchIndex {
         if let Some(year) = request.year {
             filter_terms.push(Term::from_field_u64(f.year, year));
         }
-        // A large index is searched on every core, unless the permission or the rarest term
-        // every match must hold (a word or a filter) leaves few documents to look at.
-        let parallel = !permission.narrow
-            && searcher.num_docs() >= PARALLEL_FROM_DOCS
-            && !{
-                let mut least = match &user_query {
-                    Some(q) => most_matches(&searcher, q.as_ref())?,
-                    None => None,
-                };
-                for term in &filter_terms {
-                    least = fewest(least, searcher.doc_freq(term)?);
-                }
-                least.is_some_and(|n| n < PARALLEL_FROM_MATCHES)
-            };
-        let permission: Box<dyn Query> = match permission.cache_key {
-            Some(key) => Box::new(CachedFilter::new(
-                &key,
-                permission.query,
-                self.caches.clone(),
-            )),
-            None => filter(permission.query),
-        };
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, permission)];
-        match &user_query {
-            Some(q) => clauses.push((Occur::Must, q.box_clone())),
-            None => clauses.push((Occur::Must, Box::new(AllQuery))),
-        }
-        for term in filter_terms {
-            clauses.push((
-                Occur::Must,
-                filter(Box::new(TermQuery::new(term, IndexRecordOption::Basic))),
-            ));
-        }
-        if request.from_ms.is_some() || request.to_ms.is_some() {
-            let lower = request.from_ms.map_or(Bound::Unbounded, |ms| {
-                Bound::Included(Term::from_field_i64(f.date, ms))
-            });
-            let upper = request.to_ms.map_or(Bound::Unbounded, |ms| {
-                Bound::Excluded(Term::from_field_i64(f.date, ms))
-            });
-            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
-        }
-        let query = BooleanQuery::new(clauses);
         let sort = request.sort.unwrap_or(if user_query.is_some() {
             SortBy::Relevance
         } else {
             SortBy::Date
         });
-        let top = TopDocs::with_limit(request.limit.max(1)).and_offset(request.offset);
-        let facets = FacetCollector {
-            caches: &self.caches,
+        let narrow = permission.narrow;
+        let permission = match permission.cache_key {
+            Some(key) => Scope::Kept(CachedFilter::new(
+                &key,
+                permission.query,
+                self.caches.clone(),
+            )),
+            None => Scope::Query(permission.query),
         };
-        let (total, facets, page): (usize, FacetCounts, Vec<(f32, DocAddress)>) = match sort {
-            SortBy::Relevance => {
-                let (total, facets, hits) = self.run(
-                    &searcher,
-                    &query,
-                    &(Count, facets, top.order_by_score()),
-                    parallel,
-                )?;
-                (total, facets, hits)
+        let (total, facets, page) = match permission {
+            // Browsing everything a kept permission admits, newest first, is read off what is
+            // kept with it instead of visiting every document.
+            Scope::Kept(filter)
+                if user_query.is_none()
+                    && filter_terms.is_empty()
+                    && request.from_ms.is_none()
+                    && request.to_ms.is_none()
+                    && sort == SortBy::Date =>
+            {
+                let browsed = filter.browse(&searcher, request.offset, request.limit.max(1))?;
+                let page = browsed.page.into_iter().map(|a| (0.0, a)).collect();
+                (browsed.total, browsed.facets, page)
             }
-            SortBy::Date => {
-                let (total, facets, hits) = self.run(
-                    &searcher,
-                    &query,
-                    &(
-                        Count,
-                        facets,
-                        top.order_by_fast_field::<i64>("date", Order::Desc),
-                    ),
-                    parallel,
-                )?;
-                (
-                    total,
-                    facets,
-                    hits.into_iter().map(|(_, a)| (0.0, a)).collect(),
-                )
+            permission => {
+                let matches = Matches {
+                    user_query: user_query.as_deref(),
+                    filter_terms,
+                    permission,
+                    narrow,
+                    sort,
+                };
+                self.collect(&searcher, request, matches)?
             }
         };
-        let reported = counted(total as u64);
+        let reported = counted(total);
         let mut snippets = match &user_query {
             Some(q) => Some(snippets_for(&searcher, q.as_ref(), f.body)?),
             None => None,
@@ -258,12 +214,116 @@ impl SearchIndex {
         }
         Ok((
             SearchResult {
-                total: total as u64,
+                total,
                 hits,
                 facets,
             },
             reported,
         ))
+    }
+}
+
+/// The caller's permission, as built for this search.
+enum Scope {
+    /// Kept per segment.
+    Kept(CachedFilter),
+    /// Evaluated with the search.
+    Query(Box<dyn Query>),
+}
+
+/// A search's clauses, before they are assembled into one query.
+struct Matches<'a> {
+    user_query: Option<&'a dyn Query>,
+    filter_terms: Vec<Term>,
+    permission: Scope,
+    narrow: bool,
+    sort: SortBy,
+}
+
+type Page = Vec<(f32, DocAddress)>;
+
+impl SearchIndex {
+    /// Counts, facets and ranks the matches of the user's query, the permission and the
+    /// filters, visiting every match.
+    fn collect(
+        &self,
+        searcher: &Searcher,
+        request: &SearchRequest,
+        m: Matches<'_>,
+    ) -> Result<(u64, FacetCounts, Page), IndexError> {
+        let f = self.fields;
+        // The permission and the filters select; only the user's words score.
+        let filter =
+            |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(ConstScoreQuery::new(q, 0.0)) };
+        // A large index is searched on every core, unless the permission or the rarest term
+        // every match must hold (a word or a filter) leaves few documents to look at.
+        let parallel = !m.narrow
+            && searcher.num_docs() >= PARALLEL_FROM_DOCS
+            && !{
+                let mut least = match m.user_query {
+                    Some(q) => most_matches(searcher, q)?,
+                    None => None,
+                };
+                for term in &m.filter_terms {
+                    least = fewest(least, searcher.doc_freq(term)?);
+                }
+                least.is_some_and(|n| n < PARALLEL_FROM_MATCHES)
+            };
+        let permission: Box<dyn Query> = match m.permission {
+            Scope::Kept(cached) => Box::new(cached),
+            Scope::Query(query) => filter(query),
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, permission)];
+        match m.user_query {
+            Some(q) => clauses.push((Occur::Must, q.box_clone())),
+            None => clauses.push((Occur::Must, Box::new(AllQuery))),
+        }
+        for term in m.filter_terms {
+            clauses.push((
+                Occur::Must,
+                filter(Box::new(TermQuery::new(term, IndexRecordOption::Basic))),
+            ));
+        }
+        if request.from_ms.is_some() || request.to_ms.is_some() {
+            let lower = request.from_ms.map_or(Bound::Unbounded, |ms| {
+                Bound::Included(Term::from_field_i64(f.date, ms))
+            });
+            let upper = request.to_ms.map_or(Bound::Unbounded, |ms| {
+                Bound::Excluded(Term::from_field_i64(f.date, ms))
+            });
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
+        }
+        let query = BooleanQuery::new(clauses);
+        let top = TopDocs::with_limit(request.limit.max(1)).and_offset(request.offset);
+        let facets = FacetCollector {
+            caches: &self.caches,
+        };
+        let (total, facets, page) = match m.sort {
+            SortBy::Relevance => self.run(
+                searcher,
+                &query,
+                &(Count, facets, top.order_by_score()),
+                parallel,
+            )?,
+            SortBy::Date => {
+                let (total, facets, hits) = self.run(
+                    searcher,
+                    &query,
+                    &(
+                        Count,
+                        facets,
+                        top.order_by_fast_field::<i64>("date", Order::Desc),
+                    ),
+                    parallel,
+                )?;
+                (
+                    total,
+                    facets,
+                    hits.into_iter().map(|(_, a)| (0.0, a)).collect(),
+                )
+            }
+        };
+        Ok((total as u64, facets, page))
     }
 }
 
@@ -394,6 +454,105 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::IndexedDoc;
+    use tantivy::query::BooleanQuery;
+
+    fn doc(i: usize, date_ms: i64) -> IndexedDoc {
+        IndexedDoc {
+            doc_id: format!("d{i}"),
+            dossier_id: format!("p{}", i / 3),
+            dossier_number: format!("{i}"),
+            tenant: "t".into(),
+            office: ["a", "b", "c"][i % 3].into(),
+            procedure: format!("proc{}", i % 7),
+            kind: ["plan", "application", "receipt"][i % 5 % 3].into(),
+            status: "submitted".into(),
+            visibility: "public".into(),
+            year: 2020 + (i % 4) as u64,
+            date_ms,
+            title: format!("documento {i}"),
+            text: "facciata".into(),
+        }
+    }
+
+    /// Browsing (no words, no filter, newest first) with a kept permission is answered from
+    /// what is kept with the permission; the same search with a date bound that admits
+    /// everything visits every document. Both must give the same total, facets and pages,
+    /// ties in date included, across segments and deletions.
+    #[test]
+    fn browsing_a_kept_permission_answers_like_visiting_every_document() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SearchIndex::open(dir.path()).expect("index");
+        // Three segments; dates repeat (every 97th document shares one) and some are absent
+        // from later segments because they were replaced or deleted.
+        for (segment, range) in [(1, 0..300), (2, 300..500), (3, 500..640)] {
+            for i in range {
+                index.add(&doc(i, (i % 97) as i64 * 1000)).expect("added");
+            }
+            index.commit(segment).expect("committed");
+        }
+        let term = |field: &str, value: &str| -> Box<dyn Query> {
+            let field = index.index().schema().get_field(field).expect("field");
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        type Build<'a> = Box<dyn Fn() -> Box<dyn Query> + 'a>;
+        let permissions: Vec<(&str, Build)> = vec![
+            ("tenant", Box::new(|| term("tenant", "t"))),
+            ("office a", Box::new(|| term("office", "a"))),
+            (
+                "three dossiers",
+                Box::new(|| {
+                    Box::new(BooleanQuery::new(
+                        ["p5", "p77", "p150"]
+                            .iter()
+                            .map(|p| (Occur::Should, term("dossier_id", p)))
+                            .collect(),
+                    ))
+                }),
+            ),
+        ];
+        let search = |key: &str, query: Box<dyn Query>, offset, limit, visit: bool| {
+            let request = SearchRequest {
+                offset,
+                limit,
+                from_ms: visit.then_some(i64::MIN),
+                ..SearchRequest::default()
+            };
+            let permission = Permission {
+                query,
+                cache_key: Some(key.to_owned()),
+                narrow: false,
+            };
+            let found = index.search(&request, permission).expect("searched");
+            let ids: Vec<String> = found.hits.into_iter().map(|h| h.document_id).collect();
+            (found.total, found.facets, ids)
+        };
+        let check = |round: &str, expected_totals: [u64; 3]| {
+            for ((key, query), expected) in permissions.iter().zip(expected_totals) {
+                for (offset, limit) in [(0, 10), (5, 7), (0, 1000), (200, 20), (700, 5)] {
+                    let browsed = search(key, query(), offset, limit, false);
+                    let visited = search(key, query(), offset, limit, true);
+                    assert_eq!(browsed, visited, "{round}, {key}, {offset}+{limit}");
+                    assert_eq!(browsed.0, expected, "{round}, {key}");
+                }
+            }
+        };
+        check("three segments", [640, 214, 9]);
+        // A replaced document moves to the newest segment with a new date; a deleted one
+        // leaves. The kept counts follow the segments' deletions.
+        index.upsert(&doc(3, 500_000)).expect("replaced");
+        index.upsert(&doc(15, 96_000)).expect("replaced");
+        index.delete("d0");
+        index.delete("d301");
+        index.delete("d600");
+        index.commit(4).expect("committed");
+        check("after deletions", [637, 212, 9]);
+        let newest = search("office a", term("office", "a"), 0, 1, false);
+        assert_eq!(newest.2, ["d3"]);
+    }
 
     #[test]
     fn highlights_are_marked_and_the_rest_escaped() {
