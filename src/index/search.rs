@@ -65,7 +65,7 @@ pub struct Hit {
     pub title: String,
     /// Kind.
     pub kind: String,
-    /// Relevance score (0 when sorted by date).
+    /// Relevance score (0 when sorted by date or searching without words).
     pub score: f32,
     /// HTML: the best passage, matches in `<mark>`, everything else escaped.
     pub snippet: String,
@@ -299,12 +299,22 @@ impl SearchIndex {
             caches: &self.caches,
         };
         let (total, facets, page) = match m.sort {
-            SortBy::Relevance => self.run(
-                searcher,
-                &query,
-                &(Count, facets, top.order_by_score()),
-                parallel,
-            )?,
+            SortBy::Relevance => {
+                let (total, facets, hits) = self.run(
+                    searcher,
+                    &query,
+                    &(Count, facets, top.order_by_score()),
+                    parallel,
+                )?;
+                // Without words nothing is more relevant than anything else: every match
+                // scores 0, however the permission was applied (a filter admitting a whole
+                // segment leaves tantivy's match-all score of 1).
+                let hits = match m.user_query {
+                    Some(_) => hits,
+                    None => hits.into_iter().map(|(_, a)| (0.0, a)).collect(),
+                };
+                (total, facets, hits)
+            }
             SortBy::Date => {
                 let (total, facets, hits) = self.run(
                     searcher,
@@ -472,6 +482,102 @@ mod tests {
             date_ms,
             title: format!("documento {i}"),
             text: "facciata".into(),
+        }
+    }
+
+    /// A kept permission (a filter per segment, admitting whole segments, parts of them or a
+    /// few documents) must find and score exactly like the same permission evaluated inside
+    /// the query, for every kind of query.
+    #[test]
+    fn kept_permissions_find_and_score_like_the_permission_inside_the_query() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SearchIndex::open(dir.path()).expect("index");
+        let words = [
+            "facciata",
+            "tettoia",
+            "silenzio assenso",
+            "parere favorevole",
+        ];
+        for (segment, range) in [(1, 0..400), (2, 400..700)] {
+            for i in range {
+                let mut d = doc(i, (i % 50) as i64 * 1000);
+                // Varied term frequencies and lengths, so scores differ.
+                d.text = (0..1 + i % 6)
+                    .map(|k| words[(i + k) % words.len()])
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                index.add(&d).expect("added");
+            }
+            index.commit(segment).expect("committed");
+        }
+        index.delete("d7");
+        index.commit(3).expect("committed");
+        let term = |field: &str, value: &str| -> Box<dyn Query> {
+            let field = index.index().schema().get_field(field).expect("field");
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let dossiers = || -> Box<dyn Query> {
+            Box::new(BooleanQuery::new(
+                ["p5", "p77", "p150", "p201"]
+                    .iter()
+                    .map(|p| (Occur::Should, term("dossier_id", p)))
+                    .collect(),
+            ))
+        };
+        let requests = [
+            ("facciata", None, None),
+            ("tettoia", None, Some(SortBy::Date)),
+            ("facciata tettoia", None, None),
+            ("\"silenzio assenso\"", None, None),
+            ("tettoia", Some(2021), None),
+            ("", Some(2022), None),
+            ("", None, Some(SortBy::Relevance)),
+            ("nessuna", None, None),
+        ];
+        for (name, permission) in [
+            (
+                "tenant",
+                &(|| term("tenant", "t")) as &dyn Fn() -> Box<dyn Query>,
+            ),
+            ("office b", &|| term("office", "b")),
+            ("four dossiers", &dossiers),
+        ] {
+            for (q, year, sort) in requests {
+                let request = SearchRequest {
+                    q: q.to_owned(),
+                    year,
+                    sort,
+                    limit: 15,
+                    ..SearchRequest::default()
+                };
+                let run = |cache_key: Option<String>| {
+                    let found = index
+                        .search(
+                            &request,
+                            Permission {
+                                query: permission(),
+                                cache_key,
+                                narrow: false,
+                            },
+                        )
+                        .expect("searched");
+                    let hits: Vec<(String, f32)> = found
+                        .hits
+                        .into_iter()
+                        .map(|h| (h.document_id, h.score))
+                        .collect();
+                    (found.total, found.facets, hits)
+                };
+                let kept = run(Some(name.to_owned()));
+                let inside = run(None);
+                assert_eq!(kept, inside, "{name}: {q:?} {year:?} {sort:?}");
+                if q != "nessuna" {
+                    assert!(kept.0 > 0, "{name}: {q:?} finds something");
+                }
+            }
         }
     }
 
