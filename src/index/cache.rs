@@ -56,11 +56,13 @@ impl SegmentCaches {
         Ok(table)
     }
 
+    /// The documents of `segment` the filter named `key` admits; evaluated with `inner` (built
+    /// only then: a filter's query can have hundreds of terms) when not kept.
     fn filter(
         &self,
         segment: &SegmentReader,
         key: &[u8; 32],
-        inner: &dyn Weight,
+        inner: &LazyWeight,
     ) -> tantivy::Result<Arc<DocBits>> {
         let id = segment.segment_id();
         if let Some(bits) = lock(&self.filters).get(id, key) {
@@ -68,7 +70,7 @@ impl SegmentCaches {
         }
         let combinations = self.facets(segment)?.combinations();
         let mut bits = DocBits::empty(segment.max_doc(), combinations);
-        inner.for_each_no_score(segment, &mut |docs| {
+        inner.get()?.for_each_no_score(segment, &mut |docs| {
             for &doc in docs {
                 bits.insert(doc);
             }
@@ -366,12 +368,40 @@ impl Filters {
     }
 }
 
+/// A filter's query, made into a weight the first time a segment's documents must be
+/// evaluated with it: a search whose filters are all kept builds none.
+struct LazyWeight {
+    query: Arc<dyn Query>,
+    schema: tantivy::schema::Schema,
+    weight: OnceLock<Box<dyn Weight>>,
+}
+
+impl LazyWeight {
+    fn new(query: Arc<dyn Query>, schema: tantivy::schema::Schema) -> Self {
+        Self {
+            query,
+            schema,
+            weight: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> tantivy::Result<&dyn Weight> {
+        if let Some(weight) = self.weight.get() {
+            return Ok(weight.as_ref());
+        }
+        let weight = self
+            .query
+            .weight(EnableScoring::disabled_from_schema(&self.schema))?;
+        Ok(self.weight.get_or_init(|| weight).as_ref())
+    }
+}
+
 /// A filter whose matches are computed once per segment and kept, under a key that names
 /// exactly what it selects (for a permission: the role, the tenant and the offices or
 /// dossiers). It never scores.
 pub struct CachedFilter {
     key: [u8; 32],
-    inner: Box<dyn Query>,
+    inner: Arc<dyn Query>,
     caches: Arc<SegmentCaches>,
 }
 
@@ -380,7 +410,7 @@ impl CachedFilter {
     pub fn new(key: &str, inner: Box<dyn Query>, caches: Arc<SegmentCaches>) -> Self {
         Self {
             key: Sha256::digest(key.as_bytes()).into(),
-            inner,
+            inner: Arc::from(inner),
             caches,
         }
     }
@@ -409,15 +439,13 @@ impl CachedFilter {
         skip: usize,
         take: usize,
     ) -> tantivy::Result<Browsed> {
-        let inner = self
-            .inner
-            .weight(EnableScoring::disabled_from_searcher(searcher))?;
+        let inner = LazyWeight::new(self.inner.clone(), searcher.schema().clone());
         let want = skip.saturating_add(take);
         let mut total = 0;
         let mut fruits = Vec::new();
         let mut candidates: Vec<(Option<i64>, DocAddress)> = Vec::new();
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
-            let bits = self.caches.filter(segment, &self.key, inner.as_ref())?;
+            let bits = self.caches.filter(segment, &self.key, &inner)?;
             if bits.len == 0 {
                 continue;
             }
@@ -492,7 +520,7 @@ impl Clone for CachedFilter {
     fn clone(&self) -> Self {
         Self {
             key: self.key,
-            inner: self.inner.box_clone(),
+            inner: self.inner.clone(),
             caches: self.caches.clone(),
         }
     }
@@ -508,12 +536,9 @@ impl std::fmt::Debug for CachedFilter {
 
 impl Query for CachedFilter {
     fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
-        let inner = self
-            .inner
-            .weight(EnableScoring::disabled_from_schema(scoring.schema()))?;
         Ok(Box::new(CachedFilterWeight {
             key: self.key,
-            inner,
+            inner: LazyWeight::new(self.inner.clone(), scoring.schema().clone()),
             caches: self.caches.clone(),
         }))
     }
@@ -521,13 +546,13 @@ impl Query for CachedFilter {
 
 struct CachedFilterWeight {
     key: [u8; 32],
-    inner: Box<dyn Weight>,
+    inner: LazyWeight,
     caches: Arc<SegmentCaches>,
 }
 
 impl Weight for CachedFilterWeight {
     fn scorer(&self, reader: &SegmentReader, _boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        let bits = self.caches.filter(reader, &self.key, self.inner.as_ref())?;
+        let bits = self.caches.filter(reader, &self.key, &self.inner)?;
         // A boolean query drops clauses that select everything or nothing from its
         // intersection: an auditor's search is then just the user's query.
         Ok(if bits.len == 0 {
@@ -540,7 +565,7 @@ impl Weight for CachedFilterWeight {
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        let bits = self.caches.filter(reader, &self.key, self.inner.as_ref())?;
+        let bits = self.caches.filter(reader, &self.key, &self.inner)?;
         if !bits.contains(doc) {
             return Err(tantivy::TantivyError::InvalidArgument(format!(
                 "document {doc} does not pass the filter"
