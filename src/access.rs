@@ -309,7 +309,7 @@ impl Caller {
         use tantivy::query::{BooleanQuery, EmptyQuery, Occur, Query, TermQuery};
         use tantivy::schema::IndexRecordOption;
 
-        use crate::index::search::Permission;
+        use crate::index::search::{Deferred, Permission};
 
         let term = |field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
@@ -364,13 +364,19 @@ impl Caller {
                     // cores.
                     let few = ids.len() <= CACHED_FROM_DOSSIERS;
                     let key = (!few).then(|| format!("dossiers\0{tenant_id}\0{}", ids.join("\0")));
-                    let query = Box::new(BooleanQuery::new(vec![
-                        (Occur::Must, any_of(fields.dossier_id, ids)),
-                        (
-                            Occur::Must,
-                            term(fields.visibility, Visibility::Public.as_str()),
-                        ),
-                    ]));
+                    let (dossier, visibility) = (fields.dossier_id, fields.visibility);
+                    let scope = move |ids: &[String]| -> Box<dyn Query> {
+                        Box::new(BooleanQuery::new(vec![
+                            (Occur::Must, any_of(dossier, ids.iter().cloned())),
+                            (Occur::Must, term(visibility, Visibility::Public.as_str())),
+                        ]))
+                    };
+                    let query: Box<dyn Query> = if few {
+                        scope(&ids)
+                    } else {
+                        // Kept per segment: built only for a segment whose filter is not.
+                        Box::new(Deferred::new(move || scope(&ids)))
+                    };
                     (query, key, few)
                 }
             };

@@ -95,6 +95,33 @@ pub struct Permission {
     pub narrow: bool,
 }
 
+/// A query built only when a search evaluates it. A kept permission's query (a term per
+/// dossier, hundreds for a busy professional) is not needed while its filters are kept.
+#[derive(Clone)]
+pub struct Deferred(std::sync::Arc<dyn Fn() -> Box<dyn Query> + Send + Sync>);
+
+impl Deferred {
+    /// The query `build` returns, built anew each time it is evaluated.
+    pub fn new(build: impl Fn() -> Box<dyn Query> + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(build))
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
+}
+
+impl Query for Deferred {
+    fn weight(
+        &self,
+        scoring: EnableScoring<'_>,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
+        (self.0)().weight(scoring)
+    }
+}
+
 impl SearchIndex {
     /// Runs a search restricted by `permission` (from `access`).
     pub fn search(
