@@ -2,9 +2,12 @@
 //!
 //! A segment never changes once written: deletions are applied at collection time through its
 //! alive bitset, and an updated document is a new document in a newer segment. So the facet
-//! values of a segment's documents, or the documents a permission admits, stay true until the
-//! segment is merged away. They are built once (facets when a reader reload brings a segment
-//! in, filters on first use), and dropped when their segment leaves the index.
+//! values of a segment's documents, their order by date, or the documents a permission admits,
+//! stay true until the segment is merged away. They are built once (facets when a reader
+//! reload brings a segment in, filters and the date order on first use), and dropped when
+//! their segment leaves the index. What depends on deletions too (the facet counts of what a
+//! filter admits) is kept with the number of deletions it was counted at, and counted again
+//! when that number grows.
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -185,8 +188,8 @@ impl SegmentFacets {
 
     /// The segment's documents by `date`, newest first, the earlier document first on a tie
     /// and documents without a date last: the order of a search sorted by date. Sorted the
-    /// first time a segment is browsed (a few tens of milliseconds for a million documents)
-    /// and kept with the segment: 4 bytes a document.
+    /// first time a segment is browsed (the first browse of a 1 M index, filter included,
+    /// took 50–80 ms, the next ones 2 ms) and kept with the segment: 4 bytes a document.
     fn newest_first(&self, segment: &SegmentReader) -> tantivy::Result<&[DocId]> {
         if let Some(order) = self.newest.get() {
             return Ok(order);
