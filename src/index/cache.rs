@@ -511,6 +511,19 @@ impl CachedFilter {
     }
 }
 
+impl CachedFilter {
+    /// Whether the filter admits every document of every segment of `searcher`.
+    pub fn admits_all(&self, searcher: &Searcher) -> tantivy::Result<bool> {
+        let inner = LazyWeight::new(self.inner.clone(), searcher.schema().clone());
+        for segment in searcher.segment_readers() {
+            if self.caches.filter(segment, &self.key, &inner)?.len != segment.max_doc() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Newest first; undated last; the earlier address first on a tie (tantivy's order).
 fn newest_first(
     a: &(Option<i64>, DocAddress),
