@@ -14,13 +14,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use sha2::{Digest, Sha256};
-use tantivy::collector::SegmentCollector;
+use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::index::SegmentId;
 use tantivy::query::{
     AllScorer, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight,
+    intersect_scorers,
 };
-use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED};
+use tantivy::{
+    DocAddress, DocId, DocSet, Score, Searcher, SegmentOrdinal, SegmentReader, TERMINATED,
+};
 
 use super::facets::{FacetCounts, FacetSegment, STRING_FACETS};
 
@@ -265,7 +268,8 @@ impl DocBits {
         }
     }
 
-    fn contains(&self, doc: DocId) -> bool {
+    /// Whether the filter admits `doc`.
+    pub fn contains(&self, doc: DocId) -> bool {
         self.words
             .get((doc / 64) as usize)
             .is_some_and(|w| w & (1 << (doc % 64)) != 0)
@@ -511,16 +515,189 @@ impl CachedFilter {
     }
 }
 
+/// The best matches of a query, by score, among the documents a kept filter admits, from
+/// `skip` on: see [`CachedFilter::top`].
+pub struct AdmittedTop {
+    filter: CachedFilter,
+    skip: usize,
+    take: usize,
+}
+
 impl CachedFilter {
-    /// Whether the filter admits every document of every segment of `searcher`.
-    pub fn admits_all(&self, searcher: &Searcher) -> tantivy::Result<bool> {
-        let inner = LazyWeight::new(self.inner.clone(), searcher.schema().clone());
-        for segment in searcher.segment_readers() {
-            if self.caches.filter(segment, &self.key, &inner)?.len != segment.max_doc() {
-                return Ok(false);
+    /// A collector of the `skip..skip + take` best-scoring matches the filter admits. Run
+    /// over the user's query alone, it lets tantivy skip the blocks of postings whose best
+    /// score cannot enter the page (block-max WAND), testing the filter's bit only for the
+    /// documents that could: exact, since a skipped document scores no more than the worst
+    /// admitted one kept so far. Over a sparse filter the admitted documents are few and are
+    /// leapfrogged with the query instead.
+    pub fn top(self, skip: usize, take: usize) -> AdmittedTop {
+        AdmittedTop {
+            filter: self,
+            skip,
+            take,
+        }
+    }
+}
+
+/// A filter admitting fewer than one document in this many of a segment is leapfrogged with
+/// the query: the best scores among so few rarely prune anything.
+const PRUNE_DENSITY: u32 = 4;
+
+impl Collector for AdmittedTop {
+    type Fruit = Vec<(Score, DocAddress)>;
+    type Child = AdmittedSegment;
+
+    fn for_segment(
+        &self,
+        segment_ord: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<AdmittedSegment> {
+        let inner = LazyWeight::new(self.filter.inner.clone(), segment.schema().clone());
+        Ok(AdmittedSegment {
+            bits: self
+                .filter
+                .caches
+                .filter(segment, &self.filter.key, &inner)?,
+            alive: segment.alive_bitset().cloned(),
+            best: Best::new(self.skip.saturating_add(self.take)),
+            segment_ord,
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        true
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Self::Fruit>) -> tantivy::Result<Self::Fruit> {
+        let mut all: Vec<(Score, DocAddress)> = fruits.into_iter().flatten().collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        Ok(all.into_iter().skip(self.skip).take(self.take).collect())
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment_ord: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<Self::Fruit> {
+        let mut child = self.for_segment(segment_ord, segment)?;
+        if child.bits.len == 0 {
+            return Ok(Vec::new());
+        }
+        if child.bits.len.saturating_mul(PRUNE_DENSITY) >= segment.max_doc() {
+            weight.for_each_pruning(Score::MIN, segment, &mut |doc, score| {
+                child.collect(doc, score);
+                child.best.threshold()
+            })?;
+        } else {
+            let mut scorer = intersect_scorers(
+                vec![
+                    weight.scorer(segment, 1.0)?,
+                    Box::new(ConstScorer::new(BitsDocSet::new(child.bits.clone()), 0.0)),
+                ],
+                segment.num_docs(),
+            );
+            let mut doc = scorer.doc();
+            while doc != TERMINATED {
+                child.collect(doc, scorer.score());
+                doc = scorer.advance();
             }
         }
-        Ok(true)
+        Ok(child.harvest())
+    }
+}
+
+/// [`AdmittedTop`] in one segment.
+pub struct AdmittedSegment {
+    bits: Arc<DocBits>,
+    alive: Option<tantivy::fastfield::AliveBitSet>,
+    best: Best,
+    segment_ord: SegmentOrdinal,
+}
+
+impl SegmentCollector for AdmittedSegment {
+    type Fruit = Vec<(Score, DocAddress)>;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        if self.bits.contains(doc) && self.alive.as_ref().is_none_or(|a| a.is_alive(doc)) {
+            self.best.offer(score, doc);
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        let ord = self.segment_ord;
+        self.best
+            .into_sorted()
+            .into_iter()
+            .map(|(score, doc)| (score, DocAddress::new(ord, doc)))
+            .collect()
+    }
+}
+
+/// The `k` best (score, document) pairs offered: the higher score first, the earlier
+/// document on a tie (tantivy's order).
+struct Best {
+    k: usize,
+    /// Worst on top.
+    heap: std::collections::BinaryHeap<Ranked>,
+}
+
+/// A pair ordered worst-last: a lower score, or on a tie a later document, is greater.
+struct Ranked(Score, DocId);
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl Best {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            heap: std::collections::BinaryHeap::with_capacity(k.min(1024)),
+        }
+    }
+
+    fn offer(&mut self, score: Score, doc: DocId) {
+        let ranked = Ranked(score, doc);
+        if self.heap.len() < self.k {
+            self.heap.push(ranked);
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && ranked < *worst
+        {
+            *worst = ranked;
+        }
+    }
+
+    /// The score a document must beat to enter: the worst kept, once there are `k`.
+    fn threshold(&self) -> Score {
+        match self.heap.peek() {
+            Some(worst) if self.heap.len() >= self.k => worst.0,
+            _ => Score::MIN,
+        }
+    }
+
+    fn into_sorted(self) -> Vec<(Score, DocId)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Ranked(score, doc)| (score, doc))
+            .collect()
     }
 }
 

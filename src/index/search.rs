@@ -296,17 +296,16 @@ impl SearchIndex {
                 }
                 least.is_some_and(|n| n < PARALLEL_FROM_MATCHES)
             };
-        // Words alone, ranked, for a caller who may read every document (an auditor): the
-        // count and facets visit every match without scoring, and the page is ranked apart,
-        // where tantivy skips the blocks of postings that cannot reach it (block-max WAND).
-        // Two passes cost less than one that scores every match.
+        // Words alone, ranked, for a caller whose permission is kept: the count and facets
+        // visit every match without scoring, and the page is ranked apart, where tantivy
+        // skips the blocks of postings that cannot reach it (block-max WAND; see
+        // `CachedFilter::top`). Two passes cost less than one that scores every match.
         if let (Scope::Kept(cached), Some(q), SortBy::Relevance) =
             (&m.permission, m.user_query, m.sort)
             && m.filter_terms.is_empty()
             && request.from_ms.is_none()
             && request.to_ms.is_none()
             && prunable(q)
-            && cached.admits_all(searcher)?
         {
             let executor = if parallel {
                 &self.parallel
@@ -316,17 +315,19 @@ impl SearchIndex {
             let facets = FacetCollector {
                 caches: &self.caches,
             };
+            let counted = BooleanQuery::new(vec![
+                (Occur::Must, Box::new(cached.clone()) as Box<dyn Query>),
+                (Occur::Must, q.box_clone()),
+            ]);
             let (total, facets) = searcher.search_with_executor(
-                q,
+                &counted,
                 &(Count, facets),
                 executor,
                 EnableScoring::disabled_from_searcher(searcher),
             )?;
             let page = searcher.search_with_executor(
                 q,
-                &TopDocs::with_limit(request.limit.max(1))
-                    .and_offset(request.offset)
-                    .order_by_score(),
+                &cached.clone().top(request.offset, request.limit.max(1)),
                 executor,
                 EnableScoring::enabled_from_searcher(searcher),
             )?;
@@ -565,8 +566,9 @@ mod tests {
 
     /// A kept permission (a filter per segment, admitting whole segments, parts of them or a
     /// few documents) must find and score exactly like the same permission evaluated inside
-    /// the query, for every kind of query. Admitting everything, words alone are counted and
-    /// ranked in two passes (the ranking pruned); many documents here tie in score.
+    /// the query, for every kind of query. Words alone are counted and ranked in two passes
+    /// (the ranking pruned over a dense filter, leapfrogged over a sparse one); many
+    /// documents here tie in score.
     #[test]
     fn kept_permissions_find_and_score_like_the_permission_inside_the_query() {
         let dir = tempfile::tempdir().expect("temp dir");
