@@ -269,7 +269,7 @@ impl DocBits {
     }
 
     /// Whether the filter admits `doc`.
-    pub fn contains(&self, doc: DocId) -> bool {
+    fn contains(&self, doc: DocId) -> bool {
         self.words
             .get((doc / 64) as usize)
             .is_some_and(|w| w & (1 << (doc % 64)) != 0)
@@ -495,12 +495,12 @@ impl CachedFilter {
                     .filter(|&doc| admitted(doc))
                     .map(dated)
                     .collect();
-                found.sort_by(newest_first);
+                found.sort_by(by_newest);
                 found.truncate(want);
                 candidates.extend(found);
             }
         }
-        candidates.sort_by(newest_first);
+        candidates.sort_by(by_newest);
         let page = candidates
             .into_iter()
             .skip(skip)
@@ -519,6 +519,8 @@ impl CachedFilter {
 /// `skip` on: see [`CachedFilter::top`].
 pub struct AdmittedTop {
     filter: CachedFilter,
+    /// The filter's query, made into a weight once for all segments if one must be evaluated.
+    inner: LazyWeight,
     skip: usize,
     take: usize,
 }
@@ -530,9 +532,10 @@ impl CachedFilter {
     /// documents that could: exact, since a skipped document scores no more than the worst
     /// admitted one kept so far. Over a sparse filter the admitted documents are few and are
     /// leapfrogged with the query instead.
-    pub fn top(self, skip: usize, take: usize) -> AdmittedTop {
+    pub fn top(&self, searcher: &Searcher, skip: usize, take: usize) -> AdmittedTop {
         AdmittedTop {
-            filter: self,
+            filter: self.clone(),
+            inner: LazyWeight::new(self.inner.clone(), searcher.schema().clone()),
             skip,
             take,
         }
@@ -552,12 +555,11 @@ impl Collector for AdmittedTop {
         segment_ord: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<AdmittedSegment> {
-        let inner = LazyWeight::new(self.filter.inner.clone(), segment.schema().clone());
         Ok(AdmittedSegment {
             bits: self
                 .filter
                 .caches
-                .filter(segment, &self.filter.key, &inner)?,
+                .filter(segment, &self.filter.key, &self.inner)?,
             alive: segment.alive_bitset().cloned(),
             best: Best::new(self.skip.saturating_add(self.take)),
             segment_ord,
@@ -702,10 +704,7 @@ impl Best {
 }
 
 /// Newest first; undated last; the earlier address first on a tie (tantivy's order).
-fn newest_first(
-    a: &(Option<i64>, DocAddress),
-    b: &(Option<i64>, DocAddress),
-) -> std::cmp::Ordering {
+fn by_newest(a: &(Option<i64>, DocAddress), b: &(Option<i64>, DocAddress)) -> std::cmp::Ordering {
     b.0.cmp(&a.0).then(a.1.cmp(&b.1))
 }
 

@@ -307,11 +307,6 @@ impl SearchIndex {
             && request.to_ms.is_none()
             && prunable(q)
         {
-            let executor = if parallel {
-                &self.parallel
-            } else {
-                &Executor::SingleThread
-            };
             let facets = FacetCollector {
                 caches: &self.caches,
             };
@@ -319,17 +314,12 @@ impl SearchIndex {
                 (Occur::Must, Box::new(cached.clone()) as Box<dyn Query>),
                 (Occur::Must, q.box_clone()),
             ]);
-            let (total, facets) = searcher.search_with_executor(
-                &counted,
-                &(Count, facets),
-                executor,
-                EnableScoring::disabled_from_searcher(searcher),
-            )?;
-            let page = searcher.search_with_executor(
+            let (total, facets) = self.run(searcher, &counted, &(Count, facets), parallel)?;
+            let page = self.run(
+                searcher,
                 q,
-                &cached.clone().top(request.offset, request.limit.max(1)),
-                executor,
-                EnableScoring::enabled_from_searcher(searcher),
+                &cached.top(searcher, request.offset, request.limit.max(1)),
+                parallel,
             )?;
             return Ok((total as u64, facets, page));
         }
@@ -404,7 +394,7 @@ impl SearchIndex {
 impl SearchIndex {
     /// Runs `collector` over `query`: on every core when `parallel` (a large index and a broad
     /// permission), otherwise segment by segment on the calling thread, where handing work to
-    /// other threads costs more than it saves.
+    /// other threads costs more than it saves. Scoring is on only if the collector needs it.
     fn run<C: Collector>(
         &self,
         searcher: &Searcher,
@@ -417,12 +407,13 @@ impl SearchIndex {
         } else {
             &Executor::SingleThread
         };
-        searcher.search_with_executor(
-            query,
-            collector,
-            executor,
-            EnableScoring::enabled_from_searcher(searcher),
-        )
+        // Scores are computed only for a collector that ranks by them.
+        let scoring = if collector.requires_scoring() {
+            EnableScoring::enabled_from_searcher(searcher)
+        } else {
+            EnableScoring::disabled_from_searcher(searcher)
+        };
+        searcher.search_with_executor(query, collector, executor, scoring)
     }
 }
 
