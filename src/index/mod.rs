@@ -4,6 +4,7 @@
 
 mod cache;
 mod facets;
+mod phrase;
 pub mod search;
 mod snippet;
 mod stem;

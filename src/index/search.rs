@@ -14,6 +14,7 @@ use tantivy::{DocAddress, Executor, Order, Searcher, Term};
 
 use super::cache::CachedFilter;
 use super::facets::{FacetCollector, FacetCounts};
+use super::phrase::{FrequentPhrase, exact_phrases};
 use super::snippet::Snippets;
 use super::{IndexError, SearchIndex, StoredDoc};
 
@@ -156,7 +157,14 @@ impl SearchIndex {
             let parsed = parser
                 .parse_query(&q)
                 .map_err(|e| IndexError::Query(format!("malformed query: {e}")))?;
-            Some(parsed)
+            // Exact phrases run on the scorer for frequent words where it pays: not over the
+            // few documents of a narrow permission, which the phrase is only asked about.
+            Some(match self.index().tokenizers().get(super::ITALIAN) {
+                Some(mut analyzer) if !permission.narrow => {
+                    exact_phrases(parsed, &q, f.body, "body", &mut analyzer)
+                }
+                _ => parsed,
+            })
         };
         // Exact-match filters: the procedure, kind, status, office, dossier and year.
         let mut filter_terms = Vec::with_capacity(request.terms.len() + 1);
@@ -423,7 +431,11 @@ fn most_matches(searcher: &Searcher, query: &dyn Query) -> tantivy::Result<Optio
     let mut least = None;
     if let Some(term) = query.downcast_ref::<TermQuery>() {
         least = Some(searcher.doc_freq(term.term())?);
-    } else if let Some(phrase) = query.downcast_ref::<PhraseQuery>() {
+    } else if let Some(phrase) = query.downcast_ref::<PhraseQuery>().or_else(|| {
+        query
+            .downcast_ref::<FrequentPhrase>()
+            .map(FrequentPhrase::phrase)
+    }) {
         for term in phrase.phrase_terms() {
             least = fewest(least, searcher.doc_freq(&term)?);
         }
