@@ -207,8 +207,9 @@ struct Word {
     block_offset: u64,
     /// Where the document's positions start within the block's.
     in_block: usize,
-    /// The positions of the block's documents (each document's as gaps from the previous
-    /// one), read at once the first time the block's positions are needed.
+    /// The positions of the block's documents, one document after the other, each
+    /// document's as gaps from its previous position (the first from 0): read at once the
+    /// first time the block's positions are needed.
     block_positions: Vec<u32>,
     block_read: bool,
     /// How many blocks of postings have been decoded.
