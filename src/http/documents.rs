@@ -25,6 +25,8 @@ use crate::domain::{
 
 /// Room for the multipart framing and text fields beside the file itself.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+/// How much of a refused upload is read and discarded before the connection is closed.
+const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
 /// Largest text field of an upload form.
 const MAX_TEXT_FIELD: usize = 4096;
 
@@ -44,9 +46,18 @@ pub fn router() -> Router<Services> {
         )
 }
 
-/// The body limit for upload routes, from the configured file limit.
+/// The body limit for upload routes, from the configured file limit: the file and its form,
+/// and room for [`drain`] to read what a refused upload is still sending (the file itself is
+/// held to its limit as it is spooled). Without that room an upload announcing too large a
+/// body could not be drained at all, and the client, still sending, would often see its
+/// connection reset instead of the 413.
 pub fn upload_body_limit(max_upload_bytes: u64) -> usize {
-    usize::try_from(max_upload_bytes.saturating_add(MULTIPART_OVERHEAD)).unwrap_or(usize::MAX)
+    usize::try_from(
+        max_upload_bytes
+            .saturating_add(MULTIPART_OVERHEAD)
+            .saturating_add(DRAIN_LIMIT as u64),
+    )
+    .unwrap_or(usize::MAX)
 }
 
 /// The fields of an upload form.
@@ -137,7 +148,6 @@ async fn read_upload(
 /// sending, gets to read the error instead of a reset connection. Past that the connection
 /// is simply closed: a refused upload is never read to its end.
 async fn drain(multipart: &mut Multipart) {
-    const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
     let mut drained = 0usize;
     while drained < DRAIN_LIMIT {
         let Ok(Some(mut field)) = multipart.next_field().await else {
