@@ -557,6 +557,10 @@ pub fn exact_phrases(
     field_name: &str,
     analyzer: &mut TextAnalyzer,
 ) -> Box<dyn Query> {
+    // Most searches hold no phrase: they are not parsed again.
+    if !has_phrase(query.as_ref()) {
+        return query;
+    }
     let Ok(ast) = tantivy::query_grammar::parse_query(text) else {
         return query;
     };
@@ -605,6 +609,16 @@ fn literals(ast: &UserInputAst, visit: &mut dyn FnMut(&UserInputLiteral)) {
     }
 }
 
+/// Whether `query` holds a phrase where [`rewrite`] looks for one.
+fn has_phrase(query: &dyn Query) -> bool {
+    query.is::<PhraseQuery>()
+        || query.downcast_ref::<BooleanQuery>().is_some_and(|b| {
+            b.clauses()
+                .iter()
+                .any(|(_, clause)| has_phrase(clause.as_ref()))
+        })
+}
+
 fn rewrite(query: Box<dyn Query>, readings: &Readings) -> Box<dyn Query> {
     if let Some(phrase) = query.downcast_ref::<PhraseQuery>() {
         if let Some([Some(terms)]) = readings.get(&phrase.phrase_terms()).map(Vec::as_slice) {
@@ -631,22 +645,11 @@ mod tests {
     use tantivy::query::{Occur, TermQuery};
     use tantivy::{DocAddress, Searcher};
 
-    /// Document `i`, in one of three offices.
+    /// Document `i` of the search tests, in one of three offices, with `text`.
     fn doc(i: usize, text: String) -> IndexedDoc {
         IndexedDoc {
-            doc_id: format!("d{i}"),
-            dossier_id: format!("p{}", i / 3),
-            dossier_number: format!("{i}"),
-            tenant: "t".into(),
-            office: ["a", "b", "c"][i % 3].into(),
-            procedure: "proc".into(),
-            kind: "plan".into(),
-            status: "submitted".into(),
-            visibility: "public".into(),
-            year: 2024,
-            date_ms: i as i64,
-            title: String::new(),
             text,
+            ..crate::index::search::tests::doc(i, i as i64)
         }
     }
 

@@ -544,12 +544,12 @@ pub fn escape(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::index::IndexedDoc;
     use tantivy::query::BooleanQuery;
 
-    fn doc(i: usize, date_ms: i64) -> IndexedDoc {
+    pub(crate) fn doc(i: usize, date_ms: i64) -> IndexedDoc {
         IndexedDoc {
             doc_id: format!("d{i}"),
             dossier_id: format!("p{}", i / 3),
