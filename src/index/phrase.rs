@@ -549,18 +549,22 @@ type Readings = HashMap<Vec<Term>, Vec<Option<Vec<(usize, Term)>>>>;
 /// tantivy's parsed phrase does not tell where its words stand (stop words leave gaps), so the
 /// user's query `text` is parsed again into tantivy's grammar and each of its words or quoted
 /// phrases is analysed as the parser does it. A phrase is replaced when exactly one
-/// exact reading of its words was found; anything else stays as parsed.
+/// exact reading of its words was found; anything else stays as parsed. `analyzer` gives the
+/// field's analyzer, asked for only when the query holds a phrase.
 pub fn exact_phrases(
     query: Box<dyn Query>,
     text: &str,
     field: Field,
     field_name: &str,
-    analyzer: &mut TextAnalyzer,
+    analyzer: impl FnOnce() -> Option<TextAnalyzer>,
 ) -> Box<dyn Query> {
     // Most searches hold no phrase: they are not parsed again.
     if !has_phrase(query.as_ref()) {
         return query;
     }
+    let Some(mut analyzer) = analyzer() else {
+        return query;
+    };
     let Ok(ast) = tantivy::query_grammar::parse_query(text) else {
         return query;
     };
@@ -881,12 +885,13 @@ mod tests {
         let body = index.fields().body;
         let mut parser = tantivy::query::QueryParser::for_index(index.index(), vec![body]);
         parser.set_conjunction_by_default();
-        let mut analyzer = crate::index::italian_analyzer();
-        let rewritten = |q: &str, analyzer: &mut TextAnalyzer| {
+        let rewritten = |q: &str| {
             let parsed = parser.parse_query(q).expect("parsed");
-            exact_phrases(parsed, q, body, "body", analyzer)
+            exact_phrases(parsed, q, body, "body", || {
+                Some(crate::index::italian_analyzer())
+            })
         };
-        let query = rewritten("\"permesso di costruire\"", &mut analyzer);
+        let query = rewritten("\"permesso di costruire\"");
         let phrase = query.downcast_ref::<FrequentPhrase>().expect("a phrase");
         assert_eq!(
             phrase.terms,
@@ -896,7 +901,7 @@ mod tests {
             ]
         );
         // Inside a conjunction, beside a word.
-        let query = rewritten("tettoia \"parere favorevole\"", &mut analyzer);
+        let query = rewritten("tettoia \"parere favorevole\"");
         let boolean = query.downcast_ref::<BooleanQuery>().expect("a conjunction");
         let phrases: Vec<&FrequentPhrase> = boolean
             .clauses()
@@ -906,13 +911,10 @@ mod tests {
         assert_eq!(phrases.len(), 1);
         assert_eq!(phrases[0].terms[1], (1, body_term(&index, "favorevol")));
         // A phrase with slop is left to tantivy.
-        let query = rewritten("\"parere favorevole\"~2", &mut analyzer);
+        let query = rewritten("\"parere favorevole\"~2");
         assert!(query.is::<PhraseQuery>());
         // The same words read two ways are left to tantivy too.
-        let query = rewritten(
-            "\"parere favorevole\" OR \"parere di favorevole\"",
-            &mut analyzer,
-        );
+        let query = rewritten("\"parere favorevole\" OR \"parere di favorevole\"");
         let boolean = query.downcast_ref::<BooleanQuery>().expect("a disjunction");
         assert!(boolean.clauses().iter().all(|(_, q)| q.is::<PhraseQuery>()));
     }

@@ -159,11 +159,12 @@ impl SearchIndex {
                 .map_err(|e| IndexError::Query(format!("malformed query: {e}")))?;
             // Exact phrases run on the scorer for frequent words where it pays: not over the
             // few documents of a narrow permission, which the phrase is only asked about.
-            Some(match self.index().tokenizers().get(super::ITALIAN) {
-                Some(mut analyzer) if !permission.narrow => {
-                    exact_phrases(parsed, &q, f.body, "body", &mut analyzer)
-                }
-                _ => parsed,
+            Some(if permission.narrow {
+                parsed
+            } else {
+                exact_phrases(parsed, &q, f.body, "body", || {
+                    self.index().tokenizers().get(super::ITALIAN)
+                })
             })
         };
         // Exact-match filters: the procedure, kind, status, office, dossier and year.
