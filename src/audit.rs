@@ -81,9 +81,6 @@ fn chain_hash(prev: &str, canonical: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Rows per insert statement, at most.
-const ROWS_PER_INSERT: usize = 32;
-
 /// Appends events inside the caller's write transaction.
 pub async fn append_in_tx(
     db: &Db,
@@ -110,59 +107,36 @@ pub async fn append_in_tx(
         None => (0, GENESIS.to_owned()),
     };
     let at = now_ms();
-    // Multi-row inserts: a round trip per event would dominate group commits. Statements
-    // carry 32, 16, 8, 4, 2 or 1 rows, so the few distinct texts stay prepared in the
-    // connection's statement cache. On SQLite the placeholders are anonymous: binding
-    // hundreds of numbered ones costs time quadratic in their number.
-    let mut rest = events;
-    while !rest.is_empty() {
-        let rows = ROWS_PER_INSERT.min(1 << rest.len().ilog2());
-        let (chunk, tail) = rest.split_at(rows);
-        rest = tail;
-        let mut sql = crate::db::Sql::new_positional(
-            db.backend(),
+    crate::db::insert_rows(
+        tx,
+        db.backend(),
+        (
             "insert into audit_event (seq, at, tenant, actor_id, actor_role, action, target, \
              dossier_id, outcome, client_address, detail, prev_hash, hash) values ",
-        );
-        for (i, e) in chunk.iter().enumerate() {
+            "",
+        ),
+        events,
+        |row, e| {
             seq += 1;
             let at = e.at.unwrap_or(at);
             let detail = e.detail.to_string();
             let hash = chain_hash(&prev, &canonical(seq, at, e, &detail));
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
-                .bind(seq)
-                .push(", ")
-                .bind(at)
-                .push(", ")
-                .bind(e.tenant.clone())
-                .push(", ")
-                .bind(e.actor_id.clone())
-                .push(", ")
-                .bind(e.actor_role.clone())
-                .push(", ")
-                .bind(e.action.clone())
-                .push(", ")
-                .bind(e.target.clone())
-                .push(", ")
-                .bind(e.dossier_id.clone())
-                .push(", ")
-                .bind(e.outcome.clone())
-                .push(", ")
-                .bind(e.client_address.clone())
-                .push(", ")
-                .bind(detail)
-                .push(", ")
-                .bind(prev.clone())
-                .push(", ")
-                .bind(hash.clone())
-                .push(")");
-            prev = hash;
-        }
-        sql.query().execute(&mut **tx).await?;
-    }
+            row.value(seq)
+                .value(at)
+                .value(e.tenant.clone())
+                .value(e.actor_id.clone())
+                .value(e.actor_role.clone())
+                .value(e.action.clone())
+                .value(e.target.clone())
+                .value(e.dossier_id.clone())
+                .value(e.outcome.clone())
+                .value(e.client_address.clone())
+                .value(detail)
+                .value(std::mem::replace(&mut prev, hash.clone()))
+                .value(hash);
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -162,14 +162,18 @@ pub async fn lock_blob(
     hash: &ContentHash,
 ) -> Result<(), DbError> {
     if db.backend() == Backend::Postgres {
-        let hex = hash.to_hex();
-        let key = i64::from_str_radix(&hex[..15], 16).unwrap_or_default();
         sqlx::query("select pg_advisory_xact_lock($1)")
-            .bind(key)
+            .bind(blob_lock_key(hash))
             .execute(&mut **tx)
             .await?;
     }
     Ok(())
+}
+
+/// The PostgreSQL advisory lock that serialises transactions referencing the blob `hash`
+/// with its garbage collection.
+pub(super) fn blob_lock_key(hash: &ContentHash) -> i64 {
+    i64::from_str_radix(&hash.to_hex()[..15], 16).unwrap_or_default()
 }
 
 /// Inside the locked transaction, checks that a blob found already stored (deduplicated)
@@ -251,45 +255,42 @@ async fn record_event(
     Ok(())
 }
 
-/// Adds a document with its first version, and logs the change, in one transaction.
+/// Adds a document with its first version, its change-log entry, timeline event and audit
+/// record, in one transaction (shared with other uploads waiting at the same time: see
+/// `ingest`), and answers once it is committed.
 pub async fn create(
     db: &Db,
     new: NewDocument<'_>,
     actor: &crate::audit::Actor,
 ) -> Result<DocumentId, DbError> {
     let id = DocumentId::new();
-    let now = now_ms();
-    let mut tx = db.begin_write().await?;
-    sqlx::query(
-        "insert into document (id, dossier_id, title, kind, visibility, current_version, \
-         created_by, created_at, updated_at) values ($1, $2, $3, $4, $5, 1, $6, $7, $8)",
-    )
-    .bind(id.to_string())
-    .bind(new.dossier.to_string())
-    .bind(new.title)
-    .bind(new.kind.as_str())
-    .bind(new.visibility.as_str())
-    .bind(new.content.created_by.to_string())
-    .bind(now)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    insert_blob_and_version(db, &mut tx, id, 1, &new.content, now).await?;
-    log_change(&mut tx, new.tenant, "document", &id.to_string(), "create").await?;
-    record_event(&mut tx, new.dossier, "document", id, &new.content, now).await?;
-    crate::audit::append_in_tx(
+    let content = new.content;
+    let event = actor.event(
+        "document.create",
+        format!("document:{id}"),
+        Some(new.dossier.to_string()),
+        "ok",
+        serde_json::json!({"sha256": content.blob.hash.to_hex(), "size": content.blob.size, "visibility": new.visibility.as_str(), "kind": new.kind.as_str()}),
+    );
+    super::ingest::create(
         db,
-        &mut tx,
-        &[actor.event(
-            "document.create",
-            format!("document:{id}"),
-            Some(new.dossier.to_string()),
-            "ok",
-            serde_json::json!({"sha256": new.content.blob.hash.to_hex(), "size": new.content.blob.size, "visibility": new.visibility.as_str(), "kind": new.kind.as_str()}),
-        )],
+        super::ingest::NewRow {
+            id,
+            at: now_ms(),
+            tenant: new.tenant.to_owned(),
+            dossier: new.dossier,
+            title: new.title.to_owned(),
+            kind: new.kind,
+            visibility: new.visibility,
+            blob: content.blob,
+            media_type: content.media_type.to_owned(),
+            filename: content.filename.to_owned(),
+            created_by: content.created_by,
+            blobs: content.blobs.clone(),
+            event,
+        },
     )
     .await?;
-    tx.commit().await?;
     Ok(id)
 }
 

@@ -4,6 +4,7 @@
 pub mod delegations;
 pub mod documents;
 pub mod dossiers;
+mod ingest;
 pub mod lifecycle;
 pub mod registrations;
 pub mod users;
@@ -32,6 +33,9 @@ pub enum DbError {
     /// the upload must store its bytes again.
     #[error("blob vanished before commit")]
     BlobVanished,
+    /// The task writing the transaction ended before it answered (the server is stopping).
+    #[error("the write was interrupted before it committed")]
+    Interrupted,
     /// The database URL names a backend this build does not speak.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
@@ -62,6 +66,8 @@ pub struct Db {
     /// 1, 2, 5, 10… ms between tries. On PostgreSQL the same pool as `pool`.
     writer: AnyPool,
     backend: Backend,
+    /// New documents waiting for the transaction that will carry them.
+    creates: std::sync::Arc<ingest::CreateQueue>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -113,6 +119,7 @@ impl Db {
             pool,
             writer,
             backend,
+            creates: Default::default(),
         };
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&db.pool).await?,
@@ -267,6 +274,65 @@ impl Sql {
     {
         sqlx::query_scalar_with(AssertSqlSafe(self.text), self.args)
     }
+}
+
+/// Rows one multi-row insert carries at most.
+const ROWS_PER_INSERT: usize = 32;
+
+/// One row's values in a multi-row insert (see [`insert_rows`]).
+pub struct RowValues<'s> {
+    sql: &'s mut Sql,
+    first: bool,
+}
+
+impl RowValues<'_> {
+    /// Appends the row's next value.
+    pub fn value<T>(&mut self, value: T) -> &mut Self
+    where
+        T: for<'q> Encode<'q, Any> + Type<Any> + 'static,
+    {
+        if !self.first {
+            self.sql.push(", ");
+        }
+        self.first = false;
+        self.sql.bind(value);
+        self
+    }
+}
+
+/// Inserts `rows` with multi-row statements: a round trip per row would dominate a
+/// transaction that writes many. Statements carry 32, 16, 8, 4, 2 or 1 rows, so the few
+/// distinct texts stay prepared in the connection's statement cache. `prefix` is the statement
+/// up to and including `values `, `suffix` what follows the rows (an `on conflict` clause);
+/// `row` appends one row's values in column order, and is called once per row, in order.
+pub async fn insert_rows<R>(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    (prefix, suffix): (&str, &str),
+    rows: &[R],
+    mut row: impl FnMut(&mut RowValues<'_>, &R),
+) -> Result<(), DbError> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let count = ROWS_PER_INSERT.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(count);
+        rest = tail;
+        let mut sql = Sql::new_positional(backend, prefix);
+        for (i, r) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            row(
+                &mut RowValues {
+                    sql: &mut sql,
+                    first: true,
+                },
+                r,
+            );
+            sql.push(")");
+        }
+        sql.push(suffix);
+        sql.query().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -419,3 +419,168 @@ async fn bad_upload_forms_are_400s() {
     assert_eq!(not_multipart.status(), 400);
     assert!(app.spool_files().is_empty());
 }
+
+/// Uploads waiting at the same time share one transaction, and each is still whole: its
+/// document, timeline event, change-log entry and audit record. When one of them is refused,
+/// the others commit and the refused one is answered with its own error.
+///
+/// A single-threaded runtime: every `create` below is queued before the task that writes the
+/// queue first runs, so all eight meet in the same transaction.
+#[tokio::test]
+async fn documents_created_together_commit_together_and_are_refused_alone() {
+    use fascicolo::blobs::StoredBlob;
+    use fascicolo::db::documents::{NewContent, NewDocument, create};
+    use fascicolo::domain::{ContentHash, DocumentKind, DossierId, Visibility};
+
+    let app = spawn_app().await;
+    let user = fascicolo::users::add_user(
+        &app.services,
+        "citizen".parse().unwrap(),
+        "Maria Rossi",
+        Some(&cf(41)),
+        &[],
+    )
+    .await
+    .unwrap();
+    let dossier = app
+        .open_dossier(&user.token, "scia-edilizia", &cf(41))
+        .await;
+    let dossier_id = DossierId::parse(dossier["id"].as_str().unwrap()).unwrap();
+    let first = app
+        .add_document(
+            &user.token,
+            dossier["id"].as_str().unwrap(),
+            &sample_pdf("Planimetria"),
+            "public",
+        )
+        .await;
+    let stored = StoredBlob {
+        hash: ContentHash::parse(first["sha256"].as_str().unwrap()).unwrap(),
+        size: first["size"].as_u64().unwrap(),
+        deduplicated: true,
+    };
+    // Deduplicated against bytes that are not in the store (collected meanwhile, say).
+    let vanished = StoredBlob {
+        hash: ContentHash::parse(&sha256_hex(b"never stored")).unwrap(),
+        size: 12,
+        deduplicated: true,
+    };
+    let actor = fascicolo::audit::Actor {
+        tenant: app.config.tenant.clone(),
+        id: Some(user.id.to_string()),
+        role: Some("citizen".to_owned()),
+        client: None,
+    };
+    let titles: Vec<String> = (0..8).map(|i| format!("Allegato {i}")).collect();
+    let creates = titles.iter().enumerate().map(|(i, title)| {
+        let (dossier, blob) = match i {
+            // A dossier that does not exist: the shared transaction fails on it.
+            3 => (DossierId::new(), stored),
+            5 => (dossier_id, vanished),
+            _ => (dossier_id, stored),
+        };
+        create(
+            &app.services.db,
+            NewDocument {
+                tenant: &app.config.tenant,
+                dossier,
+                title,
+                kind: DocumentKind::Attachment,
+                visibility: Visibility::Public,
+                content: NewContent {
+                    blob,
+                    media_type: "application/pdf",
+                    filename: "allegato.pdf",
+                    created_by: user.id,
+                    blobs: &app.services.blobs,
+                },
+            },
+            &actor,
+        )
+    });
+    let outcomes = futures_util::future::join_all(creates).await;
+
+    assert!(outcomes[3].is_err(), "unknown dossier: {:?}", outcomes[3]);
+    assert!(
+        matches!(outcomes[5], Err(fascicolo::db::DbError::BlobVanished)),
+        "{:?}",
+        outcomes[5]
+    );
+    let created: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![3, 5].contains(i))
+        .map(|(i, o)| match o {
+            Ok(id) => id.to_string(),
+            Err(e) => panic!("document {i} was refused with the others': {e}"),
+        })
+        .collect();
+    assert_eq!(created.len(), 6);
+
+    let timeline = app
+        .get(&user.token, &format!("/v1/dossiers/{dossier_id}/timeline"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let listed: Value = app
+        .get(&user.token, &format!("/v1/dossiers/{dossier_id}/documents"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    for (i, id) in created.iter().enumerate() {
+        let response = app.get(&user.token, &format!("/v1/documents/{id}")).await;
+        assert_eq!(response.status(), 200, "document {i}");
+        let record: Value = response.json().await.unwrap();
+        assert_eq!(record["sha256"], first["sha256"]);
+        assert_eq!(record["version"], 1);
+        assert!(
+            timeline.contains(id.as_str()),
+            "document {i} on the timeline"
+        );
+        assert!(listed.to_string().contains(id.as_str()));
+    }
+    // The dossier holds the first upload and the six, nothing of the refused two.
+    assert!(!listed.to_string().contains("Allegato 3"));
+    assert!(!listed.to_string().contains("Allegato 5"));
+
+    let pool = app.services.db.pool();
+    for id in &created {
+        let target = format!("document:{id}");
+        let audited: i64 = sqlx::query_scalar(
+            "select count(*) from audit_event where action = 'document.create' and target = $1",
+        )
+        .bind(&target)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(audited, 1, "{target} audited once");
+        let logged: i64 = sqlx::query_scalar(
+            "select count(*) from change_log where entity_id = $1 and op = 'create'",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(logged, 1, "{id} in the change log");
+    }
+    let creations: i64 =
+        sqlx::query_scalar("select count(*) from audit_event where action = 'document.create'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(creations, 7, "the first upload and the six");
+    let report = fascicolo::audit::verify(&app.services.db).await.unwrap();
+    assert!(report.first_broken.is_none(), "{:?}", report.first_broken);
+
+    // All of them are found by search once indexed.
+    app.indexed().await;
+    let search: Value = app
+        .search(&user.token, &[("dossier", &dossier_id.to_string())])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(search["total"], 7, "{search}");
+}
