@@ -1,12 +1,12 @@
 //! New documents committed together: group commit for uploads.
 //!
-//! Every upload used to commit its own transaction. On SQLite there is one writer, so with
-//! several uploads in flight each waited for the others' commits one by one, and a commit is
-//! a flush of the write-ahead log plus a round trip to the connection's thread for each of
-//! its statements. Here the documents waiting to be created go into one queue; one task at a
-//! time takes everything queued (up to [`MOST_PER_TRANSACTION`]) and writes it in a single
-//! transaction with multi-row statements, so the cost of a commit is shared by all the
-//! uploads it carries. While it commits, the next uploads queue for the next transaction.
+//! With a transaction per upload, uploads in flight on SQLite (one writer) would wait for
+//! each other's commits one by one, and each commit is a flush of the write-ahead log plus a
+//! round trip to the connection's thread for each of its statements. Instead, the documents
+//! waiting to be created go into one queue; one task at a time takes everything queued (up to
+//! [`MOST_PER_TRANSACTION`]) and writes it in a single transaction with multi-row statements,
+//! so the cost of a commit is shared by all the uploads it carries. While it commits, the
+//! next uploads queue for the next transaction.
 //!
 //! Each upload is still atomic: its document, version, change-log entry, timeline event and
 //! audit record commit together or not at all, and its caller is answered only after the
