@@ -92,15 +92,22 @@ pub(super) async fn create(db: &Db, row: NewRow) -> Result<(), DbError> {
     answer.await.unwrap_or(Err(DbError::Interrupted))
 }
 
-/// Should the writing task end by a panic, the documents it held and those queued are
-/// answered with an error (their reply channels drop), and the next document starts a new
-/// task.
-struct Writing(Arc<CreateQueue>);
+/// Should the writing task end other than by emptying the queue (a panic, or its runtime
+/// shutting down), the documents it held and those queued are answered with an error (their
+/// reply channels drop), and the next document starts a new task.
+struct Writing {
+    queue: Arc<CreateQueue>,
+    emptied: bool,
+}
 
 impl Drop for Writing {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.emptied {
+            let mut state = self
+                .queue
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             state.writing = false;
             state.queued.clear();
         }
@@ -109,16 +116,20 @@ impl Drop for Writing {
 
 /// Writes out the queue, a transaction at a time, until it is empty.
 async fn write_queue(db: Db) {
-    let _writing = Writing(db.creates.clone());
+    let mut writing = Writing {
+        queue: db.creates.clone(),
+        emptied: false,
+    };
     loop {
         let batch: Vec<Queued> = {
-            let mut state = db
-                .creates
+            let mut state = writing
+                .queue
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if state.queued.is_empty() {
                 state.writing = false;
+                writing.emptied = true;
                 return;
             }
             let n = state.queued.len().min(MOST_PER_TRANSACTION);
