@@ -161,18 +161,33 @@ pub async fn lock_blob(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     hash: &ContentHash,
 ) -> Result<(), DbError> {
+    lock_blobs(db, tx, std::slice::from_ref(hash)).await
+}
+
+/// [`lock_blob`] for several blobs, in a fixed order, so that two transactions locking
+/// overlapping sets cannot wait for each other.
+pub(super) async fn lock_blobs(
+    db: &Db,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    hashes: &[ContentHash],
+) -> Result<(), DbError> {
     if db.backend() == Backend::Postgres {
-        sqlx::query("select pg_advisory_xact_lock($1)")
-            .bind(blob_lock_key(hash))
-            .execute(&mut **tx)
-            .await?;
+        let mut keys: Vec<i64> = hashes.iter().map(blob_lock_key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("select pg_advisory_xact_lock($1)")
+                .bind(key)
+                .execute(&mut **tx)
+                .await?;
+        }
     }
     Ok(())
 }
 
 /// The PostgreSQL advisory lock that serialises transactions referencing the blob `hash`
 /// with its garbage collection.
-pub(super) fn blob_lock_key(hash: &ContentHash) -> i64 {
+fn blob_lock_key(hash: &ContentHash) -> i64 {
     i64::from_str_radix(&hash.to_hex()[..15], 16).unwrap_or_default()
 }
 
@@ -185,8 +200,14 @@ async fn ensure_blob_still_stored(
     content: &NewContent<'_>,
 ) -> Result<(), DbError> {
     lock_blob(db, tx, &content.blob.hash).await?;
-    if content.blob.deduplicated {
-        match content.blobs.size(&content.blob.hash).await {
+    still_stored(content.blobs, &content.blob).await
+}
+
+/// Whether `blob`, if it was deduplicated against bytes already stored, is still in the
+/// store. Call it under the blob's lock (`lock_blob`; on SQLite, the write lock).
+pub(super) async fn still_stored(blobs: &BlobStore, blob: &StoredBlob) -> Result<(), DbError> {
+    if blob.deduplicated {
+        match blobs.size(&blob.hash).await {
             Ok(_) => {}
             Err(BlobError::Missing(_)) => return Err(DbError::BlobVanished),
             Err(e) => return Err(DbError::Corrupt(format!("blob store: {e}"))),

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use super::{Backend, Db, DbError, RowValues, insert_rows, now_ms};
+use super::{Db, DbError, RowValues, insert_rows, now_ms};
 use crate::audit::AuditEvent;
-use crate::blobs::{BlobError, BlobStore, StoredBlob};
+use crate::blobs::{BlobStore, StoredBlob};
 use crate::domain::{DocumentId, DocumentKind, DossierId, UserId, Visibility};
 
 /// Documents one transaction carries at most.
@@ -167,35 +167,14 @@ async fn write_queue(db: Db) {
 async fn write(db: &Db, rows: &[NewRow]) -> Result<Vec<Result<(), DbError>>, DbError> {
     let backend = db.backend();
     let mut tx = db.begin_write().await?;
-    if backend == Backend::Postgres {
-        // Garbage collection takes the same lock for the blob it removes. In a fixed order,
-        // so that two nodes' transactions cannot wait for each other.
-        let mut keys: Vec<i64> = rows
-            .iter()
-            .map(|r| super::documents::blob_lock_key(&r.blob.hash))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        for key in keys {
-            sqlx::query("select pg_advisory_xact_lock($1)")
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    // Under the lock (SQLite: the write lock), a blob found already stored must still be
+    // Garbage collection takes the same lock for the blob it removes (PostgreSQL; on SQLite
+    // the write lock serialises them). Under it, a blob found already stored must still be
     // there: garbage collection may have removed it since the upload looked.
+    let hashes: Vec<_> = rows.iter().map(|r| r.blob.hash).collect();
+    super::documents::lock_blobs(db, &mut tx, &hashes).await?;
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in rows {
-        outcomes.push(if row.blob.deduplicated {
-            match row.blobs.size(&row.blob.hash).await {
-                Ok(_) => Ok(()),
-                Err(BlobError::Missing(_)) => Err(DbError::BlobVanished),
-                Err(e) => Err(DbError::Corrupt(format!("blob store: {e}"))),
-            }
-        } else {
-            Ok(())
-        });
+        outcomes.push(super::documents::still_stored(&row.blobs, &row.blob).await);
     }
     let kept: Vec<&NewRow> = rows
         .iter()

@@ -33,7 +33,8 @@ pub enum DbError {
     /// the upload must store its bytes again.
     #[error("blob vanished before commit")]
     BlobVanished,
-    /// The task writing the transaction ended before it answered (the server is stopping).
+    /// The task writing the transaction ended before it answered (the server stopping, or a
+    /// fault in that task).
     #[error("the write was interrupted before it committed")]
     Interrupted,
     /// The database URL names a backend this build does not speak.
