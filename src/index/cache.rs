@@ -22,7 +22,8 @@ use tantivy::query::{
     intersect_scorers,
 };
 use tantivy::{
-    DocAddress, DocId, DocSet, Score, Searcher, SegmentOrdinal, SegmentReader, TERMINATED,
+    COLLECT_BLOCK_BUFFER_LEN, DocAddress, DocId, DocSet, Score, Searcher, SeekDangerResult,
+    SegmentOrdinal, SegmentReader, TERMINATED,
 };
 
 use super::facets::{FacetCounts, FacetSegment, STRING_FACETS};
@@ -273,6 +274,14 @@ impl DocBits {
         self.words
             .get((doc / 64) as usize)
             .is_some_and(|w| w & (1 << (doc % 64)) != 0)
+    }
+
+    /// 1 if the filter admits `doc`, else 0.
+    #[inline]
+    fn bit(&self, doc: DocId) -> usize {
+        self.words
+            .get((doc / 64) as usize)
+            .map_or(0, |w| ((w >> (doc % 64)) & 1) as usize)
     }
 
     /// The admitted documents in order.
@@ -767,6 +776,211 @@ impl Weight for CachedFilterWeight {
     }
 }
 
+impl CachedFilter {
+    /// The matches of `query` the filter admits, scored as `query` scores them.
+    pub fn admit(&self, query: Box<dyn Query>) -> Admitted {
+        Admitted {
+            filter: self.clone(),
+            query,
+        }
+    }
+}
+
+/// The matches of a query that a [`CachedFilter`] admits (see [`CachedFilter::admit`]).
+///
+/// Where the filter admits a good part of a segment, the query runs alone and each of its
+/// matches is tested against the filter's bits: an intersection would instead seek the query's
+/// postings once per admitted document, or test each match behind a branch that a filter
+/// admitting about half the documents makes the processor mispredict half the time. Counting
+/// and faceting take the query's matches a block at a time and keep the admitted ones without a
+/// branch. Over a sparse filter the admitted documents lead an intersection with the query.
+#[derive(Debug)]
+pub struct Admitted {
+    filter: CachedFilter,
+    query: Box<dyn Query>,
+}
+
+impl Clone for Admitted {
+    fn clone(&self) -> Self {
+        Self {
+            filter: self.filter.clone(),
+            query: self.query.box_clone(),
+        }
+    }
+}
+
+impl Query for Admitted {
+    fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(AdmittedWeight {
+            filter: self.filter.weight(scoring)?,
+            key: self.filter.key,
+            inner: LazyWeight::new(self.filter.inner.clone(), scoring.schema().clone()),
+            caches: self.filter.caches.clone(),
+            query: self.query.weight(scoring)?,
+        }))
+    }
+
+    fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a tantivy::Term, bool)) {
+        self.query.query_terms(visitor);
+    }
+}
+
+struct AdmittedWeight {
+    /// The filter as a clause of an intersection.
+    filter: Box<dyn Weight>,
+    key: [u8; 32],
+    inner: LazyWeight,
+    caches: Arc<SegmentCaches>,
+    query: Box<dyn Weight>,
+}
+
+/// How an [`AdmittedWeight`] runs in one segment.
+enum Admission {
+    /// The filter admits every document: the query runs alone.
+    All,
+    /// The query's scorer runs alone and its matches are tested against the bits.
+    Dense(Arc<DocBits>, Box<dyn Scorer>),
+    /// The query intersected with the filter.
+    Sparse(Box<dyn Scorer>),
+}
+
+/// How many of the query's documents may be visited per admitted document before leading
+/// with the admitted documents (seeking the query at each) costs less: a visited document
+/// costs a bit test, a seek about this many.
+const VISIT_RATIO: u64 = 4;
+
+impl AdmittedWeight {
+    fn admission(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Admission> {
+        let bits = self.caches.filter(reader, &self.key, &self.inner)?;
+        if bits.len == reader.max_doc() {
+            return Ok(Admission::All);
+        }
+        let query = self.query.scorer(reader, boost)?;
+        // A phrase's cost counts the positions it compares, so a phrase over frequent words
+        // is led by the admitted documents, whose candidates alone it then checks.
+        Ok(
+            if query.cost() <= u64::from(bits.len).saturating_mul(VISIT_RATIO) {
+                Admission::Dense(bits, query)
+            } else {
+                Admission::Sparse(intersect_scorers(
+                    vec![
+                        query,
+                        Box::new(ConstScorer::new(BitsDocSet::new(bits), 0.0)),
+                    ],
+                    reader.num_docs(),
+                ))
+            },
+        )
+    }
+}
+
+impl Weight for AdmittedWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        Ok(intersect_scorers(
+            vec![
+                self.query.scorer(reader, boost)?,
+                self.filter.scorer(reader, boost)?,
+            ],
+            reader.num_docs(),
+        ))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        self.filter.explain(reader, doc)?;
+        self.query.explain(reader, doc)
+    }
+
+    fn for_each(
+        &self,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(DocId, Score),
+    ) -> tantivy::Result<()> {
+        let (bits, mut scorer) = match self.admission(reader, 1.0)? {
+            Admission::All => return self.query.for_each(reader, callback),
+            Admission::Dense(bits, scorer) => (Some(bits), scorer),
+            Admission::Sparse(scorer) => (None, scorer),
+        };
+        let mut doc = scorer.doc();
+        while doc != TERMINATED {
+            if bits.as_ref().is_none_or(|b| b.contains(doc)) {
+                callback(doc, scorer.score());
+            }
+            doc = scorer.advance();
+        }
+        Ok(())
+    }
+
+    fn for_each_no_score(
+        &self,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(&[DocId]),
+    ) -> tantivy::Result<()> {
+        let (bits, mut scorer) = match self.admission(reader, 1.0)? {
+            Admission::All => return self.query.for_each_no_score(reader, callback),
+            Admission::Dense(bits, scorer) => (Some(bits), scorer),
+            Admission::Sparse(scorer) => (None, scorer),
+        };
+        let mut buffer = [0; COLLECT_BLOCK_BUFFER_LEN];
+        let mut admitted = [0; COLLECT_BLOCK_BUFFER_LEN];
+        loop {
+            let n = scorer.fill_buffer(&mut buffer);
+            let docs = match &bits {
+                None => &buffer[..n],
+                Some(bits) => {
+                    let mut kept = 0;
+                    for &doc in &buffer[..n] {
+                        // Written always, kept only if admitted: no branch to mispredict.
+                        admitted[kept] = doc;
+                        kept += bits.bit(doc);
+                    }
+                    &admitted[..kept]
+                }
+            };
+            if !docs.is_empty() {
+                callback(docs);
+            }
+            if n < buffer.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn for_each_pruning(
+        &self,
+        threshold: Score,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(DocId, Score) -> Score,
+    ) -> tantivy::Result<()> {
+        match self.admission(reader, 1.0)? {
+            Admission::All => self.query.for_each_pruning(threshold, reader, callback),
+            // The query's own pruning (block-max WAND) skips what cannot reach the page; a
+            // document the filter refuses leaves the bar where it was.
+            Admission::Dense(bits, _) => {
+                let mut bar = threshold;
+                self.query
+                    .for_each_pruning(threshold, reader, &mut |doc, score| {
+                        if bits.contains(doc) {
+                            bar = callback(doc, score);
+                        }
+                        bar
+                    })
+            }
+            Admission::Sparse(mut scorer) => {
+                let mut bar = threshold;
+                let mut doc = scorer.doc();
+                while doc != TERMINATED {
+                    let score = scorer.score();
+                    if score > bar {
+                        bar = callback(doc, score);
+                    }
+                    doc = scorer.advance();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Iterates the documents of a [`DocBits`].
 struct BitsDocSet {
     bits: Arc<DocBits>,
@@ -832,6 +1046,31 @@ impl DocSet for BitsDocSet {
         self.advance()
     }
 
+    /// Whether `target` is admitted is one bit: the set moves there if it is, and stays
+    /// where it was (a valid state before `target`) if it is not.
+    fn seek_danger(&mut self, target: DocId) -> SeekDangerResult {
+        if target >= self.bits.max_doc {
+            return SeekDangerResult::SeekLowerBound(TERMINATED);
+        }
+        if target <= self.doc {
+            return if target == self.doc {
+                SeekDangerResult::Found
+            } else {
+                SeekDangerResult::SeekLowerBound(self.doc)
+            };
+        }
+        if !self.bits.contains(target) {
+            return SeekDangerResult::SeekLowerBound(target + 1);
+        }
+        self.word = (target / 64) as usize;
+        // The bits after `target` in its word are still to be returned.
+        self.rest = self.bits.words.get(self.word).copied().unwrap_or(0)
+            & (u64::MAX << (target % 64))
+            & !(1 << (target % 64));
+        self.doc = target;
+        SeekDangerResult::Found
+    }
+
     fn doc(&self) -> DocId {
         self.doc
     }
@@ -839,7 +1078,19 @@ impl DocSet for BitsDocSet {
     fn size_hint(&self) -> u32 {
         self.bits.len
     }
+
+    /// Led by the set, an intersection seeks every other clause once per admitted document;
+    /// led by a clause, it asks the set one bit per document of the clause. A set is cheaper
+    /// to follow than to lead unless it admits far fewer documents than the clause holds.
+    fn cost(&self) -> u64 {
+        u64::from(self.bits.len).saturating_mul(LEAD_COST)
+    }
 }
+
+/// How many times a clause's document costs as much as seeking every other clause once: the
+/// factor by which an admitted document weighs more than a clause's in choosing which of them
+/// leads an intersection (see [`BitsDocSet::cost`]).
+const LEAD_COST: u64 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -872,6 +1123,47 @@ mod tests {
         let empty = BitsDocSet::new(bits(&[], 100));
         assert_eq!(empty.doc(), TERMINATED);
         assert_eq!(BitsDocSet::new(bits(&[5], 100)).size_hint(), 1);
+    }
+
+    #[test]
+    fn the_bit_docset_answers_a_dangerous_seek_with_one_bit() {
+        let docs = [0, 1, 63, 64, 65, 200, 1000, 1023];
+        let mut set = BitsDocSet::new(bits(&docs, 1024));
+        assert_eq!(set.seek_danger(2), SeekDangerResult::SeekLowerBound(3));
+        assert_eq!(set.seek_danger(30), SeekDangerResult::SeekLowerBound(31));
+        assert_eq!(set.seek_danger(63), SeekDangerResult::Found);
+        assert_eq!(set.doc(), 63);
+        assert_eq!(set.advance(), 64);
+        assert_eq!(set.seek_danger(64), SeekDangerResult::Found);
+        assert_eq!(set.seek_danger(199), SeekDangerResult::SeekLowerBound(200));
+        assert_eq!(set.seek_danger(200), SeekDangerResult::Found);
+        assert_eq!(set.advance(), 1000);
+        assert_eq!(
+            set.seek_danger(1024),
+            SeekDangerResult::SeekLowerBound(TERMINATED)
+        );
+    }
+
+    #[test]
+    fn intersections_with_bit_docsets_match_whichever_leads() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let max_doc = 5000;
+        for (dense, sparse) in [(0.9, 0.01), (0.5, 0.2), (0.05, 0.6), (0.3, 0.3)] {
+            let a: Vec<DocId> = (0..max_doc).filter(|_| rng.random_bool(dense)).collect();
+            let b: Vec<DocId> = (0..max_doc).filter(|_| rng.random_bool(sparse)).collect();
+            let expected: Vec<DocId> = a.iter().copied().filter(|d| b.contains(d)).collect();
+            let scorer = |docs: &[DocId]| -> Box<dyn Scorer> {
+                Box::new(ConstScorer::new(BitsDocSet::new(bits(docs, max_doc)), 0.0))
+            };
+            let mut both = intersect_scorers(vec![scorer(&a), scorer(&b)], max_doc);
+            let mut seen = Vec::new();
+            while both.doc() != TERMINATED {
+                seen.push(both.doc());
+                both.advance();
+            }
+            assert_eq!(seen, expected, "densities {dense} and {sparse}");
+        }
     }
 
     #[test]

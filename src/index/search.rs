@@ -319,10 +319,7 @@ impl SearchIndex {
             let facets = FacetCollector {
                 caches: &self.caches,
             };
-            let counted = BooleanQuery::new(vec![
-                (Occur::Must, Box::new(cached.clone()) as Box<dyn Query>),
-                (Occur::Must, q.box_clone()),
-            ]);
+            let counted = cached.admit(q.box_clone());
             let (total, facets) = self.run(searcher, &counted, &(Count, facets), parallel)?;
             let page = self.run(
                 searcher,
@@ -332,11 +329,14 @@ impl SearchIndex {
             )?;
             return Ok((total as u64, facets, page));
         }
-        let permission: Box<dyn Query> = match m.permission {
-            Scope::Kept(cached) => Box::new(cached),
-            Scope::Query(query) => filter(query),
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let kept = match m.permission {
+            Scope::Kept(cached) => Some(cached),
+            Scope::Query(query) => {
+                clauses.push((Occur::Must, filter(query)));
+                None
+            }
         };
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, permission)];
         match m.user_query {
             Some(q) => clauses.push((Occur::Must, q.box_clone())),
             None => clauses.push((Occur::Must, Box::new(AllQuery))),
@@ -356,7 +356,11 @@ impl SearchIndex {
             });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
         }
-        let query = BooleanQuery::new(clauses);
+        let query: Box<dyn Query> = match kept {
+            Some(cached) => Box::new(cached.admit(Box::new(BooleanQuery::new(clauses)))),
+            None => Box::new(BooleanQuery::new(clauses)),
+        };
+        let query = query.as_ref();
         let top = TopDocs::with_limit(request.limit.max(1)).and_offset(request.offset);
         let facets = FacetCollector {
             caches: &self.caches,
@@ -365,7 +369,7 @@ impl SearchIndex {
             SortBy::Relevance => {
                 let (total, facets, hits) = self.run(
                     searcher,
-                    &query,
+                    query,
                     &(Count, facets, top.order_by_score()),
                     parallel,
                 )?;
@@ -381,7 +385,7 @@ impl SearchIndex {
             SortBy::Date => {
                 let (total, facets, hits) = self.run(
                     searcher,
-                    &query,
+                    query,
                     &(
                         Count,
                         facets,
