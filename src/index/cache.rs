@@ -18,13 +18,14 @@ use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::index::SegmentId;
 use tantivy::query::{
-    AllScorer, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight,
-    intersect_scorers,
+    AllScorer, BooleanQuery, ConstScorer, EmptyScorer, EnableScoring, Explanation, Occur, Query,
+    Scorer, TermQuery, Weight, intersect_scorers,
 };
 use tantivy::{
     COLLECT_BLOCK_BUFFER_LEN, DocAddress, DocId, DocSet, Score, Searcher, SeekDangerResult,
     SegmentOrdinal, SegmentReader, TERMINATED,
 };
+use tantivy_common::TinySet;
 
 use super::facets::{FacetCounts, FacetSegment, STRING_FACETS};
 
@@ -274,6 +275,17 @@ impl DocBits {
         self.words
             .get((doc / 64) as usize)
             .is_some_and(|w| w & (1 << (doc % 64)) != 0)
+    }
+
+    /// The admission of the 64 documents from `first` on, the first in the lowest bit.
+    fn word_at(&self, first: DocId) -> u64 {
+        let word = |i: usize| self.words.get(i).copied().unwrap_or(0);
+        let (i, shift) = ((first / 64) as usize, first % 64);
+        if shift == 0 {
+            word(i)
+        } else {
+            (word(i) >> shift) | (word(i + 1) << (64 - shift))
+        }
     }
 
     /// 1 if the filter admits `doc`, else 0.
@@ -811,18 +823,44 @@ impl Clone for Admitted {
 
 impl Query for Admitted {
     fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        let mut terms = Vec::new();
+        let conjunction =
+            if conjunction_of_terms(self.query.as_ref(), &mut terms) && terms.len() > 1 {
+                let unscored = EnableScoring::disabled_from_schema(scoring.schema());
+                terms
+                    .iter()
+                    .map(|t| t.weight(unscored))
+                    .collect::<tantivy::Result<Vec<_>>>()?
+            } else {
+                Vec::new()
+            };
         Ok(Box::new(AdmittedWeight {
             filter: self.filter.weight(scoring)?,
             key: self.filter.key,
             inner: LazyWeight::new(self.filter.inner.clone(), scoring.schema().clone()),
             caches: self.filter.caches.clone(),
             query: self.query.weight(scoring)?,
+            conjunction,
         }))
     }
 
     fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a tantivy::Term, bool)) {
         self.query.query_terms(visitor);
     }
+}
+
+/// Whether `query` matches the documents holding every one of some words (a word, or words
+/// all required), which it adds to `terms`.
+fn conjunction_of_terms<'a>(query: &'a dyn Query, terms: &mut Vec<&'a TermQuery>) -> bool {
+    if let Some(term) = query.downcast_ref::<TermQuery>() {
+        terms.push(term);
+        return true;
+    }
+    query.downcast_ref::<BooleanQuery>().is_some_and(|b| {
+        b.clauses()
+            .iter()
+            .all(|(occur, q)| *occur == Occur::Must && conjunction_of_terms(q.as_ref(), terms))
+    })
 }
 
 struct AdmittedWeight {
@@ -832,6 +870,8 @@ struct AdmittedWeight {
     inner: LazyWeight,
     caches: Arc<SegmentCaches>,
     query: Box<dyn Weight>,
+    /// When the query requires two words or more: each word, unscored.
+    conjunction: Vec<Box<dyn Weight>>,
 }
 
 /// How an [`AdmittedWeight`] runs in one segment.
@@ -871,6 +911,80 @@ impl AdmittedWeight {
                 ))
             },
         )
+    }
+}
+
+/// A conjunction is matched window by window when its rarest word is in at least one document
+/// in this many of the segment: below that, most windows hold none of its documents.
+const WINDOW_DENSITY: u64 = 32;
+
+/// The 64-document words of a window, as tantivy's `DocSet::fill_bitset_block` fills them.
+const WINDOW_WORDS: usize = 16;
+
+impl AdmittedWeight {
+    /// Matches a conjunction of frequent words under a broad filter a window of 1 024 documents
+    /// at a time: each word marks its documents of the window in a bitmap, the bitmaps and the
+    /// filter's bits are ANDed, and the documents left are handed on. Leapfrogging the words'
+    /// postings instead costs a seek per candidate, and each seek branches unpredictably.
+    /// Returns whether it ran (a single word, a sparse filter or a rare word is left to
+    /// [`AdmittedWeight::admission`]).
+    fn windowed(
+        &self,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(&[DocId]),
+    ) -> tantivy::Result<bool> {
+        if self.conjunction.len() < 2 {
+            return Ok(false);
+        }
+        let bits = self.caches.filter(reader, &self.key, &self.inner)?;
+        let max_doc = reader.max_doc();
+        if bits.len.saturating_mul(PRUNE_DENSITY) < max_doc {
+            return Ok(false);
+        }
+        let mut words = self
+            .conjunction
+            .iter()
+            .map(|w| w.scorer(reader, 1.0))
+            .collect::<tantivy::Result<Vec<_>>>()?;
+        let rarest = words.iter().map(|w| w.size_hint()).min().unwrap_or(0);
+        if u64::from(rarest).saturating_mul(WINDOW_DENSITY) < u64::from(max_doc) {
+            return Ok(false);
+        }
+        let bits = (bits.len < max_doc).then_some(bits);
+        let mut found = [0; COLLECT_BLOCK_BUFFER_LEN];
+        let mut n = 0;
+        // Every word is at or before `base` when a window starts: a word is only sought forward.
+        let mut base = words.iter().map(|w| w.doc()).max().unwrap_or(TERMINATED);
+        while base < max_doc {
+            let mut window = [TinySet::empty(); WINDOW_WORDS];
+            let mut next = words[0].fill_bitset_block(base, &mut window);
+            for word in &mut words[1..] {
+                let mut marked = [TinySet::empty(); WINDOW_WORDS];
+                next = next.max(word.fill_bitset_block(base, &mut marked));
+                for (w, m) in window.iter_mut().zip(marked) {
+                    *w = w.intersect(m);
+                }
+            }
+            for (i, w) in window.iter_mut().enumerate() {
+                let start = base + i as u32 * 64;
+                if let Some(bits) = &bits {
+                    *w = w.intersect(TinySet::deserialize(bits.word_at(start).to_le_bytes()));
+                }
+                while let Some(bit) = w.pop_lowest() {
+                    found[n] = start + bit;
+                    n += 1;
+                    if n == found.len() {
+                        callback(&found);
+                        n = 0;
+                    }
+                }
+            }
+            base = next;
+        }
+        if n > 0 {
+            callback(&found[..n]);
+        }
+        Ok(true)
     }
 }
 
@@ -915,6 +1029,9 @@ impl Weight for AdmittedWeight {
         reader: &SegmentReader,
         callback: &mut dyn FnMut(&[DocId]),
     ) -> tantivy::Result<()> {
+        if self.windowed(reader, callback)? {
+            return Ok(());
+        }
         let (bits, mut scorer) = match self.admission(reader, 1.0)? {
             Admission::All => return self.query.for_each_no_score(reader, callback),
             Admission::Dense(bits, scorer) => (Some(bits), scorer),
@@ -1142,6 +1259,18 @@ mod tests {
             set.seek_danger(1024),
             SeekDangerResult::SeekLowerBound(TERMINATED)
         );
+    }
+
+    #[test]
+    fn a_word_of_admissions_starts_at_any_document() {
+        let docs = [3, 64, 100, 127, 128, 190];
+        let b = bits(&docs, 200);
+        for first in 0..200 {
+            let expected = (0..64u32)
+                .filter(|i| docs.contains(&(first + i)))
+                .fold(0u64, |w, i| w | 1 << i);
+            assert_eq!(b.word_at(first), expected, "from {first}");
+        }
     }
 
     #[test]
