@@ -170,6 +170,7 @@ impl FrequentPhraseWeight {
             doc: 0,
             count: 0,
             left: Vec::new(),
+            marks: Vec::new(),
             checked: 0,
         };
         let first = scorer.words[0].doc();
@@ -287,6 +288,9 @@ struct DensePhraseScorer {
     count: u32,
     /// The positions where the phrase could still occur.
     left: Vec<u32>,
+    /// A bit per position of the document, set where the first word is (two-word phrases);
+    /// all clear between documents.
+    marks: Vec<u64>,
     /// How many documents holding every word were checked for the phrase.
     checked: u32,
 }
@@ -322,6 +326,9 @@ impl DensePhraseScorer {
         let (first, rest) = self.words.split_first_mut().expect("two words or more");
         self.left.clear();
         self.left.extend(first.positions());
+        if let [second] = rest {
+            return pair_occurrences(&self.left, second, &mut self.marks);
+        }
         for word in rest {
             // Keeps the positions this word is at too (a merge of two short sorted lists).
             let mut positions = word.positions();
@@ -346,6 +353,32 @@ impl DensePhraseScorer {
         }
         self.left.len() as u32
     }
+}
+
+/// How many of `second`'s positions are among `first` (the first word's, shifted alike): each
+/// of `first` marks its bit, each of `second`'s reads one, and the marks are cleared again. A
+/// merge of the two sorted lists would instead branch on every comparison, unpredictably.
+fn pair_occurrences(first: &[u32], second: &mut Word, marks: &mut Vec<u64>) -> u32 {
+    let Some(&last) = first.last() else {
+        return 0;
+    };
+    let words = last as usize / 64 + 1;
+    if marks.len() < words {
+        marks.resize(words, 0);
+    }
+    for &p in first {
+        marks[p as usize / 64] |= 1 << (p % 64);
+    }
+    let mut count = 0;
+    for p in second.positions() {
+        count += marks
+            .get(p as usize / 64)
+            .map_or(0, |w| (w >> (p % 64)) as u32 & 1);
+    }
+    for &p in first {
+        marks[p as usize / 64] = 0;
+    }
+    count
 }
 
 impl DensePhraseScorer {
