@@ -7,7 +7,8 @@
 //! reload brings a segment in, filters and the date order on first use), and dropped when
 //! their segment leaves the index. What depends on deletions too (the facet counts of what a
 //! filter admits) is kept with the number of deletions it was counted at, and counted again
-//! when that number grows.
+//! when that number grows. The matches of a phrase of frequent words are kept too, once walked
+//! (see [`PhraseMatches`]), within their own memory budget.
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -31,14 +32,26 @@ use super::facets::{FacetCounts, FacetSegment, STRING_FACETS};
 
 /// Memory the permission filters may take, over all segments and callers.
 const FILTER_BYTES: usize = 64 * 1024 * 1024;
+/// Memory the matches of phrases may take, over all segments.
+const PHRASE_BYTES: usize = 64 * 1024 * 1024;
 /// Documents whose facet values are read per column access while building a table.
 const BUILD_BLOCK: u32 = 1024;
 
 /// The per-segment caches of one index.
-#[derive(Default)]
 pub struct SegmentCaches {
     facets: Mutex<HashMap<SegmentId, Arc<SegmentFacets>>>,
-    filters: Mutex<Filters>,
+    filters: Mutex<Kept<DocBits>>,
+    phrases: Mutex<Kept<PhraseMatches>>,
+}
+
+impl Default for SegmentCaches {
+    fn default() -> Self {
+        Self {
+            facets: Mutex::default(),
+            filters: Mutex::new(Kept::new(FILTER_BYTES)),
+            phrases: Mutex::new(Kept::new(PHRASE_BYTES)),
+        }
+    }
 }
 
 impl std::fmt::Debug for SegmentCaches {
@@ -91,16 +104,18 @@ impl SegmentCaches {
     /// Forgets everything about segments no longer in `live`.
     fn retain(&self, live: &HashSet<SegmentId>) {
         lock(&self.facets).retain(|id, _| live.contains(id));
-        let mut filters = lock(&self.filters);
-        let dead: Vec<(SegmentId, [u8; 32])> = filters
-            .entries
-            .keys()
-            .filter(|(id, _)| !live.contains(id))
-            .copied()
-            .collect();
-        for key in dead {
-            filters.remove(&key);
-        }
+        lock(&self.filters).retain(live);
+        lock(&self.phrases).retain(live);
+    }
+
+    /// The matches of the phrase named `key` in `segment`, if kept.
+    pub fn phrase(&self, segment: SegmentId, key: &[u8; 32]) -> Option<Arc<PhraseMatches>> {
+        lock(&self.phrases).get(segment, key)
+    }
+
+    /// Keeps the matches of the phrase named `key` in `segment`.
+    pub fn keep_phrase(&self, segment: SegmentId, key: [u8; 32], matches: Arc<PhraseMatches>) {
+        lock(&self.phrases).insert(segment, key, matches);
     }
 }
 
@@ -342,36 +357,71 @@ impl DocBits {
             }
         }
     }
+}
 
+/// Every document of a segment holding a phrase, in order, with how many times it holds it:
+/// what a pair index would store for the phrase, found by walking the words' positions once.
+/// A segment never changes, so they stay true until it is merged away; deleted documents are
+/// among them, and are left out when matches are collected, as for any query.
+#[derive(Debug, Default)]
+pub struct PhraseMatches {
+    /// The documents, in increasing order.
+    pub docs: Vec<DocId>,
+    /// The phrase's occurrences in each.
+    pub counts: Vec<u32>,
+}
+
+impl Weighed for PhraseMatches {
+    fn bytes(&self) -> usize {
+        (self.docs.len() + self.counts.len()) * 4
+    }
+}
+
+/// What a segment's entry of a [`Kept`] costs in memory.
+pub trait Weighed {
+    /// Bytes held.
+    fn bytes(&self) -> usize;
+}
+
+impl Weighed for DocBits {
     fn bytes(&self) -> usize {
         self.words.len() * 8 + self.combinations * 4
     }
 }
 
-/// Permission filters by segment and key, least recently used first out.
-#[derive(Default)]
-struct Filters {
-    entries: HashMap<(SegmentId, [u8; 32]), (Arc<DocBits>, u64)>,
+/// Entries by segment and key within a memory budget, least recently used first out.
+struct Kept<V> {
+    entries: HashMap<(SegmentId, [u8; 32]), (Arc<V>, u64)>,
     bytes: usize,
+    budget: usize,
     clock: u64,
 }
 
-impl Filters {
-    fn get(&mut self, segment: SegmentId, key: &[u8; 32]) -> Option<Arc<DocBits>> {
+impl<V: Weighed> Kept<V> {
+    fn new(budget: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            bytes: 0,
+            budget,
+            clock: 0,
+        }
+    }
+
+    fn get(&mut self, segment: SegmentId, key: &[u8; 32]) -> Option<Arc<V>> {
         self.clock += 1;
         let clock = self.clock;
-        self.entries.get_mut(&(segment, *key)).map(|(bits, used)| {
+        self.entries.get_mut(&(segment, *key)).map(|(value, used)| {
             *used = clock;
-            bits.clone()
+            value.clone()
         })
     }
 
-    fn insert(&mut self, segment: SegmentId, key: [u8; 32], bits: Arc<DocBits>) {
-        let size = bits.bytes();
-        if size > FILTER_BYTES {
+    fn insert(&mut self, segment: SegmentId, key: [u8; 32], value: Arc<V>) {
+        let size = value.bytes();
+        if size > self.budget {
             return;
         }
-        while self.bytes + size > FILTER_BYTES {
+        while self.bytes + size > self.budget {
             let Some(oldest) = self
                 .entries
                 .iter()
@@ -383,15 +433,28 @@ impl Filters {
             self.remove(&oldest);
         }
         self.clock += 1;
-        if let Some((old, _)) = self.entries.insert((segment, key), (bits, self.clock)) {
+        if let Some((old, _)) = self.entries.insert((segment, key), (value, self.clock)) {
             self.bytes -= old.bytes();
         }
         self.bytes += size;
     }
 
     fn remove(&mut self, key: &(SegmentId, [u8; 32])) {
-        if let Some((bits, _)) = self.entries.remove(key) {
-            self.bytes -= bits.bytes();
+        if let Some((value, _)) = self.entries.remove(key) {
+            self.bytes -= value.bytes();
+        }
+    }
+
+    /// Forgets the entries of segments not in `live`.
+    fn retain(&mut self, live: &HashSet<SegmentId>) {
+        let dead: Vec<(SegmentId, [u8; 32])> = self
+            .entries
+            .keys()
+            .filter(|(id, _)| !live.contains(id))
+            .copied()
+            .collect();
+        for key in dead {
+            self.remove(&key);
         }
     }
 }
@@ -1297,7 +1360,7 @@ mod tests {
 
     #[test]
     fn filters_are_evicted_least_recently_used_first_within_their_budget() {
-        let mut filters = Filters::default();
+        let mut filters = Kept::new(FILTER_BYTES);
         let segment = SegmentId::generate_random();
         let big = |n: usize| bits(&[], (FILTER_BYTES / 2 * 8 - 64 * n) as u32);
         filters.insert(segment, [1; 32], big(0));

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use tantivy::directory::CompositeFile;
 use tantivy::fieldnorm::FieldNormReader;
 use tantivy::index::{SegmentComponent, SegmentReader};
@@ -32,6 +33,8 @@ use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DocId, DocSet, Score, SeekDangerResult, TERMINATED};
 
+use super::cache::{PhraseMatches, SegmentCaches};
+
 /// A segment's words are walked here when the most frequent is in at most this many times as
 /// many documents as the rarest: then a match is likely in most blocks of every word, and
 /// decoding them all costs little more than jumping to them.
@@ -45,6 +48,8 @@ pub struct FrequentPhrase {
     field: Field,
     /// Each word with its position in the phrase.
     terms: Vec<(usize, Term)>,
+    /// Where its matches are kept per segment, if anywhere.
+    kept: Option<Arc<SegmentCaches>>,
 }
 
 impl FrequentPhrase {
@@ -58,7 +63,15 @@ impl FrequentPhrase {
             field: phrase.field(),
             phrase,
             terms,
+            kept: None,
         }
+    }
+
+    /// The phrase, its matches in each segment kept in `caches` once walked (see
+    /// [`PhraseMatches`]).
+    pub fn kept_in(mut self, caches: Arc<SegmentCaches>) -> Self {
+        self.kept = Some(caches);
+        self
     }
 
     /// The phrase as tantivy's query.
@@ -78,12 +91,18 @@ impl FrequentPhrase {
             }
             EnableScoring::Disabled { .. } => None,
         };
+        let kept = self.kept.clone().map(|caches| {
+            // The words and where they stand name the phrase's matches in a segment.
+            let key: [u8; 32] = Sha256::digest(format!("{:?}", self.terms).as_bytes()).into();
+            (caches, key)
+        });
         Ok(FrequentPhraseWeight {
             fallback,
             field: self.field,
             terms: self.terms.clone(),
             scores: Arc::new(score_table(bm25.as_ref())),
             bm25,
+            kept,
         })
     }
 }
@@ -105,32 +124,40 @@ struct FrequentPhraseWeight {
     bm25: Option<Bm25Weight>,
     /// `bm25`'s scores tabled once for all segments (unboosted).
     scores: Arc<Vec<[Score; 256]>>,
+    /// The caches the matches are kept in, and the phrase's key there.
+    kept: Option<(Arc<SegmentCaches>, [u8; 32])>,
+}
+
+/// How a phrase is matched in one segment.
+enum Plan {
+    /// A word is not in the segment.
+    Empty,
+    /// Every word is frequent: walked.
+    Walk(Box<DensePhraseScorer>),
+    /// Left to tantivy's scorer.
+    Tantivy,
 }
 
 impl FrequentPhraseWeight {
-    /// The walking scorer for `reader`, or `None` where tantivy's should run instead.
-    fn dense_scorer(
-        &self,
-        reader: &SegmentReader,
-        boost: Score,
-    ) -> tantivy::Result<Option<Box<dyn Scorer>>> {
+    /// How to match the phrase in `reader`.
+    fn plan(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Plan> {
         let inverted = reader.inverted_index(self.field)?;
         let mut infos = Vec::with_capacity(self.terms.len());
         for (offset, term) in &self.terms {
             match inverted.get_term_info(term)? {
                 Some(info) => infos.push((*offset, info)),
-                None => return Ok(Some(Box::new(EmptyScorer))),
+                None => return Ok(Plan::Empty),
             }
         }
         let rarest = infos.iter().map(|(_, i)| i.doc_freq).min().unwrap_or(0);
         let commonest = infos.iter().map(|(_, i)| i.doc_freq).max().unwrap_or(0);
         if commonest > rarest.saturating_mul(DENSE_RATIO) {
-            return Ok(None);
+            return Ok(Plan::Tantivy);
         }
         let Some(positions) = CompositeFile::open(&reader.open_read(SegmentComponent::Positions)?)?
             .open_read(self.field)
         else {
-            return Ok(None);
+            return Ok(Plan::Tantivy);
         };
         let last = infos.iter().map(|(o, _)| *o).max().unwrap_or(0);
         let mut words = Vec::with_capacity(infos.len());
@@ -153,20 +180,9 @@ impl FrequentPhraseWeight {
         }
         // The rarest word leads the search for documents holding them all.
         words.sort_by_key(|w| w.doc_freq);
-        let fieldnorms = match &self.bm25 {
-            Some(_) => reader.get_fieldnorms_reader(self.field)?,
-            None => FieldNormReader::constant(reader.max_doc(), 1),
-        };
-        let bm25 = self.bm25.as_ref().map(|w| w.boost_by(boost));
         let mut scorer = DensePhraseScorer {
             words,
-            scores: if boost == 1.0 {
-                self.scores.clone()
-            } else {
-                Arc::new(score_table(bm25.as_ref()))
-            },
-            bm25,
-            fieldnorms,
+            scoring: self.scoring(reader, boost)?,
             doc: 0,
             count: 0,
             left: Vec::new(),
@@ -175,25 +191,146 @@ impl FrequentPhraseWeight {
         };
         let first = scorer.words[0].doc();
         scorer.find(first);
-        Ok(Some(Box::new(AdaptivePhraseScorer {
-            dense: scorer,
-            tantivy: self.fallback.scorer(reader, boost)?,
-            handed_over: false,
-            fresh: false,
-        })))
+        Ok(Plan::Walk(Box::new(scorer)))
+    }
+
+    /// The phrase's BM25 weight in `reader`, boosted.
+    fn scoring(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<PhraseScoring> {
+        let fieldnorms = match &self.bm25 {
+            Some(_) => reader.get_fieldnorms_reader(self.field)?,
+            None => FieldNormReader::constant(reader.max_doc(), 1),
+        };
+        let bm25 = self.bm25.as_ref().map(|w| w.boost_by(boost));
+        Ok(PhraseScoring {
+            scores: if boost == 1.0 {
+                self.scores.clone()
+            } else {
+                Arc::new(score_table(bm25.as_ref()))
+            },
+            bm25,
+            fieldnorms,
+        })
+    }
+
+    /// Walks the whole segment once and keeps every match (see [`PhraseMatches`]), or reads
+    /// what an earlier walk kept: the phrase is then answered as a word's postings would be.
+    fn kept_scorer(
+        &self,
+        reader: &SegmentReader,
+        boost: Score,
+        caches: &SegmentCaches,
+        key: &[u8; 32],
+    ) -> tantivy::Result<Box<dyn Scorer>> {
+        let segment = reader.segment_id();
+        let matches = match caches.phrase(segment, key) {
+            Some(matches) => matches,
+            None => match self.plan(reader, boost)? {
+                Plan::Empty => return Ok(Box::new(EmptyScorer)),
+                Plan::Tantivy => return self.fallback.scorer(reader, boost),
+                Plan::Walk(mut walk) => {
+                    let mut matches = PhraseMatches::default();
+                    while walk.doc != TERMINATED {
+                        matches.docs.push(walk.doc);
+                        matches.counts.push(walk.count);
+                        walk.advance();
+                    }
+                    let matches = Arc::new(matches);
+                    caches.keep_phrase(segment, *key, matches.clone());
+                    matches
+                }
+            },
+        };
+        Ok(Box::new(KeptPhraseScorer {
+            matches,
+            at: 0,
+            scoring: self.scoring(reader, boost)?,
+        }))
     }
 }
 
 impl Weight for FrequentPhraseWeight {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        match self.dense_scorer(reader, boost)? {
-            Some(scorer) => Ok(scorer),
-            None => self.fallback.scorer(reader, boost),
+        if let Some((caches, key)) = &self.kept {
+            return self.kept_scorer(reader, boost, caches, key);
         }
+        Ok(match self.plan(reader, boost)? {
+            Plan::Empty => Box::new(EmptyScorer),
+            Plan::Walk(dense) => Box::new(AdaptivePhraseScorer {
+                dense: *dense,
+                tantivy: self.fallback.scorer(reader, boost)?,
+                handed_over: false,
+                fresh: false,
+            }),
+            Plan::Tantivy => self.fallback.scorer(reader, boost)?,
+        })
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
         self.fallback.explain(reader, doc)
+    }
+}
+
+/// The BM25 weight of a phrase in one segment.
+struct PhraseScoring {
+    bm25: Option<Bm25Weight>,
+    /// `bm25`'s scores of 1, 2… occurrences by field length.
+    scores: Arc<Vec<[Score; 256]>>,
+    fieldnorms: FieldNormReader,
+}
+
+impl PhraseScoring {
+    /// The score of `doc`, which holds the phrase `count` times.
+    fn score(&self, doc: DocId, count: u32) -> Score {
+        let Some(bm25) = &self.bm25 else {
+            return 1.0;
+        };
+        let fieldnorm = self.fieldnorms.fieldnorm_id(doc);
+        match count
+            .checked_sub(1)
+            .and_then(|i| self.scores.get(i as usize))
+        {
+            Some(scores) => scores[fieldnorm as usize],
+            None => bm25.score(fieldnorm, count),
+        }
+    }
+}
+
+/// A phrase's kept matches in one segment, read like a word's postings.
+struct KeptPhraseScorer {
+    matches: Arc<PhraseMatches>,
+    at: usize,
+    scoring: PhraseScoring,
+}
+
+impl DocSet for KeptPhraseScorer {
+    fn advance(&mut self) -> DocId {
+        self.at = (self.at + 1).min(self.matches.docs.len());
+        self.doc()
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        let rest = self.matches.docs.get(self.at..).unwrap_or_default();
+        self.at += rest.partition_point(|&d| d < target);
+        self.doc()
+    }
+
+    fn doc(&self) -> DocId {
+        self.matches
+            .docs
+            .get(self.at)
+            .copied()
+            .unwrap_or(TERMINATED)
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.matches.docs.len() as u32
+    }
+}
+
+impl Scorer for KeptPhraseScorer {
+    fn score(&mut self) -> Score {
+        let count = self.matches.counts.get(self.at).copied().unwrap_or(0);
+        self.scoring.score(self.doc(), count)
     }
 }
 
@@ -279,10 +416,7 @@ impl Word {
 struct DensePhraseScorer {
     /// Rarest first.
     words: Vec<Word>,
-    bm25: Option<Bm25Weight>,
-    /// `bm25`'s scores of 1, 2… occurrences by field length.
-    scores: Arc<Vec<[Score; 256]>>,
-    fieldnorms: FieldNormReader,
+    scoring: PhraseScoring,
     doc: DocId,
     /// How many times the phrase occurs in `doc`.
     count: u32,
@@ -544,18 +678,7 @@ impl DocSet for DensePhraseScorer {
 
 impl Scorer for DensePhraseScorer {
     fn score(&mut self) -> Score {
-        let Some(bm25) = &self.bm25 else {
-            return 1.0;
-        };
-        let fieldnorm = self.fieldnorms.fieldnorm_id(self.doc);
-        match self
-            .count
-            .checked_sub(1)
-            .and_then(|i| self.scores.get(i as usize))
-        {
-            Some(scores) => scores[fieldnorm as usize],
-            None => bm25.score(fieldnorm, self.count),
-        }
+        self.scoring.score(self.doc, self.count)
     }
 }
 
@@ -590,6 +713,7 @@ pub fn exact_phrases(
     field: Field,
     field_name: &str,
     analyzer: impl FnOnce() -> Option<TextAnalyzer>,
+    kept: Option<&Arc<SegmentCaches>>,
 ) -> Box<dyn Query> {
     // Most searches hold no phrase: they are not parsed again.
     if !has_phrase(query.as_ref()) {
@@ -626,7 +750,7 @@ pub fn exact_phrases(
             seen.push(exact);
         }
     });
-    rewrite(query, &readings)
+    rewrite(query, &readings, kept)
 }
 
 /// Calls `visit` with every literal of `ast`.
@@ -656,10 +780,18 @@ fn has_phrase(query: &dyn Query) -> bool {
         })
 }
 
-fn rewrite(query: Box<dyn Query>, readings: &Readings) -> Box<dyn Query> {
+fn rewrite(
+    query: Box<dyn Query>,
+    readings: &Readings,
+    kept: Option<&Arc<SegmentCaches>>,
+) -> Box<dyn Query> {
     if let Some(phrase) = query.downcast_ref::<PhraseQuery>() {
         if let Some([Some(terms)]) = readings.get(&phrase.phrase_terms()).map(Vec::as_slice) {
-            return Box::new(FrequentPhrase::new(terms.clone()));
+            let phrase = FrequentPhrase::new(terms.clone());
+            return Box::new(match kept {
+                Some(caches) => phrase.kept_in(caches.clone()),
+                None => phrase,
+            });
         }
         return query;
     }
@@ -667,7 +799,7 @@ fn rewrite(query: Box<dyn Query>, readings: &Readings) -> Box<dyn Query> {
         let clauses = boolean
             .clauses()
             .iter()
-            .map(|(occur, clause)| (*occur, rewrite(clause.box_clone(), readings)))
+            .map(|(occur, clause)| (*occur, rewrite(clause.box_clone(), readings, kept)))
             .collect();
         return Box::new(BooleanQuery::new(clauses));
     }
@@ -771,6 +903,7 @@ mod tests {
             vec![(0, "permess"), (1, "sanatori")],
         ];
         let office = Term::from_field_text(index.fields().office, "b");
+        let caches = Arc::new(SegmentCaches::default());
         let mut dense_matches = 0;
         for phrase in &phrases {
             let terms: Vec<(usize, Term)> = phrase
@@ -778,9 +911,13 @@ mod tests {
                 .map(|(o, w)| (*o, body_term(&index, w)))
                 .collect();
             let ours = FrequentPhrase::new(terms.clone());
-            let theirs = PhraseQuery::new_with_offset(terms);
+            let theirs = PhraseQuery::new_with_offset(terms.clone());
             let expected = matches(&searcher, &theirs);
             assert_eq!(matches(&searcher, &ours), expected, "{phrase:?}");
+            // Kept: walked and kept the first time, read from what was kept the next.
+            let kept = FrequentPhrase::new(terms).kept_in(caches.clone());
+            assert_eq!(matches(&searcher, &kept), expected, "{phrase:?} kept");
+            assert_eq!(matches(&searcher, &kept), expected, "{phrase:?} read back");
             if phrase[0].1 != "tettoi" {
                 dense_matches += expected.1;
             }
@@ -799,11 +936,29 @@ mod tests {
                 matches(&searcher, &filtered(Box::new(theirs.clone()))),
                 "{phrase:?} under a filter"
             );
+            assert_eq!(
+                matches(&searcher, &filtered(Box::new(kept))),
+                matches(&searcher, &filtered(Box::new(theirs.clone()))),
+                "{phrase:?} kept, under a filter"
+            );
         }
         assert!(
             dense_matches > 200,
             "the phrases match often: {dense_matches}"
         );
+        // The frequent phrases' matches were kept in every segment; the rare one's not.
+        for reader in searcher.segment_readers() {
+            let kept = |phrase: &[(usize, &str)]| {
+                let terms: Vec<(usize, Term)> = phrase
+                    .iter()
+                    .map(|(o, w)| (*o, body_term(&index, w)))
+                    .collect();
+                let key: [u8; 32] = Sha256::digest(format!("{terms:?}").as_bytes()).into();
+                caches.phrase(reader.segment_id(), &key).is_some()
+            };
+            assert!(kept(&phrases[2]), "silenzio assenso");
+            assert!(!kept(&phrases[7]), "tettoia abusiva");
+        }
         // The frequent phrases do take the walking scorer.
         let weight = FrequentPhrase::new(vec![
             (0, body_term(&index, "silenz")),
@@ -812,7 +967,8 @@ mod tests {
         .phrase_weight(EnableScoring::enabled_from_searcher(&searcher))
         .expect("weight");
         for reader in searcher.segment_readers() {
-            assert!(weight.dense_scorer(reader, 1.0).expect("scorer").is_some());
+            let plan = weight.plan(reader, 1.0).expect("plan");
+            assert!(matches!(plan, Plan::Walk(_)));
         }
     }
 
@@ -852,10 +1008,7 @@ mod tests {
                 .handed_over
         };
 
-        let mut ours = weight
-            .dense_scorer(reader, 1.0)
-            .expect("ok")
-            .expect("dense");
+        let mut ours = weight.scorer(reader, 1.0).expect("scorer");
         let mut theirs = theirs_weight.scorer(reader, 1.0).expect("scorer");
         let mut target = 0;
         while target < 20_000 {
@@ -873,10 +1026,7 @@ mod tests {
             assert_eq!(ours.advance(), theirs.advance());
         }
 
-        let mut ours = weight
-            .dense_scorer(reader, 1.0)
-            .expect("ok")
-            .expect("dense");
+        let mut ours = weight.scorer(reader, 1.0).expect("scorer");
         let mut theirs = theirs_weight.scorer(reader, 1.0).expect("scorer");
         let mut expected = HashMap::new();
         while theirs.doc() != TERMINATED {
@@ -894,10 +1044,7 @@ mod tests {
 
         // Led by an intersection, which asks only whether a document matches, from the
         // first document on and again after the hand-over.
-        let mut ours = weight
-            .dense_scorer(reader, 1.0)
-            .expect("ok")
-            .expect("dense");
+        let mut ours = weight.scorer(reader, 1.0).expect("scorer");
         for target in (0..20_000).step_by(499).chain([TERMINATED]) {
             let found = ours.seek_danger(target) == SeekDangerResult::Found;
             assert_eq!(found, expected.contains_key(&target), "{target}");
@@ -920,9 +1067,14 @@ mod tests {
         parser.set_conjunction_by_default();
         let rewritten = |q: &str| {
             let parsed = parser.parse_query(q).expect("parsed");
-            exact_phrases(parsed, q, body, "body", || {
-                Some(crate::index::italian_analyzer())
-            })
+            exact_phrases(
+                parsed,
+                q,
+                body,
+                "body",
+                || Some(crate::index::italian_analyzer()),
+                None,
+            )
         };
         let query = rewritten("\"permesso di costruire\"");
         let phrase = query.downcast_ref::<FrequentPhrase>().expect("a phrase");

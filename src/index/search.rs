@@ -162,9 +162,14 @@ impl SearchIndex {
             Some(if permission.narrow {
                 parsed
             } else {
-                exact_phrases(parsed, &q, f.body, "body", || {
-                    self.index().tokenizers().get(super::ITALIAN)
-                })
+                exact_phrases(
+                    parsed,
+                    &q,
+                    f.body,
+                    "body",
+                    || self.index().tokenizers().get(super::ITALIAN),
+                    Some(&self.caches),
+                )
             })
         };
         // Exact-match filters: the procedure, kind, status, office, dossier and year.
