@@ -324,6 +324,7 @@ impl Caller {
             query,
             cache_key: Some(format!("tenant\0{tenant_id}")),
             narrow: false,
+            broad: true,
         };
         let (scope, cache_key, narrow): (Box<dyn Query>, Option<String>, bool) =
             match self.user.role {
@@ -334,6 +335,7 @@ impl Caller {
                         query: Box::new(EmptyQuery),
                         cache_key: None,
                         narrow: true,
+                        broad: false,
                     });
                 }
                 Role::Staff => {
@@ -355,6 +357,7 @@ impl Caller {
                             query: Box::new(EmptyQuery),
                             cache_key: None,
                             narrow: true,
+                            broad: false,
                         });
                     }
                     ids.sort();
@@ -387,6 +390,8 @@ impl Caller {
             ])),
             cache_key,
             narrow,
+            // An office's documents, not a citizen's or a professional's dossiers.
+            broad: self.user.role == Role::Staff,
         })
     }
 

@@ -250,6 +250,7 @@ mod tests {
                 query: Box::new(AllQuery),
                 cache_key: None,
                 narrow: false,
+                broad: true,
             };
             index.search(&request, permission).expect("searched").facets
         };

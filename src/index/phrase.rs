@@ -48,8 +48,9 @@ pub struct FrequentPhrase {
     field: Field,
     /// Each word with its position in the phrase.
     terms: Vec<(usize, Term)>,
-    /// Where its matches are kept per segment, if anywhere.
-    kept: Option<Arc<SegmentCaches>>,
+    /// Where its matches are kept per segment, if anywhere, and whether this search may walk
+    /// a segment's whole to keep them.
+    kept: Option<(Arc<SegmentCaches>, bool)>,
 }
 
 impl FrequentPhrase {
@@ -67,10 +68,12 @@ impl FrequentPhrase {
         }
     }
 
-    /// The phrase, its matches in each segment kept in `caches` once walked (see
-    /// [`PhraseMatches`]).
-    pub fn kept_in(mut self, caches: Arc<SegmentCaches>) -> Self {
-        self.kept = Some(caches);
+    /// The phrase, read from the matches kept in `caches` where a segment's are (see
+    /// [`PhraseMatches`]). Where they are not, a search that may `walk` walks the segment's whole
+    /// and keeps them; another matches as it would without `caches` (a search over a few
+    /// dossiers' documents asks the phrase about those alone).
+    pub fn kept_in(mut self, caches: Arc<SegmentCaches>, walk: bool) -> Self {
+        self.kept = Some((caches, walk));
         self
     }
 
@@ -91,10 +94,10 @@ impl FrequentPhrase {
             }
             EnableScoring::Disabled { .. } => None,
         };
-        let kept = self.kept.clone().map(|caches| {
+        let kept = self.kept.clone().map(|(caches, walk)| {
             // The words and where they stand name the phrase's matches in a segment.
             let key: [u8; 32] = Sha256::digest(format!("{:?}", self.terms).as_bytes()).into();
-            (caches, key)
+            (caches, key, walk)
         });
         Ok(FrequentPhraseWeight {
             fallback,
@@ -124,8 +127,9 @@ struct FrequentPhraseWeight {
     bm25: Option<Bm25Weight>,
     /// `bm25`'s scores tabled once for all segments (unboosted).
     scores: Arc<Vec<[Score; 256]>>,
-    /// The caches the matches are kept in, and the phrase's key there.
-    kept: Option<(Arc<SegmentCaches>, [u8; 32])>,
+    /// The caches the matches are kept in, the phrase's key there, and whether to walk a
+    /// segment to keep them.
+    kept: Option<(Arc<SegmentCaches>, [u8; 32], bool)>,
 }
 
 /// How a phrase is matched in one segment.
@@ -250,8 +254,17 @@ impl FrequentPhraseWeight {
 
 impl Weight for FrequentPhraseWeight {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        if let Some((caches, key)) = &self.kept {
-            return self.kept_scorer(reader, boost, caches, key);
+        if let Some((caches, key, walk)) = &self.kept {
+            if *walk {
+                return self.kept_scorer(reader, boost, caches, key);
+            }
+            if let Some(matches) = caches.phrase(reader.segment_id(), key) {
+                return Ok(Box::new(KeptPhraseScorer {
+                    matches,
+                    at: 0,
+                    scoring: self.scoring(reader, boost)?,
+                }));
+            }
         }
         Ok(match self.plan(reader, boost)? {
             Plan::Empty => Box::new(EmptyScorer),
@@ -713,7 +726,7 @@ pub fn exact_phrases(
     field: Field,
     field_name: &str,
     analyzer: impl FnOnce() -> Option<TextAnalyzer>,
-    kept: Option<&Arc<SegmentCaches>>,
+    kept: Option<(&Arc<SegmentCaches>, bool)>,
 ) -> Box<dyn Query> {
     // Most searches hold no phrase: they are not parsed again.
     if !has_phrase(query.as_ref()) {
@@ -783,13 +796,13 @@ fn has_phrase(query: &dyn Query) -> bool {
 fn rewrite(
     query: Box<dyn Query>,
     readings: &Readings,
-    kept: Option<&Arc<SegmentCaches>>,
+    kept: Option<(&Arc<SegmentCaches>, bool)>,
 ) -> Box<dyn Query> {
     if let Some(phrase) = query.downcast_ref::<PhraseQuery>() {
         if let Some([Some(terms)]) = readings.get(&phrase.phrase_terms()).map(Vec::as_slice) {
             let phrase = FrequentPhrase::new(terms.clone());
             return Box::new(match kept {
-                Some(caches) => phrase.kept_in(caches.clone()),
+                Some((caches, walk)) => phrase.kept_in(caches.clone(), walk),
                 None => phrase,
             });
         }
@@ -915,9 +928,27 @@ mod tests {
             let expected = matches(&searcher, &theirs);
             assert_eq!(matches(&searcher, &ours), expected, "{phrase:?}");
             // Kept: walked and kept the first time, read from what was kept the next.
-            let kept = FrequentPhrase::new(terms).kept_in(caches.clone());
+            let kept = FrequentPhrase::new(terms.clone()).kept_in(caches.clone(), true);
+            // A search that may not walk reads what was kept, or matches as without it.
+            let reader_only = FrequentPhrase::new(terms).kept_in(caches.clone(), false);
+            assert_eq!(
+                matches(&searcher, &reader_only),
+                expected,
+                "{phrase:?} not kept yet"
+            );
+            let key: [u8; 32] =
+                Sha256::digest(format!("{:?}", reader_only.terms).as_bytes()).into();
+            for reader in searcher.segment_readers() {
+                let kept_now = caches.phrase(reader.segment_id(), &key);
+                assert!(kept_now.is_none(), "{phrase:?}: not walked");
+            }
             assert_eq!(matches(&searcher, &kept), expected, "{phrase:?} kept");
             assert_eq!(matches(&searcher, &kept), expected, "{phrase:?} read back");
+            assert_eq!(
+                matches(&searcher, &reader_only),
+                expected,
+                "{phrase:?} read only"
+            );
             if phrase[0].1 != "tettoi" {
                 dense_matches += expected.1;
             }

@@ -94,6 +94,9 @@ pub struct Permission {
     /// The permission admits only the documents of a few dossiers: a search over so few is
     /// cheaper on the calling thread than handed to every core.
     pub narrow: bool,
+    /// The permission admits a large part of the index (the tenant, an office): its searches
+    /// visit most of a phrase's matches anyway, and walk a segment's whole to keep them.
+    pub broad: bool,
 }
 
 /// A query built only when a search evaluates it. A kept permission's query (a term per
@@ -168,7 +171,7 @@ impl SearchIndex {
                     f.body,
                     "body",
                     || self.index().tokenizers().get(super::ITALIAN),
-                    Some(&self.caches),
+                    Some((&self.caches, permission.broad)),
                 )
             })
         };
@@ -657,6 +660,7 @@ pub(crate) mod tests {
                                 query: permission(),
                                 cache_key,
                                 narrow: false,
+                                broad: true,
                             },
                         )
                         .expect("searched");
@@ -730,6 +734,7 @@ pub(crate) mod tests {
                 query,
                 cache_key: Some(key.to_owned()),
                 narrow: false,
+                broad: true,
             };
             let found = index.search(&request, permission).expect("searched");
             let ids: Vec<String> = found.hits.into_iter().map(|h| h.document_id).collect();
