@@ -14,6 +14,10 @@
 //! decoding blocks it has no use for, it hands the rest of the segment over to tantivy's
 //! scorer. Both match the same documents with the same scores: the phrase's BM25 weight over
 //! the number of times it occurs in the document, as tantivy computes it.
+//!
+//! A search over an office or the whole tenant walks a segment's whole the first time it meets
+//! a phrase there and keeps the matches (see [`super::cache::PhraseMatches`]); later searches,
+//! whoever makes them, read those like a word's postings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -238,6 +242,9 @@ impl FrequentPhraseWeight {
                         matches.counts.push(walk.count);
                         walk.advance();
                     }
+                    // Kept for as long as the segment lives: no spare capacity.
+                    matches.docs.shrink_to_fit();
+                    matches.counts.shrink_to_fit();
                     let matches = Arc::new(matches);
                     caches.keep_phrase(segment, *key, matches.clone());
                     matches
