@@ -369,11 +369,17 @@ pub struct PhraseMatches {
     pub docs: Vec<DocId>,
     /// The phrase's occurrences in each.
     pub counts: Vec<u32>,
+    /// For each [`MATCH_BLOCK`] matches in turn: the most occurrences and the shortest field
+    /// (its fieldnorm id), which bound the best score among them.
+    pub bounds: Vec<(u32, u8)>,
 }
+
+/// The matches a bound of [`PhraseMatches::bounds`] covers.
+pub const MATCH_BLOCK: usize = 128;
 
 impl Weighed for PhraseMatches {
     fn bytes(&self) -> usize {
-        (self.docs.len() + self.counts.len()) * 4
+        (self.docs.len() + self.counts.len()) * 4 + self.bounds.len() * 8
     }
 }
 

@@ -37,7 +37,7 @@ use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DocId, DocSet, Score, SeekDangerResult, TERMINATED};
 
-use super::cache::{PhraseMatches, SegmentCaches};
+use super::cache::{MATCH_BLOCK, PhraseMatches, SegmentCaches};
 
 /// A segment's words are walked here when the most frequent is in at most this many times as
 /// many documents as the rarest: then a match is likely in most blocks of every word, and
@@ -79,6 +79,12 @@ impl FrequentPhrase {
     pub fn kept_in(mut self, caches: Arc<SegmentCaches>, walk: bool) -> Self {
         self.kept = Some((caches, walk));
         self
+    }
+
+    /// Whether its searches walk segments to keep its matches, so that its best matches can
+    /// be ranked from them skipping what cannot reach the page.
+    pub fn keeps(&self) -> bool {
+        matches!(self.kept, Some((_, true)))
     }
 
     /// The phrase as tantivy's query.
@@ -245,6 +251,15 @@ impl FrequentPhraseWeight {
                     // Kept for as long as the segment lives: no spare capacity.
                     matches.docs.shrink_to_fit();
                     matches.counts.shrink_to_fit();
+                    let norms = reader.get_fieldnorms_reader(self.field)?;
+                    matches.bounds = (matches.docs.chunks(MATCH_BLOCK))
+                        .zip(matches.counts.chunks(MATCH_BLOCK))
+                        .map(|(docs, counts)| {
+                            let most = counts.iter().copied().max().unwrap_or(0);
+                            let shortest = docs.iter().map(|&d| norms.fieldnorm_id(d)).min();
+                            (most, shortest.unwrap_or(0))
+                        })
+                        .collect();
                     let matches = Arc::new(matches);
                     caches.keep_phrase(segment, *key, matches.clone());
                     matches
@@ -287,6 +302,54 @@ impl Weight for FrequentPhraseWeight {
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
         self.fallback.explain(reader, doc)
+    }
+
+    /// Over kept matches, a block of them whose best possible score (the most occurrences in
+    /// the shortest field: BM25 grows with the one and falls with the other) cannot beat the
+    /// page's worst is skipped unscored.
+    fn for_each_pruning(
+        &self,
+        threshold: Score,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(DocId, Score) -> Score,
+    ) -> tantivy::Result<()> {
+        let kept = match (&self.kept, &self.bm25) {
+            (Some((caches, key, _)), Some(bm25)) => caches
+                .phrase(reader.segment_id(), key)
+                .map(|matches| (matches, bm25)),
+            _ => None,
+        };
+        let mut bar = threshold;
+        let Some((matches, bm25)) = kept else {
+            let mut scorer = self.scorer(reader, 1.0)?;
+            let mut doc = scorer.doc();
+            while doc != TERMINATED {
+                let score = scorer.score();
+                if score > bar {
+                    bar = callback(doc, score);
+                }
+                doc = scorer.advance();
+            }
+            return Ok(());
+        };
+        let scoring = self.scoring(reader, 1.0)?;
+        for (block, &(most, shortest)) in matches.bounds.iter().enumerate() {
+            if bm25.score(shortest, most) <= bar {
+                continue;
+            }
+            let start = block * MATCH_BLOCK;
+            let end = (start + MATCH_BLOCK).min(matches.docs.len());
+            for (&doc, &count) in matches.docs[start..end]
+                .iter()
+                .zip(&matches.counts[start..end])
+            {
+                let score = scoring.score(doc, count);
+                if score > bar {
+                    bar = callback(doc, score);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -951,6 +1014,13 @@ mod tests {
             }
             assert_eq!(matches(&searcher, &kept), expected, "{phrase:?} kept");
             assert_eq!(matches(&searcher, &kept), expected, "{phrase:?} read back");
+            // The best ten, ranked from the kept matches skipping blocks that cannot reach them.
+            let top = |q: &dyn Query| {
+                searcher
+                    .search(q, &TopDocs::with_limit(10).order_by_score())
+                    .expect("top ten")
+            };
+            assert_eq!(top(&kept), top(&theirs), "{phrase:?} top ten");
             assert_eq!(
                 matches(&searcher, &reader_only),
                 expected,
@@ -1007,6 +1077,51 @@ mod tests {
         for reader in searcher.segment_readers() {
             let plan = weight.plan(reader, 1.0).expect("plan");
             assert!(matches!(plan, Plan::Walk(_)));
+        }
+    }
+
+    /// The best matches of a kept phrase are ranked from its blocks of matches, skipping those
+    /// whose best possible score cannot reach the page: the same page as scoring every match.
+    #[test]
+    fn kept_matches_rank_the_best_skipping_blocks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SearchIndex::open(dir.path()).expect("index");
+        for i in 0..5_000 {
+            // Occurrences and lengths vary, and the best documents are spread over the segment.
+            let times = 1 + usize::from(i % 37 == 0) * (i % 5);
+            let text = format!(
+                "{} {}",
+                "silenzio assenso ".repeat(times),
+                "comune ".repeat(i % 23)
+            );
+            index.add(&doc(i, text)).expect("added");
+        }
+        index.commit(1).expect("committed");
+        let searcher = index.searcher();
+        let terms = vec![
+            (0, body_term(&index, "silenz")),
+            (1, body_term(&index, "assens")),
+        ];
+        let caches = Arc::new(SegmentCaches::default());
+        let kept = FrequentPhrase::new(terms.clone()).kept_in(caches.clone(), true);
+        let theirs = PhraseQuery::new_with_offset(terms);
+        // Counting walks the segment and keeps the matches.
+        assert_eq!(searcher.search(&kept, &Count).expect("count"), 5_000);
+        let key: [u8; 32] = Sha256::digest(format!("{:?}", kept.terms).as_bytes()).into();
+        let reader = &searcher.segment_readers()[0];
+        let blocks = caches
+            .phrase(reader.segment_id(), &key)
+            .expect("kept")
+            .bounds
+            .len();
+        assert_eq!(blocks, 5_000usize.div_ceil(MATCH_BLOCK));
+        for limit in [1, 10, 100] {
+            let top = |q: &dyn Query| {
+                searcher
+                    .search(q, &TopDocs::with_limit(limit).order_by_score())
+                    .expect("top")
+            };
+            assert_eq!(top(&kept), top(&theirs), "the best {limit}");
         }
     }
 

@@ -468,10 +468,15 @@ fn most_matches(searcher: &Searcher, query: &dyn Query) -> tantivy::Result<Optio
     Ok(least)
 }
 
-/// Whether tantivy ranks the top hits of `query` skipping what cannot reach them: one term,
-/// or terms all required or all optional.
+/// Whether the top hits of `query` are ranked skipping what cannot reach them: one term, terms
+/// all required or all optional (tantivy's block-max WAND), or a phrase whose matches are kept
+/// (the count's pass keeps them, the ranking's skips their blocks).
 fn prunable(query: &dyn Query) -> bool {
-    if query.is::<TermQuery>() {
+    if query.is::<TermQuery>()
+        || query
+            .downcast_ref::<FrequentPhrase>()
+            .is_some_and(FrequentPhrase::keeps)
+    {
         return true;
     }
     let Some(boolean) = query.downcast_ref::<BooleanQuery>() else {
