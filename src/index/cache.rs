@@ -818,11 +818,7 @@ impl std::fmt::Debug for CachedFilter {
 
 impl Query for CachedFilter {
     fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
-        Ok(Box::new(CachedFilterWeight {
-            key: self.key,
-            inner: LazyWeight::new(self.inner.clone(), scoring.schema().clone()),
-            caches: self.caches.clone(),
-        }))
+        Ok(Box::new(CachedFilterWeight::new(self, scoring.schema())))
     }
 }
 
@@ -832,9 +828,24 @@ struct CachedFilterWeight {
     caches: Arc<SegmentCaches>,
 }
 
+impl CachedFilterWeight {
+    fn new(filter: &CachedFilter, schema: &tantivy::schema::Schema) -> Self {
+        Self {
+            key: filter.key,
+            inner: LazyWeight::new(filter.inner.clone(), schema.clone()),
+            caches: filter.caches.clone(),
+        }
+    }
+
+    /// The documents of `reader` the filter admits.
+    fn bits(&self, reader: &SegmentReader) -> tantivy::Result<Arc<DocBits>> {
+        self.caches.filter(reader, &self.key, &self.inner)
+    }
+}
+
 impl Weight for CachedFilterWeight {
     fn scorer(&self, reader: &SegmentReader, _boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        let bits = self.caches.filter(reader, &self.key, &self.inner)?;
+        let bits = self.bits(reader)?;
         // A boolean query drops clauses that select everything or nothing from its
         // intersection: an auditor's search is then just the user's query.
         Ok(if bits.len == 0 {
@@ -847,7 +858,7 @@ impl Weight for CachedFilterWeight {
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        let bits = self.caches.filter(reader, &self.key, &self.inner)?;
+        let bits = self.bits(reader)?;
         if !bits.contains(doc) {
             return Err(tantivy::TantivyError::InvalidArgument(format!(
                 "document {doc} does not pass the filter"
@@ -904,10 +915,7 @@ impl Query for Admitted {
                 Vec::new()
             };
         Ok(Box::new(AdmittedWeight {
-            filter: self.filter.weight(scoring)?,
-            key: self.filter.key,
-            inner: LazyWeight::new(self.filter.inner.clone(), scoring.schema().clone()),
-            caches: self.filter.caches.clone(),
+            filter: CachedFilterWeight::new(&self.filter, scoring.schema()),
             query: self.query.weight(scoring)?,
             conjunction,
         }))
@@ -933,11 +941,7 @@ fn conjunction_of_terms<'a>(query: &'a dyn Query, terms: &mut Vec<&'a TermQuery>
 }
 
 struct AdmittedWeight {
-    /// The filter as a clause of an intersection.
-    filter: Box<dyn Weight>,
-    key: [u8; 32],
-    inner: LazyWeight,
-    caches: Arc<SegmentCaches>,
+    filter: CachedFilterWeight,
     query: Box<dyn Weight>,
     /// When the query requires two words or more: each word, unscored.
     conjunction: Vec<Box<dyn Weight>>,
@@ -959,8 +963,12 @@ enum Admission {
 const VISIT_RATIO: u64 = 4;
 
 impl AdmittedWeight {
-    fn admission(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Admission> {
-        let bits = self.caches.filter(reader, &self.key, &self.inner)?;
+    fn admission(
+        &self,
+        reader: &SegmentReader,
+        bits: Arc<DocBits>,
+        boost: Score,
+    ) -> tantivy::Result<Admission> {
         if bits.len == reader.max_doc() {
             return Ok(Admission::All);
         }
@@ -1000,12 +1008,12 @@ impl AdmittedWeight {
     fn windowed(
         &self,
         reader: &SegmentReader,
+        bits: &Arc<DocBits>,
         callback: &mut dyn FnMut(&[DocId]),
     ) -> tantivy::Result<bool> {
         if self.conjunction.len() < 2 {
             return Ok(false);
         }
-        let bits = self.caches.filter(reader, &self.key, &self.inner)?;
         let max_doc = reader.max_doc();
         if bits.len.saturating_mul(PRUNE_DENSITY) < max_doc {
             return Ok(false);
@@ -1078,7 +1086,7 @@ impl Weight for AdmittedWeight {
         reader: &SegmentReader,
         callback: &mut dyn FnMut(DocId, Score),
     ) -> tantivy::Result<()> {
-        let (bits, mut scorer) = match self.admission(reader, 1.0)? {
+        let (bits, mut scorer) = match self.admission(reader, self.filter.bits(reader)?, 1.0)? {
             Admission::All => return self.query.for_each(reader, callback),
             Admission::Dense(bits, scorer) => (Some(bits), scorer),
             Admission::Sparse(scorer) => (None, scorer),
@@ -1098,10 +1106,11 @@ impl Weight for AdmittedWeight {
         reader: &SegmentReader,
         callback: &mut dyn FnMut(&[DocId]),
     ) -> tantivy::Result<()> {
-        if self.windowed(reader, callback)? {
+        let bits = self.filter.bits(reader)?;
+        if self.windowed(reader, &bits, callback)? {
             return Ok(());
         }
-        let (bits, mut scorer) = match self.admission(reader, 1.0)? {
+        let (bits, mut scorer) = match self.admission(reader, bits, 1.0)? {
             Admission::All => return self.query.for_each_no_score(reader, callback),
             Admission::Dense(bits, scorer) => (Some(bits), scorer),
             Admission::Sparse(scorer) => (None, scorer),
@@ -1137,7 +1146,7 @@ impl Weight for AdmittedWeight {
         reader: &SegmentReader,
         callback: &mut dyn FnMut(DocId, Score) -> Score,
     ) -> tantivy::Result<()> {
-        match self.admission(reader, 1.0)? {
+        match self.admission(reader, self.filter.bits(reader)?, 1.0)? {
             Admission::All => self.query.for_each_pruning(threshold, reader, callback),
             // The query's own pruning (block-max WAND) skips what cannot reach the page; a
             // document the filter refuses leaves the bar where it was.
@@ -1152,18 +1161,29 @@ impl Weight for AdmittedWeight {
                     })
             }
             Admission::Sparse(mut scorer) => {
-                let mut bar = threshold;
-                let mut doc = scorer.doc();
-                while doc != TERMINATED {
-                    let score = scorer.score();
-                    if score > bar {
-                        bar = callback(doc, score);
-                    }
-                    doc = scorer.advance();
-                }
+                prune_scorer(scorer.as_mut(), threshold, callback);
                 Ok(())
             }
         }
+    }
+}
+
+/// Offers `callback` every match of `scorer` scoring above the bar, which starts at `threshold`
+/// and is what `callback` last returned: a weight's `for_each_pruning` where nothing can be
+/// skipped.
+pub(super) fn prune_scorer(
+    scorer: &mut dyn Scorer,
+    threshold: Score,
+    callback: &mut dyn FnMut(DocId, Score) -> Score,
+) {
+    let mut bar = threshold;
+    let mut doc = scorer.doc();
+    while doc != TERMINATED {
+        let score = scorer.score();
+        if score > bar {
+            bar = callback(doc, score);
+        }
+        doc = scorer.advance();
     }
 }
 

@@ -37,7 +37,7 @@ use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DocId, DocSet, Score, SeekDangerResult, TERMINATED};
 
-use super::cache::{MATCH_BLOCK, PhraseMatches, SegmentCaches};
+use super::cache::{MATCH_BLOCK, PhraseMatches, SegmentCaches, prune_scorer};
 
 /// A segment's words are walked here when the most frequent is in at most this many times as
 /// many documents as the rarest: then a match is likely in most blocks of every word, and
@@ -87,6 +87,12 @@ impl FrequentPhrase {
         matches!(self.kept, Some((_, true)))
     }
 
+    /// What names the phrase's matches in a segment's kept ones: its words and where they
+    /// stand.
+    fn key(&self) -> [u8; 32] {
+        Sha256::digest(format!("{:?}", self.terms).as_bytes()).into()
+    }
+
     /// The phrase as tantivy's query.
     pub fn phrase(&self) -> &PhraseQuery {
         &self.phrase
@@ -104,11 +110,10 @@ impl FrequentPhrase {
             }
             EnableScoring::Disabled { .. } => None,
         };
-        let kept = self.kept.clone().map(|(caches, walk)| {
-            // The words and where they stand name the phrase's matches in a segment.
-            let key: [u8; 32] = Sha256::digest(format!("{:?}", self.terms).as_bytes()).into();
-            (caches, key, walk)
-        });
+        let kept = self
+            .kept
+            .clone()
+            .map(|(caches, walk)| (caches, self.key(), walk));
         Ok(FrequentPhraseWeight {
             fallback,
             field: self.field,
@@ -266,6 +271,16 @@ impl FrequentPhraseWeight {
                 }
             },
         };
+        self.read_kept(reader, boost, matches)
+    }
+
+    /// Reads `matches`, kept for `reader`, as a word's postings.
+    fn read_kept(
+        &self,
+        reader: &SegmentReader,
+        boost: Score,
+        matches: Arc<PhraseMatches>,
+    ) -> tantivy::Result<Box<dyn Scorer>> {
         Ok(Box::new(KeptPhraseScorer {
             matches,
             at: 0,
@@ -281,11 +296,7 @@ impl Weight for FrequentPhraseWeight {
                 return self.kept_scorer(reader, boost, caches, key);
             }
             if let Some(matches) = caches.phrase(reader.segment_id(), key) {
-                return Ok(Box::new(KeptPhraseScorer {
-                    matches,
-                    at: 0,
-                    scoring: self.scoring(reader, boost)?,
-                }));
+                return self.read_kept(reader, boost, matches);
             }
         }
         Ok(match self.plan(reader, boost)? {
@@ -319,19 +330,11 @@ impl Weight for FrequentPhraseWeight {
                 .map(|matches| (matches, bm25)),
             _ => None,
         };
-        let mut bar = threshold;
         let Some((matches, bm25)) = kept else {
-            let mut scorer = self.scorer(reader, 1.0)?;
-            let mut doc = scorer.doc();
-            while doc != TERMINATED {
-                let score = scorer.score();
-                if score > bar {
-                    bar = callback(doc, score);
-                }
-                doc = scorer.advance();
-            }
+            prune_scorer(self.scorer(reader, 1.0)?.as_mut(), threshold, callback);
             return Ok(());
         };
+        let mut bar = threshold;
         let scoring = self.scoring(reader, 1.0)?;
         for (block, &(most, shortest)) in matches.bounds.iter().enumerate() {
             if bm25.score(shortest, most) <= bar {
@@ -1006,8 +1009,7 @@ mod tests {
                 expected,
                 "{phrase:?} not kept yet"
             );
-            let key: [u8; 32] =
-                Sha256::digest(format!("{:?}", reader_only.terms).as_bytes()).into();
+            let key = reader_only.key();
             for reader in searcher.segment_readers() {
                 let kept_now = caches.phrase(reader.segment_id(), &key);
                 assert!(kept_now.is_none(), "{phrase:?}: not walked");
@@ -1061,7 +1063,7 @@ mod tests {
                     .iter()
                     .map(|(o, w)| (*o, body_term(&index, w)))
                     .collect();
-                let key: [u8; 32] = Sha256::digest(format!("{terms:?}").as_bytes()).into();
+                let key = FrequentPhrase::new(terms).key();
                 caches.phrase(reader.segment_id(), &key).is_some()
             };
             assert!(kept(&phrases[2]), "silenzio assenso");
@@ -1107,7 +1109,7 @@ mod tests {
         let theirs = PhraseQuery::new_with_offset(terms);
         // Counting walks the segment and keeps the matches.
         assert_eq!(searcher.search(&kept, &Count).expect("count"), 5_000);
-        let key: [u8; 32] = Sha256::digest(format!("{:?}", kept.terms).as_bytes()).into();
+        let key = kept.key();
         let reader = &searcher.segment_readers()[0];
         let blocks = caches
             .phrase(reader.segment_id(), &key)
