@@ -242,6 +242,22 @@ async fn main() {
     for class in CLASSES {
         sets.insert(class, queries(&corpus, class, &roles.office, 50));
     }
+    // Beside the tokens, so that any cell can be replayed by hand against the same server.
+    let replay: BTreeMap<&str, Vec<Value>> = sets
+        .iter()
+        .map(|(class, set)| {
+            let set = set
+                .iter()
+                .map(|q| serde_json::json!({ "q": q.q, "procedure": q.procedure, "year": q.year }))
+                .collect();
+            (*class, set)
+        })
+        .collect();
+    std::fs::write(
+        dir.join("bench-queries.json"),
+        serde_json::to_string_pretty(&replay).expect("queries"),
+    )
+    .expect("queries");
 
     // Warm up: every query once per role. The first search of each distinct query is timed:
     // nothing is kept for it yet (a phrase's matches, a permission's filter on first use).

@@ -600,7 +600,8 @@ pub(crate) mod tests {
             "silenzio assenso",
             "parere favorevole",
         ];
-        for (segment, range) in [(1, 0..400), (2, 400..700)] {
+        // Segments longer than a window of 1 024 documents, their words in many blocks.
+        for (segment, range) in [(1, 0..2600), (2, 2600..3300)] {
             for i in range {
                 let mut d = doc(i, (i % 50) as i64 * 1000);
                 // Varied term frequencies and lengths, so scores differ.
