@@ -238,6 +238,11 @@ impl SegmentFacets {
         self.combo.get(doc as usize).map(|&c| c as usize)
     }
 
+    /// The combination of every document, by document.
+    pub fn combos(&self) -> &[u32] {
+        &self.combo
+    }
+
     /// The values of a combination: string facet ordinals, then the year.
     pub fn values(&self, combo: usize) -> [u64; 4] {
         self.values.get(combo).copied().unwrap_or([u64::MAX; 4])

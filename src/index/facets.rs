@@ -153,9 +153,14 @@ impl SegmentCollector for FacetSegment {
         else {
             return;
         };
-        let table = &self.table;
+        // The documents' combinations as a slice held in registers: read through the table,
+        // its length would be loaded again after every increment.
+        let combos = self.table.combos();
         let count = |lane: &mut [u32], doc: DocId| {
-            if let Some(n) = table.combo_of(doc).and_then(|combo| lane.get_mut(combo)) {
+            if let Some(n) = combos
+                .get(doc as usize)
+                .and_then(|&combo| lane.get_mut(combo as usize))
+            {
                 *n += 1;
             }
         };
