@@ -310,14 +310,6 @@ impl DocBits {
         }
     }
 
-    /// 1 if the filter admits `doc`, else 0.
-    #[inline]
-    fn bit(&self, doc: DocId) -> usize {
-        self.words
-            .get((doc / 64) as usize)
-            .map_or(0, |w| ((w >> (doc % 64)) & 1) as usize)
-    }
-
     /// The admitted documents in order.
     fn iter(&self) -> impl Iterator<Item = DocId> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &word)| {
@@ -703,6 +695,82 @@ impl Collector for AdmittedTop {
             }
         }
         Ok(child.harvest())
+    }
+}
+
+/// Counts and facets the matches of a query a [`CachedFilter`] admits, and ranks the best of
+/// them, segment by segment: both passes over a segment run one after the other on the same
+/// thread, while its postings are still in the processor's caches, and a search over every
+/// core hands each segment to a thread once, not once per pass.
+pub struct CountedTop<'a> {
+    /// The admitted matches, unscored ([`CachedFilter::admit`]).
+    counted: Box<dyn Weight>,
+    counting: (tantivy::collector::Count, super::facets::FacetCollector<'a>),
+    top: AdmittedTop,
+}
+
+impl<'a> CountedTop<'a> {
+    /// Counts and facets what `counted` matches; ranks with `top` (over the words alone, the
+    /// weight the search is run with).
+    pub fn new(
+        counted: Box<dyn Weight>,
+        facets: super::facets::FacetCollector<'a>,
+        top: AdmittedTop,
+    ) -> Self {
+        Self {
+            counted,
+            counting: (tantivy::collector::Count, facets),
+            top,
+        }
+    }
+}
+
+impl Collector for CountedTop<'_> {
+    type Fruit = (usize, FacetCounts, Vec<(Score, DocAddress)>);
+    type Child = (
+        <tantivy::collector::Count as Collector>::Child,
+        FacetSegment,
+        AdmittedSegment,
+    );
+
+    fn for_segment(
+        &self,
+        segment_ord: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<Self::Child> {
+        let (count, facets) = self.counting.for_segment(segment_ord, segment)?;
+        Ok((count, facets, self.top.for_segment(segment_ord, segment)?))
+    }
+
+    fn requires_scoring(&self) -> bool {
+        true
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<<Self::Child as SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<Self::Fruit> {
+        let mut counted = Vec::with_capacity(fruits.len());
+        let mut pages = Vec::with_capacity(fruits.len());
+        for (count, facets, page) in fruits {
+            counted.push((count, facets));
+            pages.push(page);
+        }
+        let (total, facets) = self.counting.merge_fruits(counted)?;
+        Ok((total, facets, self.top.merge_fruits(pages)?))
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment_ord: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<<Self::Child as SegmentCollector>::Fruit> {
+        let (count, facets) =
+            self.counting
+                .collect_segment(self.counted.as_ref(), segment_ord, segment)?;
+        let page = self.top.collect_segment(weight, segment_ord, segment)?;
+        Ok((count, facets, page))
     }
 }
 
@@ -1147,11 +1215,7 @@ impl AdmittedWeight {
                 callback(docs);
             } else {
                 for docs in docs.chunks(COLLECT_BLOCK_BUFFER_LEN) {
-                    let mut kept = 0;
-                    for &doc in docs {
-                        admitted[kept] = doc;
-                        kept += bits.bit(doc);
-                    }
+                    let kept = keep_admitted(bits, docs, &mut admitted);
                     if kept > 0 {
                         callback(&admitted[..kept]);
                     }
@@ -1219,12 +1283,7 @@ impl Weight for AdmittedWeight {
             let docs = match &bits {
                 None => &buffer[..n],
                 Some(bits) => {
-                    let mut kept = 0;
-                    for &doc in &buffer[..n] {
-                        // Written always, kept only if admitted: no branch to mispredict.
-                        admitted[kept] = doc;
-                        kept += bits.bit(doc);
-                    }
+                    let kept = keep_admitted(bits, &buffer[..n], &mut admitted);
                     &admitted[..kept]
                 }
             };
@@ -1263,6 +1322,24 @@ impl Weight for AdmittedWeight {
             }
         }
     }
+}
+
+/// Copies the documents of `docs` (a buffer's worth at most) that `bits` admits to the start
+/// of `admitted`; returns how many. Each is written, and kept only if admitted: no branch to
+/// mispredict, and no bounds check, the position being taken modulo the buffer's length.
+fn keep_admitted(
+    bits: &DocBits,
+    docs: &[DocId],
+    admitted: &mut [DocId; COLLECT_BLOCK_BUFFER_LEN],
+) -> usize {
+    let words = &bits.words[..];
+    let mut kept = 0;
+    for &doc in docs.iter().take(COLLECT_BLOCK_BUFFER_LEN) {
+        admitted[kept % COLLECT_BLOCK_BUFFER_LEN] = doc;
+        let word = words.get((doc / 64) as usize).copied().unwrap_or(0);
+        kept += ((word >> (doc % 64)) & 1) as usize;
+    }
+    kept
 }
 
 /// Offers `callback` every match of `scorer` scoring above the bar, which starts at `threshold`

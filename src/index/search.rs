@@ -12,7 +12,7 @@ use tantivy::query::{
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, Executor, Order, Searcher, Term};
 
-use super::cache::CachedFilter;
+use super::cache::{CachedFilter, CountedTop};
 use super::facets::{FacetCollector, FacetCounts};
 use super::phrase::{FrequentPhrase, exact_phrases};
 use super::snippet::Snippets;
@@ -327,12 +327,14 @@ impl SearchIndex {
             let facets = FacetCollector {
                 caches: &self.caches,
             };
-            let counted = cached.admit(q.box_clone());
-            let (total, facets) = self.run(searcher, &counted, &(Count, facets), parallel)?;
-            let page = self.run(
+            let counted = cached
+                .admit(q.box_clone())
+                .weight(EnableScoring::disabled_from_searcher(searcher))?;
+            let top = cached.top(searcher, request.offset, request.limit.max(1));
+            let (total, facets, page) = self.run(
                 searcher,
                 q,
-                &cached.top(searcher, request.offset, request.limit.max(1)),
+                &CountedTop::new(counted, facets, top),
                 parallel,
             )?;
             return Ok((total as u64, facets, page));
