@@ -21,7 +21,9 @@
 //! - `FASCICOLO_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`); the
 //!   peer runs in a database of its own, dropped afterwards; `none` skips it;
 //! - `FASCICOLO_BENCH_DIR`: keep the loaded data directory there and reuse it (and a kept
-//!   PostgreSQL database) when it holds the same corpus.
+//!   PostgreSQL database) when it holds the same corpus. The roles' tokens
+//!   (`bench-roles.json`) and each class's queries (`bench-queries.json`) are written into it,
+//!   so a cell can be replayed by hand against a server started on it.
 
 #[path = "common/corpus.rs"]
 mod corpus;

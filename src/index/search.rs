@@ -316,7 +316,8 @@ impl SearchIndex {
         // Words alone, ranked, for a caller whose permission is kept: the count and facets
         // visit every match without scoring, and the page is ranked apart, where tantivy
         // skips the blocks of postings that cannot reach it (block-max WAND; see
-        // `CachedFilter::top`). Two passes cost less than one that scores every match.
+        // `CachedFilter::top`). Two passes cost less than one that scores every match; they
+        // run one after the other over each segment (`CountedTop`).
         if let (Scope::Kept(cached), Some(q), SortBy::Relevance) =
             (&m.permission, m.user_query, m.sort)
             && m.filter_terms.is_empty()
