@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
 
-use super::cache::{SegmentCaches, SegmentFacets};
+use super::cache::{Combo, Combos, SegmentCaches, SegmentFacets};
 
 /// String fields counted by term, and the numeric year.
 pub const STRING_FACETS: [&str; 3] = ["procedure", "kind", "status"];
@@ -97,6 +97,40 @@ fn give_back(counts: Vec<u32>) {
     });
 }
 
+/// Counts the combinations of `docs`, read from `combos` (a slice held in registers: read
+/// through the table, its length would be loaded again after every increment), a match in each
+/// of the [`LANES`] count arrays in turn.
+#[inline]
+fn count_block<'a, C: Combo>(
+    combos: &[C],
+    mut lanes: impl Iterator<Item = &'a mut [u32]>,
+    docs: &[DocId],
+) {
+    let (Some(a), Some(b), Some(c), Some(d)) =
+        (lanes.next(), lanes.next(), lanes.next(), lanes.next())
+    else {
+        return;
+    };
+    let count = |lane: &mut [u32], doc: DocId| {
+        if let Some(n) = combos
+            .get(doc as usize)
+            .and_then(|&combo| lane.get_mut(combo.index()))
+        {
+            *n += 1;
+        }
+    };
+    let mut quads = docs.chunks_exact(LANES);
+    for quad in &mut quads {
+        count(a, quad[0]);
+        count(b, quad[1]);
+        count(c, quad[2]);
+        count(d, quad[3]);
+    }
+    for &doc in quads.remainder() {
+        count(a, doc);
+    }
+}
+
 impl Collector for FacetCollector<'_> {
     type Fruit = FacetCounts;
     type Child = FacetSegment;
@@ -147,32 +181,10 @@ impl SegmentCollector for FacetSegment {
             return;
         }
         let combinations = self.table.combinations();
-        let mut lanes = self.counts.chunks_exact_mut(combinations);
-        let (Some(a), Some(b), Some(c), Some(d)) =
-            (lanes.next(), lanes.next(), lanes.next(), lanes.next())
-        else {
-            return;
-        };
-        // The documents' combinations as a slice held in registers: read through the table,
-        // its length would be loaded again after every increment.
-        let combos = self.table.combos();
-        let count = |lane: &mut [u32], doc: DocId| {
-            if let Some(n) = combos
-                .get(doc as usize)
-                .and_then(|&combo| lane.get_mut(combo as usize))
-            {
-                *n += 1;
-            }
-        };
-        let mut quads = docs.chunks_exact(LANES);
-        for quad in &mut quads {
-            count(a, quad[0]);
-            count(b, quad[1]);
-            count(c, quad[2]);
-            count(d, quad[3]);
-        }
-        for &doc in quads.remainder() {
-            count(a, doc);
+        let lanes = self.counts.chunks_exact_mut(combinations);
+        match self.table.combos() {
+            Combos::Narrow(combos) => count_block(combos, lanes, docs),
+            Combos::Wide(combos) => count_block(combos, lanes, docs),
         }
     }
 
@@ -364,5 +376,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A segment's combinations are kept in two bytes a document up to 65 536 of them, in four
+    /// beyond: both count the same matches alike, block by block and document by document.
+    #[test]
+    fn two_and_four_byte_combinations_count_alike() {
+        use super::super::cache::{Combos, SegmentFacets};
+        use super::{FacetSegment, LANES, zeroed};
+        use tantivy::collector::SegmentCollector;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SearchIndex::open(dir.path()).expect("index");
+        let docs: Vec<IndexedDoc> = (0..6000).map(doc).collect();
+        for d in &docs {
+            index.add(d).expect("added");
+        }
+        index.commit(1).expect("committed");
+        let searcher = index.searcher();
+        let segment = &searcher.segment_readers()[0];
+        let facets = |narrow: usize, whole_blocks: bool| {
+            let table = std::sync::Arc::new(
+                SegmentFacets::build_narrow_up_to(segment, narrow).expect("table"),
+            );
+            let two_bytes = matches!(table.combos(), Combos::Narrow(_));
+            let mut collector = FacetSegment {
+                counts: zeroed(table.combinations() * LANES),
+                few: Vec::new(),
+                given: false,
+                table,
+            };
+            // Every third document: 2 000, more than are summed from their own combinations.
+            let matches: Vec<u32> = (0..segment.max_doc()).step_by(3).collect();
+            for block in matches.chunks(64) {
+                if whole_blocks {
+                    collector.collect_block(block);
+                } else {
+                    for &doc in block {
+                        collector.collect(doc, 0.0);
+                    }
+                }
+            }
+            (two_bytes, collector.harvest())
+        };
+        let (two, by_two) = facets(usize::MAX, true);
+        let (four, by_four) = facets(0, true);
+        let (_, one_by_one) = facets(0, false);
+        assert!(two && !four);
+        assert_eq!(by_two, by_four);
+        assert_eq!(by_two, one_by_one);
+        let kinds: u64 = by_two["kind"].values().sum();
+        assert_eq!(kinds, 2000);
     }
 }
