@@ -152,8 +152,8 @@ pub struct SegmentFacets {
     newest: OnceLock<Vec<DocId>>,
 }
 
-/// The combination of each document: in two bytes while a segment has no more combinations
-/// than two bytes number, which halves what counting a broad search's matches reads.
+/// The combination of each document: in two bytes when a segment has at most 65 536
+/// combinations, which halves what counting a broad search's matches reads; in four beyond.
 pub enum Combos {
     /// Up to 65 536 combinations.
     Narrow(Vec<u16>),

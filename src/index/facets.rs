@@ -180,8 +180,11 @@ impl SegmentCollector for FacetSegment {
             }
             return;
         }
-        let combinations = self.table.combinations();
-        let lanes = self.counts.chunks_exact_mut(combinations);
+        // One array per lane (a segment always has a combination; `max` keeps a table without
+        // one from asking for arrays of no length, which would panic).
+        let lanes = self
+            .counts
+            .chunks_exact_mut(self.table.combinations().max(1));
         match self.table.combos() {
             Combos::Narrow(combos) => count_block(combos, lanes, docs),
             Combos::Wide(combos) => count_block(combos, lanes, docs),
