@@ -1128,6 +1128,17 @@ const WINDOW_WORDS: usize = 16;
 /// The documents of a window.
 const WINDOW_DOCS: DocId = 64 * WINDOW_WORDS as DocId;
 
+/// A word's postings in a segment, documents only, read a decoded block at a time; `None` when
+/// no document of the segment holds it.
+fn word_postings(
+    reader: &SegmentReader,
+    word: &Term,
+) -> tantivy::Result<Option<BlockSegmentPostings>> {
+    Ok(reader
+        .inverted_index(word.field())?
+        .read_block_postings(word, IndexRecordOption::Basic)?)
+}
+
 /// A word's postings, read a decoded block at a time to mark windows of documents.
 struct WordWindows(BlockSegmentPostings);
 
@@ -1179,15 +1190,11 @@ impl AdmittedWeight {
         }
         let mut words = Vec::with_capacity(self.conjunction.len());
         for term in &self.conjunction {
-            let postings = reader.inverted_index(term.field())?;
-            let Some(info) = postings.get_term_info(term)? else {
+            let Some(postings) = word_postings(reader, term)? else {
                 // A word in no document of the segment: nothing matches.
                 return Ok(true);
             };
-            words.push(WordWindows(postings.read_block_postings_from_terminfo(
-                &info,
-                IndexRecordOption::Basic,
-            )?));
+            words.push(WordWindows(postings));
         }
         let rarest = words.iter().map(|w| w.0.doc_freq()).min().unwrap_or(0);
         if u64::from(rarest).saturating_mul(WINDOW_DENSITY) < u64::from(max_doc) {
@@ -1243,16 +1250,13 @@ impl AdmittedWeight {
         let Some(word) = &self.word else {
             return Ok(false);
         };
-        let postings = reader.inverted_index(word.field())?;
-        let Some(info) = postings.get_term_info(word)? else {
+        let Some(mut blocks) = word_postings(reader, word)? else {
             return Ok(true);
         };
         let all = bits.len == reader.max_doc();
-        if !all && u64::from(info.doc_freq) > u64::from(bits.len).saturating_mul(VISIT_RATIO) {
+        if !all && u64::from(blocks.doc_freq()) > u64::from(bits.len).saturating_mul(VISIT_RATIO) {
             return Ok(false);
         }
-        let mut blocks =
-            postings.read_block_postings_from_terminfo(&info, IndexRecordOption::Basic)?;
         let mut admitted = [0; COLLECT_BLOCK_BUFFER_LEN];
         loop {
             let docs = blocks.docs();
