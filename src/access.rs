@@ -4,11 +4,17 @@
 //! for the filter clause to AND into its query, and every write asks it for a decision.
 //! Nothing outside this module looks at roles to decide what someone may see.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use sha2::{Digest, Sha256};
+use sqlx::Row;
 
 use crate::db::users::{self, UserRecord};
 use crate::db::{Db, DbError, Sql, now_ms};
 use crate::domain::{Channel, CodiceFiscale, OfficeCode, Procedure, Role, UserId, Visibility};
+use crate::index::FilterKey;
 
 /// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
 const TOKEN_PREFIX: &str = "fsc_";
@@ -16,10 +22,64 @@ const TOKEN_PREFIX: &str = "fsc_";
 /// per index segment (see `index::cache`).
 const CACHED_FROM_DOSSIERS: usize = 32;
 
+/// How long a node trusts what it has read about a token: its owner and their rights, and the
+/// dossiers they take part in. A change committed through this node (a token revoked, an
+/// account disabled, offices changed, a dossier opened, a delegation granted or revoked), and
+/// a dossier change this node applies from the change log, drops everything kept at once; a
+/// token revoked or an account changed through another node stops counting here within this
+/// time.
+const TRUSTED_FOR: Duration = Duration::from_secs(1);
+/// Tokens kept at most; when full, what is kept is dropped and read again as needed.
+const KEPT_TOKENS: usize = 16_384;
+
 /// An authenticated caller.
 #[derive(Clone, Debug)]
 pub struct Caller {
     user: UserRecord,
+    /// What this node keeps about the caller's token, when it was authenticated by one.
+    known: Option<Arc<Known>>,
+}
+
+/// Callers this node authenticated recently, by the hash of their token: a search need not
+/// read the token, the account and the dossiers a citizen or professional takes part in from
+/// the database again (two round trips, and for a busy professional hundreds of dossier ids
+/// to sort and name).
+#[derive(Debug, Default)]
+pub struct KnownCallers {
+    tokens: Mutex<HashMap<String, Arc<Known>>>,
+}
+
+/// What was read about one token.
+#[derive(Debug)]
+struct Known {
+    user: UserRecord,
+    /// When the token expires, ms since the epoch.
+    token_expires_at: Option<i64>,
+    read_at: Instant,
+    /// The database's access generation before it was read.
+    generation: u64,
+    /// The dossiers the caller takes part in, read on their first search.
+    members: tokio::sync::OnceCell<Arc<Members>>,
+}
+
+impl Known {
+    fn trusted(&self, db: &Db, now_ms: i64) -> bool {
+        self.read_at.elapsed() < TRUSTED_FOR
+            && self.generation == db.access_generation()
+            && self.token_expires_at.is_none_or(|at| at > now_ms)
+    }
+}
+
+/// The dossiers a citizen or professional takes part in, as their search permission needs
+/// them.
+#[derive(Debug)]
+struct Members {
+    /// Sorted, without repeats.
+    ids: Arc<[String]>,
+    /// Under which the permission's matches are kept, when they are many enough to keep.
+    key: Option<FilterKey>,
+    /// The first end of validity among the delegations behind them.
+    valid_until: Option<i64>,
 }
 
 /// Why a request could not be authenticated.
@@ -87,8 +147,13 @@ pub async fn issue_token(
     Ok(token.secret)
 }
 
-/// Turns an `Authorization` header value into a caller.
-pub async fn authenticate(db: &Db, authorization: Option<&str>) -> Result<Caller, AuthError> {
+/// Turns an `Authorization` header value into a caller, from what this node keeps about the
+/// token while it is trusted (see [`TRUSTED_FOR`]), else from the database.
+pub async fn authenticate(
+    db: &Db,
+    known: &KnownCallers,
+    authorization: Option<&str>,
+) -> Result<Caller, AuthError> {
     let header = authorization.ok_or(AuthError::Missing)?;
     let (scheme, secret) = header.split_once(' ').ok_or(AuthError::Invalid)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -99,16 +164,58 @@ pub async fn authenticate(db: &Db, authorization: Option<&str>) -> Result<Caller
     if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 200 {
         return Err(AuthError::Invalid);
     }
-    let user = users::user_by_token_hash(db, &hash_token(secret))
+    let hash = hash_token(secret);
+    if let Some(kept) = known.get(&hash)
+        && kept.trusted(db, now_ms())
+    {
+        return Ok(Caller {
+            user: kept.user.clone(),
+            known: Some(kept),
+        });
+    }
+    // Read before the look-up: a change committed while it runs makes what it reads stale.
+    let generation = db.access_generation();
+    let read_at = Instant::now();
+    let (user, token_expires_at) = users::user_by_token_hash(db, &hash)
         .await?
         .ok_or(AuthError::Invalid)?;
-    Ok(Caller { user })
+    let kept = Arc::new(Known {
+        user: user.clone(),
+        token_expires_at,
+        read_at,
+        generation,
+        members: tokio::sync::OnceCell::new(),
+    });
+    known.keep(hash, kept.clone());
+    Ok(Caller {
+        user,
+        known: Some(kept),
+    })
+}
+
+impl KnownCallers {
+    fn get(&self, hash: &str) -> Option<Arc<Known>> {
+        self.tokens.lock().ok()?.get(hash).cloned()
+    }
+
+    fn keep(&self, hash: String, kept: Arc<Known>) {
+        let Ok(mut tokens) = self.tokens.lock() else {
+            return;
+        };
+        if tokens.len() >= KEPT_TOKENS && !tokens.contains_key(&hash) {
+            tokens.retain(|_, k| k.read_at.elapsed() < TRUSTED_FOR);
+            if tokens.len() >= KEPT_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(hash, kept);
+    }
 }
 
 impl Caller {
     /// Wraps a user record; only for callers authenticated by other means (the CLI).
     pub fn from_user(user: UserRecord) -> Self {
-        Self { user }
+        Self { user, known: None }
     }
 
     /// The user's id.
@@ -298,8 +405,9 @@ impl Caller {
 
 impl Caller {
     /// The clause every search is ANDed with: the documents this caller may read. Dossier
-    /// membership of applicants and professionals is read from the database now, so a
-    /// revoked delegation is out of the very next search without any reindexing.
+    /// membership of applicants and professionals comes from the database, not the index, so
+    /// a revoked delegation is out of the next search through this node without any
+    /// reindexing (through another node once it applies the change, or [`TRUSTED_FOR`]).
     pub async fn search_permission(
         &self,
         db: &Db,
@@ -322,11 +430,11 @@ impl Caller {
         // Keys name exactly what a permission selects, so equal keys select equal documents.
         let tenant_wide = |query| Permission {
             query,
-            cache_key: Some(format!("tenant\0{tenant_id}")),
+            cache_key: Some(FilterKey::of(&format!("tenant\0{tenant_id}"))),
             narrow: false,
             broad: true,
         };
-        let (scope, cache_key, narrow): (Box<dyn Query>, Option<String>, bool) =
+        let (scope, cache_key, narrow): (Box<dyn Query>, Option<FilterKey>, bool) =
             match self.user.role {
                 Role::Auditor => return Ok(tenant_wide(tenant)),
                 Role::Staff if self.user.all_offices => return Ok(tenant_wide(tenant)),
@@ -347,12 +455,13 @@ impl Caller {
                         .collect();
                     offices.sort();
                     offices.dedup();
-                    let key = format!("offices\0{tenant_id}\0{}", offices.join("\0"));
+                    let key =
+                        FilterKey::of(&format!("offices\0{tenant_id}\0{}", offices.join("\0")));
                     (any_of(fields.office, offices), Some(key), false)
                 }
                 Role::Citizen | Role::Professional => {
-                    let mut ids = self.member_dossiers(db).await?;
-                    if ids.is_empty() {
+                    let members = self.members(db).await?;
+                    if members.ids.is_empty() {
                         return Ok(Permission {
                             query: Box::new(EmptyQuery),
                             cache_key: None,
@@ -360,13 +469,6 @@ impl Caller {
                             broad: false,
                         });
                     }
-                    ids.sort();
-                    ids.dedup();
-                    // A few dossiers are a few term look-ups: cheaper than a filter per
-                    // segment, and their documents too few to be worth spreading over the
-                    // cores.
-                    let few = ids.len() <= CACHED_FROM_DOSSIERS;
-                    let key = (!few).then(|| format!("dossiers\0{tenant_id}\0{}", ids.join("\0")));
                     let (dossier, visibility) = (fields.dossier_id, fields.visibility);
                     let scope = move |ids: &[String]| -> Box<dyn Query> {
                         Box::new(BooleanQuery::new(vec![
@@ -374,13 +476,18 @@ impl Caller {
                             (Occur::Must, term(visibility, Visibility::Public.as_str())),
                         ]))
                     };
-                    let query: Box<dyn Query> = if few {
-                        scope(&ids)
-                    } else {
+                    // A few dossiers are a few term look-ups: cheaper than a filter per
+                    // segment, and their documents too few to be worth spreading over the
+                    // cores.
+                    let query: Box<dyn Query> = match members.key {
+                        None => scope(&members.ids),
                         // Kept per segment: built only for a segment whose filter is not.
-                        Box::new(Deferred::new(move || scope(&ids)))
+                        Some(_) => {
+                            let ids = members.ids.clone();
+                            Box::new(Deferred::new(move || scope(&ids)))
+                        }
                     };
-                    (query, key, few)
+                    (query, members.key, members.key.is_none())
                 }
             };
         Ok(Permission {
@@ -395,13 +502,38 @@ impl Caller {
         })
     }
 
+    /// The dossiers this citizen or professional takes part in: kept with their token while
+    /// it is trusted and no delegation behind them has ended, else read again.
+    async fn members(&self, db: &Db) -> Result<Arc<Members>, DbError> {
+        let now = now_ms();
+        let Some(known) = self.known.as_ref().filter(|k| k.trusted(db, now)) else {
+            return Ok(Arc::new(self.read_members(db).await?));
+        };
+        if let Some(members) = known.members.get() {
+            if members.valid_until.is_none_or(|until| until > now) {
+                return Ok(members.clone());
+            }
+            // A delegation ran out: read them afresh, until the token is read again.
+            return Ok(Arc::new(self.read_members(db).await?));
+        }
+        let members = known
+            .members
+            .get_or_try_init(|| async { self.read_members(db).await.map(Arc::new) })
+            .await?;
+        Ok(members.clone())
+    }
+
     /// The dossiers a citizen or professional takes part in: as applicant, or through a
     /// delegation in force. The same rule as [`Self::push_dossier_filter`], written as a union
     /// so each half uses its index instead of scanning the tenant's dossiers; the tenant of
     /// delegated dossiers is left to the search's own tenant clause.
-    async fn member_dossiers(&self, db: &Db) -> Result<Vec<String>, DbError> {
+    async fn read_members(&self, db: &Db) -> Result<Members, DbError> {
         let Some(cf) = &self.user.codice_fiscale else {
-            return Ok(Vec::new());
+            return Ok(Members {
+                ids: Arc::new([]),
+                key: None,
+                valid_until: None,
+            });
         };
         let tenant = self.user.tenant.clone();
         let cf = cf.as_str().to_owned();
@@ -413,7 +545,8 @@ impl Caller {
             crate::db::Backend::Postgres => "string_agg(id, ',')",
         };
         let mut sql = Sql::new(&format!(
-            "select {joined} from (select d.id as id from dossier d where d.tenant = "
+            "select {joined} as ids, min(until) as until from (select d.id as id, \
+             cast(null as bigint) as until from dossier d where d.tenant = "
         ));
         sql.bind(tenant.clone())
             .push(" and d.applicant_cf = ")
@@ -421,9 +554,10 @@ impl Caller {
         if self.user.role == Role::Professional {
             // Dossier ids are unique across tenants, and the search ANDs the tenant anyway:
             // this half reads the professional's delegations through their index alone.
-            // `union all`: the caller sorts and dedups the ids anyway.
+            // `union all`: the ids are sorted and deduplicated below anyway.
             sql.push(
-                " union all select g.dossier_id as id from delegation g where g.professional_cf = ",
+                " union all select g.dossier_id as id, g.valid_until as until from delegation g \
+                 where g.professional_cf = ",
             )
             .bind(cf)
             .push(" and g.revoked_at is null and (g.valid_until is null or g.valid_until > ")
@@ -431,10 +565,21 @@ impl Caller {
             .push(")");
         }
         sql.push(") member");
-        let ids: Option<String> = sql.query_scalar().fetch_one(db.pool()).await?;
-        Ok(ids
+        let row = sql.query().fetch_one(db.pool()).await?;
+        let joined: Option<String> = row.try_get("ids")?;
+        let valid_until: Option<i64> = row.try_get("until")?;
+        let mut ids: Vec<String> = joined
             .map(|ids| ids.split(',').map(str::to_owned).collect())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        ids.sort();
+        ids.dedup();
+        let key = (ids.len() > CACHED_FROM_DOSSIERS)
+            .then(|| FilterKey::of(&format!("dossiers\0{tenant}\0{}", ids.join("\0"))));
+        Ok(Members {
+            ids: ids.into(),
+            key,
+            valid_until,
+        })
     }
 }
 

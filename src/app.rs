@@ -35,6 +35,8 @@ pub struct Services {
     pub auditor: crate::audit::Auditor,
     /// Woken after every committed change, so the indexer need not wait for its next poll.
     pub wake: Arc<Notify>,
+    /// Callers this node authenticated recently.
+    pub callers: Arc<crate::access::KnownCallers>,
 }
 
 impl Services {
@@ -60,6 +62,7 @@ impl Services {
             index: None,
             auditor,
             wake: Arc::new(Notify::new()),
+            callers: Default::default(),
         })
     }
 

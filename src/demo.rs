@@ -261,5 +261,6 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
     .bind(crate::db::now_ms())
     .execute(services.db.pool())
     .await?;
+    services.db.access_changed();
     Ok(())
 }

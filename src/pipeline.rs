@@ -157,6 +157,9 @@ impl Pipeline {
         let mut last = position;
         let mut documents = BTreeSet::new();
         let mut dossiers = BTreeSet::new();
+        // A dossier opened or a delegation changed, possibly through another node: what
+        // callers may see changed.
+        let mut rights_changed = false;
         for row in &rows {
             let seq: i64 = row.try_get("seq")?;
             let created_at: i64 = row.try_get("created_at")?;
@@ -172,8 +175,11 @@ impl Pipeline {
                 "document" => {
                     documents.insert(id);
                 }
-                "dossier" if op != "create" => {
-                    dossiers.insert(id);
+                "dossier" => {
+                    rights_changed = true;
+                    if op != "create" {
+                        dossiers.insert(id);
+                    }
                 }
                 _ => {}
             }
@@ -196,6 +202,9 @@ impl Pipeline {
             .await?;
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || index.commit(last)).await??;
+        if rights_changed {
+            self.services.db.access_changed();
+        }
         tracing::debug!(position = last, documents = count, "index committed");
         Ok(if rows.len() as i64 >= BATCH {
             Applied::Full

@@ -66,6 +66,7 @@ pub async fn grant(
     )
     .await?;
     tx.commit().await?;
+    db.access_changed();
     Ok(DelegationRecord {
         professional_cf: professional.to_string(),
         created_at: rfc3339(now),
@@ -117,6 +118,7 @@ pub async fn revoke(
     )
     .await?;
     tx.commit().await?;
+    db.access_changed();
     Ok(true)
 }
 

@@ -150,6 +150,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
+    db.access_changed();
     Ok(DossierRecord {
         id,
         number,

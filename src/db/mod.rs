@@ -69,6 +69,9 @@ pub struct Db {
     backend: Backend,
     /// New documents waiting for the transaction that will carry them.
     creates: std::sync::Arc<ingest::CreateQueue>,
+    /// Counts committed changes to who may do what (tokens, accounts, offices, dossiers'
+    /// applicants and delegations), so that what a node keeps about callers is dropped at once.
+    access_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -129,12 +132,26 @@ impl Db {
             writer,
             backend,
             creates: Default::default(),
+            access_generation: Default::default(),
         };
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&db.pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&db.pool).await?,
         }
         Ok(db)
+    }
+
+    /// How many changes to callers' rights this process has committed or applied from the
+    /// change log; what is kept about a caller is valid only under the generation it was read in.
+    pub fn access_generation(&self) -> u64 {
+        self.access_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records that a change to callers' rights was committed (call after the commit).
+    pub fn access_changed(&self) {
+        self.access_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The pool, for queries.

@@ -205,11 +205,15 @@ macro_rules! select_user_on {
     };
 }
 
-/// The user holding a live token with this hash: not revoked, not expired, account enabled.
-pub async fn user_by_token_hash(db: &Db, token_hash: &str) -> Result<Option<UserRecord>, DbError> {
+/// The user holding a live token with this hash (not revoked, not expired, account enabled),
+/// and when the token expires (ms since the epoch), if it does.
+pub async fn user_by_token_hash(
+    db: &Db,
+    token_hash: &str,
+) -> Result<Option<(UserRecord, Option<i64>)>, DbError> {
     let row = sqlx::query(select_user_on!(
         db,
-        "from api_token t join app_user u on u.id = t.user_id \
+        ", t.expires_at as token_expires_at from api_token t join app_user u on u.id = t.user_id \
          where t.token_hash = $1 and t.revoked_at is null \
          and (t.expires_at is null or t.expires_at > $2) and u.disabled_at is null"
     ))
@@ -217,7 +221,11 @@ pub async fn user_by_token_hash(db: &Db, token_hash: &str) -> Result<Option<User
     .bind(now_ms())
     .fetch_optional(db.pool())
     .await?;
-    row.as_ref().map(user_from_row).transpose()
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some((
+        user_from_row(&row)?,
+        row.try_get("token_expires_at")?,
+    )))
 }
 
 /// A user by id, whatever their state.
@@ -343,6 +351,7 @@ pub async fn revoke_token(
     )
     .await?;
     tx.commit().await?;
+    db.access_changed();
     Ok(())
 }
 
@@ -374,6 +383,7 @@ pub async fn set_offices(
     )
     .await?;
     tx.commit().await?;
+    db.access_changed();
     Ok(())
 }
 
@@ -402,6 +412,7 @@ pub async fn disable_user(
     )
     .await?;
     tx.commit().await?;
+    db.access_changed();
     Ok(())
 }
 

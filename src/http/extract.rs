@@ -22,7 +22,7 @@ impl FromRequestParts<Services> for Caller {
                     .map_err(|_| ApiError::Unauthorized("invalid or expired token"))
             })
             .transpose()?;
-        Ok(access::authenticate(&state.db, header).await?)
+        Ok(access::authenticate(&state.db, &state.callers, header).await?)
     }
 }
 

@@ -540,9 +540,22 @@ impl LazyWeight {
     }
 }
 
-/// A filter whose matches are computed once per segment and kept, under a key that names
-/// exactly what it selects (for a permission: the role, the tenant and the offices or
-/// dossiers). It never scores.
+/// The name under which a filter's matches are kept: the SHA-256 of a text naming exactly
+/// what the filter selects (for a permission: the role, the tenant and the offices or
+/// dossiers). Made once per permission, not per search: a professional's names hundreds of
+/// dossiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterKey([u8; 32]);
+
+impl FilterKey {
+    /// The key of the filter `name` describes.
+    pub fn of(name: &str) -> Self {
+        Self(Sha256::digest(name.as_bytes()).into())
+    }
+}
+
+/// A filter whose matches are computed once per segment and kept under a [`FilterKey`]. It
+/// never scores.
 pub struct CachedFilter {
     key: [u8; 32],
     inner: Arc<dyn Query>,
@@ -550,10 +563,10 @@ pub struct CachedFilter {
 }
 
 impl CachedFilter {
-    /// `inner`, cached under the SHA-256 of `key`.
-    pub fn new(key: &str, inner: Box<dyn Query>, caches: Arc<SegmentCaches>) -> Self {
+    /// `inner`, cached under `key`.
+    pub fn new(key: FilterKey, inner: Box<dyn Query>, caches: Arc<SegmentCaches>) -> Self {
         Self {
-            key: Sha256::digest(key.as_bytes()).into(),
+            key: key.0,
             inner: Arc::from(inner),
             caches,
         }

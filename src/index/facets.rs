@@ -268,6 +268,7 @@ mod tests {
     use tantivy::query::{AllQuery, TermQuery};
     use tantivy::schema::IndexRecordOption;
 
+    use crate::index::cache::FilterKey;
     use crate::index::search::{Permission, SearchRequest};
     use crate::index::{IndexedDoc, SearchIndex};
 
@@ -325,7 +326,7 @@ mod tests {
                     IndexRecordOption::Basic,
                 )),
             },
-            cache_key: (which > 0).then(|| format!("permission {which}")),
+            cache_key: (which > 0).then(|| FilterKey::of(&format!("permission {which}"))),
             narrow: false,
             broad: true,
         };

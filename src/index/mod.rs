@@ -3,6 +3,7 @@
 //! kept in the commit payload so indexing resumes exactly where it stopped.
 
 mod cache;
+pub use cache::FilterKey;
 mod facets;
 mod phrase;
 pub mod search;

@@ -90,7 +90,7 @@ pub struct Permission {
     /// The documents the caller may read.
     pub query: Box<dyn Query>,
     /// For broad or costly permissions: the role, tenant and scope it was built from.
-    pub cache_key: Option<String>,
+    pub cache_key: Option<super::cache::FilterKey>,
     /// The permission admits only the documents of a few dossiers: a search over so few is
     /// cheaper on the calling thread than handed to every core.
     pub narrow: bool,
@@ -192,7 +192,7 @@ impl SearchIndex {
         let narrow = permission.narrow;
         let permission = match permission.cache_key {
             Some(key) => Scope::Kept(CachedFilter::new(
-                &key,
+                key,
                 permission.query,
                 self.caches.clone(),
             )),
@@ -568,6 +568,7 @@ pub fn escape(s: &str) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::index::IndexedDoc;
+    use crate::index::cache::FilterKey;
     use tantivy::query::BooleanQuery;
 
     pub(crate) fn doc(i: usize, date_ms: i64) -> IndexedDoc {
@@ -661,7 +662,7 @@ pub(crate) mod tests {
                     offset,
                     ..SearchRequest::default()
                 };
-                let run = |cache_key: Option<String>| {
+                let run = |cache_key: Option<FilterKey>| {
                     let found = index
                         .search(
                             &request,
@@ -680,7 +681,7 @@ pub(crate) mod tests {
                         .collect();
                     (found.total, found.facets, hits)
                 };
-                let kept = run(Some(name.to_owned()));
+                let kept = run(Some(FilterKey::of(name)));
                 let inside = run(None);
                 assert_eq!(
                     kept, inside,
@@ -741,7 +742,7 @@ pub(crate) mod tests {
             };
             let permission = Permission {
                 query,
-                cache_key: Some(key.to_owned()),
+                cache_key: Some(FilterKey::of(key)),
                 narrow: false,
                 broad: true,
             };

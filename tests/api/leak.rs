@@ -263,11 +263,14 @@ async fn search_answers_only_what_each_caller_may_read() {
     }
 
     // Revoking the delegation takes effect on the next search, with no reindex.
-    sqlx::query("update delegation set revoked_at = 1 where dossier_id = $1")
-        .bind(&delegated)
-        .execute(app.services.db.pool())
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/dossiers/{delegated}/delegations/{}", cf(94))))
+        .bearer_auth(&citizens[&91])
+        .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 204);
     let after = Caller {
         name: "professional after revocation".into(),
         token: professional,

@@ -510,13 +510,28 @@ async fn kept_permissions_follow_delegations_and_never_mix_callers() {
         assert_eq!(total(staff.clone()).await, 82, "the office sees both kinds");
         assert_eq!(total(other_staff.clone()).await, 0, "another office");
     }
-    sqlx::query("update delegation set revoked_at = 1 where dossier_id = $1")
-        .bind(&dossiers[0])
-        .execute(app.services.db.pool())
+    let r = app
+        .client
+        .delete(app.url(&format!(
+            "/v1/dossiers/{}/delegations/{}",
+            dossiers[0],
+            cf(171)
+        )))
+        .bearer_auth(&citizen)
+        .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 204);
     assert_eq!(total(professional.clone()).await, 39, "revoked at once");
-    delegate(dossiers[40].clone()).await;
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/dossiers/{}/delegations", dossiers[40])))
+        .bearer_auth(&citizen)
+        .json(&serde_json::json!({"professional_cf": cf(171)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     assert_eq!(total(professional.clone()).await, 40, "granted at once");
     // New documents land in a new segment, which gets its own entry.
     app.add_text(&citizen, &dossiers[1], "ippocastano bis", "Bis", "public")
@@ -561,4 +576,54 @@ async fn the_indexer_rereads_more_documents_than_a_statement_can_bind() {
         .unwrap();
     assert_eq!(body["total"], 1, "{body}");
     assert_eq!(body["hits"][0]["document_id"], doc["id"]);
+}
+
+/// A professional's dossiers are kept with their token between searches, but a delegation
+/// that reaches its end date is out of the very next search, before what is kept about the
+/// token is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegation_ends_on_time_even_while_the_callers_dossiers_are_kept() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(180).await;
+    let professional = app.user("professional", Some(&cf(181)), &[]).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(180)).await;
+    let dossier = dossier["id"].as_str().unwrap().to_owned();
+    app.add_text(
+        &citizen,
+        &dossier,
+        "relazione gelsomino",
+        "Relazione",
+        "public",
+    )
+    .await;
+    app.indexed().await;
+    let ends = fascicolo::db::now_ms() + 600;
+    sqlx::query(
+        "insert into delegation (dossier_id, professional_cf, granted_by, created_at, valid_until) \
+         select id, $1, created_by, 0, $2 from dossier where id = $3",
+    )
+    .bind(cf(181))
+    .bind(ends)
+    .bind(&dossier)
+    .execute(app.services.db.pool())
+    .await
+    .unwrap();
+    let total = || async {
+        let r = app.search(&professional, &[("q", "gelsomino")]).await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["total"].as_u64().unwrap()
+    };
+    // The first search reads the token and the dossiers; the next ones reuse them.
+    assert_eq!(total().await, 1);
+    assert_eq!(total().await, 1);
+    let read = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(ends - fascicolo::db::now_ms()).unwrap_or(0) + 100,
+    ))
+    .await;
+    assert!(
+        read.elapsed() < Duration::from_millis(900),
+        "the check must run while the token is still trusted"
+    );
+    assert_eq!(total().await, 0, "the delegation ended");
 }
