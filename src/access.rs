@@ -29,8 +29,10 @@ const CACHED_FROM_DOSSIERS: usize = 32;
 /// token revoked or an account changed through another node stops counting here within this
 /// time.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
-/// Tokens kept at most; when full, what is kept is dropped and read again as needed.
-const KEPT_TOKENS: usize = 16_384;
+/// Tokens kept before the stale ones are dropped (all of them, if none is stale). A busy
+/// professional's entry holds a few hundred dossier ids (some 25 KB), so this bounds what is
+/// kept to tens of MiB even if every entry were one.
+const KEPT_TOKENS: usize = 2_048;
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
