@@ -42,6 +42,21 @@ impl Passage {
             marks: Vec::new(),
         }
     }
+
+    /// Counts a word of the query at `word` (bytes of the text) with its weight.
+    fn mark(&mut self, word: Range<usize>, weight: f32) {
+        self.score += weight;
+        self.marks
+            .push(word.start - self.start..word.end - self.start);
+    }
+
+    /// Becomes `best` if it holds a word of the query and scores more (the earlier passage
+    /// wins a tie).
+    fn offer(self, best: &mut Option<Passage>) {
+        if self.score > 0.0 && best.as_ref().is_none_or(|b| self.score > b.score) {
+            *best = Some(self);
+        }
+    }
 }
 
 /// The byte ranges of the words of `text` as the analyzers' `SimpleTokenizer` cuts them: runs
@@ -85,20 +100,12 @@ impl Snippets {
     pub fn best<'t>(&mut self, text: &'t str) -> Option<(&'t str, Vec<Range<usize>>)> {
         let mut current = Passage::at(0);
         let mut best: Option<Passage> = None;
-        let keep = |passage: Passage, best: &mut Option<Passage>| {
-            if passage.score > 0.0 && best.as_ref().is_none_or(|b| passage.score > b.score) {
-                *best = Some(passage);
-            }
-        };
         for word in words(text) {
             if word.len() >= LONGEST {
                 continue;
             }
             if word.end - current.start > self.max_chars {
-                keep(
-                    std::mem::replace(&mut current, Passage::at(word.start)),
-                    &mut best,
-                );
+                std::mem::replace(&mut current, Passage::at(word.start)).offer(&mut best);
             }
             current.end = word.end;
             let first = text.as_bytes()[word.start];
@@ -106,13 +113,10 @@ impl Snippets {
                 continue;
             }
             if let Some(weight) = self.weight(&text[word.clone()]) {
-                current.score += weight;
-                current
-                    .marks
-                    .push(word.start - current.start..word.end - current.start);
+                current.mark(word, weight);
             }
         }
-        keep(current, &mut best);
+        current.offer(&mut best);
         let best = best?;
         Some((text.get(best.start..best.end)?, best.marks))
     }
@@ -168,28 +172,17 @@ mod tests {
         let mut stream = s.analyzer.token_stream(text);
         let mut current = Passage::at(0);
         let mut best: Option<Passage> = None;
-        let keep = |passage: Passage, best: &mut Option<Passage>| {
-            if passage.score > 0.0 && best.as_ref().is_none_or(|b| passage.score > b.score) {
-                *best = Some(passage);
-            }
-        };
         while stream.advance() {
             let token = stream.token();
             if token.offset_to - current.start > s.max_chars {
-                keep(
-                    std::mem::replace(&mut current, Passage::at(token.offset_from)),
-                    &mut best,
-                );
+                std::mem::replace(&mut current, Passage::at(token.offset_from)).offer(&mut best);
             }
             current.end = token.offset_to;
             if let Some((_, weight)) = s.words.iter().find(|(w, _)| *w == token.text) {
-                current.score += weight;
-                current
-                    .marks
-                    .push(token.offset_from - current.start..token.offset_to - current.start);
+                current.mark(token.offset_from..token.offset_to, *weight);
             }
         }
-        keep(current, &mut best);
+        current.offer(&mut best);
         let best = best?;
         Some((text[best.start..best.end].to_owned(), best.marks))
     }
