@@ -8,7 +8,8 @@
 //! their segment leaves the index. What depends on deletions too (the facet counts of what a
 //! filter admits) is kept with the number of deletions it was counted at, and counted again
 //! when that number grows. The matches of a phrase of frequent words are kept too, once walked
-//! (see [`PhraseMatches`]), within their own memory budget.
+//! (see [`PhraseMatches`]), and the documents of a word found in most of a segment, as a bitmap
+//! (see [`WordDocs`]), each within their own memory budget.
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -30,12 +31,15 @@ use tantivy::{
 };
 use tantivy_common::TinySet;
 
-use super::facets::{FacetCounts, FacetSegment, STRING_FACETS};
+use super::facets::{FACETS, FacetCounts, FacetSegment, STRING_FACETS};
 
 /// Memory the permission filters may take, over all segments and callers.
 const FILTER_BYTES: usize = 64 * 1024 * 1024;
 /// Memory the matches of phrases may take, over all segments.
 const PHRASE_BYTES: usize = 64 * 1024 * 1024;
+/// Memory the bitmaps of frequent words may take, over all segments: 128 words over a
+/// million documents.
+const WORD_BYTES: usize = 16 * 1024 * 1024;
 /// Documents whose facet values are read per column access while building a table.
 const BUILD_BLOCK: u32 = 1024;
 
@@ -44,6 +48,7 @@ pub struct SegmentCaches {
     facets: Mutex<HashMap<SegmentId, Arc<SegmentFacets>>>,
     filters: Mutex<Kept<DocBits>>,
     phrases: Mutex<Kept<PhraseMatches>>,
+    words: Mutex<Kept<WordDocs>>,
 }
 
 impl Default for SegmentCaches {
@@ -52,6 +57,7 @@ impl Default for SegmentCaches {
             facets: Mutex::default(),
             filters: Mutex::new(Kept::new(FILTER_BYTES)),
             phrases: Mutex::new(Kept::new(PHRASE_BYTES)),
+            words: Mutex::new(Kept::new(WORD_BYTES)),
         }
     }
 }
@@ -108,6 +114,32 @@ impl SegmentCaches {
         lock(&self.facets).retain(|id, _| live.contains(id));
         lock(&self.filters).retain(live);
         lock(&self.phrases).retain(live);
+        lock(&self.words).retain(live);
+    }
+
+    /// The documents of `segment` holding `word` (its key [`WordDocs::key`]) when it is in
+    /// more than half of them; built now if not kept. `None` for a rarer word.
+    fn word_docs(
+        &self,
+        segment: &SegmentReader,
+        word: &Term,
+        key: &[u8; 32],
+    ) -> tantivy::Result<Option<Arc<WordDocs>>> {
+        let index = segment.inverted_index(word.field())?;
+        let Some(info) = index.get_term_info(word)? else {
+            return Ok(None);
+        };
+        if u64::from(info.doc_freq).saturating_mul(FREQUENT_WORD) <= u64::from(segment.max_doc()) {
+            return Ok(None);
+        }
+        let id = segment.segment_id();
+        if let Some(docs) = lock(&self.words).get(id, key) {
+            return Ok(Some(docs));
+        }
+        let postings = index.read_block_postings_from_terminfo(&info, IndexRecordOption::Basic)?;
+        let docs = Arc::new(WordDocs::build(segment.max_doc(), postings));
+        lock(&self.words).insert(id, *key, docs.clone());
+        Ok(Some(docs))
     }
 
     /// The matches of the phrase named `key` in `segment`, if kept.
@@ -144,10 +176,11 @@ impl tantivy::Warmer for SegmentCaches {
 pub struct SegmentFacets {
     /// Combination of each document.
     combo: Combos,
-    /// Per combination: the term ordinal of each string facet and the year (`u64::MAX`: none).
-    values: Vec<[u64; 4]>,
-    /// Per string facet: its terms, by ordinal.
-    terms: Vec<Vec<String>>,
+    /// Per combination: the slot of its value of each facet (string facets, then the year).
+    slots: Vec<[u32; 4]>,
+    /// Per slot: the facet (an index into [`FACETS`]) and the value; a last slot, of no facet,
+    /// takes the combinations without a value.
+    names: Vec<(usize, String)>,
     /// The documents newest first (see [`SegmentFacets::newest_first`]), sorted on first use.
     newest: OnceLock<Vec<DocId>>,
 }
@@ -245,10 +278,45 @@ impl SegmentFacets {
         } else {
             Combos::Wide(combo)
         };
+        // Slots: each string facet's terms in ordinal order, the years present, then the slot
+        // of no value.
+        let mut names = Vec::new();
+        let mut first = Vec::new();
+        for (facet, terms) in terms.into_iter().enumerate() {
+            first.push(names.len());
+            names.extend(terms.into_iter().map(|t| (facet, t)));
+        }
+        let mut years: Vec<u64> = values.iter().map(|v| v[STRING_FACETS.len()]).collect();
+        years.sort_unstable();
+        years.dedup();
+        years.retain(|&y| y != u64::MAX);
+        let first_year = names.len();
+        names.extend(years.iter().map(|y| (STRING_FACETS.len(), y.to_string())));
+        let none = names.len() as u32;
+        names.push((FACETS.len(), String::new()));
+        let slots = values
+            .iter()
+            .map(|v| {
+                let mut slots = [none; 4];
+                for (facet, &ord) in v[..STRING_FACETS.len()].iter().enumerate() {
+                    let slot = usize::try_from(ord)
+                        .ok()
+                        .and_then(|ord| first[facet].checked_add(ord))
+                        .filter(|&slot| slot < first_year && names[slot].0 == facet);
+                    if let Some(slot) = slot {
+                        slots[facet] = slot as u32;
+                    }
+                }
+                if let Ok(at) = years.binary_search(&v[STRING_FACETS.len()]) {
+                    slots[STRING_FACETS.len()] = (first_year + at) as u32;
+                }
+                slots
+            })
+            .collect();
         Ok(Self {
             combo,
-            values,
-            terms,
+            slots,
+            names,
             newest: OnceLock::new(),
         })
     }
@@ -274,7 +342,7 @@ impl SegmentFacets {
 
     /// Number of distinct combinations.
     pub fn combinations(&self) -> usize {
-        self.values.len()
+        self.slots.len()
     }
 
     /// The combination of a document.
@@ -291,22 +359,49 @@ impl SegmentFacets {
         &self.combo
     }
 
-    /// The values of a combination: string facet ordinals, then the year.
-    pub fn values(&self, combo: usize) -> [u64; 4] {
-        self.values.get(combo).copied().unwrap_or([u64::MAX; 4])
+    /// Counts per slot, zero, for [`SegmentFacets::tally`] and [`SegmentFacets::named`].
+    pub fn by_slot(&self) -> Vec<u64> {
+        vec![0; self.names.len()]
     }
 
-    /// How many terms string facet `facet` (an index into [`STRING_FACETS`]) has.
-    pub fn term_count(&self, facet: usize) -> usize {
-        self.terms.get(facet).map_or(0, Vec::len)
+    /// Adds `n` matches of combination `combo` to the counts of its values.
+    #[inline]
+    pub fn tally(&self, combo: usize, n: u64, by_slot: &mut [u64]) {
+        if let Some(slots) = self.slots.get(combo) {
+            for &slot in slots {
+                if let Some(c) = by_slot.get_mut(slot as usize) {
+                    *c += n;
+                }
+            }
+        }
     }
 
-    /// The term of string facet `facet` (an index into [`STRING_FACETS`]) with ordinal `ord`.
-    pub fn term(&self, facet: usize, ord: u64) -> Option<&str> {
-        self.terms
-            .get(facet)
-            .and_then(|t| t.get(usize::try_from(ord).ok()?))
-            .map(String::as_str)
+    /// Adds the matches of every combination, `counts` by combination, to the counts of their
+    /// values. A combination with none adds zero: no branch to mispredict.
+    pub fn tally_all(&self, counts: &[u32], by_slot: &mut [u64]) {
+        for (slots, &n) in self.slots.iter().zip(counts) {
+            for &slot in slots {
+                if let Some(c) = by_slot.get_mut(slot as usize) {
+                    *c += u64::from(n);
+                }
+            }
+        }
+    }
+
+    /// The counts per slot by facet and value, every facet present.
+    pub fn named(&self, by_slot: &[u64]) -> FacetCounts {
+        let mut out: FacetCounts = FACETS
+            .iter()
+            .map(|name| ((*name).to_owned(), Default::default()))
+            .collect();
+        for ((facet, value), &n) in self.names.iter().zip(by_slot) {
+            if n > 0
+                && let Some(counts) = FACETS.get(*facet).and_then(|name| out.get_mut(*name))
+            {
+                *counts.entry(value.clone()).or_default() += n;
+            }
+        }
+        out
     }
 }
 
@@ -439,6 +534,60 @@ pub trait Weighed {
 impl Weighed for DocBits {
     fn bytes(&self) -> usize {
         self.words.len() * 8 + self.combinations * 4
+    }
+}
+
+/// The documents of a segment holding a word found in more than half of them
+/// ([`FREQUENT_WORD`]), a bit each: counting such a word under a broad filter reads 64
+/// documents at a time from it instead of every document from the word's postings (see
+/// [`AdmittedWeight::count_frequent_word`]). Like an index that stores dense postings as a
+/// bitmap, built the first time the word is counted in the segment; deleted documents are
+/// among them.
+pub struct WordDocs {
+    words: Box<[u64]>,
+}
+
+impl WordDocs {
+    /// The key a word's bitmap is kept under.
+    fn key(word: &Term) -> [u8; 32] {
+        let mut key = Sha256::new();
+        key.update(word.field().field_id().to_le_bytes());
+        key.update(word.serialized_value_bytes());
+        key.finalize().into()
+    }
+
+    /// The word's documents, from its postings.
+    fn build(max_doc: DocId, mut postings: BlockSegmentPostings) -> Self {
+        let mut words = vec![0u64; (max_doc as usize).div_ceil(64)].into_boxed_slice();
+        // The documents of one 64-document word gathered in a register: postings are in order.
+        let (mut at, mut held) = (0usize, 0u64);
+        loop {
+            let docs = postings.docs();
+            if docs.is_empty() {
+                break;
+            }
+            for &doc in docs {
+                let here = (doc / 64) as usize;
+                if here != at {
+                    if let Some(w) = words.get_mut(at) {
+                        *w = held;
+                    }
+                    (at, held) = (here, 0);
+                }
+                held |= 1 << (doc % 64);
+            }
+            postings.advance();
+        }
+        if let Some(w) = words.get_mut(at) {
+            *w = held;
+        }
+        Self { words }
+    }
+}
+
+impl Weighed for WordDocs {
+    fn bytes(&self) -> usize {
+        self.words.len() * 8
     }
 }
 
@@ -613,7 +762,7 @@ impl CachedFilter {
                 continue;
             }
             total += here;
-            fruits.push(FacetSegment::from_counts(table.clone(), &counts.counts).harvest());
+            fruits.push(super::facets::of_counts(&table, &counts.counts));
             if want == 0 {
                 continue;
             }
@@ -765,24 +914,25 @@ impl Collector for AdmittedTop {
 /// core hands each segment to a thread once, not once per pass.
 pub struct CountedTop<'a> {
     /// The admitted matches, unscored ([`CachedFilter::admit`]).
-    counted: Box<dyn Weight>,
+    counted: AdmittedWeight,
     counting: (tantivy::collector::Count, super::facets::FacetCollector<'a>),
     top: AdmittedTop,
 }
 
 impl<'a> CountedTop<'a> {
-    /// Counts and facets what `counted` matches; ranks with `top` (over the words alone, the
-    /// weight the search is run with).
+    /// Counts and facets what `counted` matches in `searcher`; ranks with `top` (over the
+    /// words alone, the weight the search is run with).
     pub fn new(
-        counted: Box<dyn Weight>,
+        counted: &Admitted,
+        searcher: &Searcher,
         facets: super::facets::FacetCollector<'a>,
         top: AdmittedTop,
-    ) -> Self {
-        Self {
-            counted,
+    ) -> tantivy::Result<Self> {
+        Ok(Self {
+            counted: counted.admitted_weight(EnableScoring::disabled_from_searcher(searcher))?,
             counting: (tantivy::collector::Count, facets),
             top,
-        }
+        })
     }
 }
 
@@ -827,9 +977,12 @@ impl Collector for CountedTop<'_> {
         segment_ord: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<<Self::Child as SegmentCollector>::Fruit> {
-        let (count, facets) =
-            self.counting
-                .collect_segment(self.counted.as_ref(), segment_ord, segment)?;
+        let (count, facets) = match self.counted.count_frequent_word(segment)? {
+            Some(counted) => counted,
+            None => self
+                .counting
+                .collect_segment(&self.counted, segment_ord, segment)?,
+        };
         let page = self.top.collect_segment(weight, segment_ord, segment)?;
         Ok((count, facets, page))
     }
@@ -1039,10 +1192,20 @@ impl Clone for Admitted {
 
 impl Query for Admitted {
     fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(self.admitted_weight(scoring)?))
+    }
+
+    fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a tantivy::Term, bool)) {
+        self.query.query_terms(visitor);
+    }
+}
+
+impl Admitted {
+    fn admitted_weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<AdmittedWeight> {
         let mut terms = Vec::new();
         let of_terms = conjunction_of_terms(self.query.as_ref(), &mut terms);
         let word = match terms.as_slice() {
-            [term] if of_terms => Some(term.term().clone()),
+            [term] if of_terms => Some((term.term().clone(), WordDocs::key(term.term()))),
             _ => None,
         };
         let conjunction = if of_terms && terms.len() > 1 {
@@ -1050,16 +1213,12 @@ impl Query for Admitted {
         } else {
             Vec::new()
         };
-        Ok(Box::new(AdmittedWeight {
+        Ok(AdmittedWeight {
             filter: CachedFilterWeight::new(&self.filter, scoring.schema()),
             query: self.query.weight(scoring)?,
             conjunction,
             word,
-        }))
-    }
-
-    fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a tantivy::Term, bool)) {
-        self.query.query_terms(visitor);
+        })
     }
 }
 
@@ -1083,7 +1242,7 @@ struct AdmittedWeight {
     /// When the query requires two words or more: each word.
     conjunction: Vec<Term>,
     /// When the query is a single word: the word.
-    word: Option<Term>,
+    word: Option<(Term, [u8; 32])>,
 }
 
 /// How an [`AdmittedWeight`] runs in one segment.
@@ -1260,7 +1419,7 @@ impl AdmittedWeight {
         bits: &Arc<DocBits>,
         callback: &mut dyn FnMut(&[DocId]),
     ) -> tantivy::Result<bool> {
-        let Some(word) = &self.word else {
+        let Some((word, _)) = &self.word else {
             return Ok(false);
         };
         let Some(mut blocks) = word_postings(reader, word)? else {
@@ -1288,6 +1447,81 @@ impl AdmittedWeight {
             }
             blocks.advance();
         }
+    }
+}
+
+/// A word in more than one document in this many of a segment is kept there as a bitmap of its
+/// documents ([`WordDocs`]).
+const FREQUENT_WORD: u64 = 2;
+
+/// A filter admitting fewer than one document in this many of a segment leaves counting a
+/// frequent word to the intersection of the filter with the word's postings.
+const BITMAP_COUNT_DENSITY: u32 = 8;
+
+impl AdmittedWeight {
+    /// Counts and facets the admitted documents holding a word found in most of the segment
+    /// from the word's bitmap ([`WordDocs`]), 64 documents at a time: matches are counted one
+    /// by one when they are fewer than the admitted documents lacking the word, otherwise
+    /// those are taken off the admitted documents' counts per combination, which the filter
+    /// keeps ([`DocBits::alive_counts`]). `None` when the query is not a single word, the
+    /// word is not that frequent here, or the filter admits few documents.
+    fn count_frequent_word(
+        &self,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<Option<(usize, FacetCounts)>> {
+        let Some((word, key)) = &self.word else {
+            return Ok(None);
+        };
+        let bits = self.filter.bits(reader)?;
+        if bits.len.saturating_mul(BITMAP_COUNT_DENSITY) < reader.max_doc() {
+            return Ok(None);
+        }
+        let caches = &self.filter.caches;
+        let Some(held) = caches.word_docs(reader, word, key)? else {
+            return Ok(None);
+        };
+        let table = caches.facets(reader)?;
+        let matched: u32 = bits
+            .words
+            .iter()
+            .zip(held.words.iter())
+            .map(|(admitted, holds)| (admitted & holds).count_ones())
+            .sum();
+        let alive = reader.alive_bitset();
+        // Matches, or admitted documents lacking the word: whichever are fewer are visited.
+        let by_absence = bits.len - matched < matched;
+        let kept = by_absence.then(|| bits.alive_counts(reader, &table));
+        let mut counts = match &kept {
+            Some(kept) => kept.counts.clone(),
+            None => vec![0; table.combinations()],
+        };
+        let lacking = if by_absence { !0 } else { 0 };
+        let mut visited = 0usize;
+        for (at, (admitted, holds)) in bits.words.iter().zip(held.words.iter()).enumerate() {
+            let mut rest = admitted & (holds ^ lacking);
+            while rest != 0 {
+                let doc = at as DocId * 64 + rest.trailing_zeros();
+                rest &= rest - 1;
+                if alive.is_none_or(|a| a.is_alive(doc))
+                    && let Some(n) = table.combo_of(doc).and_then(|c| counts.get_mut(c))
+                {
+                    *n = if by_absence {
+                        n.saturating_sub(1)
+                    } else {
+                        *n + 1
+                    };
+                    visited += 1;
+                }
+            }
+        }
+        let total = match &kept {
+            Some(kept) => {
+                let admitted: usize = kept.counts.iter().map(|&n| n as usize).sum();
+                admitted.saturating_sub(visited)
+            }
+            None => visited,
+        };
+        Ok(Some((total, super::facets::of_counts(&table, &counts))))
     }
 }
 

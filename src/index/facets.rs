@@ -8,8 +8,11 @@ use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
 
 use super::cache::{Combo, Combos, SegmentCaches, SegmentFacets};
 
-/// String fields counted by term, and the numeric year.
+/// String fields counted by term.
 pub const STRING_FACETS: [&str; 3] = ["procedure", "kind", "status"];
+
+/// Every facet: the string fields, then the numeric year.
+pub const FACETS: [&str; 4] = ["procedure", "kind", "status", "year"];
 
 /// Counts per value, per facet.
 pub type FacetCounts = BTreeMap<String, BTreeMap<String, u64>>;
@@ -30,22 +33,6 @@ pub struct FacetSegment {
     /// The combinations of the first [`FEW`] matches, repeats included: a search with no
     /// more matches than that sums these instead of every combination of the segment.
     few: Vec<u32>,
-    /// The counts were given whole ([`FacetSegment::from_counts`]), not collected.
-    given: bool,
-}
-
-impl FacetSegment {
-    /// A segment's facets from counts per combination already made.
-    pub fn from_counts(table: Arc<SegmentFacets>, counts: &[u32]) -> Self {
-        let mut mine = zeroed(counts.len() * LANES);
-        mine[..counts.len()].copy_from_slice(counts);
-        Self {
-            table,
-            counts: mine,
-            few: Vec::new(),
-            given: true,
-        }
-    }
 }
 
 /// Sums the facets of several segments or searches.
@@ -144,7 +131,6 @@ impl Collector for FacetCollector<'_> {
         Ok(FacetSegment {
             counts: zeroed(table.combinations() * LANES),
             few: Vec::new(),
-            given: false,
             table,
         })
     }
@@ -192,38 +178,20 @@ impl SegmentCollector for FacetSegment {
     }
 
     fn harvest(self) -> FacetCounts {
-        // Sum the combinations per value first, in arrays indexed by term ordinal: a segment
-        // has thousands of combinations of a few dozen values.
-        let mut by_term: Vec<Vec<u64>> = (0..STRING_FACETS.len())
-            .map(|facet| vec![0; self.table.term_count(facet)])
-            .collect();
-        // Years: a handful, looked up in a short list.
-        let mut by_year: Vec<(u64, u64)> = Vec::new();
-        let mut add = |combo: usize, n: u64| {
-            let values = self.table.values(combo);
-            for (counts, &ord) in by_term.iter_mut().zip(&values) {
-                if let Some(c) = usize::try_from(ord).ok().and_then(|o| counts.get_mut(o)) {
-                    *c += n;
-                }
-            }
-            let year = values[STRING_FACETS.len()];
-            if year != u64::MAX {
-                match by_year.iter_mut().find(|(y, _)| *y == year) {
-                    Some((_, c)) => *c += n,
-                    None => by_year.push((year, n)),
-                }
-            }
-        };
+        // Sum per value first, in one array of the segment's values (its slots): a segment
+        // has thousands of combinations of a few hundred values.
+        let table = &self.table;
+        let mut by_slot = table.by_slot();
         // A narrow search sums the combinations of its few matches (zeroing each once summed,
         // which skips repeats and leaves the array as it was found); a broad one reads every
         // combination in order, which the caches follow.
         let mut counts = self.counts;
-        let combinations = self.table.combinations();
-        if !self.given && self.few.len() < FEW {
+        let combinations = table.combinations();
+        if self.few.len() < FEW {
             for &combo in &self.few {
                 let c = &mut counts[combo as usize];
                 if *c > 0 {
-                    add(combo as usize, u64::from(*c));
+                    table.tally(combo as usize, u64::from(*c), &mut by_slot);
                     *c = 0;
                 }
             }
@@ -235,31 +203,19 @@ impl SegmentCollector for FacetSegment {
                     *n += m;
                 }
             }
-            for (combo, &n) in first.iter().enumerate() {
-                if n > 0 {
-                    add(combo, u64::from(n));
-                }
-            }
+            table.tally_all(first, &mut by_slot);
             counts.fill(0);
         }
-        let mut out = FacetCounts::new();
-        for (facet, name) in STRING_FACETS.iter().enumerate() {
-            let counts = out.entry((*name).to_owned()).or_default();
-            for (ord, &n) in by_term[facet].iter().enumerate() {
-                if n > 0
-                    && let Some(term) = self.table.term(facet, ord as u64)
-                {
-                    *counts.entry(term.to_owned()).or_default() += n;
-                }
-            }
-        }
-        let years = out.entry("year".to_owned()).or_default();
-        for (year, n) in by_year {
-            *years.entry(year.to_string()).or_default() += n;
-        }
         give_back(counts);
-        out
+        table.named(&by_slot)
     }
+}
+
+/// The facets of a segment's matches counted per combination (`counts`, by combination).
+pub fn of_counts(table: &SegmentFacets, counts: &[u32]) -> FacetCounts {
+    let mut by_slot = table.by_slot();
+    table.tally_all(counts, &mut by_slot);
+    table.named(&by_slot)
 }
 
 #[cfg(test)]
@@ -382,6 +338,96 @@ mod tests {
         }
     }
 
+    /// A word in most documents of a segment is counted from a bitmap of its documents: by the
+    /// admitted documents that lack it (scattered, in whole runs of 64 and more, and the
+    /// segment's last ones) when they are fewer than its matches, by its matches otherwise
+    /// ("muro", in few documents of `proc1`). Some documents are deleted. The totals and
+    /// facets equal those counted by hand, under a permission evaluated with the search (which
+    /// counts every match) and two kept ones, and again once the bitmaps are kept.
+    #[test]
+    fn frequent_words_are_counted_from_bitmaps_of_their_documents() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SearchIndex::open(dir.path()).expect("index");
+        let lacks = |i: usize| i % 7 == 3 || (i / 100) % 9 == 4 || i >= 4_930;
+        let wall = |i: usize| i % 3 != 1 || i.is_multiple_of(10);
+        let docs: Vec<IndexedDoc> = (0..5_000)
+            .map(|i| IndexedDoc {
+                text: format!(
+                    "{} {}",
+                    if lacks(i) { "tettoia" } else { "facciata" },
+                    if wall(i) { "muro" } else { "" }
+                ),
+                ..doc(i)
+            })
+            .collect();
+        for d in &docs {
+            index.add(d).expect("added");
+        }
+        index.commit(1).expect("committed");
+        let deleted = |i: usize| i % 13 == 6;
+        for (i, d) in docs.iter().enumerate() {
+            if deleted(i) {
+                index.delete(&d.doc_id);
+            }
+        }
+        index.commit(2).expect("committed");
+        let procedure = index
+            .index()
+            .schema()
+            .get_field("procedure")
+            .expect("field");
+        let permission = |which: usize| Permission {
+            query: match which {
+                0 | 1 => Box::new(AllQuery),
+                _ => Box::new(TermQuery::new(
+                    Term::from_field_text(procedure, "proc1"),
+                    IndexRecordOption::Basic,
+                )),
+            },
+            cache_key: (which > 0).then(|| FilterKey::of(&format!("permission {which}"))),
+            narrow: false,
+            broad: true,
+        };
+        let holds = |word: &str, i: usize| match word {
+            "facciata" => !lacks(i),
+            _ => wall(i),
+        };
+        for word in ["facciata", "muro"] {
+            for which in [0, 1, 2] {
+                let mut expected = super::FacetCounts::new();
+                let mut total = 0;
+                for (i, d) in docs.iter().enumerate() {
+                    if !holds(word, i) || deleted(i) || (which == 2 && d.procedure != "proc1") {
+                        continue;
+                    }
+                    total += 1;
+                    for (facet, value) in [
+                        ("procedure", d.procedure.clone()),
+                        ("kind", d.kind.clone()),
+                        ("status", d.status.clone()),
+                        ("year", d.year.to_string()),
+                    ] {
+                        *expected
+                            .entry(facet.to_owned())
+                            .or_default()
+                            .entry(value)
+                            .or_default() += 1;
+                    }
+                }
+                let request = SearchRequest {
+                    q: word.to_owned(),
+                    limit: 10,
+                    ..SearchRequest::default()
+                };
+                for _ in 0..2 {
+                    let found = index.search(&request, permission(which)).expect("searched");
+                    assert_eq!(found.total, total, "{word}, permission {which}");
+                    assert_eq!(found.facets, expected, "{word}, permission {which}");
+                }
+            }
+        }
+    }
+
     /// A segment's combinations are kept in two bytes a document up to 65 536 of them, in four
     /// beyond: both count the same matches alike, block by block and document by document.
     #[test]
@@ -407,7 +453,6 @@ mod tests {
             let mut collector = FacetSegment {
                 counts: zeroed(table.combinations() * LANES),
                 few: Vec::new(),
-                given: false,
                 table,
             };
             // Every third document: 2 000, more than are summed from their own combinations.

@@ -328,14 +328,12 @@ impl SearchIndex {
             let facets = FacetCollector {
                 caches: &self.caches,
             };
-            let counted = cached
-                .admit(q.box_clone())
-                .weight(EnableScoring::disabled_from_searcher(searcher))?;
+            let counted = cached.admit(q.box_clone());
             let top = cached.top(searcher, request.offset, request.limit.max(1));
             let (total, facets, page) = self.run(
                 searcher,
                 q,
-                &CountedTop::new(counted, facets, top),
+                &CountedTop::new(&counted, searcher, facets, top)?,
                 parallel,
             )?;
             return Ok((total as u64, facets, page));
