@@ -1241,7 +1241,8 @@ struct AdmittedWeight {
     query: Box<dyn Weight>,
     /// When the query requires two words or more: each word.
     conjunction: Vec<Term>,
-    /// When the query is a single word: the word.
+    /// When the query is a single word: the word, and the key its bitmap is kept under in a
+    /// segment where it is frequent ([`WordDocs`]).
     word: Option<(Term, [u8; 32])>,
 }
 

@@ -256,36 +256,66 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counts_are_exact_search_after_search_on_one_thread() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let index = SearchIndex::open(dir.path()).expect("index");
-        // More documents than a window of 1 024 and many blocks of postings.
-        let docs: Vec<IndexedDoc> = (0..4500).map(doc).collect();
-        for d in &docs {
-            index.add(d).expect("added");
-        }
-        index.commit(1).expect("committed");
-        // Every document, evaluated with the search or kept per segment; a third of them, kept
-        // (their matches then counted a block of postings at a time, tested against the kept
-        // bits).
-        let procedure = index
+    /// Every document (`which` 0: evaluated with the search; 1: kept per segment), or those of
+    /// procedure `procedure` (2: kept).
+    fn permission(index: &SearchIndex, which: usize, procedure: &str) -> Permission {
+        let field = index
             .index()
             .schema()
             .get_field("procedure")
             .expect("field");
-        let permission = |which: usize| Permission {
+        Permission {
             query: match which {
                 0 | 1 => Box::new(AllQuery),
                 _ => Box::new(TermQuery::new(
-                    Term::from_field_text(procedure, "proc0"),
+                    Term::from_field_text(field, procedure),
                     IndexRecordOption::Basic,
                 )),
             },
             cache_key: (which > 0).then(|| FilterKey::of(&format!("permission {which}"))),
             narrow: false,
             broad: true,
-        };
+        }
+    }
+
+    /// An index of `docs`, committed, in a directory of its own (kept with it).
+    fn indexed(docs: &[IndexedDoc]) -> (tempfile::TempDir, SearchIndex) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SearchIndex::open(dir.path()).expect("index");
+        for d in docs {
+            index.add(d).expect("added");
+        }
+        index.commit(1).expect("committed");
+        (dir, index)
+    }
+
+    /// The facets of `docs`, counted by hand.
+    fn counted_by_hand<'a>(docs: impl Iterator<Item = &'a IndexedDoc>) -> super::FacetCounts {
+        let mut out = super::FacetCounts::new();
+        for d in docs {
+            for (facet, value) in [
+                ("procedure", d.procedure.clone()),
+                ("kind", d.kind.clone()),
+                ("status", d.status.clone()),
+                ("year", d.year.to_string()),
+            ] {
+                *out.entry(facet.to_owned())
+                    .or_default()
+                    .entry(value)
+                    .or_default() += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn counts_are_exact_search_after_search_on_one_thread() {
+        // More documents than a window of 1 024 and many blocks of postings.
+        let docs: Vec<IndexedDoc> = (0..4500).map(doc).collect();
+        let (_dir, index) = indexed(&docs);
+        // Every document, evaluated with the search or kept per segment; a third of them, kept
+        // (their matches then counted a block of postings at a time, tested against the kept
+        // bits).
         let facets = |q: &str, which: usize| {
             let request = SearchRequest {
                 q: q.to_owned(),
@@ -293,27 +323,12 @@ mod tests {
                 ..SearchRequest::default()
             };
             index
-                .search(&request, permission(which))
+                .search(&request, permission(&index, which, "proc0"))
                 .expect("searched")
                 .facets
         };
-        let expected = |pick: &dyn Fn(&IndexedDoc) -> bool| {
-            let mut out = super::FacetCounts::new();
-            for d in docs.iter().filter(|d| pick(d)) {
-                for (facet, value) in [
-                    ("procedure", d.procedure.clone()),
-                    ("kind", d.kind.clone()),
-                    ("status", d.status.clone()),
-                    ("year", d.year.to_string()),
-                ] {
-                    *out.entry(facet.to_owned())
-                        .or_default()
-                        .entry(value)
-                        .or_default() += 1;
-                }
-            }
-            out
-        };
+        let expected =
+            |pick: &dyn Fn(&IndexedDoc) -> bool| counted_by_hand(docs.iter().filter(|d| pick(d)));
         // Each search reuses the count arrays the one before gave back: 4 500 or 1 500 matches
         // are summed from every combination, 900 or 300 from their own, none from nothing.
         // Both words, under a kept permission, are matched window by window.
@@ -346,8 +361,6 @@ mod tests {
     /// counts every match) and two kept ones, and again once the bitmaps are kept.
     #[test]
     fn frequent_words_are_counted_from_bitmaps_of_their_documents() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let index = SearchIndex::open(dir.path()).expect("index");
         let lacks = |i: usize| i % 7 == 3 || (i / 100) % 9 == 4 || i >= 4_930;
         let wall = |i: usize| i % 3 != 1 || i.is_multiple_of(10);
         let docs: Vec<IndexedDoc> = (0..5_000)
@@ -360,10 +373,7 @@ mod tests {
                 ..doc(i)
             })
             .collect();
-        for d in &docs {
-            index.add(d).expect("added");
-        }
-        index.commit(1).expect("committed");
+        let (_dir, index) = indexed(&docs);
         let deleted = |i: usize| i % 13 == 6;
         for (i, d) in docs.iter().enumerate() {
             if deleted(i) {
@@ -371,56 +381,31 @@ mod tests {
             }
         }
         index.commit(2).expect("committed");
-        let procedure = index
-            .index()
-            .schema()
-            .get_field("procedure")
-            .expect("field");
-        let permission = |which: usize| Permission {
-            query: match which {
-                0 | 1 => Box::new(AllQuery),
-                _ => Box::new(TermQuery::new(
-                    Term::from_field_text(procedure, "proc1"),
-                    IndexRecordOption::Basic,
-                )),
-            },
-            cache_key: (which > 0).then(|| FilterKey::of(&format!("permission {which}"))),
-            narrow: false,
-            broad: true,
-        };
         let holds = |word: &str, i: usize| match word {
             "facciata" => !lacks(i),
             _ => wall(i),
         };
         for word in ["facciata", "muro"] {
             for which in [0, 1, 2] {
-                let mut expected = super::FacetCounts::new();
-                let mut total = 0;
-                for (i, d) in docs.iter().enumerate() {
-                    if !holds(word, i) || deleted(i) || (which == 2 && d.procedure != "proc1") {
-                        continue;
-                    }
-                    total += 1;
-                    for (facet, value) in [
-                        ("procedure", d.procedure.clone()),
-                        ("kind", d.kind.clone()),
-                        ("status", d.status.clone()),
-                        ("year", d.year.to_string()),
-                    ] {
-                        *expected
-                            .entry(facet.to_owned())
-                            .or_default()
-                            .entry(value)
-                            .or_default() += 1;
-                    }
-                }
+                let found_by_hand: Vec<&IndexedDoc> = docs
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, d)| {
+                        holds(word, i) && !deleted(i) && (which < 2 || d.procedure == "proc1")
+                    })
+                    .map(|(_, d)| d)
+                    .collect();
+                let total = found_by_hand.len() as u64;
+                let expected = counted_by_hand(found_by_hand.into_iter());
                 let request = SearchRequest {
                     q: word.to_owned(),
                     limit: 10,
                     ..SearchRequest::default()
                 };
                 for _ in 0..2 {
-                    let found = index.search(&request, permission(which)).expect("searched");
+                    let found = index
+                        .search(&request, permission(&index, which, "proc1"))
+                        .expect("searched");
                     assert_eq!(found.total, total, "{word}, permission {which}");
                     assert_eq!(found.facets, expected, "{word}, permission {which}");
                 }
@@ -436,13 +421,8 @@ mod tests {
         use super::{FacetSegment, LANES, zeroed};
         use tantivy::collector::SegmentCollector;
 
-        let dir = tempfile::tempdir().expect("temp dir");
-        let index = SearchIndex::open(dir.path()).expect("index");
         let docs: Vec<IndexedDoc> = (0..6000).map(doc).collect();
-        for d in &docs {
-            index.add(d).expect("added");
-        }
-        index.commit(1).expect("committed");
+        let (_dir, index) = indexed(&docs);
         let searcher = index.searcher();
         let segment = &searcher.segment_readers()[0];
         let facets = |narrow: usize, whole_blocks: bool| {
