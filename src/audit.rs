@@ -26,6 +26,9 @@ const CHAIN_LOCK: i64 = 0x6175_6469_7400;
 const MOVE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Events committed together at most.
 const GROUP: usize = 256;
+/// How long the result of a read may wait in the journal for the next event's sync before
+/// it is synced on its own.
+const RESULTS_SYNCED_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// One event to record.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -45,7 +48,8 @@ pub struct AuditEvent {
     pub target: String,
     /// The dossier concerned.
     pub dossier_id: Option<String>,
-    /// `ok`, `denied`, `not_found`, `error`.
+    /// `ok`, `denied`, `not_found`, `error`; for a search, `rejected` (a malformed query); for
+    /// a read begun before its result was known, [`OUTCOME_UNKNOWN`] or [`OUTCOME_ABANDONED`].
     pub outcome: String,
     /// Client network address.
     pub client_address: Option<String>,
@@ -145,12 +149,83 @@ pub async fn append_in_tx(
 #[error("the audit trail could not be written")]
 pub struct AuditUnavailable;
 
-type Pending = (AuditEvent, oneshot::Sender<Result<(), ()>>);
+/// What the auditor's queue carries.
+#[derive(Debug)]
+enum Entry {
+    /// An event to record, acknowledged once durable. `read` numbers a read begun with
+    /// [`Auditor::begin`] on a journaled auditor, whose result follows in its own entry.
+    Event {
+        event: AuditEvent,
+        read: Option<u64>,
+        ack: oneshot::Sender<Result<(), ()>>,
+    },
+    /// The result of a begun read; not acknowledged (nobody waits for it).
+    Result(ReadResult),
+}
+
+impl Entry {
+    fn ack(self, result: Result<(), ()>) {
+        if let Self::Event { ack, .. } = self {
+            let _ = ack.send(result);
+        }
+    }
+}
+
+/// A journal line completing the read numbered `amends`: its outcome, and details added to
+/// those it began with. Serialised with `amends` first, so such a line starts with
+/// [`RESULT_LINE`].
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ReadResult {
+    amends: u64,
+    outcome: String,
+    detail: serde_json::Value,
+}
+
+/// How the journal line of a read's result starts.
+const RESULT_LINE: &[u8] = b"{\"amends\":";
+/// How the journal line of a begun read starts (its number, then the event).
+const BEGUN_LINE: &[u8] = b"{\"read\":";
+
+/// The journal line of a begun read.
+#[derive(Serialize)]
+struct BegunOut<'a> {
+    read: u64,
+    event: &'a AuditEvent,
+}
+
+/// [`BegunOut`], read back by the mover.
+#[derive(serde::Deserialize)]
+struct BegunIn {
+    read: u64,
+    event: AuditEvent,
+}
+
+/// The outcome recorded for a begun read whose result never reached the journal: the server
+/// stopped (or crashed) after the read began and before its result was written. Whether it
+/// answered is not known; that it was asked is.
+pub const OUTCOME_UNKNOWN: &str = "unknown";
+/// The outcome recorded for a begun read given up before it had a result (the client went
+/// away while it ran).
+pub const OUTCOME_ABANDONED: &str = "abandoned";
+
+impl ReadResult {
+    /// Completes `event` with this result.
+    fn complete(self, event: &mut AuditEvent) {
+        event.outcome = self.outcome;
+        match (&mut event.detail, self.detail) {
+            (serde_json::Value::Object(have), serde_json::Value::Object(added)) => {
+                have.extend(added);
+            }
+            (_, serde_json::Value::Null) => {}
+            (have, added) => *have = added,
+        }
+    }
+}
 
 /// Records read events with group commit.
 #[derive(Clone, Debug)]
 pub struct Auditor {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<Entry>,
     journal: Option<Arc<JournalState>>,
 }
 
@@ -161,6 +236,16 @@ struct JournalState {
     moved: AtomicU64,
     moved_changed: Notify,
     wake_mover: Notify,
+    /// Where this process began to journal: a begun read before it whose result is not in
+    /// the journal will never have one.
+    started_at: u64,
+    /// The journal's writer has stopped: no begun read will have a result any more.
+    closed: std::sync::atomic::AtomicBool,
+    /// The number of the next begun read. Starts at `started_at`, so numbers never repeat
+    /// across restarts: each journaled read takes more than one byte of the journal, so a
+    /// process cannot number more reads than the bytes it writes, and the next one starts
+    /// after them.
+    next_read: AtomicU64,
 }
 
 impl Auditor {
@@ -169,10 +254,10 @@ impl Auditor {
     /// uses it.
     #[doc(hidden)]
     pub fn discarding_for_benchmarks() -> Self {
-        let (queue, mut receiver) = mpsc::channel::<Pending>(8192);
+        let (queue, mut receiver) = mpsc::channel::<Entry>(8192);
         tokio::spawn(async move {
-            while let Some((_, ack)) = receiver.recv().await {
-                let _ = ack.send(Ok(()));
+            while let Some(entry) = receiver.recv().await {
+                entry.ack(Ok(()));
             }
         });
         Self {
@@ -183,17 +268,24 @@ impl Auditor {
 
     /// Starts the group committer over `db`.
     pub fn start(db: Db) -> Self {
-        let (queue, mut receiver) = mpsc::channel::<Pending>(8192);
+        let (queue, mut receiver) = mpsc::channel::<Entry>(8192);
         tokio::spawn(async move {
             while let Some(first) = receiver.recv().await {
                 let batch = batch_from(first, &mut receiver);
-                let events: Vec<AuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+                // Reads are begun only on journaled auditors: here every entry is an event.
+                let events: Vec<AuditEvent> = batch
+                    .iter()
+                    .filter_map(|entry| match entry {
+                        Entry::Event { event, .. } => Some(event.clone()),
+                        Entry::Result(_) => None,
+                    })
+                    .collect();
                 let result = commit(&db, &events).await;
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "audit append failed");
                 }
-                for (_, ack) in batch {
-                    let _ = ack.send(result.as_ref().map(|_| ()).map_err(|_| ()));
+                for entry in batch {
+                    entry.ack(result.as_ref().map(|_| ()).map_err(|_| ()));
                 }
             }
         });
@@ -260,13 +352,21 @@ impl Auditor {
                 id
             }
         };
-        let state = Arc::new(JournalState::default());
-        state.written.store(base + complete, Ordering::SeqCst);
-        let (queue, mut receiver) = mpsc::channel::<Pending>(8192);
+        let state = Arc::new(JournalState {
+            written: AtomicU64::new(base + complete),
+            started_at: base + complete,
+            next_read: AtomicU64::new(base + complete),
+            ..JournalState::default()
+        });
+        let (queue, mut receiver) = mpsc::channel::<Entry>(8192);
         let committer_state = state.clone();
         let journal_dir = dir.to_owned();
         // A thread of its own: requests hand their events straight to it, and it answers them
-        // once the batch is on disk, with no task or blocking-pool hop in between.
+        // once the batch is on disk, with no task or blocking-pool hop in between. Its own
+        // timer bounds how long results wait to be synced.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
         std::thread::Builder::new()
             .name("audit-journal".into())
             .spawn(move || {
@@ -275,32 +375,78 @@ impl Auditor {
                     file,
                     base,
                     end: complete,
+                    unsynced: 0,
                     allocated,
                     segment_bytes,
                 };
                 let mut lines = Vec::new();
-                while let Some(first) = receiver.blocking_recv() {
+                loop {
+                    // Results of reads are written without waiting for the disk: they are
+                    // made durable with the next event, or after a short while without one.
+                    let first = if journal.unsynced > 0 {
+                        let next = timer.block_on(async {
+                            tokio::time::timeout(RESULTS_SYNCED_AFTER, receiver.recv()).await
+                        });
+                        match next {
+                            Ok(Some(first)) => first,
+                            Ok(None) => break,
+                            Err(_) => {
+                                journal.sync_or_forget();
+                                committer_state
+                                    .written
+                                    .store(journal.durable_end(), Ordering::SeqCst);
+                                continue;
+                            }
+                        }
+                    } else {
+                        match receiver.blocking_recv() {
+                            Some(first) => first,
+                            None => break,
+                        }
+                    };
                     let batch = batch_from(first, &mut receiver);
                     lines.clear();
-                    for (event, _) in &batch {
-                        if serde_json::to_writer(&mut lines, event).is_ok() {
+                    for entry in &batch {
+                        let written = match entry {
+                            Entry::Event {
+                                event, read: None, ..
+                            } => serde_json::to_writer(&mut lines, event),
+                            Entry::Event {
+                                event,
+                                read: Some(read),
+                                ..
+                            } => {
+                                serde_json::to_writer(&mut lines, &BegunOut { read: *read, event })
+                            }
+                            Entry::Result(result) => serde_json::to_writer(&mut lines, result),
+                        };
+                        if written.is_ok() {
                             lines.push(b'\n');
                         }
                     }
-                    let written = journal.append(&lines);
+                    let acknowledged = batch.iter().any(|e| matches!(e, Entry::Event { .. }));
+                    let written = journal
+                        .write(&lines)
+                        .and_then(|()| if acknowledged { journal.sync() } else { Ok(()) });
                     if let Err(e) = &written {
                         tracing::error!(error = %e, "audit journal append failed");
-                    } else {
-                        // The mover is not woken here: it moves on its own tick, in large
-                        // batches, so the table's SQL stays off the request path.
-                        committer_state
-                            .written
-                            .fetch_add(lines.len() as u64, Ordering::SeqCst);
+                        journal.forget_unsynced();
                     }
-                    for (_, ack) in batch {
-                        let _ = ack.send(written.as_ref().map(|_| ()).map_err(|_| ()));
+                    // The mover is not woken here: it moves on its own tick, in large
+                    // batches, so the table's SQL stays off the request path.
+                    committer_state
+                        .written
+                        .store(journal.durable_end(), Ordering::SeqCst);
+                    for entry in batch {
+                        entry.ack(written.as_ref().map(|_| ()).map_err(|_| ()));
                     }
                 }
+                journal.sync_or_forget();
+                committer_state
+                    .written
+                    .store(journal.durable_end(), Ordering::SeqCst);
+                committer_state.closed.store(true, Ordering::SeqCst);
+                committer_state.wake_mover.notify_one();
             })?;
         tokio::spawn(move_journal(db, dir.to_owned(), node, state.clone()));
         Ok(Self {
@@ -314,13 +460,14 @@ impl Auditor {
     pub async fn flush(&self) {
         let Some(state) = &self.journal else { return };
         let target = state.written.load(Ordering::SeqCst);
-        state.wake_mover.notify_one();
         while state.moved.load(Ordering::SeqCst) < target {
             let changed = state.moved_changed.notified();
             if state.moved.load(Ordering::SeqCst) >= target {
                 break;
             }
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), changed).await;
+            // Woken again each round: the mover may have stopped at a read still running.
+            state.wake_mover.notify_one();
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(10), changed).await;
         }
     }
 
@@ -332,7 +479,7 @@ impl Auditor {
     /// Hands an event over and returns at once: the request can go on with its work while
     /// the event is written, and must wait for [`Receipt::durable`] before it answers.
     pub async fn submit(&self, event: AuditEvent) -> Result<Receipt, AuditUnavailable> {
-        let (pending, receipt) = Receipt::new(event);
+        let (pending, receipt) = Receipt::new(event, None);
         self.queue
             .send(pending)
             .await
@@ -340,15 +487,127 @@ impl Auditor {
         Ok(receipt)
     }
 
-    /// [`Auditor::submit`] from a thread that may block (never from async code): a search
-    /// hands its event over on the thread that ran it, so the journal's write starts while
-    /// the result travels back.
-    pub fn submit_blocking(&self, event: AuditEvent) -> Result<Receipt, AuditUnavailable> {
-        let (pending, receipt) = Receipt::new(event);
+    /// Begins a read whose result (outcome, and details such as a hit count) is known only
+    /// once its work is done. On a journaled auditor the read is written to the journal at
+    /// once, while the work runs, and its result follows in a line of its own; the mover
+    /// joins the two into one row. The request answers once the read's first line is durable
+    /// ([`Read::durable`]), so no answered read is missing from the trail; a crash between
+    /// the answer and its result's line leaves the row with the outcome
+    /// [`OUTCOME_UNKNOWN`]. Other auditors record the whole event when the read is made
+    /// durable.
+    pub async fn begin(&self, event: AuditEvent) -> Result<Read, AuditUnavailable> {
+        let Some(state) = &self.journal else {
+            return Ok(Read {
+                queue: self.queue.clone(),
+                state: ReadState::Deferred(Box::new(event)),
+            });
+        };
+        let number = state.next_read.fetch_add(1, Ordering::SeqCst);
+        let (pending, receipt) = Receipt::new(event, Some(number));
         self.queue
-            .blocking_send(pending)
+            .send(pending)
+            .await
             .map_err(|_| AuditUnavailable)?;
-        Ok(receipt)
+        Ok(Read {
+            queue: self.queue.clone(),
+            state: ReadState::Begun {
+                number,
+                receipt: Some(receipt),
+                resulted: false,
+            },
+        })
+    }
+}
+
+/// A read begun with [`Auditor::begin`]: give it its result, then wait until it is durable.
+/// Dropped without a result, it is recorded with the outcome [`OUTCOME_ABANDONED`].
+#[derive(Debug)]
+pub struct Read {
+    queue: mpsc::Sender<Entry>,
+    state: ReadState,
+}
+
+#[derive(Debug)]
+enum ReadState {
+    /// In the journal; its result goes there too.
+    Begun {
+        number: u64,
+        receipt: Option<Receipt>,
+        resulted: bool,
+    },
+    /// Recorded whole once durable is asked for (auditors without a journal).
+    Deferred(Box<AuditEvent>),
+}
+
+impl Read {
+    /// Sets the read's outcome and adds `detail` to the details it began with. From a thread
+    /// that may block (never from async code): a search gives its hit count on the thread
+    /// that counted it, so the result's line is written while the page is made.
+    pub fn result_blocking(&mut self, outcome: &str, detail: serde_json::Value) {
+        let result = |amends| ReadResult {
+            amends,
+            outcome: outcome.to_owned(),
+            detail,
+        };
+        match &mut self.state {
+            ReadState::Begun {
+                number, resulted, ..
+            } => {
+                // A closed queue means the journal is gone: the mover records the read as
+                // unknown, which is what it is.
+                let _ = self.queue.blocking_send(Entry::Result(result(*number)));
+                *resulted = true;
+            }
+            ReadState::Deferred(event) => result(0).complete(event),
+        }
+    }
+
+    /// Returns once the read is durably recorded: from then on it may be answered.
+    pub async fn durable(mut self) -> Result<(), AuditUnavailable> {
+        match &mut self.state {
+            ReadState::Begun { receipt, .. } => match receipt.take() {
+                Some(receipt) => receipt.durable().await,
+                None => Err(AuditUnavailable),
+            },
+            ReadState::Deferred(event) => {
+                let (pending, receipt) = Receipt::new(std::mem::take(&mut **event), None);
+                self.queue
+                    .send(pending)
+                    .await
+                    .map_err(|_| AuditUnavailable)?;
+                receipt.durable().await
+            }
+        }
+    }
+}
+
+impl Drop for Read {
+    fn drop(&mut self) {
+        let ReadState::Begun {
+            number,
+            resulted: false,
+            ..
+        } = self.state
+        else {
+            return;
+        };
+        let entry = Entry::Result(ReadResult {
+            amends: number,
+            outcome: OUTCOME_ABANDONED.to_owned(),
+            detail: serde_json::Value::Null,
+        });
+        match self.queue.try_send(entry) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            // A full queue: sent when there is room (the read stays open until then).
+            Err(mpsc::error::TrySendError::Full(entry)) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let queue = self.queue.clone();
+                    runtime.spawn(async move {
+                        let _ = queue.send(entry).await;
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -358,10 +617,10 @@ pub struct Receipt(oneshot::Receiver<Result<(), ()>>);
 
 impl Receipt {
     /// `event`, stamped with the time if it has none, ready to queue, and its receipt.
-    fn new(mut event: AuditEvent) -> (Pending, Self) {
+    fn new(mut event: AuditEvent, read: Option<u64>) -> (Entry, Self) {
         event.at.get_or_insert_with(now_ms);
         let (ack, done) = oneshot::channel();
-        ((event, ack), Self(done))
+        (Entry::Event { event, read, ack }, Self(done))
     }
 
     /// Waits until the event is durably recorded.
@@ -380,12 +639,14 @@ struct Journal {
     file: std::fs::File,
     base: u64,
     end: u64,
+    /// Bytes before `end` written since the last sync (all in this segment).
+    unsynced: u64,
     allocated: u64,
     segment_bytes: u64,
 }
 
 /// `first` and whatever else is already queued, up to a group.
-fn batch_from(first: Pending, receiver: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
+fn batch_from(first: Entry, receiver: &mut mpsc::Receiver<Entry>) -> Vec<Entry> {
     let mut batch = vec![first];
     while batch.len() < GROUP {
         match receiver.try_recv() {
@@ -455,9 +716,12 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 impl Journal {
     /// Writes `lines` after the last one and makes them durable.
-    fn append(&mut self, lines: &[u8]) -> std::io::Result<()> {
+    /// Writes `lines` after the last one; they are durable once [`Journal::sync`] returns.
+    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         if self.end > 0 && self.end + lines.len() as u64 > self.segment_bytes {
+            // A segment is closed only once all of it is durable.
+            self.sync()?;
             self.next_segment()?;
         }
         let needed = self.end + lines.len() as u64;
@@ -469,9 +733,38 @@ impl Journal {
             self.file.sync_all()?;
         }
         self.file.write_all_at(lines, self.end)?;
-        self.file.sync_data()?;
         self.end = needed;
+        self.unsynced += lines.len() as u64;
         Ok(())
+    }
+
+    /// Makes every line written durable.
+    fn sync(&mut self) -> std::io::Result<()> {
+        if self.unsynced > 0 {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(())
+    }
+
+    /// Lines written but not known to be durable are written over by the next ones (nobody
+    /// was told they were recorded).
+    fn forget_unsynced(&mut self) {
+        self.end -= self.unsynced;
+        self.unsynced = 0;
+    }
+
+    /// [`Journal::sync`], forgetting the lines on failure.
+    fn sync_or_forget(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "audit journal sync failed");
+            self.forget_unsynced();
+        }
+    }
+
+    /// The position in the whole journal up to which every line is durable.
+    fn durable_end(&self) -> u64 {
+        self.base + self.end - self.unsynced
     }
 
     /// Closes the segment (everything in it is durable already) and starts the next one, at
@@ -532,14 +825,16 @@ async fn move_journal(db: Db, dir: std::path::PathBuf, node: String, state: Arc<
     loop {
         let written = state.written.load(Ordering::SeqCst);
         if written > moved {
-            match move_once(&db, &dir, &node, moved, written).await {
-                Ok(next) => {
+            match move_once(&db, &dir, &node, (moved, written), &state).await {
+                Ok(next) if next > moved => {
                     moved = next;
                     state.moved.store(moved, Ordering::SeqCst);
                     state.moved_changed.notify_waiters();
                     drop_segments(&dir, moved).await;
                     continue;
                 }
+                // The next line is a read still running: moved once its result is written.
+                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "moving the audit journal; retrying");
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -564,42 +859,121 @@ async fn drop_segments(dir: &Path, moved: u64) {
     }
 }
 
-/// Moves up to a few MiB of complete journal lines after `from`, within one segment; returns
-/// the new position.
-async fn move_once(db: &Db, dir: &Path, node: &str, from: u64, to: u64) -> Result<u64, DbError> {
-    let dir = dir.to_owned();
-    let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        use std::io::{Read, Seek, SeekFrom};
-        let all = segments(&dir)?;
-        let Some(at) = all.iter().rposition(|(base, _)| *base <= from) else {
-            return Err(std::io::Error::other(format!(
-                "no segment holds position {from}"
-            )));
-        };
-        let (base, path) = &all[at];
-        let segment_end = all.get(at + 1).map_or(to, |(next, _)| *next).min(to);
-        let len = segment_end.saturating_sub(from).min(4 * 1024 * 1024);
+/// How much of the journal the mover reads at a time, at most.
+const MOVE_CHUNK: u64 = 4 * 1024 * 1024;
+
+/// The journal's bytes from position `from` to `to`, at most `cap` of them, read across
+/// segments (each one starts where the one before it ends).
+fn read_span(dir: &Path, from: u64, to: u64, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let end = to.min(from.saturating_add(cap));
+    let all = segments(dir)?;
+    if all.first().is_none_or(|(base, _)| *base > from) {
+        return Err(std::io::Error::other(format!(
+            "no segment holds position {from}"
+        )));
+    }
+    let mut out = Vec::with_capacity(usize::try_from(end - from).map_err(std::io::Error::other)?);
+    for (i, (base, path)) in all.iter().enumerate() {
+        let segment_end = all.get(i + 1).map_or(end, |(next, _)| *next).min(end);
+        let at = from + out.len() as u64;
+        if segment_end <= at {
+            continue;
+        }
         let mut f = std::fs::File::open(path)?;
-        f.seek(SeekFrom::Start(from - base))?;
-        let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
-        f.read_exact(&mut buf)?;
-        Ok(buf)
-    })
-    .await
-    .map_err(|e| DbError::Corrupt(e.to_string()))?
-    .map_err(|e| DbError::Corrupt(format!("audit journal: {e}")))?;
+        f.seek(SeekFrom::Start(at - base))?;
+        let len = usize::try_from(segment_end - at).map_err(std::io::Error::other)?;
+        let filled = out.len();
+        out.resize(filled + len, 0);
+        f.read_exact(&mut out[filled..])?;
+    }
+    Ok(out)
+}
+
+/// The events of a piece of the journal, with each read begun in it joined to its result.
+/// A begun read whose result is not in the piece ends what can be moved (its result is still
+/// to come) unless it never will have one: it began before this process started, or the
+/// journal's writer has stopped. Those are recorded as [`OUTCOME_UNKNOWN`]. Returns the
+/// events to move and how many bytes of the piece they take.
+fn journal_events(
+    chunk: &[u8],
+    from: u64,
+    started_at: u64,
+    closed: bool,
+    full: bool,
+) -> Result<(Vec<AuditEvent>, usize), DbError> {
+    let corrupt = |e: serde_json::Error| DbError::Corrupt(format!("audit journal line: {e}"));
     let complete = chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let mut events = Vec::new();
-    for line in chunk[..complete]
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-    {
-        match serde_json::from_slice::<AuditEvent>(line) {
-            Ok(e) => events.push(e),
-            Err(e) => return Err(DbError::Corrupt(format!("audit journal line: {e}"))),
+    // Each event, and where its line starts in the piece.
+    let mut events: Vec<(AuditEvent, usize)> = Vec::new();
+    // Begun reads without their result yet: number → index in `events`.
+    let mut open: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut at = 0;
+    for line in chunk[..complete].split(|b| *b == b'\n') {
+        let start = at;
+        at += line.len() + 1;
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with(RESULT_LINE) {
+            let result: ReadResult = serde_json::from_slice(line).map_err(corrupt)?;
+            // A result whose read was moved already (recorded as unknown) is dropped.
+            if let Some(i) = open.remove(&result.amends) {
+                result.complete(&mut events[i].0);
+            }
+        } else if line.starts_with(BEGUN_LINE) {
+            let begun: BegunIn = serde_json::from_slice(line).map_err(corrupt)?;
+            open.insert(begun.read, events.len());
+            events.push((begun.event, start));
+        } else {
+            events.push((serde_json::from_slice(line).map_err(corrupt)?, start));
         }
     }
-    let next = from + complete as u64;
+    let mut waiting: Vec<usize> = open.into_values().collect();
+    waiting.sort_unstable();
+    let mut cut = None;
+    for i in waiting {
+        let done = closed || from + (events[i].1 as u64) < started_at;
+        // A read still open at the start of a full piece has had a whole piece of the
+        // journal written after it: it is given up on rather than holding the trail back.
+        let stuck = i == 0 && full;
+        if done || stuck {
+            if stuck && !done {
+                tracing::warn!("an audited read has had no result for a whole journal chunk");
+            }
+            OUTCOME_UNKNOWN.clone_into(&mut events[i].0.outcome);
+        } else {
+            cut = Some(i);
+            break;
+        }
+    }
+    let used = cut.map_or(complete, |i| events[i].1);
+    events.truncate(cut.unwrap_or(events.len()));
+    Ok((events.into_iter().map(|(e, _)| e).collect(), used))
+}
+
+/// Moves up to a few MiB of complete journal lines after `from`; returns the new position
+/// (`from` itself when the first line is a read whose result is still to come).
+async fn move_once(
+    db: &Db,
+    dir: &Path,
+    node: &str,
+    (from, to): (u64, u64),
+    state: &JournalState,
+) -> Result<u64, DbError> {
+    let dir = dir.to_owned();
+    // Read before the bytes: a writer stopped by then wrote everything it ever will.
+    let closed = state.closed.load(Ordering::SeqCst);
+    let chunk = tokio::task::spawn_blocking(move || read_span(&dir, from, to, MOVE_CHUNK))
+        .await
+        .map_err(|e| DbError::Corrupt(e.to_string()))?
+        .map_err(|e| DbError::Corrupt(format!("audit journal: {e}")))?;
+    let full = chunk.len() as u64 == MOVE_CHUNK;
+    let (events, used) = journal_events(&chunk, from, state.started_at, closed, full)?;
+    if used == 0 {
+        return Ok(from);
+    }
+    let next = from + used as u64;
     let mut tx = db.begin_write().await?;
     append_in_tx(db, &mut tx, &events).await?;
     sqlx::query(

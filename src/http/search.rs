@@ -144,39 +144,52 @@ async fn search(
         offset,
         sort,
     };
-    let audit_q = request.q.clone();
-    let audit_filters: Vec<String> = request
-        .terms
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    // The search is recorded when it begins, so the journal writes it while it runs; its hit
+    // count follows as soon as the matches are counted.
+    let detail = serde_json::json!({
+        "query": request.q,
+        "filters": request
+            .terms
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>(),
+    });
+    let actor = crate::audit::Actor::of(&caller, client.0.clone());
+    let mut read = services
+        .auditor
+        .begin(actor.event("search", "search".to_owned(), None, "ok", detail))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let permission = caller
         .search_permission(&services.db, index.fields())
         .await?;
-    // The search, its audit event and the response body are made on one blocking thread:
-    // the event is handed to the journal as soon as the matches are counted, and the journal
-    // writes it while the page's documents are read, their snippets made and the body
+    // The search, its result's audit line and the response body are made on one blocking
+    // thread: the hit count goes to the journal as soon as the matches are counted, and is
+    // written while the page's documents are read, their snippets made and the body
     // serialised.
-    let auditor = services.auditor.clone();
-    let actor = crate::audit::Actor::of(&caller, client.0.clone());
     let done = tokio::task::spawn_blocking(move || {
-        let (result, receipt) = index.search_counted(&request, permission, |total| {
-            let detail =
-                serde_json::json!({ "query": audit_q, "filters": audit_filters, "total": total });
-            auditor.submit_blocking(actor.event("search", "search".to_owned(), None, "ok", detail))
-        })?;
-        let body = serde_json::to_vec(&result);
-        Ok::<_, IndexError>((receipt, body))
+        let outcome = index.search_counted(&request, permission, |total| {
+            read.result_blocking("ok", serde_json::json!({ "total": total }));
+        });
+        let outcome = outcome.map(|(result, ())| serde_json::to_vec(&result));
+        if let Err(e) = &outcome {
+            let failed = if matches!(e, IndexError::Query(_)) {
+                "rejected"
+            } else {
+                "error"
+            };
+            read.result_blocking(failed, serde_json::Value::Null);
+        }
+        (read, outcome)
     })
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;
-    match done {
-        Ok((receipt, body)) => {
-            receipt
-                .map_err(|e| ApiError::Internal(e.into()))?
-                .durable()
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?;
+    let (read, outcome) = done;
+    read.durable()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    match outcome {
+        Ok(body) => {
             let body = body.map_err(|e| ApiError::Internal(e.into()))?;
             Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
         }

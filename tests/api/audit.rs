@@ -408,6 +408,20 @@ async fn an_export_is_self_verifying_and_reproducible() {
     assert_eq!(exports, 3);
 }
 
+/// A SQLite trail and an empty journal directory, in a temporary directory.
+async fn journal_and_trail() -> (tempfile::TempDir, fascicolo::db::Db, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fascicolo::db::Db::open(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("trail.db").display()
+    ))
+    .await
+    .unwrap();
+    let journal = dir.path().join("audit");
+    std::fs::create_dir_all(&journal).unwrap();
+    (dir, db, journal)
+}
+
 fn journal_event(i: usize) -> fascicolo::audit::AuditEvent {
     fascicolo::audit::AuditEvent {
         tenant: "comune".to_owned(),
@@ -457,15 +471,7 @@ async fn trail_rows(db: &fascicolo::db::Db) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_journal_rolls_over_and_deletes_what_was_moved() {
     use fascicolo::audit::Auditor;
-    let dir = tempfile::tempdir().unwrap();
-    let db = fascicolo::db::Db::open(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("trail.db").display()
-    ))
-    .await
-    .unwrap();
-    let journal = dir.path().join("audit");
-    std::fs::create_dir_all(&journal).unwrap();
+    let (_dir, db, journal) = journal_and_trail().await;
     // Two events an earlier version journaled and never moved.
     let earlier: String = (0..2)
         .map(|i| serde_json::to_string(&journal_event(i)).unwrap() + "\n")
@@ -613,4 +619,90 @@ async fn the_trail_records_the_client_behind_trusted_proxies_only() {
         .unwrap();
         assert_eq!(recorded, vec![Some(expected.to_owned())], "{header}");
     }
+}
+
+/// A read begun before its result is known is journaled at once and joined to its result in
+/// one row: results written long after their reads, in another order and in later journal
+/// segments; a read dropped before its result is recorded as abandoned; a read begun by an
+/// earlier process that never wrote its result (a crash) is recorded as unknown, and the
+/// result of an earlier read found after it still joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begun_read_is_one_row_with_its_result() {
+    use fascicolo::audit::Auditor;
+    use serde_json::json;
+    let (_dir, db, journal) = journal_and_trail().await;
+    // What a process journaled before it was killed: read 3 without its result, read 4 with.
+    // The journal's own field order: the read's number first.
+    let begun = |n: u64, i: usize| {
+        let event = serde_json::to_string(&journal_event(i)).unwrap();
+        format!("{{\"read\":{n},\"event\":{event}}}")
+    };
+    let earlier = [
+        begun(3, 0),
+        begun(4, 1),
+        json!({ "amends": 4, "outcome": "not_found", "detail": { "total": 0 } }).to_string(),
+    ]
+    .join("\n")
+        + "\n";
+    std::fs::write(journal.join("journal-00000000000000000000.jsonl"), earlier).unwrap();
+
+    let auditor = Auditor::start_journaled_in_segments(db.clone(), &journal, 4096).unwrap();
+    let mut reads = Vec::new();
+    for i in 2..42 {
+        reads.push(auditor.begin(journal_event(i)).await.unwrap());
+        auditor.record(journal_event(100 + i)).await.unwrap();
+    }
+    // Dropped before its result: the client went away.
+    drop(auditor.begin(journal_event(42)).await.unwrap());
+    // Results in the reverse order, each given on a blocking thread as a search gives it.
+    let mut waits = Vec::new();
+    while let Some(mut read) = reads.pop() {
+        let i = reads.len() + 2;
+        let read = tokio::task::spawn_blocking(move || {
+            read.result_blocking("ok", json!({ "total": i * 10 }));
+            read
+        })
+        .await
+        .unwrap();
+        waits.push(tokio::spawn(read.durable()));
+    }
+    for w in waits {
+        w.await.unwrap().unwrap();
+    }
+    let (_, newest, _) = journal_files(&journal);
+    assert!(newest >= 3 * 4096, "the journal rolled over: {newest}");
+    auditor.flush().await;
+
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("select target, outcome, detail from audit_event order by seq")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2 + 40 + 40 + 1, "{rows:?}");
+    let row = |i: usize| {
+        let target = format!("document:{i}");
+        let found: Vec<_> = rows.iter().filter(|r| r.0 == target).collect();
+        assert_eq!(found.len(), 1, "{target} once: {rows:?}");
+        let detail: serde_json::Value = serde_json::from_str(&found[0].2).unwrap();
+        (found[0].1.clone(), detail)
+    };
+    assert_eq!(row(0), ("unknown".to_owned(), json!({ "i": 0 })));
+    assert_eq!(
+        row(1),
+        ("not_found".to_owned(), json!({ "i": 1, "total": 0 }))
+    );
+    for i in 2..42 {
+        assert_eq!(
+            row(i),
+            ("ok".to_owned(), json!({ "i": i, "total": i * 10 }))
+        );
+        assert_eq!(row(100 + i), ("ok".to_owned(), json!({ "i": 100 + i })));
+    }
+    assert_eq!(row(42), ("abandoned".to_owned(), json!({ "i": 42 })));
+    // In the chain in the order the reads began.
+    let position = |target: &str| rows.iter().position(|r| r.0 == target).unwrap();
+    assert!(position("document:2") < position("document:102"));
+    assert!(position("document:41") < position("document:141"));
+    let report = fascicolo::audit::verify(&db).await.unwrap();
+    assert!(report.first_broken.is_none(), "{:?}", report.first_broken);
 }

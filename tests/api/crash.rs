@@ -305,6 +305,22 @@ async fn reads_answered_before_a_sigkill_are_in_the_audit_trail_after_restart() 
         assert_eq!(r.status(), 200);
         answered += 1;
     }
+    // Searches are journaled when they begin and their hit count when it is known: every
+    // answered one must be there too, with its count unless the kill came before that line.
+    let mut searched = 0;
+    for q in ["letture", "pratica", "\"nessuna frase\"", "cila"] {
+        for _ in 0..5 {
+            let r = client
+                .get(format!("{}/v1/search", server.base))
+                .bearer_auth(&token)
+                .query(&[("q", q)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            searched += 1;
+        }
+    }
     // Killed at once: the reads may still be only in the journal, not yet in the table.
     server.kill();
     let server = ServerProcess::start(dir.path());
@@ -323,10 +339,34 @@ async fn reads_answered_before_a_sigkill_are_in_the_audit_trail_after_restart() 
                 .fetch_one(&pool)
                 .await
                 .unwrap();
+        let searches: Vec<(String, String)> =
+            sqlx::query_as("select outcome, detail from audit_event where action = 'search'")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
         pool.close().await;
-        if reads == answered {
+        if reads == answered && searches.len() == searched {
+            let counted = searches
+                .iter()
+                .filter(|(outcome, detail)| {
+                    let detail: Value = serde_json::from_str(detail).unwrap();
+                    assert!(detail["query"].is_string(), "{detail}");
+                    match outcome.as_str() {
+                        "ok" => detail["total"].is_u64(),
+                        "unknown" => detail["total"].is_null(),
+                        other => panic!("search recorded as {other}: {detail}"),
+                    }
+                })
+                .count();
+            // A search's count is queued before the next search begins, so it is durable
+            // before that one is answered: only the last count can be lost with the kill.
+            assert!(
+                counted >= searched - 1,
+                "{counted} of {searched} with their count"
+            );
             break;
         }
+        assert!(searches.len() <= searched, "a search recorded twice");
         assert!(
             reads < answered,
             "a read recorded twice: {reads} of {answered}"
