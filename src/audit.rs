@@ -3,8 +3,11 @@
 //! Writes append their event inside the transaction that makes the change. Reads append
 //! through a group committer: the handler waits until its event is durably committed before
 //! it answers, so a response that was sent is never missing from the trail, and concurrent
-//! reads share one commit. Each row's hash covers its canonical content and the previous
-//! row's hash, so editing, deleting or reordering rows breaks the chain at that row.
+//! reads share one commit. A read whose result is known only once its work is done (a search
+//! and its hit count) is journaled when it begins, so the disk write runs while the work does;
+//! its result follows in a line of its own, and the two become one row. Each row's hash covers
+//! its canonical content and the previous row's hash, so editing, deleting or reordering rows
+//! breaks the chain at that row.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -540,9 +543,10 @@ enum ReadState {
 }
 
 impl Read {
-    /// Sets the read's outcome and adds `detail` to the details it began with. From a thread
-    /// that may block (never from async code): a search gives its hit count on the thread
-    /// that counted it, so the result's line is written while the page is made.
+    /// Sets the read's outcome and adds `detail` to the details it began with; called again,
+    /// replaces the outcome and adds more. From a thread that may block (never from async
+    /// code): a search gives its hit count on the thread that counted it, so the result's line
+    /// is written while the page is made.
     pub fn result_blocking(&mut self, outcome: &str, detail: serde_json::Value) {
         let result = |amends| ReadResult {
             amends,
@@ -906,8 +910,9 @@ fn journal_events(
     let complete = chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     // Each event, and where its line starts in the piece.
     let mut events: Vec<(AuditEvent, usize)> = Vec::new();
-    // Begun reads without their result yet: number → index in `events`.
-    let mut open: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    // Begun reads: number → index in `events`; and those without a result yet.
+    let mut begun: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut open = std::collections::HashSet::new();
     let mut at = 0;
     for line in chunk[..complete].split(|b| *b == b'\n') {
         let start = at;
@@ -917,19 +922,22 @@ fn journal_events(
         }
         if line.starts_with(RESULT_LINE) {
             let result: ReadResult = serde_json::from_slice(line).map_err(corrupt)?;
-            // A result whose read was moved already (recorded as unknown) is dropped.
-            if let Some(i) = open.remove(&result.amends) {
+            // A later result of the same read replaces the outcome of an earlier one (a search
+            // counted, then failed). A result whose read was moved already is dropped.
+            if let Some(&i) = begun.get(&result.amends) {
+                open.remove(&result.amends);
                 result.complete(&mut events[i].0);
             }
         } else if line.starts_with(BEGUN_LINE) {
-            let begun: BegunIn = serde_json::from_slice(line).map_err(corrupt)?;
-            open.insert(begun.read, events.len());
-            events.push((begun.event, start));
+            let read: BegunIn = serde_json::from_slice(line).map_err(corrupt)?;
+            begun.insert(read.read, events.len());
+            open.insert(read.read);
+            events.push((read.event, start));
         } else {
             events.push((serde_json::from_slice(line).map_err(corrupt)?, start));
         }
     }
-    let mut waiting: Vec<usize> = open.into_values().collect();
+    let mut waiting: Vec<usize> = open.iter().map(|read| begun[read]).collect();
     waiting.sort_unstable();
     let mut cut = None;
     for i in waiting {

@@ -654,6 +654,16 @@ async fn a_begun_read_is_one_row_with_its_result() {
     }
     // Dropped before its result: the client went away.
     drop(auditor.begin(journal_event(42)).await.unwrap());
+    // Counted, then failed: the second result's outcome stands, with the first's details.
+    let mut failed = auditor.begin(journal_event(43)).await.unwrap();
+    let failed = tokio::task::spawn_blocking(move || {
+        failed.result_blocking("ok", json!({ "total": 7 }));
+        failed.result_blocking("error", serde_json::Value::Null);
+        failed
+    })
+    .await
+    .unwrap();
+    failed.durable().await.unwrap();
     // Results in the reverse order, each given on a blocking thread as a search gives it.
     let mut waits = Vec::new();
     while let Some(mut read) = reads.pop() {
@@ -678,7 +688,7 @@ async fn a_begun_read_is_one_row_with_its_result() {
             .fetch_all(db.pool())
             .await
             .unwrap();
-    assert_eq!(rows.len(), 2 + 40 + 40 + 1, "{rows:?}");
+    assert_eq!(rows.len(), 2 + 40 + 40 + 2, "{rows:?}");
     let row = |i: usize| {
         let target = format!("document:{i}");
         let found: Vec<_> = rows.iter().filter(|r| r.0 == target).collect();
@@ -699,6 +709,10 @@ async fn a_begun_read_is_one_row_with_its_result() {
         assert_eq!(row(100 + i), ("ok".to_owned(), json!({ "i": 100 + i })));
     }
     assert_eq!(row(42), ("abandoned".to_owned(), json!({ "i": 42 })));
+    assert_eq!(
+        row(43),
+        ("error".to_owned(), json!({ "i": 43, "total": 7 }))
+    );
     // In the chain in the order the reads began.
     let position = |target: &str| rows.iter().position(|r| r.0 == target).unwrap();
     assert!(position("document:2") < position("document:102"));
