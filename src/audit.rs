@@ -211,17 +211,15 @@ pub const OUTCOME_UNKNOWN: &str = "unknown";
 /// away while it ran).
 pub const OUTCOME_ABANDONED: &str = "abandoned";
 
-impl ReadResult {
-    /// Completes `event` with this result.
-    fn complete(self, event: &mut AuditEvent) {
-        event.outcome = self.outcome;
-        match (&mut event.detail, self.detail) {
-            (serde_json::Value::Object(have), serde_json::Value::Object(added)) => {
-                have.extend(added);
-            }
-            (_, serde_json::Value::Null) => {}
-            (have, added) => *have = added,
+/// Gives `event` its outcome and adds `detail` to its details.
+fn complete_event(event: &mut AuditEvent, outcome: String, detail: serde_json::Value) {
+    event.outcome = outcome;
+    match (&mut event.detail, detail) {
+        (serde_json::Value::Object(have), serde_json::Value::Object(added)) => {
+            have.extend(added);
         }
+        (_, serde_json::Value::Null) => {}
+        (have, added) => *have = added,
     }
 }
 
@@ -382,6 +380,12 @@ impl Auditor {
                     allocated,
                     segment_bytes,
                 };
+                // What the mover may move: the lines known to be durable.
+                let publish = |journal: &Journal| {
+                    committer_state
+                        .written
+                        .store(journal.durable_end(), Ordering::SeqCst);
+                };
                 let mut lines = Vec::new();
                 loop {
                     // Results of reads are written without waiting for the disk: they are
@@ -395,9 +399,7 @@ impl Auditor {
                             Ok(None) => break,
                             Err(_) => {
                                 journal.sync_or_forget();
-                                committer_state
-                                    .written
-                                    .store(journal.durable_end(), Ordering::SeqCst);
+                                publish(&journal);
                                 continue;
                             }
                         }
@@ -437,17 +439,13 @@ impl Auditor {
                     }
                     // The mover is not woken here: it moves on its own tick, in large
                     // batches, so the table's SQL stays off the request path.
-                    committer_state
-                        .written
-                        .store(journal.durable_end(), Ordering::SeqCst);
+                    publish(&journal);
                     for entry in batch {
                         entry.ack(written.as_ref().map(|_| ()).map_err(|_| ()));
                     }
                 }
                 journal.sync_or_forget();
-                committer_state
-                    .written
-                    .store(journal.durable_end(), Ordering::SeqCst);
+                publish(&journal);
                 committer_state.closed.store(true, Ordering::SeqCst);
                 committer_state.wake_mover.notify_one();
             })?;
@@ -501,7 +499,7 @@ impl Auditor {
     pub async fn begin(&self, event: AuditEvent) -> Result<Read, AuditUnavailable> {
         let Some(state) = &self.journal else {
             return Ok(Read {
-                queue: self.queue.clone(),
+                auditor: self.clone(),
                 state: ReadState::Deferred(Box::new(event)),
             });
         };
@@ -512,7 +510,7 @@ impl Auditor {
             .await
             .map_err(|_| AuditUnavailable)?;
         Ok(Read {
-            queue: self.queue.clone(),
+            auditor: self.clone(),
             state: ReadState::Begun {
                 number,
                 receipt: Some(receipt),
@@ -526,7 +524,7 @@ impl Auditor {
 /// Dropped without a result, it is recorded with the outcome [`OUTCOME_ABANDONED`].
 #[derive(Debug)]
 pub struct Read {
-    queue: mpsc::Sender<Entry>,
+    auditor: Auditor,
     state: ReadState,
 }
 
@@ -548,21 +546,20 @@ impl Read {
     /// code): a search gives its hit count on the thread that counted it, so the result's line
     /// is written while the page is made.
     pub fn result_blocking(&mut self, outcome: &str, detail: serde_json::Value) {
-        let result = |amends| ReadResult {
-            amends,
-            outcome: outcome.to_owned(),
-            detail,
-        };
         match &mut self.state {
             ReadState::Begun {
                 number, resulted, ..
             } => {
                 // A closed queue means the journal is gone: the mover records the read as
                 // unknown, which is what it is.
-                let _ = self.queue.blocking_send(Entry::Result(result(*number)));
+                let _ = self.auditor.queue.blocking_send(Entry::Result(ReadResult {
+                    amends: *number,
+                    outcome: outcome.to_owned(),
+                    detail,
+                }));
                 *resulted = true;
             }
-            ReadState::Deferred(event) => result(0).complete(event),
+            ReadState::Deferred(event) => complete_event(event, outcome.to_owned(), detail),
         }
     }
 
@@ -573,14 +570,7 @@ impl Read {
                 Some(receipt) => receipt.durable().await,
                 None => Err(AuditUnavailable),
             },
-            ReadState::Deferred(event) => {
-                let (pending, receipt) = Receipt::new(std::mem::take(&mut **event), None);
-                self.queue
-                    .send(pending)
-                    .await
-                    .map_err(|_| AuditUnavailable)?;
-                receipt.durable().await
-            }
+            ReadState::Deferred(event) => self.auditor.record(std::mem::take(&mut **event)).await,
         }
     }
 }
@@ -600,12 +590,12 @@ impl Drop for Read {
             outcome: OUTCOME_ABANDONED.to_owned(),
             detail: serde_json::Value::Null,
         });
-        match self.queue.try_send(entry) {
+        match self.auditor.queue.try_send(entry) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             // A full queue: sent when there is room (the read stays open until then).
             Err(mpsc::error::TrySendError::Full(entry)) => {
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    let queue = self.queue.clone();
+                    let queue = self.auditor.queue.clone();
                     runtime.spawn(async move {
                         let _ = queue.send(entry).await;
                     });
@@ -926,7 +916,7 @@ fn journal_events(
             // counted, then failed). A result whose read was moved already is dropped.
             if let Some(&i) = begun.get(&result.amends) {
                 open.remove(&result.amends);
-                result.complete(&mut events[i].0);
+                complete_event(&mut events[i].0, result.outcome, result.detail);
             }
         } else if line.starts_with(BEGUN_LINE) {
             let read: BegunIn = serde_json::from_slice(line).map_err(corrupt)?;

@@ -167,7 +167,7 @@ async fn search(
     // thread: the hit count goes to the journal as soon as the matches are counted, and is
     // written while the page's documents are read, their snippets made and the body
     // serialised.
-    let done = tokio::task::spawn_blocking(move || {
+    let (read, outcome) = tokio::task::spawn_blocking(move || {
         let outcome = index.search_counted(&request, permission, |total| {
             read.result_blocking("ok", serde_json::json!({ "total": total }));
         });
@@ -184,7 +184,6 @@ async fn search(
     })
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;
-    let (read, outcome) = done;
     read.durable()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
