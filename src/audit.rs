@@ -887,22 +887,16 @@ fn read_span(dir: &Path, from: u64, to: u64, cap: u64) -> std::io::Result<Vec<u8
 /// The events of a piece of the journal, with each read begun in it joined to its result.
 /// A begun read whose result is not in the piece ends what can be moved (its result is still
 /// to come) unless it never will have one: it began before this process started, or the
-/// journal's writer has stopped. Those are recorded as [`OUTCOME_UNKNOWN`]. Returns the
-/// events to move and how many bytes of the piece they take.
-fn journal_events(
-    chunk: &[u8],
-    from: u64,
-    started_at: u64,
-    closed: bool,
-    full: bool,
-) -> Result<(Vec<AuditEvent>, usize), DbError> {
-    let corrupt = |e: serde_json::Error| DbError::Corrupt(format!("audit journal line: {e}"));
+/// journal's writer has stopped. Those are recorded as [`OUTCOME_UNKNOWN`]. A line that cannot
+/// be read becomes an [`ACTION_JOURNAL_CORRUPT`] row in its place and is quarantined.
+fn journal_events(chunk: &[u8], from: u64, started_at: u64, closed: bool, full: bool) -> Moved {
     let complete = chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     // Each event, and where its line starts in the piece.
     let mut events: Vec<(AuditEvent, usize)> = Vec::new();
     // Begun reads: number → index in `events`; and those without a result yet.
     let mut begun: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     let mut open = std::collections::HashSet::new();
+    let mut quarantined = Vec::new();
     let mut at = 0;
     for line in chunk[..complete].split(|b| *b == b'\n') {
         let start = at;
@@ -910,21 +904,30 @@ fn journal_events(
         if line.is_empty() {
             continue;
         }
-        if line.starts_with(RESULT_LINE) {
-            let result: ReadResult = serde_json::from_slice(line).map_err(corrupt)?;
-            // A later result of the same read replaces the outcome of an earlier one (a search
-            // counted, then failed). A result whose read was moved already is dropped.
-            if let Some(&i) = begun.get(&result.amends) {
-                open.remove(&result.amends);
-                complete_event(&mut events[i].0, result.outcome, result.detail);
-            }
+        let parsed = if line.starts_with(RESULT_LINE) {
+            serde_json::from_slice::<ReadResult>(line).map(|result| {
+                // A later result of the same read replaces the outcome of an earlier one (a
+                // search counted, then failed). A result whose read was moved already is
+                // dropped.
+                if let Some(&i) = begun.get(&result.amends) {
+                    open.remove(&result.amends);
+                    complete_event(&mut events[i].0, result.outcome, result.detail);
+                }
+            })
         } else if line.starts_with(BEGUN_LINE) {
-            let read: BegunIn = serde_json::from_slice(line).map_err(corrupt)?;
-            begun.insert(read.read, events.len());
-            open.insert(read.read);
-            events.push((read.event, start));
+            serde_json::from_slice::<BegunIn>(line).map(|read| {
+                begun.insert(read.read, events.len());
+                open.insert(read.read);
+                events.push((read.event, start));
+            })
         } else {
-            events.push((serde_json::from_slice(line).map_err(corrupt)?, start));
+            serde_json::from_slice(line).map(|event| events.push((event, start)))
+        };
+        if let Err(error) = parsed {
+            let position = from + start as u64;
+            tracing::error!(position, bytes = line.len(), %error, "unreadable audit journal line quarantined");
+            events.push((corrupt_line_event(position, line, &error), start));
+            quarantined.push((position, line.to_vec()));
         }
     }
     let mut waiting: Vec<usize> = open.iter().map(|read| begun[read]).collect();
@@ -947,7 +950,96 @@ fn journal_events(
     }
     let used = cut.map_or(complete, |i| events[i].1);
     events.truncate(cut.unwrap_or(events.len()));
-    Ok((events.into_iter().map(|(e, _)| e).collect(), used))
+    // The events' tenant, for the rows that record unreadable lines: a node's journal holds
+    // the events of the municipality it serves.
+    let tenant = events
+        .iter()
+        .find(|(e, _)| e.action != ACTION_JOURNAL_CORRUPT)
+        .map(|(e, _)| e.tenant.clone());
+    let mut events: Vec<AuditEvent> = events.into_iter().map(|(e, _)| e).collect();
+    if let Some(tenant) = tenant {
+        for e in events
+            .iter_mut()
+            .filter(|e| e.action == ACTION_JOURNAL_CORRUPT)
+        {
+            e.tenant.clone_from(&tenant);
+        }
+    }
+    quarantined.retain(|(position, _)| *position < from + used as u64);
+    Moved {
+        events,
+        used,
+        quarantined,
+    }
+}
+
+/// What [`journal_events`] found in a piece of the journal.
+struct Moved {
+    /// The events to move, in journal order.
+    events: Vec<AuditEvent>,
+    /// How many bytes of the piece they take.
+    used: usize,
+    /// The unreadable lines among them, by journal position, kept verbatim before the piece
+    /// is moved (its segment is deleted once moved).
+    quarantined: Vec<(u64, Vec<u8>)>,
+}
+
+/// The action of the row that stands in the chain for a journal line the mover could not
+/// read (a damaged disk, an edited file): the trail shows where it was and what it held, and
+/// the lines after it are moved as usual instead of waiting behind it forever.
+pub const ACTION_JOURNAL_CORRUPT: &str = "audit.journal_corrupt";
+
+/// How much of an unreadable line its row quotes; the whole line is kept in the quarantine
+/// folder, and its SHA-256 is in the row.
+const QUOTED_BYTES: usize = 1024;
+
+/// The row standing for the unreadable journal line at `position`.
+fn corrupt_line_event(position: u64, line: &[u8], error: &serde_json::Error) -> AuditEvent {
+    let quoted = &line[..line.len().min(QUOTED_BYTES)];
+    AuditEvent {
+        at: None,
+        tenant: String::new(),
+        actor_id: None,
+        actor_role: Some("system:audit".to_owned()),
+        action: ACTION_JOURNAL_CORRUPT.to_owned(),
+        target: format!("journal:{position}"),
+        dossier_id: None,
+        outcome: "corrupt".to_owned(),
+        client_address: None,
+        detail: serde_json::json!({
+            "position": position,
+            "bytes": line.len(),
+            "sha256": hex::encode(Sha256::digest(line)),
+            "error": error.to_string(),
+            "quoted": String::from_utf8_lossy(quoted),
+            "quarantine": quarantine_name(position),
+        }),
+    }
+}
+
+/// The folder of the journal directory that keeps unreadable lines.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// The file, in [`QUARANTINE_DIR`], that keeps the unreadable line at `position`.
+fn quarantine_name(position: u64) -> String {
+    format!("line-{position:020}.bin")
+}
+
+/// Writes each quarantined line to a file of its own, durably, before the piece holding it is
+/// moved (and may be deleted).
+fn keep_quarantined(dir: &Path, lines: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let folder = dir.join(QUARANTINE_DIR);
+    std::fs::create_dir_all(&folder)?;
+    for (position, bytes) in lines {
+        let mut file = std::fs::File::create(folder.join(quarantine_name(*position)))?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+    }
+    sync_dir(&folder)?;
+    sync_dir(dir)
 }
 
 /// Moves up to a few MiB of complete journal lines after `from`; returns the new position
@@ -959,17 +1051,28 @@ async fn move_once(
     (from, to): (u64, u64),
     state: &JournalState,
 ) -> Result<u64, DbError> {
-    let dir = dir.to_owned();
+    let span_dir = dir.to_owned();
     // Read before the bytes: a writer stopped by then wrote everything it ever will.
     let closed = state.closed.load(Ordering::SeqCst);
-    let chunk = tokio::task::spawn_blocking(move || read_span(&dir, from, to, MOVE_CHUNK))
+    let chunk = tokio::task::spawn_blocking(move || read_span(&span_dir, from, to, MOVE_CHUNK))
         .await
         .map_err(|e| DbError::Corrupt(e.to_string()))?
         .map_err(|e| DbError::Corrupt(format!("audit journal: {e}")))?;
     let full = chunk.len() as u64 == MOVE_CHUNK;
-    let (events, used) = journal_events(&chunk, from, state.started_at, closed, full)?;
+    let Moved {
+        events,
+        used,
+        quarantined,
+    } = journal_events(&chunk, from, state.started_at, closed, full);
     if used == 0 {
         return Ok(from);
+    }
+    if !quarantined.is_empty() {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || keep_quarantined(&dir, &quarantined))
+            .await
+            .map_err(|e| DbError::Corrupt(e.to_string()))?
+            .map_err(|e| DbError::Corrupt(format!("audit journal quarantine: {e}")))?;
     }
     let next = from + used as u64;
     let mut tx = db.begin_write().await?;

@@ -720,3 +720,88 @@ async fn a_begun_read_is_one_row_with_its_result() {
     let report = fascicolo::audit::verify(&db).await.unwrap();
     assert!(report.first_broken.is_none(), "{:?}", report.first_broken);
 }
+
+/// A journal line the mover cannot read (a damaged disk, a hand-edited file) does not hold the
+/// trail back: it becomes a row of its own in its place in the chain, saying where it was, how
+/// long it was and its SHA-256, and is kept verbatim in the quarantine folder; every readable
+/// line around it is moved as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_journal_line_is_quarantined_and_the_rest_is_moved() {
+    use fascicolo::audit::{ACTION_JOURNAL_CORRUPT, Auditor, QUARANTINE_DIR};
+    use sha2::Digest;
+    let (_dir, db, journal) = journal_and_trail().await;
+    let line = |i: usize| serde_json::to_vec(&journal_event(i)).unwrap();
+    let cut_short = {
+        let mut l = line(1);
+        l.truncate(l.len() / 2);
+        l
+    };
+    let not_utf8 = b"{\"tenant\":\"comune\",\"action\":\"\xff\xfe\"}".to_vec();
+    let begun_broken = b"{\"read\":9,\"event\":{\"tenant\":".to_vec();
+    let bad = [cut_short, not_utf8, begun_broken];
+    let mut bytes = Vec::new();
+    let mut positions = Vec::new();
+    for piece in [
+        line(0),
+        bad[0].clone(),
+        line(2),
+        bad[1].clone(),
+        bad[2].clone(),
+        line(3),
+    ] {
+        positions.push(bytes.len() as u64);
+        bytes.extend_from_slice(&piece);
+        bytes.push(b'\n');
+    }
+    std::fs::write(journal.join("journal-00000000000000000000.jsonl"), &bytes).unwrap();
+
+    let auditor = Auditor::start_journaled_in_segments(db.clone(), &journal, 4096).unwrap();
+    auditor.record(journal_event(4)).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(20), auditor.flush())
+        .await
+        .expect("the mover moved past the unreadable lines");
+
+    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "select tenant, action, target, outcome, detail from audit_event order by seq",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let order: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    let expected = [
+        "document:0".to_owned(),
+        format!("journal:{}", positions[1]),
+        "document:2".to_owned(),
+        format!("journal:{}", positions[3]),
+        format!("journal:{}", positions[4]),
+        "document:3".to_owned(),
+        "document:4".to_owned(),
+    ];
+    assert_eq!(order, expected, "rows in journal order");
+    for (k, (index, bad)) in [(1, &bad[0]), (3, &bad[1]), (4, &bad[2])]
+        .into_iter()
+        .enumerate()
+    {
+        let (tenant, action, _, outcome, detail) = &rows[index];
+        assert_eq!(
+            (tenant.as_str(), action.as_str(), outcome.as_str()),
+            ("comune", ACTION_JOURNAL_CORRUPT, "corrupt"),
+            "row {index}"
+        );
+        let detail: serde_json::Value = serde_json::from_str(detail).unwrap();
+        let position = positions[[1, 3, 4][k]];
+        assert_eq!(detail["position"], position, "{detail}");
+        assert_eq!(detail["bytes"], bad.len(), "{detail}");
+        assert_eq!(
+            detail["sha256"],
+            hex::encode(sha2::Sha256::digest(bad)),
+            "{detail}"
+        );
+        let kept = journal
+            .join(QUARANTINE_DIR)
+            .join(detail["quarantine"].as_str().unwrap());
+        assert_eq!(&std::fs::read(&kept).unwrap(), bad, "{}", kept.display());
+    }
+    let report = fascicolo::audit::verify(&db).await.unwrap();
+    assert!(report.first_broken.is_none(), "{:?}", report.first_broken);
+}
