@@ -154,16 +154,22 @@ pub struct AuditUnavailable;
 
 /// What the auditor's queue carries.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every entry is an event; boxing it would allocate once more per event"
+)]
 enum Entry {
     /// An event to record, acknowledged once durable. `read` numbers a read begun with
-    /// [`Auditor::begin`] on a journaled auditor, whose result follows in its own entry.
+    /// [`Auditor::begin`] on a journaled auditor, whose result is handed over apart
+    /// ([`Auditor::hand_result`]).
     Event {
         event: AuditEvent,
         read: Option<u64>,
         ack: oneshot::Sender<Result<(), ()>>,
     },
-    /// The result of a begun read; not acknowledged (nobody waits for it).
-    Result(ReadResult),
+    /// Wakes the journal's writer to take the results handed to it
+    /// ([`JournalState::results`]); sent only when it sleeps with nothing to expect.
+    Wake,
 }
 
 impl Entry {
@@ -182,6 +188,14 @@ struct ReadResult {
     amends: u64,
     outcome: String,
     detail: serde_json::Value,
+}
+
+/// A result handed to the journal's writer, which writes it once the line of its read is
+/// written. `again` marks a later result of a read that had one already.
+#[derive(Debug)]
+struct PendingResult {
+    result: ReadResult,
+    again: bool,
 }
 
 /// How the journal line of a read's result starts.
@@ -247,6 +261,12 @@ struct JournalState {
     /// process cannot number more reads than the bytes it writes, and the next one starts
     /// after them.
     next_read: AtomicU64,
+    /// Results of begun reads, in the order they were given, for the journal's writer to
+    /// take when it next runs: handing one over does not wake it (see [`Read::result_blocking`]).
+    results: std::sync::Mutex<Vec<PendingResult>>,
+    /// The writer sleeps with no read open and nothing unsynced: a result handed over now
+    /// must wake it.
+    sleeping: std::sync::atomic::AtomicBool,
 }
 
 impl Auditor {
@@ -278,7 +298,7 @@ impl Auditor {
                     .iter()
                     .filter_map(|entry| match entry {
                         Entry::Event { event, .. } => Some(event.clone()),
-                        Entry::Result(_) => None,
+                        Entry::Wake => None,
                     })
                     .collect();
                 let result = commit(&db, &events).await;
@@ -387,29 +407,43 @@ impl Auditor {
                         .store(journal.durable_end(), Ordering::SeqCst);
                 };
                 let mut lines = Vec::new();
+                // Begun reads written whose first result is still to come, and results whose
+                // read is not written yet (its line is still queued).
+                let mut open = std::collections::HashSet::new();
+                let mut deferred = Vec::new();
                 loop {
-                    // Results of reads are written without waiting for the disk: they are
-                    // made durable with the next event, or after a short while without one.
-                    let first = if journal.unsynced > 0 {
+                    // Results are handed over without waking this thread: while a read is
+                    // open, or lines wait for a sync, it sleeps on a timer, and takes them with
+                    // the next event or when the timer fires; the next event's fsync, or the
+                    // timer's, makes them durable. Only when it expects nothing does a result
+                    // wake it.
+                    let expecting =
+                        journal.unsynced > 0 || !open.is_empty() || !deferred.is_empty();
+                    let first = if expecting {
                         let next = timer.block_on(async {
                             tokio::time::timeout(RESULTS_SYNCED_AFTER, receiver.recv()).await
                         });
                         match next {
-                            Ok(Some(first)) => first,
+                            Ok(Some(first)) => Some(first),
                             Ok(None) => break,
-                            Err(_) => {
-                                journal.sync_or_forget();
-                                publish(&journal);
-                                continue;
-                            }
+                            Err(_) => None,
                         }
                     } else {
-                        match receiver.blocking_recv() {
-                            Some(first) => first,
-                            None => break,
-                        }
+                        committer_state.sleeping.store(true, Ordering::SeqCst);
+                        let handed = !lock(&committer_state.results).is_empty();
+                        let first = if handed {
+                            None
+                        } else {
+                            match receiver.blocking_recv() {
+                                Some(first) => Some(first),
+                                None => break,
+                            }
+                        };
+                        committer_state.sleeping.store(false, Ordering::SeqCst);
+                        first
                     };
-                    let batch = batch_from(first, &mut receiver);
+                    let batch =
+                        first.map_or_else(Vec::new, |first| batch_from(first, &mut receiver));
                     lines.clear();
                     for entry in &batch {
                         let written = match entry {
@@ -421,18 +455,32 @@ impl Auditor {
                                 read: Some(read),
                                 ..
                             } => {
+                                open.insert(*read);
                                 serde_json::to_writer(&mut lines, &BegunOut { read: *read, event })
                             }
-                            Entry::Result(result) => serde_json::to_writer(&mut lines, result),
+                            Entry::Wake => continue,
                         };
                         if written.is_ok() {
                             lines.push(b'\n');
                         }
                     }
+                    // Then the results whose reads are written, in the order they were given.
+                    let handed = std::mem::take(&mut *lock(&committer_state.results));
+                    deferred = write_results(&mut lines, &mut open, deferred, handed);
                     let acknowledged = batch.iter().any(|e| matches!(e, Entry::Event { .. }));
-                    let written = journal
-                        .write(&lines)
-                        .and_then(|()| if acknowledged { journal.sync() } else { Ok(()) });
+                    let written = if lines.is_empty() {
+                        Ok(())
+                    } else {
+                        journal.write(&lines)
+                    };
+                    let written = written.and_then(|()| {
+                        // The timer fired: nothing else is coming to sync these lines with.
+                        if acknowledged || (expecting && batch.is_empty()) {
+                            journal.sync()
+                        } else {
+                            Ok(())
+                        }
+                    });
                     if let Err(e) = &written {
                         tracing::error!(error = %e, "audit journal append failed");
                         journal.forget_unsynced();
@@ -443,6 +491,19 @@ impl Auditor {
                     for entry in batch {
                         entry.ack(written.as_ref().map(|_| ()).map_err(|_| ()));
                     }
+                }
+                // Whatever results are left: a read whose line never came is dropped by the
+                // mover.
+                lines.clear();
+                let handed = std::mem::take(&mut *lock(&committer_state.results));
+                for pending in deferred.into_iter().chain(handed) {
+                    push_result_line(&mut lines, &pending.result);
+                }
+                if !lines.is_empty()
+                    && let Err(e) = journal.write(&lines)
+                {
+                    tracing::error!(error = %e, "audit journal append failed");
+                    journal.forget_unsynced();
                 }
                 journal.sync_or_forget();
                 publish(&journal);
@@ -486,6 +547,22 @@ impl Auditor {
             .await
             .map_err(|_| AuditUnavailable)?;
         Ok(receipt)
+    }
+
+    /// Hands the result of a begun read to the journal's writer. It is written after the
+    /// read's line, with the next event or within [`RESULTS_SYNCED_AFTER`]; the writer is woken
+    /// only if it sleeps expecting nothing. A writer that has stopped leaves the read
+    /// without a result: the mover records it as unknown, which is what it is.
+    fn hand_result(&self, result: ReadResult, again: bool) {
+        let Some(state) = &self.journal else { return };
+        if state.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        lock(&state.results).push(PendingResult { result, again });
+        if state.sleeping.swap(false, Ordering::SeqCst) {
+            // A full queue holds events, which wake the writer anyway.
+            let _ = self.queue.try_send(Entry::Wake);
+        }
     }
 
     /// Begins a read whose result (outcome, and details such as a hit count) is known only
@@ -550,14 +627,15 @@ impl Read {
             ReadState::Begun {
                 number, resulted, ..
             } => {
-                // A closed queue means the journal is gone: the mover records the read as
-                // unknown, which is what it is.
-                let _ = self.auditor.queue.blocking_send(Entry::Result(ReadResult {
-                    amends: *number,
-                    outcome: outcome.to_owned(),
-                    detail,
-                }));
-                *resulted = true;
+                let again = std::mem::replace(resulted, true);
+                self.auditor.hand_result(
+                    ReadResult {
+                        amends: *number,
+                        outcome: outcome.to_owned(),
+                        detail,
+                    },
+                    again,
+                );
             }
             ReadState::Deferred(event) => complete_event(event, outcome.to_owned(), detail),
         }
@@ -585,23 +663,14 @@ impl Drop for Read {
         else {
             return;
         };
-        let entry = Entry::Result(ReadResult {
-            amends: number,
-            outcome: OUTCOME_ABANDONED.to_owned(),
-            detail: serde_json::Value::Null,
-        });
-        match self.auditor.queue.try_send(entry) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            // A full queue: sent when there is room (the read stays open until then).
-            Err(mpsc::error::TrySendError::Full(entry)) => {
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    let queue = self.auditor.queue.clone();
-                    runtime.spawn(async move {
-                        let _ = queue.send(entry).await;
-                    });
-                }
-            }
-        }
+        self.auditor.hand_result(
+            ReadResult {
+                amends: number,
+                outcome: OUTCOME_ABANDONED.to_owned(),
+                detail: serde_json::Value::Null,
+            },
+            false,
+        );
     }
 }
 
@@ -649,6 +718,44 @@ fn batch_from(first: Entry, receiver: &mut mpsc::Receiver<Entry>) -> Vec<Entry> 
         }
     }
     batch
+}
+
+/// Adds to `lines` the results, `deferred` first and then `handed`, whose reads are written
+/// (`open` holds those still waiting for their first result), in order: a later result of a
+/// read comes after the earlier one. Returns those that must wait for their read's line.
+fn write_results(
+    lines: &mut Vec<u8>,
+    open: &mut std::collections::HashSet<u64>,
+    deferred: Vec<PendingResult>,
+    handed: Vec<PendingResult>,
+) -> Vec<PendingResult> {
+    let mut waiting: Vec<PendingResult> = Vec::new();
+    for pending in deferred.into_iter().chain(handed) {
+        let read = pending.result.amends;
+        let ready = if pending.again {
+            !waiting.iter().any(|w| w.result.amends == read)
+        } else {
+            open.remove(&read)
+        };
+        if ready {
+            push_result_line(lines, &pending.result);
+        } else {
+            waiting.push(pending);
+        }
+    }
+    waiting
+}
+
+/// Adds the journal line of `result` to `lines`.
+fn push_result_line(lines: &mut Vec<u8>, result: &ReadResult) {
+    if serde_json::to_writer(&mut *lines, result).is_ok() {
+        lines.push(b'\n');
+    }
+}
+
+/// The guarded value, even if a thread panicked holding it (a list of results stays whole).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Where the journal's lines end: the first NUL byte (or the end of the file), and the end of
@@ -709,7 +816,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Journal {
-    /// Writes `lines` after the last one and makes them durable.
     /// Writes `lines` after the last one; they are durable once [`Journal::sync`] returns.
     fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
@@ -1332,5 +1438,67 @@ mod tests {
                 assert_eq!(canonical(seq, at, &event, &detail), before, "{text:?}");
             }
         }
+    }
+
+    /// Results are handed to the journal's writer apart from the events: one whose read's line
+    /// is not written yet waits for it, and a later result of a read never goes before the
+    /// earlier one, so the mover, which lets the last result it reads stand, sees them in the
+    /// order they were given.
+    #[test]
+    fn results_follow_their_read_and_each_other() {
+        let result = |read: u64, outcome: &str, again: bool| PendingResult {
+            result: ReadResult {
+                amends: read,
+                outcome: outcome.to_owned(),
+                detail: serde_json::Value::Null,
+            },
+            again,
+        };
+        let written = |lines: &[u8]| -> Vec<(u64, String)> {
+            lines
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let r: ReadResult = serde_json::from_slice(l).expect("a result line");
+                    (r.amends, r.outcome)
+                })
+                .collect()
+        };
+        let mut open: std::collections::HashSet<u64> = [1].into();
+        let mut lines = Vec::new();
+        // Read 1's line is written, read 2's is still queued; both are counted, then read 2
+        // fails and read 1 fails too.
+        let handed = vec![
+            result(2, "ok", false),
+            result(1, "ok", false),
+            result(2, "error", true),
+            result(1, "error", true),
+        ];
+        let deferred = write_results(&mut lines, &mut open, Vec::new(), handed);
+        assert_eq!(
+            written(&lines),
+            [(1, "ok".to_owned()), (1, "error".to_owned())]
+        );
+        assert_eq!(deferred.len(), 2, "read 2's results wait for its line");
+        assert!(open.is_empty(), "read 1 has its first result");
+        // Read 2's line is written: its results follow in their order, before any newer one.
+        open.insert(2);
+        open.insert(3);
+        lines.clear();
+        let deferred = write_results(
+            &mut lines,
+            &mut open,
+            deferred,
+            vec![result(3, "ok", false)],
+        );
+        assert_eq!(
+            written(&lines),
+            [
+                (2, "ok".to_owned()),
+                (2, "error".to_owned()),
+                (3, "ok".to_owned())
+            ]
+        );
+        assert!(deferred.is_empty() && open.is_empty());
     }
 }
