@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::db::{Backend, Db, DbError, now_ms};
+use crate::lock;
 
 /// The hash before the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -492,13 +493,10 @@ impl Auditor {
                         entry.ack(written.as_ref().map(|_| ()).map_err(|_| ()));
                     }
                 }
-                // Whatever results are left: a read whose line never came is dropped by the
-                // mover.
+                // The results still to write, of reads whose lines are written.
                 lines.clear();
                 let handed = std::mem::take(&mut *lock(&committer_state.results));
-                for pending in deferred.into_iter().chain(handed) {
-                    push_result_line(&mut lines, &pending.result);
-                }
+                write_results(&mut lines, &mut open, deferred, handed);
                 if !lines.is_empty()
                     && let Err(e) = journal.write(&lines)
                 {
@@ -737,25 +735,13 @@ fn write_results(
         } else {
             open.remove(&read)
         };
-        if ready {
-            push_result_line(lines, &pending.result);
-        } else {
+        if !ready {
             waiting.push(pending);
+        } else if serde_json::to_writer(&mut *lines, &pending.result).is_ok() {
+            lines.push(b'\n');
         }
     }
     waiting
-}
-
-/// Adds the journal line of `result` to `lines`.
-fn push_result_line(lines: &mut Vec<u8>, result: &ReadResult) {
-    if serde_json::to_writer(&mut *lines, result).is_ok() {
-        lines.push(b'\n');
-    }
-}
-
-/// The guarded value, even if a thread panicked holding it (a list of results stays whole).
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Where the journal's lines end: the first NUL byte (or the end of the file), and the end of

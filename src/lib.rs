@@ -19,3 +19,13 @@ pub mod index;
 pub mod maintenance;
 pub mod pipeline;
 pub mod users;
+
+/// The value behind `mutex`, even if a thread panicked while holding it. Every mutex of the
+/// server guards state that is whole between statements (maps of complete entries, queues,
+/// the index writer, whose uncommitted work is replayed from the change log), so a panic
+/// elsewhere must not stop the rest of the server from using it.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -14,7 +14,7 @@
 //! transaction, so that one refused document (a dossier that vanished, say) is reported to
 //! its own caller and does not fail the others.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use sqlx::Row;
 use tokio::sync::oneshot;
@@ -64,7 +64,7 @@ pub struct CreateQueue {
 
 impl std::fmt::Debug for CreateQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = crate::lock(&self.state);
         f.debug_struct("CreateQueue")
             .field("queued", &state.queued.len())
             .field("writing", &state.writing)
@@ -78,11 +78,7 @@ impl std::fmt::Debug for CreateQueue {
 pub(super) async fn create(db: &Db, row: NewRow) -> Result<(), DbError> {
     let (reply, answer) = oneshot::channel();
     {
-        let mut state = db
-            .creates
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::lock(&db.creates.state);
         state.queued.push(Queued { row, reply });
         if !state.writing {
             state.writing = true;
@@ -103,11 +99,7 @@ struct Writing {
 impl Drop for Writing {
     fn drop(&mut self) {
         if !self.emptied {
-            let mut state = self
-                .queue
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = crate::lock(&self.queue.state);
             state.writing = false;
             state.queued.clear();
         }
@@ -122,11 +114,7 @@ async fn write_queue(db: Db) {
     };
     loop {
         let batch: Vec<Queued> = {
-            let mut state = writing
-                .queue
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = crate::lock(&writing.queue.state);
             if state.queued.is_empty() {
                 state.writing = false;
                 writing.emptied = true;

@@ -11,9 +11,10 @@
 //! (see [`PhraseMatches`]), and the documents of a word found in most of a segment, as a bitmap
 //! (see [`WordDocs`]), each within their own memory budget.
 
+use crate::lock;
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 use tantivy::collector::{Collector, SegmentCollector};
@@ -66,11 +67,6 @@ impl std::fmt::Debug for SegmentCaches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SegmentCaches").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps hold only complete entries; a panic elsewhere cannot leave one half-written.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SegmentCaches {

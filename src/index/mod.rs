@@ -368,7 +368,7 @@ impl SearchIndex {
     fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
         // A panic while holding the writer cannot leave it half-updated on disk: uncommitted
         // operations are simply lost and replayed from the change log.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.writer)
     }
 
     /// Replaces (or adds) a document: delete by id, then add.
