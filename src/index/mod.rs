@@ -292,8 +292,10 @@ pub struct SearchIndex {
     visible: std::sync::atomic::AtomicI64,
     /// Facet tables and permission filters per segment, warmed when the reader reloads.
     caches: std::sync::Arc<cache::SegmentCaches>,
-    /// Runs the segments of a large index's searches on every core.
+    /// Runs the segments of a large index's searches, and reads their pages, on every core.
     parallel: tantivy::Executor,
+    /// How many threads `parallel` has.
+    cores: usize,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -341,6 +343,7 @@ impl SearchIndex {
             .warmers(vec![std::sync::Arc::downgrade(&warmer)])
             .try_into()?;
         let visible = std::sync::atomic::AtomicI64::new(payload_of(&index).position);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             index,
             reader,
@@ -348,10 +351,8 @@ impl SearchIndex {
             fields,
             visible,
             caches,
-            parallel: tantivy::Executor::multi_thread(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-                "fascicolo-search-",
-            )?,
+            parallel: tantivy::Executor::multi_thread(cores, "fascicolo-search-")?,
+            cores,
         })
     }
 

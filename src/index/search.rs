@@ -22,6 +22,9 @@ use super::{IndexError, SearchIndex, StoredDoc};
 const PARALLEL_FROM_DOCS: u64 = 100_000;
 /// ...unless the query can match fewer than this many.
 const PARALLEL_FROM_MATCHES: u64 = 10_000;
+/// A page of at least this many hits is read on every core, on an index of
+/// [`PARALLEL_FROM_DOCS`] or more.
+const PARALLEL_PAGE_FROM: usize = 4;
 
 /// How hits are ordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,38 +227,16 @@ impl SearchIndex {
             }
         };
         let reported = counted(total);
-        let mut snippets = match &user_query {
+        let snippets = match &user_query {
             Some(q) => Some(snippets_for(&searcher, q.as_ref(), f.body)?),
             None => None,
         };
-        let mut hits = Vec::with_capacity(page.len());
-        for (score, address) in page {
-            let stored: StoredDoc = searcher.doc(address)?;
-            let text_of = |field| {
-                stored
-                    .get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let text = stored
-                .get_first(f.text)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            let snippet = match snippets.as_mut().and_then(|s| s.best(text)) {
-                Some((passage, marks)) => highlight(passage, &marks),
-                None => lead(text),
-            };
-            hits.push(Hit {
-                document_id: text_of(f.doc_id),
-                dossier_id: text_of(f.dossier_id),
-                dossier_number: text_of(f.dossier_number),
-                title: text_of(f.title),
-                kind: text_of(f.kind),
-                score,
-                snippet,
-            });
-        }
+        // On a large index each hit is a block of the document store to decompress (rarely
+        // one another hit of the page has already brought in): a full page is read on every
+        // core.
+        let parallel =
+            searcher.num_docs() >= PARALLEL_FROM_DOCS && page.len() >= PARALLEL_PAGE_FROM;
+        let hits = self.read_page(&searcher, page, snippets, parallel)?;
         Ok((
             SearchResult {
                 total,
@@ -285,6 +266,80 @@ struct Matches<'a> {
 }
 
 type Page = Vec<(f32, DocAddress)>;
+
+impl SearchIndex {
+    /// The page's documents as hits, each with its snippet; on every core when `parallel`,
+    /// its documents dealt out in turn.
+    fn read_page(
+        &self,
+        searcher: &Searcher,
+        page: Page,
+        snippets: Option<Snippets>,
+        parallel: bool,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let read = |part: &[(f32, DocAddress)]| -> tantivy::Result<Vec<Hit>> {
+            let mut snippets = snippets.clone();
+            part.iter()
+                .map(|&(score, address)| self.hit(searcher, snippets.as_mut(), score, address))
+                .collect()
+        };
+        if !parallel || self.cores < 2 || page.len() < 2 {
+            return Ok(read(&page)?);
+        }
+        // Document i goes to part i % parts; the hits are put back in the page's order.
+        let parts = self.cores.min(page.len());
+        let dealt: Vec<Vec<(f32, DocAddress)>> = (0..parts)
+            .map(|p| page.iter().skip(p).step_by(parts).copied().collect())
+            .collect();
+        let mut read_parts: Vec<std::vec::IntoIter<Hit>> = self
+            .parallel
+            .map(|part| read(&part), dealt.into_iter())?
+            .into_iter()
+            .map(Vec::into_iter)
+            .collect();
+        let mut hits = Vec::with_capacity(page.len());
+        for i in 0..page.len() {
+            hits.extend(read_parts[i % parts].next());
+        }
+        Ok(hits)
+    }
+
+    /// One document of a page, with its snippet when the search has words.
+    fn hit(
+        &self,
+        searcher: &Searcher,
+        snippets: Option<&mut Snippets>,
+        score: f32,
+        address: DocAddress,
+    ) -> tantivy::Result<Hit> {
+        let f = self.fields;
+        let stored: StoredDoc = searcher.doc(address)?;
+        let text_of = |field| {
+            stored
+                .get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let text = stored
+            .get_first(f.text)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let snippet = match snippets.and_then(|s| s.best(text)) {
+            Some((passage, marks)) => highlight(passage, &marks),
+            None => lead(text),
+        };
+        Ok(Hit {
+            document_id: text_of(f.doc_id),
+            dossier_id: text_of(f.dossier_id),
+            dossier_number: text_of(f.dossier_number),
+            title: text_of(f.title),
+            kind: text_of(f.kind),
+            score,
+            snippet,
+        })
+    }
+}
 
 impl SearchIndex {
     /// Counts, facets and ranks the matches of the user's query, the permission and the
@@ -770,6 +825,58 @@ pub(crate) mod tests {
         check("after deletions", [637, 212, 9]);
         let newest = search("office a", term("office", "a"), 0, 1, false);
         assert_eq!(newest.2, ["d3"]);
+    }
+
+    /// A page read on every core holds the same hits, snippets and scores, in the page's
+    /// order, as one read on the calling thread, for pages of every length and with or
+    /// without a snippet finder.
+    #[test]
+    fn a_page_read_on_every_core_is_the_page_read_on_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SearchIndex::open(dir.path()).expect("index");
+        for i in 0..300 {
+            let mut d = doc(i, i as i64 * 1000);
+            d.text = format!(
+                "premessa {i} {} il parere della commissione {} chiude",
+                "testo ".repeat(i % 40),
+                ["favorevole", "contrario", "sospeso"][i % 3]
+            );
+            index.add(&d).expect("added");
+        }
+        index.commit(1).expect("committed");
+        let searcher = index.searcher();
+        let query = QueryParser::for_index(index.index(), vec![index.fields.body])
+            .parse_query("parere favorevole")
+            .expect("query");
+        let finder = || snippets_for(&searcher, query.as_ref(), index.fields.body).expect("finder");
+        // Addresses out of order and across the store's blocks, as a ranking leaves them.
+        let every: Page = (0..300u32)
+            .rev()
+            .step_by(7)
+            .map(|doc| (doc as f32 / 10.0, DocAddress::new(0, doc)))
+            .collect();
+        assert!(index.cores >= 1);
+        for len in [0, 1, 2, 3, 10, every.len()] {
+            let page: Page = every[..len].to_vec();
+            for snippets in [Some(finder()), None] {
+                let one = index
+                    .read_page(&searcher, page.clone(), snippets.clone(), false)
+                    .expect("one core");
+                let all = index
+                    .read_page(&searcher, page.clone(), snippets, true)
+                    .expect("every core");
+                assert_eq!(one.len(), len);
+                let ids: Vec<&str> = all.iter().map(|h| h.document_id.as_str()).collect();
+                let expected: Vec<String> =
+                    page.iter().map(|(_, a)| format!("d{}", a.doc_id)).collect();
+                assert_eq!(ids, expected, "page of {len}");
+                assert_eq!(
+                    serde_json::to_value(&one).expect("json"),
+                    serde_json::to_value(&all).expect("json"),
+                    "page of {len}"
+                );
+            }
+        }
     }
 
     #[test]

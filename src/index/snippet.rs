@@ -16,6 +16,7 @@ use tantivy::tokenizer::{TextAnalyzer, TokenStream};
 const LONGEST: usize = 48;
 
 /// Finds the best passage of texts for one query.
+#[derive(Clone)]
 pub struct Snippets {
     analyzer: TextAnalyzer,
     /// The query's analysed words and their weights.
