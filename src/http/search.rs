@@ -163,29 +163,27 @@ async fn search(
     let permission = caller
         .search_permission(&services.db, index.fields())
         .await?;
-    // The search, its result's audit line and the response body are made on one search
+    // The search, its result's audit line and the response body are made on one blocking
     // thread: the hit count goes to the journal as soon as the matches are counted, and is
     // written while the page's documents are read, their snippets made and the body
     // serialised.
-    let searching = index.clone();
-    let (read, outcome) = searching
-        .on_search_threads(move || {
-            let outcome = index.search_counted(&request, permission, |total| {
-                read.result_blocking("ok", serde_json::json!({ "total": total }));
-            });
-            let outcome = outcome.map(|(result, ())| serde_json::to_vec(&result));
-            if let Err(e) = &outcome {
-                let failed = if matches!(e, IndexError::Query(_)) {
-                    "rejected"
-                } else {
-                    "error"
-                };
-                read.result_blocking(failed, serde_json::Value::Null);
-            }
-            (read, outcome)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let (read, outcome) = tokio::task::spawn_blocking(move || {
+        let outcome = index.search_counted(&request, permission, |total| {
+            read.result_blocking("ok", serde_json::json!({ "total": total }));
+        });
+        let outcome = outcome.map(|(result, ())| serde_json::to_vec(&result));
+        if let Err(e) = &outcome {
+            let failed = if matches!(e, IndexError::Query(_)) {
+                "rejected"
+            } else {
+                "error"
+            };
+            read.result_blocking(failed, serde_json::Value::Null);
+        }
+        (read, outcome)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
     read.durable()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;

@@ -282,11 +282,6 @@ struct Payload {
     position: i64,
 }
 
-/// Work given to [`SearchIndex::on_search_threads`] panicked.
-#[derive(Debug, thiserror::Error)]
-#[error("a search thread panicked")]
-pub struct SearchThreadPanicked;
-
 /// The index with its single writer and a reader.
 pub struct SearchIndex {
     index: Index,
@@ -359,28 +354,6 @@ impl SearchIndex {
             parallel: tantivy::Executor::multi_thread(cores, "fascicolo-search-")?,
             cores,
         })
-    }
-
-    /// Runs `work` on the search threads and waits for it without blocking the runtime. A
-    /// search started there runs its segments and reads its page with the thread it is on
-    /// taking its share, instead of handing both to the search threads from another one and
-    /// sleeping until they are done. A panic in `work` is returned as an error.
-    pub async fn on_search_threads<R: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> R + Send + 'static,
-    ) -> Result<R, SearchThreadPanicked> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        let run = move || {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-            let _ = done.send(outcome.map_err(|_| SearchThreadPanicked));
-        };
-        match &self.parallel {
-            tantivy::Executor::ThreadPool(pool) => pool.spawn(run),
-            tantivy::Executor::SingleThread => {
-                tokio::task::spawn_blocking(run);
-            }
-        }
-        result.await.unwrap_or(Err(SearchThreadPanicked))
     }
 
     /// The schema's fields.

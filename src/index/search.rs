@@ -879,31 +879,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// Work on the search threads returns its result; a panic there is an error to its caller,
-    /// and the threads go on taking work.
-    #[tokio::test]
-    async fn work_on_the_search_threads_returns_and_survives_a_panic() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let index = SearchIndex::open(dir.path()).expect("index");
-        let on = index
-            .on_search_threads(|| std::thread::current().name().map(str::to_owned))
-            .await
-            .expect("ran");
-        if index.cores > 1 {
-            assert!(on.is_some_and(|n| n.starts_with("fascicolo-search-")));
-        }
-        let failed = index
-            .on_search_threads(|| -> u32 { panic!("a search that fails") })
-            .await;
-        assert!(failed.is_err());
-        for i in 0..8u32 {
-            assert_eq!(
-                index.on_search_threads(move || i * 2).await.expect("ran"),
-                i * 2
-            );
-        }
-    }
-
     #[test]
     fn highlights_are_marked_and_the_rest_escaped() {
         assert_eq!(
