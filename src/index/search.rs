@@ -269,7 +269,7 @@ type Page = Vec<(f32, DocAddress)>;
 
 impl SearchIndex {
     /// The page's documents as hits, each with its snippet; on every core when `parallel`,
-    /// its documents dealt out in turn.
+    /// each thread reading a run of consecutive hits.
     fn read_page(
         &self,
         searcher: &Searcher,
@@ -286,22 +286,10 @@ impl SearchIndex {
         if !parallel || self.cores < 2 || page.len() < 2 {
             return Ok(read(&page)?);
         }
-        // Document i goes to part i % parts; the hits are put back in the page's order.
-        let parts = self.cores.min(page.len());
-        let dealt: Vec<Vec<(f32, DocAddress)>> = (0..parts)
-            .map(|p| page.iter().skip(p).step_by(parts).copied().collect())
-            .collect();
-        let mut read_parts: Vec<std::vec::IntoIter<Hit>> = self
-            .parallel
-            .map(|part| read(&part), dealt.into_iter())?
-            .into_iter()
-            .map(Vec::into_iter)
-            .collect();
-        let mut hits = Vec::with_capacity(page.len());
-        for i in 0..page.len() {
-            hits.extend(read_parts[i % parts].next());
-        }
-        Ok(hits)
+        // One run of consecutive hits per thread; joined in order, they are the page.
+        let per_part = page.len().div_ceil(self.cores);
+        let parts = self.parallel.map(read, page.chunks(per_part))?;
+        Ok(parts.concat())
     }
 
     /// One document of a page, with its snippet when the search has words.
