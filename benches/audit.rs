@@ -11,7 +11,14 @@
 //! - the load benchmark's generated corpus (about 2 KB of Italian prose per document), searched
 //!   with its query classes (common word, rare word, two words, phrase), its texts downloaded;
 //! - the same searches, with downloads of scanned pages (512 KiB JPEG files, what a scanner
-//!   makes of an A4 page at 200 dpi).
+//!   makes of an A4 page at 200 dpi);
+//! - with `FASCICOLO_BENCH_DIR` naming the data directory the load benchmark kept (a million
+//!   documents by default), its staff member's searches of every query class over the whole
+//!   corpus, each followed by the download of one of its hits.
+//!
+//! Every mix is measured with one client (the server otherwise idle: what a read waits for its
+//! record) and with [`CLIENTS`] (both cores saturated: what the audit's work takes from the
+//! throughput).
 //!
 //! `cargo bench --bench audit` (`FASCICOLO_BENCH_QUICK=1` for a short run).
 
@@ -28,6 +35,8 @@ use fascicolo::config::Config;
 use serde_json::Value;
 
 const CLIENTS: usize = 8;
+/// The loads every mix is measured under: one client, then [`CLIENTS`].
+const LEVELS: [usize; 2] = [1, CLIENTS];
 const CATALOGUE: &str = include_str!("../schema/procedures.json");
 
 struct Running {
@@ -73,17 +82,29 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Mix {
     name: String,
     download: &'static str,
-    queries: Vec<String>,
+    /// Each search's query parameters.
+    queries: Vec<Vec<(&'static str, String)>>,
     downloads: Vec<String>,
 }
 
-/// Runs the mix; returns (search latencies, download latencies) in ms.
-async fn load(base: &str, token: &str, mix: &Mix, per_client: usize) -> (Vec<f64>, Vec<f64>) {
+/// Searches for each of `queries`, with no other parameter.
+fn plain_queries(queries: Vec<String>) -> Vec<Vec<(&'static str, String)>> {
+    queries.into_iter().map(|q| vec![("q", q)]).collect()
+}
+
+/// Runs the mix with `clients` clients; returns (search latencies, download latencies) in ms.
+async fn load(
+    base: &str,
+    token: &str,
+    mix: &Mix,
+    clients: usize,
+    per_client: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let client = reqwest::Client::new();
     let queries = Arc::new(mix.queries.clone());
     let docs = Arc::new(mix.downloads.clone());
     let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
+    for c in 0..clients {
         let client = client.clone();
         let base = base.to_owned();
         let token = token.to_owned();
@@ -99,7 +120,7 @@ async fn load(base: &str, token: &str, mix: &Mix, per_client: usize) -> (Vec<f64
                 let r = client
                     .get(format!("{base}/v1/search"))
                     .bearer_auth(&token)
-                    .query(&[("q", &queries[(c * 7 + i) % queries.len()])])
+                    .query(&queries[(c * 7 + i) % queries.len()])
                     .send()
                     .await
                     .expect("search");
@@ -139,20 +160,23 @@ struct Measured {
     wall: Duration,
 }
 
-/// Warms up, then runs each mix once against the server at `base`.
+/// Warms up, then runs each mix once under each of [`LEVELS`] against the server at `base`;
+/// the results in that order (every level of the first mix, then of the next).
 async fn measure(base: &str, token: &str, mixes: &[Mix], per_client: usize) -> Vec<Measured> {
     let mut out = Vec::new();
     for mix in mixes {
-        load(base, token, mix, 10).await;
-        let cpu = cpu_ms();
-        let wall = Instant::now();
-        let (searches, downloads) = load(base, token, mix, per_client).await;
-        out.push(Measured {
-            searches,
-            downloads,
-            cpu: cpu_ms() - cpu,
-            wall: wall.elapsed(),
-        });
+        load(base, token, mix, CLIENTS, 10).await;
+        for clients in LEVELS {
+            let cpu = cpu_ms();
+            let wall = Instant::now();
+            let (searches, downloads) = load(base, token, mix, clients, per_client).await;
+            out.push(Measured {
+                searches,
+                downloads,
+                cpu: cpu_ms() - cpu,
+                wall: wall.elapsed(),
+            });
+        }
     }
     out
 }
@@ -201,20 +225,31 @@ async fn upload(base: &str, token: &str, files: Vec<(String, Vec<u8>)>) -> Vec<S
     ids.into_iter().map(|(_, id)| id).collect()
 }
 
+/// The body of a search with `params` on the server at `base`.
+async fn search_json(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    params: &[(&str, String)],
+) -> Value {
+    client
+        .get(format!("{base}/v1/search"))
+        .bearer_auth(token)
+        .query(params)
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// Waits (bounded) until `count` documents are searchable.
 async fn wait_indexed(base: &str, token: &str, count: u64) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
-        let r: Value = client
-            .get(format!("{base}/v1/search"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("search")
-            .json()
-            .await
-            .expect("json");
+        let r = search_json(&client, base, token, &[]).await;
         if r["total"].as_u64().unwrap_or(0) >= count {
             return;
         }
@@ -295,7 +330,19 @@ fn scans(count: usize) -> Vec<(String, Vec<u8>)> {
 /// A server over the data in `dir`: audited as it always runs (every read waits for its
 /// record in the fsynced journal), or with an auditor that records nothing.
 async fn serve(dir: &std::path::Path, audited: bool) -> Running {
-    let mut services = Services::open(config(dir)).await.expect("services");
+    // The index's writer lock is released once the last task of the server stopped before
+    // has let go of it, which may be a moment after it stopped answering.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut services = loop {
+        let mut services = Services::open(config(dir)).await.expect("services");
+        match services.open_index() {
+            Ok(_) => break services,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the previous server still holds the index: {e:#}"),
+        }
+    };
     services.auditor = if audited {
         fascicolo::audit::Auditor::start_journaled(services.db.clone(), &dir.join("audit"))
             .expect("journal")
@@ -345,8 +392,22 @@ async fn run(
     wait_indexed(&running.base, &staff, count).await;
     stop(running).await;
     let mixes = mixes(&ids);
-    let mut measured: Vec<Rounds> = mixes
-        .iter()
+    let measured = in_rounds(dir.path(), &staff, &mixes, per_client, rounds).await;
+    (mixes, measured)
+}
+
+/// Measures `mixes` over the data in `dir` as `token` in `rounds` rounds, each with a server
+/// started audited and one started without audit. The order alternates from round to round
+/// (audited first, then last), so that whatever drifts on the machine during the run weighs
+/// on both sides alike. One [`Rounds`] per mix and level, in [`measure`]'s order.
+async fn in_rounds(
+    dir: &std::path::Path,
+    token: &str,
+    mixes: &[Mix],
+    per_client: usize,
+    rounds: usize,
+) -> Vec<Rounds> {
+    let mut measured: Vec<Rounds> = (0..mixes.len() * LEVELS.len())
         .map(|_| Rounds {
             audited: Vec::new(),
             plain: Vec::new(),
@@ -359,8 +420,8 @@ async fn run(
             [false, true]
         };
         for audited in order {
-            let running = serve(dir.path(), audited).await;
-            let results = measure(&running.base, &staff, &mixes, per_client).await;
+            let running = serve(dir, audited).await;
+            let results = measure(&running.base, token, mixes, per_client).await;
             stop(running).await;
             for (rounds, m) in measured.iter_mut().zip(results) {
                 if audited {
@@ -371,7 +432,73 @@ async fn run(
             }
         }
     }
-    (mixes, measured)
+    measured
+}
+
+/// The mix at the load benchmark's scale, over the data directory it kept: its staff member
+/// (of the busiest office) runs its queries of every class in turn, and downloads the hits
+/// they return. `None` when `dir` holds no such data.
+async fn at_scale(
+    dir: &std::path::Path,
+    per_client: usize,
+    rounds: usize,
+) -> Option<(Vec<Mix>, Vec<Rounds>)> {
+    let roles: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bench-roles.json")).ok()?).ok()?;
+    let classes: std::collections::BTreeMap<String, Vec<Value>> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bench-queries.json")).ok()?)
+            .ok()?;
+    let token = roles["tokens"]["staff"].as_str()?.to_owned();
+    let documents = std::fs::read_to_string(dir.join("bench-corpus.json"))
+        .ok()
+        .and_then(|m| serde_json::from_str::<Value>(&m).ok())
+        .and_then(|m| m["documents"].as_u64());
+    // Round-robin over the classes, so that every client meets all of them.
+    let longest = classes.values().map(Vec::len).max().unwrap_or(0);
+    let mut queries = Vec::new();
+    for i in 0..longest {
+        for set in classes.values() {
+            let Some(q) = set.get(i) else { continue };
+            let mut params = vec![("q", q["q"].as_str().unwrap_or_default().to_owned())];
+            if let Some(p) = q["procedure"].as_str() {
+                params.push(("procedure", p.to_owned()));
+            }
+            if let Some(y) = q["year"].as_i64() {
+                params.push(("year", y.to_string()));
+            }
+            queries.push(params);
+        }
+    }
+    // What the staff member opens: the first hits of each query.
+    let running = serve(dir, false).await;
+    let client = reqwest::Client::new();
+    let mut downloads = Vec::new();
+    for params in &queries {
+        let r = search_json(&client, &running.base, &token, params).await;
+        for hit in r["hits"].as_array().into_iter().flatten().take(3) {
+            if let Some(id) = hit["document_id"].as_str() {
+                downloads.push(id.to_owned());
+            }
+        }
+    }
+    stop(running).await;
+    downloads.sort();
+    downloads.dedup();
+    assert!(
+        !downloads.is_empty(),
+        "the staff member's searches found nothing to download"
+    );
+    let mixes = vec![Mix {
+        name: match documents {
+            Some(n) => format!("{n} documents of the load benchmark"),
+            None => "the load benchmark's documents".to_owned(),
+        },
+        download: "~2.5 KB text",
+        queries,
+        downloads,
+    }];
+    let measured = in_rounds(dir, &token, &mixes, per_client, rounds).await;
+    Some((mixes, measured))
 }
 
 /// Medians of all the rounds' searches and downloads, CPU per pair and the cores' load.
@@ -437,7 +564,7 @@ async fn main() {
             vec![Mix {
                 name: format!("{} short texts", short * 4),
                 download: "1.8 KB text",
-                queries,
+                queries: plain_queries(queries),
                 downloads: ids.to_vec(),
             }]
         },
@@ -447,6 +574,7 @@ async fn main() {
     .await;
 
     let (mut files, queries) = generated(documents);
+    let queries = plain_queries(queries);
     files.extend(scans(scanned));
     let generated_run = run(
         files,
@@ -472,23 +600,40 @@ async fn main() {
     )
     .await;
 
+    let scale_run = match std::env::var_os("FASCICOLO_BENCH_DIR") {
+        Some(dir) => {
+            let dir = std::path::PathBuf::from(dir);
+            let run = at_scale(&dir, per_client, rounds).await;
+            if run.is_none() {
+                println!(
+                    "\n{} holds no data kept by the load benchmark (bench-roles.json, bench-queries.json): no mix at its scale",
+                    dir.display()
+                );
+            }
+            run
+        }
+        None => None,
+    };
+
     println!(
-        "\naudit cost under {CLIENTS} concurrent clients, {rounds} rounds of {} searches and {} \
-         downloads each way (medians over all rounds; the share's range over the rounds)",
-        CLIENTS * per_client,
-        CLIENTS * per_client
+        "\naudit cost with 1 client and with {CLIENTS} concurrent clients, {rounds} rounds of {per_client} \
+         searches and {per_client} downloads per client each way (medians over all rounds; the \
+         share's range over the rounds)",
     );
     println!(
-        "| documents | downloads | search audited | without | share | rounds | download audited | without | share | rounds | CPU per pair audited | without |"
+        "| documents | downloads | clients | search audited | without | share | rounds | download audited | without | share | rounds | CPU per pair audited | without |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (mixes, measured) in [short_run, generated_run] {
-        for (mix, rounds) in mixes.iter().zip(measured) {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (mixes, measured) in [short_run, generated_run].into_iter().chain(scale_run) {
+        let levels = mixes
+            .iter()
+            .flat_map(|mix| LEVELS.map(|clients| (mix, clients)));
+        for ((mix, clients), rounds) in levels.zip(measured) {
             let (a, p) = (pooled(&rounds.audited), pooled(&rounds.plain));
             let (s_lo, s_hi) = share_range(&rounds, |m| &m.searches);
             let (d_lo, d_hi) = share_range(&rounds, |m| &m.downloads);
             println!(
-                "| {} | {} | {:.2} ms | {:.2} ms | {:.1} % | {s_lo:.1}–{s_hi:.1} % | {:.2} ms | {:.2} ms | {:.1} % | {d_lo:.1}–{d_hi:.1} % | {:.3} ms ({:.0} % of 2 cores) | {:.3} ms ({:.0} %) |",
+                "| {} | {} | {clients} | {:.2} ms | {:.2} ms | {:.1} % | {s_lo:.1}–{s_hi:.1} % | {:.2} ms | {:.2} ms | {:.1} % | {d_lo:.1}–{d_hi:.1} % | {:.3} ms ({:.0} % of 2 cores) | {:.3} ms ({:.0} %) |",
                 mix.name,
                 mix.download,
                 a.search,

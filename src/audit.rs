@@ -188,6 +188,9 @@ impl Entry {
 struct ReadResult {
     amends: u64,
     outcome: String,
+    /// The dossier concerned, when only the read's work found it out (a document looked up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dossier: Option<String>,
     detail: serde_json::Value,
 }
 
@@ -226,9 +229,18 @@ pub const OUTCOME_UNKNOWN: &str = "unknown";
 /// away while it ran).
 pub const OUTCOME_ABANDONED: &str = "abandoned";
 
-/// Gives `event` its outcome and adds `detail` to its details.
-fn complete_event(event: &mut AuditEvent, outcome: String, detail: serde_json::Value) {
+/// Gives `event` its outcome (and its dossier, if the result names one) and adds `detail` to
+/// its details.
+fn complete_event(
+    event: &mut AuditEvent,
+    outcome: String,
+    dossier: Option<String>,
+    detail: serde_json::Value,
+) {
     event.outcome = outcome;
+    if dossier.is_some() {
+        event.dossier_id = dossier;
+    }
     match (&mut event.detail, detail) {
         (serde_json::Value::Object(have), serde_json::Value::Object(added)) => {
             have.extend(added);
@@ -263,7 +275,7 @@ struct JournalState {
     /// after them.
     next_read: AtomicU64,
     /// Results of begun reads, in the order they were given, for the journal's writer to
-    /// take when it next runs: handing one over does not wake it (see [`Read::result_blocking`]).
+    /// take when it next runs: handing one over does not wake it (see [`Read::result`]).
     results: std::sync::Mutex<Vec<PendingResult>>,
     /// The writer sleeps with no read open and nothing unsynced: a result handed over now
     /// must wake it.
@@ -617,10 +629,17 @@ enum ReadState {
 
 impl Read {
     /// Sets the read's outcome and adds `detail` to the details it began with; called again,
-    /// replaces the outcome and adds more. From a thread that may block (never from async
-    /// code): a search gives its hit count on the thread that counted it, so the result's line
-    /// is written while the page is made.
-    pub fn result_blocking(&mut self, outcome: &str, detail: serde_json::Value) {
+    /// replaces the outcome and adds more. It never waits (it takes a lock held only to push
+    /// onto a list), so it may be called from async code, or from the blocking thread that
+    /// did the work: a search gives its hit count on the thread that counted it, so the
+    /// result's line is written while the page is made.
+    pub fn result(&mut self, outcome: &str, detail: serde_json::Value) {
+        self.result_in(outcome, None, detail);
+    }
+
+    /// [`Read::result`] for a read that began before it knew the dossier concerned (a
+    /// document still to be looked up): `dossier` becomes the row's dossier.
+    pub fn result_in(&mut self, outcome: &str, dossier: Option<String>, detail: serde_json::Value) {
         match &mut self.state {
             ReadState::Begun {
                 number, resulted, ..
@@ -630,12 +649,15 @@ impl Read {
                     ReadResult {
                         amends: *number,
                         outcome: outcome.to_owned(),
+                        dossier,
                         detail,
                     },
                     again,
                 );
             }
-            ReadState::Deferred(event) => complete_event(event, outcome.to_owned(), detail),
+            ReadState::Deferred(event) => {
+                complete_event(event, outcome.to_owned(), dossier, detail);
+            }
         }
     }
 
@@ -665,6 +687,7 @@ impl Drop for Read {
             ReadResult {
                 amends: number,
                 outcome: OUTCOME_ABANDONED.to_owned(),
+                dossier: None,
                 detail: serde_json::Value::Null,
             },
             false,
@@ -1003,7 +1026,12 @@ fn journal_events(chunk: &[u8], from: u64, started_at: u64, closed: bool, full: 
                 // dropped.
                 if let Some(&i) = begun.get(&result.amends) {
                     open.remove(&result.amends);
-                    complete_event(&mut events[i].0, result.outcome, result.detail);
+                    complete_event(
+                        &mut events[i].0,
+                        result.outcome,
+                        result.dossier,
+                        result.detail,
+                    );
                 }
             })
         } else if line.starts_with(BEGUN_LINE) {
@@ -1436,6 +1464,7 @@ mod tests {
             result: ReadResult {
                 amends: read,
                 outcome: outcome.to_owned(),
+                dossier: None,
                 detail: serde_json::Value::Null,
             },
             again,

@@ -418,19 +418,56 @@ async fn audited_document(
     action: &str,
     version: Option<i32>,
 ) -> Result<DocumentRecord, ApiError> {
-    let document = documents::get(&services.db, caller, id).await?;
-    super::audit_read(
-        services,
-        caller,
-        client,
+    let (read, document) = document_read(services, caller, client, id, action, version).await?;
+    read.durable()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    document.ok_or(ApiError::NotFound)
+}
+
+/// Begins the audited read of document `id` before it is looked up, so the journal writes
+/// the read while the lookup (and what the caller does next, such as reading the bytes) runs;
+/// then looks the document up for the caller and gives the read its outcome and dossier.
+/// Answer only once the read is durable ([`crate::audit::Read::durable`]).
+async fn document_read(
+    services: &Services,
+    caller: &Caller,
+    client: &ClientAddress,
+    id: crate::domain::DocumentId,
+    action: &str,
+    version: Option<i32>,
+) -> Result<(crate::audit::Read, Option<DocumentRecord>), ApiError> {
+    let actor = Actor::of(caller, client.0.clone());
+    let begun = actor.event(
         action,
         format!("document:{id}"),
+        None,
+        "ok",
+        serde_json::json!({}),
+    );
+    let mut read = services
+        .auditor
+        .begin(begun)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let document = match documents::get(&services.db, caller, id).await {
+        Ok(document) => document,
+        Err(e) => {
+            read.result("error", serde_json::Value::Null);
+            return Err(e.into());
+        }
+    };
+    let outcome = if document.is_some() {
+        "ok"
+    } else {
+        "not_found"
+    };
+    read.result_in(
+        outcome,
         document.as_ref().map(|d| d.dossier_id.to_string()),
-        document.is_some(),
         serde_json::json!({ "version": version.or(document.as_ref().map(|d| d.version)) }),
-    )
-    .await?;
-    document.ok_or(ApiError::NotFound)
+    );
+    Ok((read, document))
 }
 
 /// Every version of a document.
@@ -530,22 +567,16 @@ async fn get_content(
     DocumentPath(id): DocumentPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Some(document) = documents::get(&services.db, &caller, id).await? else {
-        audit_miss(&services, &caller, &client, id, "document.download").await?;
+    let (read, document) =
+        document_read(&services, &caller, &client, id, "document.download", None).await?;
+    let Some(document) = document else {
+        read.durable()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
         return Err(ApiError::NotFound);
     };
-    // The audit row is committed while the bytes are read and checked; the response leaves
+    // The read's record is written while the bytes are read and checked; the response leaves
     // only once both are done.
-    let audit = super::audit_read(
-        &services,
-        &caller,
-        &client,
-        "document.download",
-        format!("document:{id}"),
-        Some(document.dossier_id.to_string()),
-        true,
-        serde_json::json!({ "version": document.version }),
-    );
     let content = serve_content(
         &services,
         &headers,
@@ -553,30 +584,9 @@ async fn get_content(
         &document.media_type,
         &document.filename,
     );
-    let (audited, response) = tokio::join!(audit, content);
-    audited?;
+    let (audited, response) = tokio::join!(read.durable(), content);
+    audited.map_err(|e| ApiError::Internal(e.into()))?;
     response
-}
-
-/// Records a read of a document the caller may not see (or that does not exist).
-async fn audit_miss(
-    services: &Services,
-    caller: &Caller,
-    client: &ClientAddress,
-    id: crate::domain::DocumentId,
-    action: &str,
-) -> Result<(), ApiError> {
-    super::audit_read(
-        services,
-        caller,
-        client,
-        action,
-        format!("document:{id}"),
-        None,
-        false,
-        serde_json::json!({}),
-    )
-    .await
 }
 
 #[utoipa::path(get, path = "/v1/documents/{id}/versions/{n}/content",

@@ -169,7 +169,7 @@ async fn search(
     // serialised.
     let (read, outcome) = tokio::task::spawn_blocking(move || {
         let outcome = index.search_counted(&request, permission, |total| {
-            read.result_blocking("ok", serde_json::json!({ "total": total }));
+            read.result("ok", serde_json::json!({ "total": total }));
         });
         let outcome = outcome.map(|(result, ())| serde_json::to_vec(&result));
         if let Err(e) = &outcome {
@@ -178,7 +178,7 @@ async fn search(
             } else {
                 "error"
             };
-            read.result_blocking(failed, serde_json::Value::Null);
+            read.result(failed, serde_json::Value::Null);
         }
         (read, outcome)
     })

@@ -79,6 +79,14 @@ async fn reads_and_writes_are_in_the_trail_and_the_rows_cannot_change() {
             .status(),
         404
     );
+    // A document read is journaled before the document is looked up; its outcome and dossier
+    // follow once it is.
+    assert_eq!(
+        app.get(&stranger, &format!("/v1/documents/{doc_id}/content"))
+            .await
+            .status(),
+        404
+    );
 
     app.services.auditor.flush().await;
     let rows: Vec<(String, String, String, String)> =
@@ -86,6 +94,20 @@ async fn reads_and_writes_are_in_the_trail_and_the_rows_cannot_change() {
             .fetch_all(app.services.db.pool())
             .await
             .unwrap();
+    let downloads: Vec<(String, Option<String>, String)> = sqlx::query_as(
+        "select outcome, dossier_id, detail from audit_event \
+         where action = 'document.download' order by seq",
+    )
+    .fetch_all(app.services.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(downloads.len(), 2, "{downloads:?}");
+    assert_eq!(downloads[0].0, "ok");
+    assert_eq!(downloads[0].1.as_deref(), Some(id.as_str()));
+    let detail: Value = serde_json::from_str(&downloads[0].2).unwrap();
+    assert_eq!(detail["version"], 1);
+    assert_eq!(downloads[1].0, "not_found");
+    assert_eq!(downloads[1].1, None, "a miss names no dossier");
     let actions: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     for expected in [
         "dossier.create",
@@ -657,8 +679,8 @@ async fn a_begun_read_is_one_row_with_its_result() {
     // Counted, then failed: the second result's outcome stands, with the first's details.
     let mut failed = auditor.begin(journal_event(43)).await.unwrap();
     let failed = tokio::task::spawn_blocking(move || {
-        failed.result_blocking("ok", json!({ "total": 7 }));
-        failed.result_blocking("error", serde_json::Value::Null);
+        failed.result("ok", json!({ "total": 7 }));
+        failed.result("error", serde_json::Value::Null);
         failed
     })
     .await
@@ -669,7 +691,7 @@ async fn a_begun_read_is_one_row_with_its_result() {
     while let Some(mut read) = reads.pop() {
         let i = reads.len() + 2;
         let read = tokio::task::spawn_blocking(move || {
-            read.result_blocking("ok", json!({ "total": i * 10 }));
+            read.result("ok", json!({ "total": i * 10 }));
             read
         })
         .await

@@ -294,6 +294,21 @@ async fn reads_answered_before_a_sigkill_are_in_the_audit_trail_after_restart() 
         .await
         .unwrap();
     let id = dossier["id"].as_str().unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"verbale delle letture".to_vec()).file_name("v.txt"),
+    );
+    let document: Value = client
+        .post(format!("{}/v1/dossiers/{id}/documents", server.base))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let document = document["id"].as_str().unwrap();
     let mut answered = 0;
     for _ in 0..60 {
         let r = client
@@ -321,6 +336,20 @@ async fn reads_answered_before_a_sigkill_are_in_the_audit_trail_after_restart() 
             searched += 1;
         }
     }
+    // Downloads are journaled when they begin too, their outcome and dossier once the
+    // document is looked up.
+    let mut downloaded = 0;
+    for _ in 0..20 {
+        let r = client
+            .get(format!("{}/v1/documents/{document}/content", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"verbale delle letture");
+        downloaded += 1;
+    }
     // Killed at once: the reads may still be only in the journal, not yet in the table.
     server.kill();
     let server = ServerProcess::start(dir.path());
@@ -344,8 +373,28 @@ async fn reads_answered_before_a_sigkill_are_in_the_audit_trail_after_restart() 
                 .fetch_all(&pool)
                 .await
                 .unwrap();
+        let downloads: Vec<(String, Option<String>)> = sqlx::query_as(
+            "select outcome, dossier_id from audit_event where action = 'document.download'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
         pool.close().await;
-        if reads == answered && searches.len() == searched {
+        if reads == answered && searches.len() == searched && downloads.len() == downloaded {
+            // Only the last download's result can be lost with the kill.
+            let complete = downloads
+                .iter()
+                .filter(|(outcome, dossier)| match outcome.as_str() {
+                    "ok" => dossier.as_deref() == Some(id),
+                    "unknown" => true,
+                    other => panic!("download recorded as {other}"),
+                })
+                .filter(|(outcome, _)| outcome == "ok")
+                .count();
+            assert!(
+                complete >= downloaded - 1,
+                "{complete} of {downloaded} downloads with their outcome"
+            );
             let counted = searches
                 .iter()
                 .filter(|(outcome, detail)| {
@@ -367,6 +416,7 @@ async fn reads_answered_before_a_sigkill_are_in_the_audit_trail_after_restart() 
             break;
         }
         assert!(searches.len() <= searched, "a search recorded twice");
+        assert!(downloads.len() <= downloaded, "a download recorded twice");
         assert!(
             reads < answered,
             "a read recorded twice: {reads} of {answered}"
