@@ -332,17 +332,15 @@ fn scans(count: usize) -> Vec<(String, Vec<u8>)> {
 async fn serve(dir: &std::path::Path, audited: bool) -> Running {
     // The index's writer lock is released once the last task of the server stopped before
     // has let go of it, which may be a moment after it stopped answering.
+    let mut services = Services::open(config(dir)).await.expect("services");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut services = loop {
-        let mut services = Services::open(config(dir)).await.expect("services");
-        match services.open_index() {
-            Ok(_) => break services,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("the previous server still holds the index: {e:#}"),
-        }
-    };
+    while let Err(e) = services.open_index() {
+        assert!(
+            Instant::now() < deadline,
+            "the previous server still holds the index: {e:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     services.auditor = if audited {
         fascicolo::audit::Auditor::start_journaled(services.db.clone(), &dir.join("audit"))
             .expect("journal")
