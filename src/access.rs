@@ -13,7 +13,10 @@ use sqlx::Row;
 
 use crate::db::users::{self, UserRecord};
 use crate::db::{Db, DbError, Sql, now_ms};
-use crate::domain::{Channel, CodiceFiscale, OfficeCode, Procedure, Role, UserId, Visibility};
+use crate::domain::{
+    Channel, CodiceFiscale, DocumentKind, DossierStatus, OfficeCode, Procedure, Role, Side,
+    TokenId, UserId, Visibility,
+};
 use crate::index::FilterKey;
 
 /// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
@@ -55,6 +58,8 @@ pub struct KnownCallers {
 #[derive(Debug)]
 struct Known {
     user: UserRecord,
+    /// The token.
+    token_id: TokenId,
     /// When the token expires, ms since the epoch.
     token_expires_at: Option<i64>,
     read_at: Instant,
@@ -110,6 +115,8 @@ pub struct DossierFacts<'a> {
     pub office: &'a str,
     /// Its applicant.
     pub applicant_cf: &'a str,
+    /// Where it stands.
+    pub status: DossierStatus,
 }
 
 /// A freshly generated token: the secret (shown once) and the hash that is stored.
@@ -136,16 +143,29 @@ pub fn hash_token(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Creates a token for `user` and returns its secret.
+/// Creates a token for `user` and returns its secret. A token made with a token (`parent`)
+/// ends when its parent is revoked.
 pub async fn issue_token(
     db: &Db,
     user: UserId,
     label: &str,
     expires_at: Option<i64>,
+    parent: Option<TokenId>,
     actor: &crate::audit::Actor,
 ) -> Result<String, DbError> {
     let token = generate_token();
-    users::insert_token(db, user, &token.hash, label, expires_at, actor).await?;
+    users::insert_token(
+        db,
+        users::NewTokenRow {
+            user,
+            hash: &token.hash,
+            label,
+            expires_at,
+            parent,
+        },
+        actor,
+    )
+    .await?;
     Ok(token.secret)
 }
 
@@ -178,12 +198,13 @@ pub async fn authenticate(
     // Read before the look-up: a change committed while it runs makes what it reads stale.
     let generation = db.access_generation();
     let read_at = Instant::now();
-    let (user, token_expires_at) = users::user_by_token_hash(db, &hash)
+    let (user, token) = users::user_by_token_hash(db, &hash)
         .await?
         .ok_or(AuthError::Invalid)?;
     let kept = Arc::new(Known {
         user: user.clone(),
-        token_expires_at,
+        token_id: token.id,
+        token_expires_at: token.expires_at,
         read_at,
         generation,
         members: tokio::sync::OnceCell::new(),
@@ -223,6 +244,46 @@ impl Caller {
     /// The user's id.
     pub fn id(&self) -> UserId {
         self.user.id
+    }
+
+    /// The token the caller authenticated with, and when it expires (ms since the epoch).
+    pub fn token(&self) -> Option<(TokenId, Option<i64>)> {
+        self.known
+            .as_ref()
+            .map(|k| (k.token_id, k.token_expires_at))
+    }
+
+    /// Whether the caller's codice fiscale is proven (see [`UserRecord::verified`]).
+    pub fn verified(&self) -> bool {
+        self.user.verified
+    }
+
+    /// May this caller confirm another account's identity against a document they checked?
+    /// Front-office staff only.
+    pub fn may_verify_identities(&self) -> Result<(), Denied> {
+        if self.front_office() {
+            Ok(())
+        } else {
+            Err(Denied(
+                "only front-office staff can verify an identity against a document",
+            ))
+        }
+    }
+
+    /// May this caller write anything at all? Auditors and admins read or administer; they
+    /// file nothing about dossiers (proposals included).
+    pub fn may_file(&self) -> Result<(), Denied> {
+        match self.user.role {
+            Role::Auditor => Err(Denied("auditors read; they write nothing")),
+            Role::Admin => Err(Denied("administrators do not file dossier records")),
+            Role::Citizen | Role::Professional | Role::Staff => Ok(()),
+        }
+    }
+
+    /// Whether this caller sees who uploaded a document by name (staff and auditors), or only
+    /// which side did (applicants).
+    pub fn sees_uploaders(&self) -> bool {
+        matches!(self.user.role, Role::Staff | Role::Auditor)
     }
 
     /// The user's role.
@@ -308,6 +369,13 @@ impl Caller {
                 }
                 sql.push(")");
             }
+            // An unproven codice fiscale opens only the dossiers the account started itself.
+            (Role::Citizen | Role::Professional, Some(cf)) if !self.user.verified => {
+                sql.push("d.created_by = ")
+                    .bind(self.user.id.to_string())
+                    .push(" and d.applicant_cf = ")
+                    .bind(cf.as_str().to_owned());
+            }
             (Role::Citizen, Some(cf)) => {
                 sql.push("d.applicant_cf = ").bind(cf.as_str().to_owned());
             }
@@ -381,28 +449,81 @@ impl Caller {
         }
     }
 
-    /// May this caller add documents (or versions) to a dossier they can see, with the
-    /// requested visibility?
+    /// May this caller add a document of `kind` with `visibility` to a dossier they can see,
+    /// in the state it is in? Applicants never add internal documents or decisions, and add
+    /// nothing once the dossier is concluded; nobody adds to a withdrawn or archived one (a
+    /// later act of the office on a concluded dossier is a new document).
     pub fn may_add_document(
         &self,
         dossier: &DossierFacts<'_>,
+        kind: DocumentKind,
         visibility: Visibility,
-    ) -> Result<(), Denied> {
-        match self.user.role {
-            Role::Citizen | Role::Professional => {
-                if visibility == Visibility::Internal {
-                    Err(Denied("only office staff can add internal documents"))
-                } else {
-                    Ok(())
-                }
+    ) -> Result<(), Refused> {
+        self.may_upload_to(dossier)?;
+        if self.user.role.side() == Side::Applicant {
+            if visibility == Visibility::Internal {
+                return Err(Refused::Denied(Denied(
+                    "only office staff can add internal documents",
+                )));
             }
-            Role::Staff if self.handles_office(dossier.office) => Ok(()),
-            Role::Staff => Err(Denied(
-                "this dossier belongs to an office you are not part of",
-            )),
-            Role::Auditor | Role::Admin => Err(Denied("your role cannot add documents")),
+            if kind == DocumentKind::Decision {
+                return Err(Refused::Denied(Denied(
+                    "only office staff can upload decisions",
+                )));
+            }
+        }
+        match dossier.status {
+            DossierStatus::Withdrawn | DossierStatus::Archived => Err(Refused::Closed),
+            DossierStatus::Concluded if self.user.role.side() == Side::Applicant => {
+                Err(Refused::Closed)
+            }
+            _ => Ok(()),
         }
     }
+
+    /// May this caller add a version to a document uploaded by `side` in a dossier they can
+    /// see? Only the side that uploaded it, and only while the dossier is open: the versions of
+    /// a concluded, withdrawn or archived dossier are never rewritten.
+    pub fn may_add_version(&self, dossier: &DossierFacts<'_>, side: Side) -> Result<(), Refused> {
+        self.may_upload_to(dossier)?;
+        if self.user.role.side() != side {
+            return Err(Refused::Denied(Denied(
+                "only the side that uploaded a document adds its versions",
+            )));
+        }
+        match dossier.status {
+            DossierStatus::Concluded | DossierStatus::Withdrawn | DossierStatus::Archived => {
+                Err(Refused::Closed)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Who may upload to a dossier at all: its applicants (those who can see it) and the staff
+    /// of its office.
+    fn may_upload_to(&self, dossier: &DossierFacts<'_>) -> Result<(), Refused> {
+        match self.user.role {
+            Role::Citizen | Role::Professional => Ok(()),
+            Role::Staff if self.handles_office(dossier.office) => Ok(()),
+            Role::Staff => Err(Refused::Denied(Denied(
+                "this dossier belongs to an office you are not part of",
+            ))),
+            Role::Auditor | Role::Admin => {
+                Err(Refused::Denied(Denied("your role cannot add documents")))
+            }
+        }
+    }
+}
+
+/// Why an upload is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The caller's role or side may not make it.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The dossier's state does not take it.
+    #[error("the dossier's state does not take this upload")]
+    Closed,
 }
 
 impl Caller {
@@ -553,7 +674,12 @@ impl Caller {
         sql.bind(tenant.clone())
             .push(" and d.applicant_cf = ")
             .bind(cf.clone());
-        if self.user.role == Role::Professional {
+        if !self.user.verified {
+            // Only what the account started itself; a delegation names a codice fiscale, and
+            // an unproven one is anybody's.
+            sql.push(" and d.created_by = ")
+                .bind(self.user.id.to_string());
+        } else if self.user.role == Role::Professional {
             // Dossier ids are unique across tenants, and the search ANDs the tenant anyway:
             // this half reads the professional's delegations through their index alone.
             // `union all`: the ids are sorted and deduplicated below anyway.

@@ -37,6 +37,8 @@ pub struct Services {
     pub wake: Arc<Notify>,
     /// Callers this node authenticated recently.
     pub callers: Arc<crate::access::KnownCallers>,
+    /// Rate limits and the search concurrency limit.
+    pub limits: Arc<crate::http::limits::Limits>,
 }
 
 impl Services {
@@ -55,7 +57,6 @@ impl Services {
             .context("writing the catalogue")?;
         let auditor = crate::audit::Auditor::start(db.clone());
         Ok(Self {
-            config: Arc::new(config),
             db,
             blobs,
             catalogue: Arc::new(catalogue),
@@ -63,6 +64,8 @@ impl Services {
             auditor,
             wake: Arc::new(Notify::new()),
             callers: Default::default(),
+            limits: Arc::new(crate::http::limits::Limits::new(&config)),
+            config: Arc::new(config),
         })
     }
 
@@ -165,14 +168,17 @@ impl App {
         let pipeline = self.services.pipeline()?;
         let stop_indexing = Arc::new(Notify::new());
         let indexer = tokio::spawn(pipeline.run(self.services.wake.clone(), stop_indexing.clone()));
+        let config = self.services.config.clone();
+        let limits = http::serve::ServeLimits {
+            max_connections: config.max_connections,
+            header_timeout: std::time::Duration::from_secs(config.header_timeout_seconds.max(1)),
+            body_idle: std::time::Duration::from_secs(config.body_idle_seconds.max(1)),
+            body_min_rate: config.body_min_rate,
+        };
         let router = http::router(self.services);
-        let served = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP");
+        let served = http::serve::serve(self.listener, router, limits, shutdown)
+            .await
+            .context("serving HTTP");
         stop_indexing.notify_one();
         let _ = indexer.await;
         served

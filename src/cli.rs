@@ -265,13 +265,13 @@ async fn run_token(services: &Services, command: TokenCommand) -> anyhow::Result
             users::user_by_id(&services.db, &services.config.tenant, id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no user {id}"))?;
-            let expires_at =
-                expires_in_days.map(|d| crate::db::now_ms() + i64::from(d.max(1)) * 86_400_000);
+            let expires_at = crate::users::token_expiry(services, expires_in_days);
             let token = crate::access::issue_token(
                 &services.db,
                 id,
                 &label,
-                expires_at,
+                Some(expires_at),
+                None,
                 &crate::audit::Actor::cli(&services.config.tenant),
             )
             .await?;

@@ -95,6 +95,106 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[arg(
+        long,
+        env = "FASCICOLO_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a request's headers.
+    #[arg(
+        long,
+        env = "FASCICOLO_HEADER_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub header_timeout_seconds: u64,
+
+    /// Seconds a request body may pause before it is cut off.
+    #[arg(
+        long,
+        env = "FASCICOLO_BODY_IDLE_SECONDS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub body_idle_seconds: u64,
+
+    /// Slowest accepted body rate, bytes per second averaged over 10 s: a slow but steady
+    /// upload goes through, a trickle that only holds a connection does not.
+    #[arg(
+        long,
+        env = "FASCICOLO_BODY_MIN_RATE",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub body_min_rate: u64,
+
+    /// Requests to anonymous routes (registration, activation) per client address per minute.
+    #[arg(
+        long,
+        env = "FASCICOLO_RATE_ANONYMOUS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub rate_anonymous: u32,
+
+    /// Searches per caller per minute.
+    #[arg(
+        long,
+        env = "FASCICOLO_RATE_SEARCH",
+        default_value_t = 600,
+        global = true
+    )]
+    pub rate_search: u32,
+
+    /// Uploads (documents and versions) per caller per minute.
+    #[arg(
+        long,
+        env = "FASCICOLO_RATE_UPLOAD",
+        default_value_t = 120,
+        global = true
+    )]
+    pub rate_upload: u32,
+
+    /// Searches run at once; more wait their turn.
+    #[arg(
+        long,
+        env = "FASCICOLO_SEARCH_CONCURRENCY",
+        default_value_t = 16,
+        global = true
+    )]
+    pub search_concurrency: usize,
+
+    /// Milliseconds a search may run: past that it stops between segments with a 503.
+    #[arg(
+        long,
+        env = "FASCICOLO_SEARCH_BUDGET_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub search_budget_ms: u64,
+
+    /// Bytes a citizen or professional may upload in all, MiB (staff are not limited).
+    #[arg(
+        long,
+        env = "FASCICOLO_UPLOAD_QUOTA_MIB",
+        default_value_t = 2048,
+        global = true
+    )]
+    pub upload_quota_mib: u64,
+
+    /// Days a new API token lives unless its maker says otherwise.
+    #[arg(
+        long,
+        env = "FASCICOLO_TOKEN_LIFETIME_DAYS",
+        default_value_t = 90,
+        global = true
+    )]
+    pub token_lifetime_days: u32,
+
     /// The municipality (ente) this server serves, by its IPA code.
     #[arg(
         long,
@@ -129,6 +229,17 @@ impl Config {
             extract_wall_seconds: 30,
             tenant: "c_c722".to_owned(),
             trusted_proxies: Vec::new(),
+            token_lifetime_days: 90,
+            max_connections: 1024,
+            header_timeout_seconds: 10,
+            body_idle_seconds: 30,
+            body_min_rate: 1024,
+            rate_anonymous: 30,
+            rate_search: 600,
+            rate_upload: 120,
+            search_concurrency: 16,
+            search_budget_ms: 5000,
+            upload_quota_mib: 2048,
         }
     }
 

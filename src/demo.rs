@@ -20,6 +20,7 @@ struct DemoDoc {
     filename: &'static str,
     bytes: Vec<u8>,
     author: UserId,
+    author_role: crate::domain::Role,
 }
 
 struct DemoUser {
@@ -96,6 +97,7 @@ pub async fn seed(services: &Services, addr: SocketAddr) -> anyhow::Result<()> {
                 &services.db,
                 id,
                 "demo",
+                Some(crate::users::token_expiry(services, None)),
                 None,
                 &crate::audit::Actor::cli(&services.config.tenant),
             )
@@ -160,6 +162,12 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
             Channel::Desk,
         ),
     ];
+    // `ids` are the demo users' in the order of `USERS`.
+    let role_of = |id: UserId| {
+        ids.iter()
+            .position(|i| *i == id)
+            .map_or(crate::domain::Role::Admin, |i| USERS[i].role)
+    };
     for (i, (applicant, code, subject, by, channel)) in cases.into_iter().enumerate() {
         let procedure = services
             .catalogue
@@ -206,6 +214,7 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
                 filename: "istanza.txt",
                 bytes: application.into_bytes(),
                 author: by,
+                author_role: role_of(by),
             },
             DemoDoc {
                 title: "Ricevuta di pagamento",
@@ -214,6 +223,7 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
                 filename: "ricevuta.html",
                 bytes: receipt.into_bytes(),
                 author: by,
+                author_role: role_of(by),
             },
             DemoDoc {
                 title: "Nota istruttoria",
@@ -222,6 +232,7 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
                 filename: "nota.txt",
                 bytes: note.into_bytes(),
                 author: ids[2],
+                author_role: role_of(ids[2]),
             },
         ];
         for doc in docs {
@@ -243,6 +254,8 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
                         media_type,
                         filename: doc.filename,
                         created_by: doc.author,
+                        created_role: doc.author_role,
+                        channel: doc.author_role.upload_channel(),
                         blobs: &services.blobs,
                     },
                 },

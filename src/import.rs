@@ -13,9 +13,10 @@
 //! }
 //! ```
 //!
-//! Without `documents`, every other file of the folder is imported as a public attachment
-//! titled by its file name. Dossiers are filed as arriving at the desk, by the system user
-//! `import`.
+//! Without `documents`, every other file of the folder is imported as an internal attachment
+//! titled by its file name; a document is public only where the manifest says so. Dossiers
+//! are filed as arriving at the desk, by the system user `import`. Symbolic links are never
+//! followed: a linked folder or file is refused, so an import reads nothing outside `DIR`.
 
 use std::path::{Path, PathBuf};
 
@@ -65,11 +66,20 @@ pub async fn import(
     dir: &Path,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<ImportReport> {
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut folders: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            bail!(
+                "{} is a symbolic link: import reads only what is inside its folder",
+                entry.path().display()
+            );
+        }
+        if kind.is_dir() {
+            folders.push(entry.path());
+        }
+    }
     folders.sort();
     progress.set_length(folders.len() as u64);
     let importer = crate::users::system_user(services, "import").await?;
@@ -92,10 +102,9 @@ async fn import_folder(
     folder: &Path,
     importer: crate::domain::UserId,
 ) -> anyhow::Result<usize> {
-    let manifest: Manifest = serde_json::from_slice(
-        &std::fs::read(folder.join("manifest.json")).context("reading manifest.json")?,
-    )
-    .context("manifest.json")?;
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(plain_file(folder, "manifest.json")?)?)
+            .context("manifest.json")?;
     let procedure = services
         .catalogue
         .procedure(&manifest.procedure)
@@ -105,12 +114,20 @@ async fn import_folder(
     let entries = match manifest.documents {
         Some(list) => list,
         None => {
-            let mut files: Vec<String> = std::fs::read_dir(folder)?
-                .filter_map(|e| e.ok())
-                .filter(|e| e.path().is_file())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "manifest.json")
-                .collect();
+            let mut files: Vec<String> = Vec::new();
+            for entry in std::fs::read_dir(folder)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let kind = entry.file_type()?;
+                if kind.is_symlink() {
+                    bail!(
+                        "{name:?} is a symbolic link: import reads only what is inside its folder"
+                    );
+                }
+                if kind.is_file() && name != "manifest.json" {
+                    files.push(name);
+                }
+            }
             files.sort();
             files
                 .into_iter()
@@ -147,9 +164,9 @@ async fn import_folder(
             );
         }
         let kind: DocumentKind = entry.kind.as_deref().unwrap_or("attachment").parse()?;
-        let visibility: Visibility = entry.visibility.as_deref().unwrap_or("public").parse()?;
+        let visibility: Visibility = entry.visibility.as_deref().unwrap_or("internal").parse()?;
         let title = clean_text(entry.title.as_deref().unwrap_or(&filename), "title", 300)?;
-        let mut file = tokio::fs::File::open(folder.join(&filename))
+        let mut file = tokio::fs::File::open(plain_file(folder, &filename)?)
             .await
             .with_context(|| format!("opening {filename}"))?;
         let mut spool = services
@@ -180,6 +197,8 @@ async fn import_folder(
                     media_type,
                     filename: &filename,
                     created_by: importer,
+                    created_role: crate::domain::Role::Admin,
+                    channel: crate::domain::UploadChannel::Import,
                     blobs: &services.blobs,
                 },
             },
@@ -189,4 +208,19 @@ async fn import_folder(
         count += 1;
     }
     Ok(count)
+}
+
+/// `folder/name`, if it is a regular file and not a symbolic link (the check and the open are
+/// not atomic; import runs on folders the operator prepared, not on ones an attacker writes
+/// while it runs).
+fn plain_file(folder: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = folder.join(name);
+    let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {name}"))?;
+    if meta.file_type().is_symlink() {
+        bail!("{name:?} is a symbolic link: import reads only what is inside its folder");
+    }
+    if !meta.is_file() {
+        bail!("{name:?} is not a file");
+    }
+    Ok(path)
 }

@@ -57,6 +57,14 @@ pub async fn add_user(
     .await
 }
 
+/// When a token made now ends: after `days`, or the configured default lifetime.
+pub fn token_expiry(services: &Services, days: Option<u32>) -> i64 {
+    let days = days
+        .unwrap_or(services.config.token_lifetime_days)
+        .clamp(1, 3650);
+    crate::db::now_ms() + i64::from(days) * 86_400_000
+}
+
 /// Everything that describes a new user.
 #[derive(Debug, Clone, Copy)]
 pub struct UserSpec<'a> {
@@ -78,11 +86,35 @@ pub struct UserSpec<'a> {
     pub by: Option<&'a crate::audit::Actor>,
 }
 
-/// Validates and creates a user from a full description, then issues a token.
+/// Validates and creates a user from a full description, as the operator at the command line,
+/// then issues their first token (with the default lifetime). The operator vouches for the
+/// codice fiscale they type: such an account is verified (`operator`).
 pub async fn add_user_with(
     services: &Services,
     spec: &UserSpec<'_>,
 ) -> Result<CreatedUser, AddUserError> {
+    let id = create_account(services, spec, Some("operator")).await?;
+    let cli = crate::audit::Actor::cli(&services.config.tenant);
+    let actor = spec.by.unwrap_or(&cli);
+    let token = access::issue_token(
+        &services.db,
+        id,
+        "created with the user",
+        Some(token_expiry(services, None)),
+        None,
+        actor,
+    )
+    .await?;
+    Ok(CreatedUser { id, token })
+}
+
+/// Validates and creates a user from a full description, without any credential. `identity`
+/// says how their codice fiscale was proven, if it was (citizens and professionals).
+pub async fn create_account(
+    services: &Services,
+    spec: &UserSpec<'_>,
+    identity: Option<&'static str>,
+) -> Result<UserId, AddUserError> {
     let UserSpec {
         role,
         name,
@@ -100,6 +132,7 @@ pub async fn add_user_with(
     }
     let name = clean_text(name, "name", 200).map_err(|e| AddUserError::Invalid(e.to_string()))?;
     let codice_fiscale = codice_fiscale.map(CodiceFiscale::parse).transpose()?;
+    let codice_fiscale_given = codice_fiscale.is_some();
     if matches!(role, Role::Citizen | Role::Professional) && codice_fiscale.is_none() {
         return Err(AddUserError::Invalid(format!(
             "a {role} needs a codice fiscale (--cf)"
@@ -132,12 +165,12 @@ pub async fn add_user_with(
             all_offices: front_office,
             email: spec.email.map(str::to_owned),
             phone: spec.phone.map(str::to_owned),
+            identity: identity.filter(|_| codice_fiscale_given),
         },
         actor,
     )
     .await?;
-    let token = access::issue_token(&services.db, id, "created with the user", None, actor).await?;
-    Ok(CreatedUser { id, token })
+    Ok(id)
 }
 
 /// The id of a system user (role admin, no codice fiscale) that files changes made by tools,
@@ -166,6 +199,7 @@ pub async fn system_user(services: &Services, name: &str) -> Result<UserId, AddU
             all_offices: false,
             email: None,
             phone: None,
+            identity: None,
         },
         &crate::audit::Actor::cli(&services.config.tenant),
     )

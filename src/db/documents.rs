@@ -8,7 +8,9 @@ use super::dossiers::{log_change, rfc3339};
 use super::{Backend, Db, DbError, Sql, now_ms, parse_stored};
 use crate::access::Caller;
 use crate::blobs::{BlobError, BlobStore, StoredBlob};
-use crate::domain::{ContentHash, DocumentId, DocumentKind, DossierId, UserId, Visibility};
+use crate::domain::{
+    ContentHash, DocumentId, DocumentKind, DossierId, Role, Side, UploadChannel, UserId, Visibility,
+};
 
 /// A document with its newest version.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -41,9 +43,60 @@ pub struct DocumentRecord {
     pub updated_at: String,
     /// Text extraction of the newest version.
     pub extraction: Extraction,
+    /// Who uploaded the newest version.
+    pub uploaded_by: Uploader,
+    /// The side that uploaded the document, which alone adds its versions.
+    pub side: Side,
     /// The office handling the dossier (for write decisions; not sent).
     #[serde(skip)]
     pub office: String,
+}
+
+/// Who uploaded a version: the person for staff and auditors, only the side for applicants.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Uploader {
+    /// `applicant` or `office`.
+    pub side: Side,
+    /// The uploader's account (staff and auditors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub user_id: Option<UserId>,
+    /// Their name (staff and auditors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Their role (staff and auditors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// How it arrived (staff and auditors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<UploadChannel>,
+}
+
+impl Uploader {
+    /// Read from the `up_*` columns of a version's row, as `caller` may see it.
+    fn from_row(row: &AnyRow, caller: &Caller) -> Result<Self, DbError> {
+        let role: Role = parse_stored(&row.try_get::<String, _>("up_role")?, "role")?;
+        if !caller.sees_uploaders() {
+            return Ok(Self {
+                side: role.side(),
+                user_id: None,
+                name: None,
+                role: None,
+                channel: None,
+            });
+        }
+        let id: String = row.try_get("up_id")?;
+        Ok(Self {
+            side: role.side(),
+            user_id: UserId::parse(&id),
+            name: Some(row.try_get("up_name")?),
+            role: Some(role),
+            channel: Some(parse_stored(
+                &row.try_get::<String, _>("up_channel")?,
+                "channel",
+            )?),
+        })
+    }
 }
 
 /// One version of a document.
@@ -61,12 +114,21 @@ pub struct VersionRecord {
     pub filename: String,
     /// When it was added (RFC 3339).
     pub created_at: String,
+    /// Who added it.
+    pub uploaded_by: Uploader,
 }
 
 const DOCUMENT_COLUMNS: &str = "doc.id, doc.dossier_id, doc.title, doc.kind, doc.visibility, \
-    doc.current_version, doc.created_at, doc.updated_at, d.office_code, \
+    doc.current_version, doc.created_at, doc.updated_at, doc.side, d.office_code, \
     v.sha256, v.size, v.media_type, v.filename, v.extraction_status, v.extraction_pages, \
-    v.extraction_chars, v.extraction_error";
+    v.extraction_chars, v.extraction_error, \
+    v.created_by as up_id, v.created_role as up_role, v.channel as up_channel, up.name as up_name";
+
+/// The columns of a version with its uploader (`up_*`), from `document_version` joined with
+/// `app_user up`.
+const VERSION_COLUMNS: &str = "v.version, v.sha256, v.size, v.media_type, v.filename, \
+    v.created_at, v.created_by as up_id, v.created_role as up_role, v.channel as up_channel, \
+    up.name as up_name";
 
 /// Where text extraction of a version stands.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -84,7 +146,7 @@ pub struct Extraction {
     pub reason: Option<String>,
 }
 
-fn document_from_row(row: &AnyRow) -> Result<DocumentRecord, DbError> {
+fn document_from_row(row: &AnyRow, caller: &Caller) -> Result<DocumentRecord, DbError> {
     let id: String = row.try_get("id")?;
     let dossier: String = row.try_get("dossier_id")?;
     Ok(DocumentRecord {
@@ -103,6 +165,8 @@ fn document_from_row(row: &AnyRow) -> Result<DocumentRecord, DbError> {
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
         office: row.try_get("office_code")?,
+        side: parse_stored(&row.try_get::<String, _>("side")?, "side")?,
+        uploaded_by: Uploader::from_row(row, caller)?,
         extraction: Extraction {
             status: row.try_get("extraction_status")?,
             pages: row.try_get("extraction_pages")?,
@@ -112,7 +176,7 @@ fn document_from_row(row: &AnyRow) -> Result<DocumentRecord, DbError> {
     })
 }
 
-fn version_from_row(row: &AnyRow) -> Result<VersionRecord, DbError> {
+fn version_from_row(row: &AnyRow, caller: &Caller) -> Result<VersionRecord, DbError> {
     Ok(VersionRecord {
         version: row.try_get("version")?,
         sha256: row.try_get("sha256")?,
@@ -120,6 +184,7 @@ fn version_from_row(row: &AnyRow) -> Result<VersionRecord, DbError> {
         media_type: row.try_get("media_type")?,
         filename: row.try_get("filename")?,
         created_at: rfc3339(row.try_get("created_at")?),
+        uploaded_by: Uploader::from_row(row, caller)?,
     })
 }
 
@@ -133,6 +198,10 @@ pub struct NewContent<'a> {
     pub filename: &'a str,
     /// Who uploaded it.
     pub created_by: UserId,
+    /// Their role when they did.
+    pub created_role: Role,
+    /// How it arrived.
+    pub channel: UploadChannel,
     /// The store holding it, to re-check a deduplicated blob under the lock.
     pub blobs: &'a BlobStore,
 }
@@ -237,7 +306,8 @@ async fn insert_blob_and_version(
     .await?;
     sqlx::query(
         "insert into document_version (document_id, version, sha256, size, media_type, filename, \
-         created_by, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+         created_by, created_at, created_role, channel) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(document.to_string())
     .bind(version)
@@ -247,6 +317,8 @@ async fn insert_blob_and_version(
     .bind(content.filename)
     .bind(content.created_by.to_string())
     .bind(now)
+    .bind(content.created_role.as_str())
+    .bind(content.channel.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -307,6 +379,8 @@ pub async fn create(
             media_type: content.media_type.to_owned(),
             filename: content.filename.to_owned(),
             created_by: content.created_by,
+            created_role: content.created_role,
+            channel: content.channel,
             blobs: content.blobs.clone(),
             event,
         },
@@ -370,6 +444,7 @@ fn select_documents(caller: &Caller) -> Sql {
         "select {DOCUMENT_COLUMNS} from document doc \
          join dossier d on d.id = doc.dossier_id \
          join document_version v on v.document_id = doc.id and v.version = doc.current_version \
+         join app_user up on up.id = v.created_by \
          where "
     ));
     caller.push_dossier_filter(&mut sql);
@@ -387,7 +462,9 @@ pub async fn get(
     let mut sql = select_documents(caller);
     sql.push(" and doc.id = ").bind(id.to_string());
     let row = sql.query().fetch_optional(db.pool()).await?;
-    row.as_ref().map(document_from_row).transpose()
+    row.as_ref()
+        .map(|r| document_from_row(r, caller))
+        .transpose()
 }
 
 /// The documents of a dossier that the caller may see, oldest first.
@@ -401,7 +478,7 @@ pub async fn list_for_dossier(
         .bind(dossier.to_string())
         .push(" order by doc.id");
     let rows = sql.query().fetch_all(db.pool()).await?;
-    rows.iter().map(document_from_row).collect()
+    rows.iter().map(|r| document_from_row(r, caller)).collect()
 }
 
 /// Every version of a document the caller may see, oldest first; `None` if they may not.
@@ -413,15 +490,15 @@ pub async fn versions(
     if get(db, caller, id).await?.is_none() {
         return Ok(None);
     }
-    let rows = sqlx::query(
-        "select version, sha256, size, media_type, filename, created_at from document_version \
-         where document_id = $1 order by version",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {VERSION_COLUMNS} from document_version v join app_user up on up.id = v.created_by \
+         where v.document_id = $1 order by v.version"
+    )))
     .bind(id.to_string())
     .fetch_all(db.pool())
     .await?;
     rows.iter()
-        .map(version_from_row)
+        .map(|r| version_from_row(r, caller))
         .collect::<Result<_, _>>()
         .map(Some)
 }
@@ -436,15 +513,27 @@ pub async fn version(
     if get(db, caller, id).await?.is_none() {
         return Ok(None);
     }
-    let row = sqlx::query(
-        "select version, sha256, size, media_type, filename, created_at from document_version \
-         where document_id = $1 and version = $2",
-    )
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {VERSION_COLUMNS} from document_version v join app_user up on up.id = v.created_by \
+         where v.document_id = $1 and v.version = $2"
+    )))
     .bind(id.to_string())
     .bind(number)
     .fetch_optional(db.pool())
     .await?;
-    row.as_ref().map(version_from_row).transpose()
+    row.as_ref()
+        .map(|r| version_from_row(r, caller))
+        .transpose()
+}
+
+/// Bytes of every version `user` uploaded.
+pub async fn uploaded_bytes(db: &Db, user: UserId) -> Result<u64, DbError> {
+    let total: Option<i64> =
+        sqlx::query_scalar("select sum(size) from document_version where created_by = $1")
+            .bind(user.to_string())
+            .fetch_one(db.pool())
+            .await?;
+    Ok(u64::try_from(total.unwrap_or(0)).unwrap_or(0))
 }
 
 /// Every blob hash referenced by a document version.

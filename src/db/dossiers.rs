@@ -35,6 +35,17 @@ pub struct DossierRecord {
     pub updated_at: String,
 }
 
+impl DossierRecord {
+    /// What write decisions about it depend on.
+    pub fn facts(&self) -> crate::access::DossierFacts<'_> {
+        crate::access::DossierFacts {
+            office: &self.office,
+            applicant_cf: &self.applicant_cf,
+            status: self.status,
+        }
+    }
+}
+
 /// Renders stored milliseconds as RFC 3339.
 pub fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)

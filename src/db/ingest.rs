@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::{Db, DbError, RowValues, insert_rows, now_ms};
 use crate::audit::AuditEvent;
 use crate::blobs::{BlobStore, StoredBlob};
-use crate::domain::{DocumentId, DocumentKind, DossierId, UserId, Visibility};
+use crate::domain::{DocumentId, DocumentKind, DossierId, Role, UploadChannel, UserId, Visibility};
 
 /// Documents one transaction carries at most.
 const MOST_PER_TRANSACTION: usize = 64;
@@ -40,6 +40,8 @@ pub(super) struct NewRow {
     pub media_type: String,
     pub filename: String,
     pub created_by: UserId,
+    pub created_role: Role,
+    pub channel: UploadChannel,
     pub blobs: BlobStore,
     pub event: AuditEvent,
 }
@@ -179,7 +181,7 @@ async fn write(db: &Db, rows: &[NewRow]) -> Result<Vec<Result<(), DbError>>, DbE
         backend,
         (
             "insert into document (id, dossier_id, title, kind, visibility, current_version, \
-             created_by, created_at, updated_at) values ",
+             created_by, created_at, updated_at, side) values ",
             "",
         ),
         &kept,
@@ -192,7 +194,8 @@ async fn write(db: &Db, rows: &[NewRow]) -> Result<Vec<Result<(), DbError>>, DbE
                 .value(1_i32)
                 .value(r.created_by.to_string())
                 .value(r.at)
-                .value(r.at);
+                .value(r.at)
+                .value(r.created_role.side().as_str().to_owned());
         },
     )
     .await?;
@@ -217,7 +220,7 @@ async fn write(db: &Db, rows: &[NewRow]) -> Result<Vec<Result<(), DbError>>, DbE
         backend,
         (
             "insert into document_version (document_id, version, sha256, size, media_type, \
-             filename, created_by, created_at) values ",
+             filename, created_by, created_at, created_role, channel) values ",
             "",
         ),
         &kept,
@@ -229,7 +232,9 @@ async fn write(db: &Db, rows: &[NewRow]) -> Result<Vec<Result<(), DbError>>, DbE
                 .value(r.media_type.clone())
                 .value(r.filename.clone())
                 .value(r.created_by.to_string())
-                .value(r.at);
+                .value(r.at)
+                .value(r.created_role.as_str().to_owned())
+                .value(r.channel.as_str().to_owned());
         },
     )
     .await?;

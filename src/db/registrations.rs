@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use super::{Db, DbError, now_ms};
+use crate::domain::UserId;
 
 /// A pending registration to store.
 pub struct NewRegistration<'a> {
@@ -23,6 +24,14 @@ pub struct NewRegistration<'a> {
     pub expires_at: i64,
     /// Client network address.
     pub client_address: &'a str,
+    /// The name the applicant gave (for a new account).
+    pub name: Option<&'a str>,
+    /// The existing account the code activates; `None` for a registration whose activation
+    /// creates its own new account.
+    pub user_id: Option<UserId>,
+    /// The outbox template: `registration_activation`, or `account_activation` for an account
+    /// an administrator created.
+    pub template: &'static str,
     /// The activation message for the outbox (JSON payload).
     pub message: serde_json::Value,
 }
@@ -64,7 +73,8 @@ pub async fn create(
     let mut tx = db.begin_write().await?;
     sqlx::query(
         "insert into registration (id, tenant, codice_fiscale, email, phone, code_hash, \
-         created_at, expires_at, client_address) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         created_at, expires_at, client_address, name, user_id) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(r.id)
     .bind(r.tenant)
@@ -75,15 +85,18 @@ pub async fn create(
     .bind(now)
     .bind(r.expires_at)
     .bind(r.client_address)
+    .bind(r.name)
+    .bind(r.user_id.map(|u| u.to_string()))
     .execute(&mut *tx)
     .await?;
     sqlx::query(
         "insert into notification_outbox (id, tenant, channel, recipient, template, payload, \
-         created_at) values ($1, $2, 'email', $3, 'registration_activation', $4, $5)",
+         created_at) values ($1, $2, 'email', $3, $4, $5, $6)",
     )
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(r.tenant)
     .bind(r.email)
+    .bind(r.template)
     .bind(r.message.to_string())
     .bind(now)
     .execute(&mut *tx)
@@ -96,7 +109,11 @@ pub async fn create(
             format!("registration:{}", r.id),
             None,
             "ok",
-            serde_json::json!({"codice_fiscale": r.codice_fiscale, "email": r.email}),
+            serde_json::json!({
+                "codice_fiscale": r.codice_fiscale,
+                "email": r.email,
+                "user": r.user_id.map(|u| u.to_string()),
+            }),
         )],
     )
     .await?;
@@ -120,6 +137,10 @@ pub struct Pending {
     pub attempts: i32,
     /// Already used.
     pub used: bool,
+    /// The name given (for a new account).
+    pub name: Option<String>,
+    /// The account it activates, if it was set when registering.
+    pub user_id: Option<UserId>,
 }
 
 /// Counts one activation attempt and returns the registration as it was before it, inside
@@ -130,8 +151,8 @@ pub async fn attempt(
     id: &str,
 ) -> Result<Option<Pending>, DbError> {
     let row = sqlx::query(
-        "select codice_fiscale, email, phone, code_hash, expires_at, attempts, used_at \
-         from registration where id = $1 and tenant = $2",
+        "select codice_fiscale, email, phone, code_hash, expires_at, attempts, used_at, name, \
+         user_id from registration where id = $1 and tenant = $2",
     )
     .bind(id)
     .bind(tenant)
@@ -150,6 +171,11 @@ pub async fn attempt(
         expires_at: row.try_get("expires_at")?,
         attempts: row.try_get("attempts")?,
         used: row.try_get::<Option<i64>, _>("used_at")?.is_some(),
+        name: row.try_get("name")?,
+        user_id: row
+            .try_get::<Option<String>, _>("user_id")?
+            .as_deref()
+            .and_then(UserId::parse),
     }))
 }
 
@@ -164,4 +190,32 @@ pub async fn mark_used(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Records the account a registration's activation created: that one, and no other, is
+/// the registration's.
+pub async fn set_user(db: &Db, id: &str, user: UserId) -> Result<(), DbError> {
+    sqlx::query("update registration set user_id = $1 where id = $2")
+        .bind(user.to_string())
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The verified account holding a codice fiscale, with its contact address, if there is one.
+pub async fn verified_account(
+    db: &Db,
+    tenant: &str,
+    codice_fiscale: &str,
+) -> Result<Option<(UserId, Option<String>)>, DbError> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "select id, email from app_user where tenant = $1 and codice_fiscale = $2 \
+         and identity_verified_at is not null and disabled_at is null",
+    )
+    .bind(tenant)
+    .bind(codice_fiscale)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.and_then(|(id, email)| Some((UserId::parse(&id)?, email))))
 }

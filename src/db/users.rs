@@ -22,6 +22,9 @@ pub struct UserRecord {
     pub offices: Vec<OfficeCode>,
     /// Front-office staff handle every office's dossiers.
     pub all_offices: bool,
+    /// Whether the codice fiscale was proven (identity document at the desk, an operator, an
+    /// identity provider): only then does it open the dossiers filed under it.
+    pub verified: bool,
 }
 
 /// What is needed to create a user.
@@ -43,6 +46,8 @@ pub struct NewUser {
     pub email: Option<String>,
     /// Contact phone.
     pub phone: Option<String>,
+    /// How the identity was proven at creation (`operator`), if it was.
+    pub identity: Option<&'static str>,
 }
 
 /// Why a user could not be created.
@@ -76,7 +81,8 @@ pub async fn create_user(
     let mut tx = db.begin_write().await?;
     let inserted = sqlx::query(
         "insert into app_user (id, tenant, role, name, codice_fiscale, created_at, all_offices, \
-         email, phone) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         email, phone, identity_verified_at, identity_method) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id.to_string())
     .bind(&user.tenant)
@@ -91,6 +97,8 @@ pub async fn create_user(
     .bind(i32::from(user.all_offices))
     .bind(user.email.clone())
     .bind(user.phone.clone())
+    .bind(user.identity.map(|_| now))
+    .bind(user.identity)
     .execute(&mut *tx)
     .await
     .map_err(DbError::from);
@@ -107,7 +115,12 @@ pub async fn create_user(
             format!("user:{id}"),
             None,
             "ok",
-            serde_json::json!({"role": user.role.as_str(), "front_office": user.all_offices}),
+            serde_json::json!({
+                "role": user.role.as_str(),
+                "front_office": user.all_offices,
+                "offices": user.offices.iter().map(OfficeCode::as_str).collect::<Vec<_>>(),
+                "identity_verified": user.identity,
+            }),
         )],
     )
     .await?;
@@ -142,27 +155,40 @@ async fn insert_offices(
     Ok(())
 }
 
+/// A token to store: its hash, what it is for, when it ends, and the token it was made with.
+#[derive(Clone, Copy, Debug)]
+pub struct NewTokenRow<'a> {
+    /// Its owner.
+    pub user: UserId,
+    /// Hex SHA-256 of the secret.
+    pub hash: &'a str,
+    /// What it is for.
+    pub label: &'a str,
+    /// When it ends (ms since the epoch).
+    pub expires_at: Option<i64>,
+    /// The token that made it: revoking that one revokes this one.
+    pub parent: Option<TokenId>,
+}
+
 /// Stores a token's hash for a user.
 pub async fn insert_token(
     db: &Db,
-    user: UserId,
-    token_hash: &str,
-    label: &str,
-    expires_at: Option<i64>,
+    token: NewTokenRow<'_>,
     actor: &crate::audit::Actor,
 ) -> Result<TokenId, DbError> {
     let id = TokenId::new();
     let mut tx = db.begin_write().await?;
     sqlx::query(
-        "insert into api_token (id, user_id, token_hash, label, created_at, expires_at) \
-         values ($1, $2, $3, $4, $5, $6)",
+        "insert into api_token (id, user_id, token_hash, label, created_at, expires_at, parent_id) \
+         values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id.to_string())
-    .bind(user.to_string())
-    .bind(token_hash)
-    .bind(label)
+    .bind(token.user.to_string())
+    .bind(token.hash)
+    .bind(token.label)
     .bind(now_ms())
-    .bind(expires_at)
+    .bind(token.expires_at)
+    .bind(token.parent.map(|p| p.to_string()))
     .execute(&mut *tx)
     .await?;
     crate::audit::append_in_tx(
@@ -173,7 +199,12 @@ pub async fn insert_token(
             format!("token:{id}"),
             None,
             "ok",
-            serde_json::json!({"user": user.to_string(), "label": label, "expires_at": expires_at}),
+            serde_json::json!({
+                "user": token.user.to_string(),
+                "label": token.label,
+                "expires_at": token.expires_at,
+                "parent": token.parent.map(|p| p.to_string()),
+            }),
         )],
     )
     .await?;
@@ -187,7 +218,8 @@ pub async fn insert_token(
 macro_rules! select_user {
     ($join:literal, $rest:literal) => {
         concat!(
-            "select u.id, u.tenant, u.role, u.name, u.codice_fiscale, u.all_offices, (select ",
+            "select u.id, u.tenant, u.role, u.name, u.codice_fiscale, u.all_offices, \
+             u.identity_verified_at, (select ",
             $join,
             " from user_office o where o.user_id = u.id) as offices ",
             $rest
@@ -205,15 +237,25 @@ macro_rules! select_user_on {
     };
 }
 
+/// A live token: its id and when it expires (ms since the epoch), if it does.
+#[derive(Clone, Copy, Debug)]
+pub struct LiveToken {
+    /// The token's id.
+    pub id: TokenId,
+    /// When it expires.
+    pub expires_at: Option<i64>,
+}
+
 /// The user holding a live token with this hash (not revoked, not expired, account enabled),
-/// and when the token expires (ms since the epoch), if it does.
+/// and the token. A token made with a token is revoked with it (see [`revoke_token`]).
 pub async fn user_by_token_hash(
     db: &Db,
     token_hash: &str,
-) -> Result<Option<(UserRecord, Option<i64>)>, DbError> {
+) -> Result<Option<(UserRecord, LiveToken)>, DbError> {
     let row = sqlx::query(select_user_on!(
         db,
-        ", t.expires_at as token_expires_at from api_token t join app_user u on u.id = t.user_id \
+        ", t.id as token_id, t.expires_at as token_expires_at from api_token t \
+         join app_user u on u.id = t.user_id \
          where t.token_hash = $1 and t.revoked_at is null \
          and (t.expires_at is null or t.expires_at > $2) and u.disabled_at is null"
     ))
@@ -222,10 +264,13 @@ pub async fn user_by_token_hash(
     .fetch_optional(db.pool())
     .await?;
     let Some(row) = row else { return Ok(None) };
-    Ok(Some((
-        user_from_row(&row)?,
-        row.try_get("token_expires_at")?,
-    )))
+    let token_id: String = row.try_get("token_id")?;
+    let token = LiveToken {
+        id: TokenId::parse(&token_id)
+            .ok_or_else(|| DbError::Corrupt(format!("token id {token_id:?}")))?,
+        expires_at: row.try_get("token_expires_at")?,
+    };
+    Ok(Some((user_from_row(&row)?, token)))
 }
 
 /// A user by id, whatever their state.
@@ -261,6 +306,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, DbError> {
     // The aggregate's order is unspecified; callers see the offices sorted.
     offices.sort();
     let all_offices: i32 = row.try_get("all_offices")?;
+    let verified: Option<i64> = row.try_get("identity_verified_at")?;
     Ok(UserRecord {
         id,
         tenant: row.try_get("tenant")?,
@@ -269,6 +315,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, DbError> {
         codice_fiscale,
         offices,
         all_offices: all_offices != 0,
+        verified: verified.is_some(),
     })
 }
 
@@ -326,18 +373,24 @@ pub async fn token_owner(db: &Db, tenant: &str, token: TokenId) -> Result<Option
     Ok(owner.as_deref().and_then(UserId::parse))
 }
 
-/// Revokes a token; it stops working on the next request.
+/// Revokes a token and every token made with it (and with those, at any depth); they stop
+/// working on the next request.
 pub async fn revoke_token(
     db: &Db,
     token: TokenId,
     actor: &crate::audit::Actor,
 ) -> Result<(), DbError> {
     let mut tx = db.begin_write().await?;
-    sqlx::query("update api_token set revoked_at = $1 where id = $2 and revoked_at is null")
-        .bind(now_ms())
-        .bind(token.to_string())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "with recursive made(id) as (select id from api_token where id = $2 \
+         union select t.id from api_token t join made on t.parent_id = made.id) \
+         update api_token set revoked_at = $1 where id in (select id from made) \
+         and revoked_at is null",
+    )
+    .bind(now_ms())
+    .bind(token.to_string())
+    .execute(&mut *tx)
+    .await?;
     crate::audit::append_in_tx(
         db,
         &mut tx,
@@ -431,15 +484,25 @@ pub struct UserInfo {
     pub front_office: bool,
     /// Disabled (RFC 3339), if so.
     pub disabled_at: Option<String>,
+    /// When the codice fiscale was verified (RFC 3339), if it was.
+    pub identity_verified_at: Option<String>,
+    /// How: `identity_document`, `operator`, `before_identity_proofing`.
+    pub identity_method: Option<String>,
 }
 
-/// Users of a tenant, by id.
-pub async fn list_users(db: &Db, tenant: &str) -> Result<Vec<UserInfo>, DbError> {
+/// Users of a tenant, by id; only those with `codice_fiscale` when it is given.
+pub async fn list_users(
+    db: &Db,
+    tenant: &str,
+    codice_fiscale: Option<&CodiceFiscale>,
+) -> Result<Vec<UserInfo>, DbError> {
     let rows = sqlx::query(
-        "select id, role, name, codice_fiscale, all_offices, disabled_at from app_user \
-         where tenant = $1 order by id",
+        "select id, role, name, codice_fiscale, all_offices, disabled_at, identity_verified_at, \
+         identity_method from app_user \
+         where tenant = $1 and ($2 is null or codice_fiscale = $2) order by id",
     )
     .bind(tenant)
+    .bind(codice_fiscale.map(|c| c.as_str().to_owned()))
     .fetch_all(db.pool())
     .await?;
     rows.iter()
@@ -453,6 +516,161 @@ pub async fn list_users(db: &Db, tenant: &str) -> Result<Vec<UserInfo>, DbError>
                 disabled_at: r
                     .try_get::<Option<i64>, _>("disabled_at")?
                     .map(crate::db::dossiers::rfc3339),
+                identity_verified_at: r
+                    .try_get::<Option<i64>, _>("identity_verified_at")?
+                    .map(crate::db::dossiers::rfc3339),
+                identity_method: r.try_get("identity_method")?,
+            })
+        })
+        .collect()
+}
+
+/// How an identity was proven.
+#[derive(Clone, Copy, Debug)]
+pub struct IdentityProof<'a> {
+    /// Who checked it.
+    pub by: UserId,
+    /// `identity_document` (later `spid`, `cie`).
+    pub method: &'a str,
+    /// The document's kind.
+    pub document_kind: &'a str,
+    /// Its number.
+    pub document_number: &'a str,
+    /// The name on the document, if it replaces the one typed.
+    pub name: Option<&'a str>,
+}
+
+/// Marks an account's codice fiscale as verified, with who did it and how, in the audit
+/// trail. Refused when another account is verified with the same codice fiscale.
+pub async fn verify_identity(
+    db: &Db,
+    user: UserId,
+    proof: IdentityProof<'_>,
+    actor: &crate::audit::Actor,
+) -> Result<(), NewUserError> {
+    let mut tx = db.begin_write().await?;
+    let updated = sqlx::query(
+        "update app_user set identity_verified_at = $1, identity_verified_by = $2, \
+         identity_method = $3, name = coalesce($4, name) where id = $5",
+    )
+    .bind(now_ms())
+    .bind(proof.by.to_string())
+    .bind(proof.method)
+    .bind(proof.name)
+    .bind(user.to_string())
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::from);
+    match updated {
+        Err(e) if e.is_unique_violation() => return Err(NewUserError::DuplicateCodiceFiscale),
+        other => other?,
+    };
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "user.verify_identity",
+            format!("user:{user}"),
+            None,
+            "ok",
+            serde_json::json!({
+                "method": proof.method,
+                "document_kind": proof.document_kind,
+                "document_number": proof.document_number,
+                "name": proof.name,
+            }),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    db.access_changed();
+    Ok(())
+}
+
+/// Counts a failed sign-in or activation from `client` in this hour. The first of each hour,
+/// address and kind is also an `auth.failure` event of the audit trail; the rest only raise
+/// the count, so a flood of failures is a handful of rows, not one each.
+pub async fn record_auth_failure(
+    db: &Db,
+    tenant: &str,
+    client: Option<&str>,
+    kind: &str,
+) -> Result<(), DbError> {
+    let now = now_ms();
+    let hour = now / 3_600_000;
+    let client = client.unwrap_or("unknown");
+    let mut tx = db.begin_write().await?;
+    let attempts: i64 = sqlx::query_scalar(
+        "insert into auth_failure (tenant, client_address, hour, kind, attempts, first_at, \
+         last_at) values ($1, $2, $3, $4, 1, $5, $5) \
+         on conflict (tenant, client_address, hour, kind) \
+         do update set attempts = auth_failure.attempts + 1, last_at = excluded.last_at \
+         returning attempts",
+    )
+    .bind(tenant)
+    .bind(client)
+    .bind(hour)
+    .bind(kind)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    if attempts == 1 {
+        let actor = crate::audit::Actor::anonymous(tenant, Some(client.to_owned()));
+        crate::audit::append_in_tx(
+            db,
+            &mut tx,
+            &[actor.event(
+                "auth.failure",
+                format!("client:{client}"),
+                None,
+                "denied",
+                serde_json::json!({"kind": kind, "hour": hour}),
+            )],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Failed sign-ins and activations per client address and hour, newest first.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuthFailures {
+    /// The client address.
+    pub client_address: String,
+    /// `activation` or `token`.
+    pub kind: String,
+    /// Failures in the hour.
+    pub attempts: i64,
+    /// First failure (RFC 3339).
+    pub first_at: String,
+    /// Last failure (RFC 3339).
+    pub last_at: String,
+}
+
+/// The counted failures of a tenant, newest hour first (at most `limit` rows).
+pub async fn auth_failures(
+    db: &Db,
+    tenant: &str,
+    limit: i64,
+) -> Result<Vec<AuthFailures>, DbError> {
+    let rows = sqlx::query(
+        "select client_address, kind, attempts, first_at, last_at from auth_failure \
+         where tenant = $1 order by hour desc, attempts desc limit $2",
+    )
+    .bind(tenant)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    let render = crate::db::dossiers::rfc3339;
+    rows.iter()
+        .map(|r| {
+            Ok(AuthFailures {
+                client_address: r.try_get("client_address")?,
+                kind: r.try_get("kind")?,
+                attempts: r.try_get("attempts")?,
+                first_at: render(r.try_get("first_at")?),
+                last_at: render(r.try_get("last_at")?),
             })
         })
         .collect()

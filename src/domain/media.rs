@@ -47,11 +47,22 @@ fn looks_like_text(head: &[u8]) -> bool {
     !head.contains(&0) && controls * 100 <= head.len()
 }
 
-/// A file name safe to store and show: no directories, no control characters, at most 200
-/// characters; `document` when nothing is left.
+/// Unicode's bidirectional formatting characters: in a file name they make `gpj.exe` display
+/// as `exe.jpg` (U+200E, U+200F, U+061C marks; U+202A–U+202E embeddings and overrides;
+/// U+2066–U+2069 isolates).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A file name safe to store and show: no directories, no control characters (bidirectional
+/// formatting included), at most 200 characters; `document` when nothing is left.
 pub fn sanitize_filename(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(200).collect();
+    let cleaned: String = last
+        .chars()
+        .filter(|&c| !c.is_control() && !is_bidi_control(c))
+        .take(200)
+        .collect();
     let cleaned = cleaned.trim().trim_start_matches('.').trim();
     if cleaned.is_empty() {
         "document".to_owned()
@@ -93,5 +104,10 @@ mod tests {
         assert_eq!(sanitize_filename("a\r\nb\".pdf"), "ab\".pdf");
         assert_eq!(sanitize_filename("  "), "document");
         assert_eq!(sanitize_filename(".hidden"), "hidden");
+        assert_eq!(
+            sanitize_filename("fattura\u{202e}fdp.exe"),
+            "fatturafdp.exe"
+        );
+        assert_eq!(sanitize_filename("\u{2067}a\u{2069}\u{200f}.pdf"), "a.pdf");
     }
 }

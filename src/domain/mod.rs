@@ -5,6 +5,7 @@ mod codice_fiscale;
 mod hash;
 mod ids;
 mod media;
+pub mod query;
 
 use std::fmt;
 use std::str::FromStr;
@@ -146,6 +147,46 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// Which side of a dossier uploaded a document: only that side adds its versions.
+    Side, "side", {
+        /// The applicant or a professional acting for them.
+        Applicant => "applicant",
+        /// The office (staff, or a tool run by an operator).
+        Office => "office",
+    }
+);
+
+named_enum!(
+    /// How a document version arrived.
+    UploadChannel, "channel", {
+        /// Uploaded by the applicant or their professional.
+        Online => "online",
+        /// Uploaded by office staff.
+        Desk => "desk",
+        /// Loaded by the `import` command.
+        Import => "import",
+    }
+);
+
+impl Role {
+    /// The side of a dossier a user of this role uploads for.
+    pub fn side(self) -> Side {
+        match self {
+            Role::Citizen | Role::Professional => Side::Applicant,
+            Role::Staff | Role::Auditor | Role::Admin => Side::Office,
+        }
+    }
+
+    /// The channel an upload by this role arrives through, outside `import`.
+    pub fn upload_channel(self) -> UploadChannel {
+        match self.side() {
+            Side::Applicant => UploadChannel::Online,
+            Side::Office => UploadChannel::Desk,
+        }
+    }
+}
+
 /// The code of an office of the municipality, e.g. `edilizia`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -227,7 +268,10 @@ pub fn clean_text(input: &str, what: &'static str, max: usize) -> Result<String,
     if text.chars().count() > max {
         return Err(TextError::TooLong(what, max));
     }
-    if text.chars().any(|c| c.is_control()) {
+    if text
+        .chars()
+        .any(|c| c.is_control() || media::is_bidi_control(c))
+    {
         return Err(TextError::Control(what));
     }
     Ok(text.to_owned())

@@ -53,10 +53,7 @@ async fn visible(
 }
 
 fn facts(d: &DossierRecord) -> DossierFacts<'_> {
-    DossierFacts {
-        office: &d.office,
-        applicant_cf: &d.applicant_cf,
-    }
+    d.facts()
 }
 
 /// `until` as ms: a date means the end of that day in the municipality's time zone.
@@ -136,12 +133,44 @@ async fn grant(
 async fn list(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     DossierPath(id): DossierPath,
 ) -> Result<Json<DelegationList>, ApiError> {
-    visible(&services, &caller, id).await?;
-    Ok(Json(DelegationList {
-        items: delegations::list(&services.db, id).await?,
-    }))
+    let dossier = match visible(&services, &caller, id).await {
+        Ok(d) => d,
+        Err(e) => {
+            super::audit_read(
+                &services,
+                &caller,
+                &client,
+                "delegations.list",
+                format!("dossier:{id}"),
+                None,
+                false,
+                serde_json::json!({}),
+            )
+            .await?;
+            return Err(e);
+        }
+    };
+    let mut items = delegations::list(&services.db, id).await?;
+    // Those who manage the dossier's delegations see them all; a delegate sees their own.
+    if caller.may_manage_delegations(&facts(&dossier)).is_err() {
+        let own = caller.codice_fiscale().map(|c| c.as_str());
+        items.retain(|d| Some(d.professional_cf.as_str()) == own);
+    }
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "delegations.list",
+        format!("dossier:{id}"),
+        Some(id.to_string()),
+        true,
+        serde_json::json!({"count": items.len()}),
+    )
+    .await?;
+    Ok(Json(DelegationList { items }))
 }
 
 #[utoipa::path(delete, path = "/v1/dossiers/{id}/delegations/{cf}",

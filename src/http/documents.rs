@@ -3,15 +3,15 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Multipart, State};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract::{ApiMultipart, ClientAddress, DocumentPath, DossierPath, VersionPath};
-use crate::access::{Caller, DossierFacts};
+use crate::access::Caller;
 use crate::app::Services;
 use crate::audit::Actor;
 use crate::blobs::{Spooled, StoredBlob, VERIFY_BEFORE_SEND_LIMIT};
@@ -19,8 +19,7 @@ use crate::db::DbError;
 use crate::db::documents::{self, DocumentRecord, NewContent, NewDocument, VersionRecord};
 use crate::db::dossiers;
 use crate::domain::{
-    ContentHash, DocumentKind, DossierStatus, Role, Visibility, clean_text, sanitize_filename,
-    sniff_media_type,
+    ContentHash, DocumentKind, Role, Visibility, clean_text, sanitize_filename, sniff_media_type,
 };
 
 /// Room for the multipart framing and text fields beside the file itself.
@@ -31,14 +30,14 @@ const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
 const MAX_TEXT_FIELD: usize = 4096;
 
 /// Routes of this resource (uploads into a dossier are routed by `dossiers`).
-pub fn router() -> Router<Services> {
+pub fn router(upload_limit: usize) -> Router<Services> {
     Router::new()
         .route("/documents/{id}", get(get_document))
         .route("/documents/{id}/content", get(get_content))
         .route("/documents/{id}/text", get(get_text))
         .route(
             "/documents/{id}/versions",
-            get(list_versions).post(add_version),
+            get(list_versions).merge(post(add_version).layer(DefaultBodyLimit::max(upload_limit))),
         )
         .route(
             "/documents/{id}/versions/{n}/content",
@@ -170,6 +169,20 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     ApiError::bad_request("invalid_upload", e.body_text())
 }
 
+/// Refuses an upload of `size` bytes that would take a citizen or professional past their
+/// upload quota (staff upload for the office and are not limited).
+async fn within_quota(services: &Services, caller: &Caller, size: u64) -> Result<(), ApiError> {
+    if caller.role().side() == crate::domain::Side::Office {
+        return Ok(());
+    }
+    let quota = services.config.upload_quota_mib.saturating_mul(1024 * 1024);
+    let used = documents::uploaded_bytes(&services.db, caller.id()).await?;
+    if used.saturating_add(size) > quota {
+        return Err(ApiError::QuotaExceeded(quota));
+    }
+    Ok(())
+}
+
 /// Stores the spooled bytes, then runs `commit`; if garbage collection removed a
 /// deduplicated blob in between, stores the bytes again and retries once.
 async fn store_and_commit<T, F, Fut>(
@@ -210,6 +223,9 @@ pub(super) async fn add_document(
     headers: HeaderMap,
     ApiMultipart(multipart): ApiMultipart,
 ) -> Result<Response, ApiError> {
+    services
+        .limits
+        .check(super::limits::Kind::Upload, &caller.id().to_string())?;
     let dossier = dossiers::get(&services.db, &caller, dossier_id)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -217,6 +233,7 @@ pub(super) async fn add_document(
     let (spooled, filename) = form
         .file
         .ok_or_else(|| ApiError::bad_request("invalid_upload", "the form has no file field"))?;
+    within_quota(&services, &caller, spooled.size).await?;
     let title = clean_text(form.title.as_deref().unwrap_or(&filename), "title", 300)
         .map_err(|e| ApiError::bad_request("invalid_upload", e))?;
     let kind = match form.kind.as_deref() {
@@ -233,23 +250,7 @@ pub(super) async fn add_document(
         None if caller.role() == Role::Staff => Visibility::Internal,
         None => Visibility::Public,
     };
-    caller.may_add_document(
-        &DossierFacts {
-            office: &dossier.office,
-            applicant_cf: &dossier.applicant_cf,
-        },
-        visibility,
-    )?;
-    if matches!(
-        dossier.status,
-        DossierStatus::Archived | DossierStatus::Withdrawn
-    ) || (dossier.status == DossierStatus::Concluded && caller.role() != Role::Staff)
-    {
-        return Err(ApiError::Conflict(format!(
-            "the dossier is {}: no documents can be added",
-            dossier.status
-        )));
-    }
+    caller.may_add_document(&dossier.facts(), kind, visibility)?;
     let item = match form.integration_item.as_deref() {
         None => None,
         Some(raw) => {
@@ -293,6 +294,8 @@ pub(super) async fn add_document(
                     media_type,
                     filename: &filename,
                     created_by: caller.id(),
+                    created_role: caller.role(),
+                    channel: caller.role().upload_channel(),
                     blobs: &services.blobs,
                 },
             },
@@ -346,12 +349,17 @@ async fn add_version(
     headers: HeaderMap,
     ApiMultipart(multipart): ApiMultipart,
 ) -> Result<Response, ApiError> {
+    services
+        .limits
+        .check(super::limits::Kind::Upload, &caller.id().to_string())?;
     let document = documents::get(&services.db, &caller, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     let dossier = dossiers::get(&services.db, &caller, document.dossier_id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    // Refused before a byte of the file is read.
+    caller.may_add_version(&dossier.facts(), document.side)?;
     let form = read_upload(&services, &headers, multipart).await?;
     if form.title.is_some() || form.kind.is_some() || form.visibility.is_some() {
         return Err(ApiError::bad_request(
@@ -362,13 +370,7 @@ async fn add_version(
     let (spooled, filename) = form
         .file
         .ok_or_else(|| ApiError::bad_request("invalid_upload", "the form has no file field"))?;
-    caller.may_add_document(
-        &DossierFacts {
-            office: &dossier.office,
-            applicant_cf: &dossier.applicant_cf,
-        },
-        document.visibility,
-    )?;
+    within_quota(&services, &caller, spooled.size).await?;
     let media_type = sniff_media_type(&spooled.head);
     let actor = Actor::of(&caller, client);
     let version = store_and_commit(&services, &spooled, |blob| {
@@ -381,6 +383,8 @@ async fn add_version(
                 media_type,
                 filename: &filename,
                 created_by: caller.id(),
+                created_role: caller.role(),
+                channel: caller.role().upload_channel(),
                 blobs: &services.blobs,
             },
             &actor,

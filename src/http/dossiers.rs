@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
 
@@ -17,13 +17,17 @@ use crate::db::dossiers::{self, DossierRecord, ListFilter, NewDossier};
 use crate::domain::{CodiceFiscale, DossierId, DossierStatus, clean_text};
 
 /// Routes of this resource.
-pub fn router() -> Router<Services> {
+/// Routes of this resource; uploads take bodies of up to `upload_limit` bytes.
+pub fn router(upload_limit: usize) -> Router<Services> {
     Router::new()
         .route("/dossiers", get(list_dossiers).post(open_dossier))
         .route("/dossiers/{id}", get(get_dossier))
         .route(
             "/dossiers/{id}/documents",
-            get(list_documents).post(super::documents::add_document),
+            get(list_documents).merge(
+                post(super::documents::add_document)
+                    .layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+            ),
         )
 }
 

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::access::{AuthError, Denied};
+use crate::access::{AuthError, Denied, Refused};
 use crate::blobs::BlobError;
 use crate::db::DbError;
 
@@ -43,9 +43,23 @@ pub enum ApiError {
     /// The upload exceeds the configured limit.
     #[error("the upload exceeds the limit of {0} bytes")]
     PayloadTooLarge(u64),
+    /// The caller's uploads would pass their quota.
+    #[error("this upload would pass your upload quota of {0} bytes")]
+    QuotaExceeded(u64),
     /// A `Range` outside the content.
     #[error("the requested range is outside the content")]
     RangeNotSatisfiable(u64),
+    /// Too many requests from this client or caller; retry after the given seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Explanation.
+        message: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// The server cannot answer now (a search over its time budget); retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// Stored bytes failed their integrity check; they are not served.
     #[error("the stored content failed its integrity check and cannot be served")]
     Integrity,
@@ -85,9 +99,12 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::IllegalTransition { .. } => (StatusCode::CONFLICT, "illegal_transition"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::QuotaExceeded(_) => (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded"),
             ApiError::RangeNotSatisfiable(_) => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, "integrity_error"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -127,6 +144,16 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"fascicolo\""),
                 );
             }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            }
+            ApiError::Unavailable(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
             ApiError::RangeNotSatisfiable(size) => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                     response.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -157,6 +184,19 @@ impl From<AuthError> for ApiError {
 impl From<Denied> for ApiError {
     fn from(e: Denied) -> Self {
         ApiError::Forbidden(e.0.to_owned())
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::Denied(d) => d.into(),
+            Refused::Closed => ApiError::Conflict(
+                "the dossier's state takes no such upload: a concluded dossier takes only new \
+                 documents of the office, a withdrawn or archived one nothing"
+                    .into(),
+            ),
+        }
     }
 }
 

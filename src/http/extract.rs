@@ -22,7 +22,23 @@ impl FromRequestParts<Services> for Caller {
                     .map_err(|_| ApiError::Unauthorized("invalid or expired token"))
             })
             .transpose()?;
-        Ok(access::authenticate(&state.db, &state.callers, header).await?)
+        match access::authenticate(&state.db, &state.callers, header).await {
+            Ok(caller) => Ok(caller),
+            Err(e @ access::AuthError::Invalid) => {
+                // Counted per address and hour, not one audit row each (see
+                // `users::record_auth_failure`).
+                let ClientAddress(client) = ClientAddress::from_parts(parts, state);
+                crate::db::users::record_auth_failure(
+                    &state.db,
+                    &state.config.tenant,
+                    client.as_deref(),
+                    "token",
+                )
+                .await?;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -39,6 +55,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 "invalid_body",
                 "expected a JSON body with Content-Type: application/json",
             )),
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(super::JSON_BODY_LIMIT as u64))
+            }
             Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
         }
     }
@@ -136,7 +155,14 @@ impl FromRequestParts<Services> for ClientAddress {
         parts: &mut Parts,
         services: &Services,
     ) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddress(
+        Ok(Self::from_parts(parts, services))
+    }
+}
+
+impl ClientAddress {
+    /// The client of a request, from its connection and the trusted proxies' header.
+    pub fn from_parts(parts: &Parts, services: &Services) -> Self {
+        ClientAddress(
             parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -144,7 +170,7 @@ impl FromRequestParts<Services> for ClientAddress {
                     client_ip(c.0.ip(), &parts.headers, &services.config.trusted_proxies)
                         .to_string()
                 }),
-        ))
+        )
     }
 }
 

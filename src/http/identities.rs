@@ -17,7 +17,7 @@ use crate::db::registrations::{self, NewRegistration};
 use crate::db::users::{self, NewUserError, TokenInfo, UserInfo};
 use crate::db::{DbError, now_ms};
 use crate::domain::{CodiceFiscale, OfficeCode, Role, TokenId, UserId};
-use crate::users::{AddUserError, UserSpec, add_user_with};
+use crate::users::{AddUserError, UserSpec};
 
 /// How long an activation code lives.
 const CODE_LIFETIME_MS: i64 = 30 * 60 * 1000;
@@ -42,6 +42,7 @@ pub fn router() -> Router<Services> {
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}/offices", put(set_offices))
         .route("/users/{id}/disable", post(disable_user))
+        .route("/users/{id}/verify-identity", post(verify_identity))
 }
 
 /// Body of `POST /v1/registrations`.
@@ -50,7 +51,9 @@ pub fn router() -> Router<Services> {
 pub struct RegisterBody {
     /// The citizen's codice fiscale.
     codice_fiscale: String,
-    /// Where the activation code is sent.
+    /// The citizen's name, as the account will show it.
+    name: String,
+    /// Where the activation code is sent (for a codice fiscale with no verified account).
     email: String,
     /// Optional phone number.
     phone: Option<String>,
@@ -94,10 +97,62 @@ fn code_hash(registration: &str, code: &str) -> String {
     access::hash_token(&format!("{registration}:{code}"))
 }
 
+/// An activation to queue: its code goes through the outbox to `email` and activates `user`
+/// (an existing account) or, without one, the new account its activation creates.
+struct Activation<'a> {
+    codice_fiscale: &'a str,
+    email: &'a str,
+    phone: Option<&'a str>,
+    name: Option<&'a str>,
+    user: Option<UserId>,
+    template: &'static str,
+    address: &'a str,
+}
+
+/// Stores an activation with a fresh code and queues its message; returns the registration's
+/// id and when its code expires.
+async fn queue_activation(
+    services: &Services,
+    activation: Activation<'_>,
+    actor: &Actor,
+) -> Result<(String, i64), ApiError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut digits = [0u8; 8];
+    #[expect(clippy::expect_used, reason = "no entropy means no safe codes at all")]
+    getrandom::fill(&mut digits).expect("operating-system random source");
+    let code: String = digits.iter().map(|b| char::from(b'0' + b % 10)).collect();
+    let expires_at = now_ms() + CODE_LIFETIME_MS;
+    registrations::create(
+        &services.db,
+        NewRegistration {
+            id: &id,
+            tenant: &services.config.tenant,
+            codice_fiscale: activation.codice_fiscale,
+            email: activation.email,
+            phone: activation.phone,
+            code_hash: &code_hash(&id, &code),
+            expires_at,
+            client_address: activation.address,
+            name: activation.name,
+            user_id: activation.user,
+            template: activation.template,
+            message: serde_json::json!({
+                "registration_id": id,
+                "code": code,
+                "expires_at": crate::db::dossiers::rfc3339(expires_at),
+            }),
+        },
+        actor,
+    )
+    .await?;
+    Ok((id, expires_at))
+}
+
 #[utoipa::path(post, path = "/v1/registrations", request_body = RegisterBody,
     responses(
-        (status = 202, body = Registered, description = "An activation code was queued for the e-mail address"),
+        (status = 202, body = Registered, description = "An activation code was queued: to the typed address for a new account, to the address on file when the codice fiscale already has a verified account (the answer is the same)"),
         (status = 400, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody),
         (status = 429, body = super::error::ErrorBody, description = "Too many registrations from this e-mail or network address"),
     ),
     tag = "identities")]
@@ -106,8 +161,14 @@ async fn register(
     client: super::extract::ClientAddress,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
+    services.limits.check(
+        super::limits::Kind::Anonymous,
+        client.0.as_deref().unwrap_or("unknown"),
+    )?;
     let cf = CodiceFiscale::parse(&body.codice_fiscale)
         .map_err(|e| ApiError::bad_request("invalid_codice_fiscale", e))?;
+    let name = crate::domain::clean_text(&body.name, "name", 200)
+        .map_err(|e| ApiError::bad_request("invalid_body", e))?;
     let email = body.email.trim().to_lowercase();
     if !valid_email(&email) {
         return Err(ApiError::bad_request(
@@ -138,47 +199,38 @@ async fn register(
     if by_email >= PER_EMAIL_PER_HOUR || by_address >= PER_ADDRESS_PER_HOUR {
         return Ok(too_many("too many registrations; try again later", 3600));
     }
-    let id = uuid::Uuid::now_v7().to_string();
-    let mut digits = [0u8; 8];
-    #[expect(clippy::expect_used, reason = "no entropy means no safe codes at all")]
-    getrandom::fill(&mut digits).expect("operating-system random source");
-    let code: String = digits.iter().map(|b| char::from(b'0' + b % 10)).collect();
-    let expires_at = now_ms() + CODE_LIFETIME_MS;
-    // An existing account's code goes to the address on file, never to a new one, so a
-    // registration cannot take over an account. Accounts without an address get no code.
-    let existing: Option<(String, Option<String>)> =
-        sqlx::query_as("select id, email from app_user where tenant = $1 and codice_fiscale = $2")
-            .bind(&tenant)
-            .bind(cf.as_str())
-            .fetch_optional(services.db.pool())
-            .await
-            .map_err(DbError::from)?;
-    let recipient = match &existing {
-        None => Some(email.clone()),
-        Some((_, on_file)) => on_file.clone(),
+    let actor = Actor::anonymous(&tenant, Some(address.clone()));
+    // A codice fiscale with a verified account: the code goes to the address on file and
+    // signs in to that account, never to the typed address. Otherwise the registration makes a
+    // new, unverified account of its own on activation, which sees only what it starts itself.
+    // The answer is the same either way. A verified account without an address gets no code.
+    let activation =
+        match registrations::verified_account(&services.db, &tenant, cf.as_str()).await? {
+            Some((user, on_file)) => on_file.map(|recipient| (recipient, Some(user))),
+            None => Some((email.clone(), None)),
+        };
+    let (id, expires_at) = match activation {
+        Some((recipient, user)) => {
+            queue_activation(
+                &services,
+                Activation {
+                    codice_fiscale: cf.as_str(),
+                    email: &recipient,
+                    phone: if user.is_some() { None } else { phone },
+                    name: Some(&name),
+                    user,
+                    template: "registration_activation",
+                    address: &address,
+                },
+                &actor,
+            )
+            .await?
+        }
+        None => (
+            uuid::Uuid::now_v7().to_string(),
+            now_ms() + CODE_LIFETIME_MS,
+        ),
     };
-    if let Some(recipient) = recipient {
-        registrations::create(
-            &services.db,
-            NewRegistration {
-                id: &id,
-                tenant: &tenant,
-                codice_fiscale: cf.as_str(),
-                email: &recipient,
-                phone,
-                code_hash: &code_hash(&id, &code),
-                expires_at,
-                client_address: &address,
-                message: serde_json::json!({
-                    "registration_id": id,
-                    "code": code,
-                    "expires_at": crate::db::dossiers::rfc3339(expires_at),
-                }),
-            },
-            &Actor::anonymous(&tenant, Some(address.clone())),
-        )
-        .await?;
-    }
     let body = Registered {
         registration_id: id,
         expires_at: crate::db::dossiers::rfc3339(expires_at),
@@ -190,7 +242,8 @@ async fn register(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateBody {
-    /// From `POST /v1/registrations`.
+    /// From `POST /v1/registrations`, or from the activation message of an account an
+    /// administrator created.
     registration_id: String,
     /// The code received by e-mail.
     code: String,
@@ -203,6 +256,8 @@ pub struct Credentials {
     user_id: String,
     /// Bearer token, shown once.
     token: String,
+    /// When the token expires (RFC 3339).
+    expires_at: String,
 }
 
 #[utoipa::path(post, path = "/v1/registrations/activate", request_body = ActivateBody,
@@ -214,17 +269,29 @@ pub struct Credentials {
     tag = "identities")]
 async fn activate(
     State(services): State<Services>,
+    ClientAddress(client): ClientAddress,
     ApiJson(body): ApiJson<ActivateBody>,
 ) -> Result<Response, ApiError> {
+    services.limits.check(
+        super::limits::Kind::Anonymous,
+        client.as_deref().unwrap_or("unknown"),
+    )?;
     let invalid = || ApiError::bad_request("invalid_code", "invalid or expired activation code");
     let tenant = services.config.tenant.clone();
+    let failed = |services: &Services| {
+        let (db, tenant, client) = (services.db.clone(), tenant.clone(), client.clone());
+        async move { users::record_auth_failure(&db, &tenant, client.as_deref(), "activation").await }
+    };
     let mut tx = services.db.begin_write().await?;
     let Some(pending) = registrations::attempt(&mut tx, &tenant, &body.registration_id).await?
     else {
+        drop(tx);
+        failed(&services).await?;
         return Err(invalid());
     };
     if pending.attempts >= MAX_ATTEMPTS {
         tx.commit().await.map_err(DbError::from)?;
+        failed(&services).await?;
         return Ok(too_many("too many wrong codes; register again", 0));
     }
     if pending.used
@@ -232,10 +299,11 @@ async fn activate(
         || code_hash(&body.registration_id, body.code.trim()) != pending.code_hash
     {
         tx.commit().await.map_err(DbError::from)?;
+        failed(&services).await?;
         return Err(invalid());
     }
     registrations::mark_used(&mut tx, &body.registration_id).await?;
-    let anonymous = Actor::anonymous(&tenant, None);
+    let anonymous = Actor::anonymous(&tenant, client.clone());
     crate::audit::append_in_tx(
         &services.db,
         &mut tx,
@@ -244,29 +312,25 @@ async fn activate(
             format!("registration:{}", body.registration_id),
             None,
             "ok",
-            serde_json::json!({}),
+            serde_json::json!({"user": pending.user_id.map(|u| u.to_string())}),
         )],
     )
     .await?;
     tx.commit().await.map_err(DbError::from)?;
-    let existing: Option<String> =
-        sqlx::query_scalar("select id from app_user where tenant = $1 and codice_fiscale = $2")
-            .bind(&tenant)
-            .bind(&pending.codice_fiscale)
-            .fetch_optional(services.db.pool())
-            .await
-            .map_err(DbError::from)?;
-    let (user_id, token) = match existing.as_deref().and_then(UserId::parse) {
-        Some(id) => (
-            id,
-            access::issue_token(&services.db, id, "activated online", None, &anonymous).await?,
-        ),
+    // The account this registration names, and no other: an activation never reaches an
+    // account made after it by someone else's registration.
+    let user_id = match pending.user_id {
+        Some(id) => id,
         None => {
-            let created = add_user_with(
+            let name = pending
+                .name
+                .clone()
+                .unwrap_or_else(|| "Cittadino".to_owned());
+            let id = crate::users::create_account(
                 &services,
                 &UserSpec {
                     role: Role::Citizen,
-                    name: &pending.codice_fiscale,
+                    name: &name,
                     codice_fiscale: Some(&pending.codice_fiscale),
                     offices: &[],
                     front_office: false,
@@ -274,15 +338,28 @@ async fn activate(
                     phone: pending.phone.as_deref(),
                     by: Some(&anonymous),
                 },
+                None,
             )
             .await
             .map_err(|e| ApiError::Internal(e.into()))?;
-            (created.id, created.token)
+            registrations::set_user(&services.db, &body.registration_id, id).await?;
+            id
         }
     };
+    let expires_at = crate::users::token_expiry(&services, None);
+    let token = access::issue_token(
+        &services.db,
+        user_id,
+        "activated online",
+        Some(expires_at),
+        None,
+        &anonymous,
+    )
+    .await?;
     let body = Credentials {
         user_id: user_id.to_string(),
         token,
+        expires_at: crate::db::dossiers::rfc3339(expires_at),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -332,7 +409,8 @@ async fn list_tokens(
 pub struct NewTokenBody {
     /// What the token is for.
     label: String,
-    /// Days until it expires (default: never).
+    /// Days until it expires (default: the server's token lifetime, 90 days unless
+    /// configured); never past the token that makes it.
     expires_in_days: Option<u32>,
 }
 
@@ -341,8 +419,8 @@ pub struct NewTokenBody {
 pub struct NewTokenReply {
     /// The secret, shown once.
     token: String,
-    /// When it expires (RFC 3339), if ever.
-    expires_at: Option<String>,
+    /// When it expires (RFC 3339).
+    expires_at: String,
 }
 
 #[utoipa::path(post, path = "/v1/tokens", request_body = NewTokenBody,
@@ -355,20 +433,24 @@ async fn create_token(
 ) -> Result<Response, ApiError> {
     let label = crate::domain::clean_text(&body.label, "label", 100)
         .map_err(|e| ApiError::bad_request("invalid_body", e))?;
-    let expires_at = body
-        .expires_in_days
-        .map(|d| now_ms() + i64::from(d.clamp(1, 3650)) * 86_400_000);
+    let mut expires_at = crate::users::token_expiry(&services, body.expires_in_days);
+    // A token made with a token ends no later than it, and with its revocation.
+    let parent = caller.token();
+    if let Some((_, Some(parent_ends))) = parent {
+        expires_at = expires_at.min(parent_ends);
+    }
     let token = access::issue_token(
         &services.db,
         caller.id(),
         &label,
-        expires_at,
+        Some(expires_at),
+        parent.map(|(id, _)| id),
         &Actor::of(&caller, client),
     )
     .await?;
     let reply = NewTokenReply {
         token,
-        expires_at: expires_at.map(crate::db::dossiers::rfc3339),
+        expires_at: crate::db::dossiers::rfc3339(expires_at),
     };
     Ok((StatusCode::CREATED, Json(reply)).into_response())
 }
@@ -402,17 +484,136 @@ pub struct UserList {
     items: Vec<UserInfo>,
 }
 
-#[utoipa::path(get, path = "/v1/users",
-    responses((status = 200, body = UserList), (status = 403, body = super::error::ErrorBody)),
+/// Query of `GET /v1/users`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsersQuery {
+    /// Only accounts with this codice fiscale (required for front-office staff, who look up
+    /// the account of the person in front of them).
+    codice_fiscale: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/users", params(UsersQuery),
+    responses((status = 200, body = UserList), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "identities")]
 async fn list_users(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
+    ApiQuery(query): ApiQuery<UsersQuery>,
 ) -> Result<Json<UserList>, ApiError> {
-    caller.may_administer()?;
-    Ok(Json(UserList {
-        items: users::list_users(&services.db, caller.tenant()).await?,
-    }))
+    let cf = query
+        .codice_fiscale
+        .as_deref()
+        .map(|c| {
+            CodiceFiscale::parse(c).map_err(|e| ApiError::bad_request("invalid_codice_fiscale", e))
+        })
+        .transpose()?;
+    if caller.may_administer().is_err() {
+        caller.may_verify_identities()?;
+        if cf.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "front-office staff look accounts up by codice_fiscale",
+            ));
+        }
+    }
+    let items = users::list_users(&services.db, caller.tenant(), cf.as_ref()).await?;
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "users.list",
+        "users".to_owned(),
+        None,
+        true,
+        serde_json::json!({
+            "codice_fiscale": cf.as_ref().map(|c| c.as_str()),
+            "count": items.len(),
+        }),
+    )
+    .await?;
+    Ok(Json(UserList { items }))
+}
+
+/// Body of `POST /v1/users/{id}/verify-identity`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyIdentityBody {
+    /// The identity document checked: `carta_identita`, `cie`, `passaporto`, `patente`.
+    document_kind: String,
+    /// Its number.
+    document_number: String,
+    /// The name as on the document, replacing the one the applicant typed.
+    name: Option<String>,
+}
+
+/// Identity document kinds the desk accepts.
+const IDENTITY_DOCUMENTS: &[&str] = &["carta_identita", "cie", "passaporto", "patente"];
+
+#[utoipa::path(post, path = "/v1/users/{id}/verify-identity", request_body = VerifyIdentityBody,
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Verified: the account now sees the dossiers filed under its codice fiscale"),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody, description = "Another account is verified with this codice fiscale"),
+    ),
+    security(("bearer" = [])), tag = "identities")]
+async fn verify_identity(
+    State(services): State<Services>,
+    caller: Caller,
+    ClientAddress(client): ClientAddress,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<VerifyIdentityBody>,
+) -> Result<StatusCode, ApiError> {
+    caller.may_verify_identities()?;
+    let id = UserId::parse(&raw).ok_or(ApiError::NotFound)?;
+    let user = users::user_by_id(&services.db, caller.tenant(), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !matches!(user.role, Role::Citizen | Role::Professional) || user.codice_fiscale.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "only citizens' and professionals' accounts carry a codice fiscale to verify",
+        ));
+    }
+    let kind = body.document_kind.trim().to_lowercase();
+    if !IDENTITY_DOCUMENTS.contains(&kind.as_str()) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("document_kind is one of {}", IDENTITY_DOCUMENTS.join(", ")),
+        ));
+    }
+    let number = crate::domain::clean_text(&body.document_number, "document_number", 40)
+        .map_err(|e| ApiError::bad_request("invalid_body", e))?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| crate::domain::clean_text(n, "name", 200))
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_body", e))?;
+    users::verify_identity(
+        &services.db,
+        id,
+        users::IdentityProof {
+            by: caller.id(),
+            method: "identity_document",
+            document_kind: &kind,
+            document_number: &number,
+            name: name.as_deref(),
+        },
+        &Actor::of(&caller, client),
+    )
+    .await
+    .map_err(|e| match e {
+        NewUserError::DuplicateCodiceFiscale => ApiError::Conflict(
+            "another account is already verified with this codice fiscale".into(),
+        ),
+        other => user_error(AddUserError::Store(other)),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Body of `POST /v1/users`.
@@ -431,17 +632,18 @@ pub struct CreateUserBody {
     /// Front-office staff, handling every office.
     #[serde(default)]
     front_office: bool,
-    /// Contact e-mail.
-    email: Option<String>,
+    /// Contact e-mail, where the activation code goes (required).
+    email: String,
 }
 
-/// A created user.
+/// A created user. Their first credential is not here: it reaches them alone, as an
+/// activation code sent to their e-mail address through the notification outbox.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedUserReply {
     /// Id.
     id: String,
-    /// First token, shown once.
-    token: String,
+    /// Where the activation was sent.
+    activation_sent_to: String,
 }
 
 fn user_error(e: AddUserError) -> ApiError {
@@ -477,7 +679,17 @@ async fn create_user(
         .role
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_body", e))?;
-    let created = add_user_with(
+    let email = body.email.trim().to_lowercase();
+    if !valid_email(&email) {
+        return Err(ApiError::bad_request(
+            "invalid_email",
+            "email is not an e-mail address: the activation code goes there",
+        ));
+    }
+    let actor = Actor::of(&caller, client.clone());
+    // An account an administrator makes is not verified: the administrator saw no identity
+    // document. Front-office staff verify it; the operator's CLI makes verified accounts.
+    let id = crate::users::create_account(
         &services,
         &UserSpec {
             role,
@@ -485,16 +697,36 @@ async fn create_user(
             codice_fiscale: body.codice_fiscale.as_deref(),
             offices: &body.offices,
             front_office: body.front_office,
-            email: body.email.as_deref(),
+            email: Some(&email),
             phone: None,
-            by: Some(&Actor::of(&caller, client)),
+            by: Some(&actor),
         },
+        None,
     )
     .await
     .map_err(user_error)?;
+    let cf = body
+        .codice_fiscale
+        .as_deref()
+        .and_then(|c| CodiceFiscale::parse(c).ok());
+    queue_activation(
+        &services,
+        Activation {
+            // Registrations always name a codice fiscale; staff have none.
+            codice_fiscale: cf.as_ref().map_or("", |c| c.as_str()),
+            email: &email,
+            phone: None,
+            name: None,
+            user: Some(id),
+            template: "account_activation",
+            address: client.as_deref().unwrap_or("unknown"),
+        },
+        &actor,
+    )
+    .await?;
     let reply = CreatedUserReply {
-        id: created.id.to_string(),
-        token: created.token,
+        id: id.to_string(),
+        activation_sent_to: email,
     };
     Ok((StatusCode::CREATED, Json(reply)).into_response())
 }

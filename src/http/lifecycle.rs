@@ -316,14 +316,54 @@ pub struct IntegrationList {
 async fn integration_requests(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     DossierPath(id): DossierPath,
 ) -> Result<Json<IntegrationList>, ApiError> {
-    dossiers::get(&services.db, &caller, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(IntegrationList {
-        items: lifecycle::integration_requests(&services.db, id).await?,
-    }))
+    let dossier = dossiers::get(&services.db, &caller, id).await?;
+    let Some(dossier) = dossier else {
+        super::audit_read(
+            &services,
+            &caller,
+            &client,
+            "integration_requests.list",
+            format!("dossier:{id}"),
+            None,
+            false,
+            serde_json::json!({}),
+        )
+        .await?;
+        return Err(ApiError::NotFound);
+    };
+    let mut items = lifecycle::integration_requests(&services.db, id).await?;
+    // A document uploaded for an item is named only to those who may read it: an applicant
+    // never learns the id of an internal document.
+    let visible: std::collections::HashSet<String> =
+        documents::list_for_dossier(&services.db, &caller, id)
+            .await?
+            .into_iter()
+            .map(|d| d.id.to_string())
+            .collect();
+    for item in items.iter_mut().flat_map(|r| r.items.iter_mut()) {
+        if item
+            .document_id
+            .as_ref()
+            .is_some_and(|d| !visible.contains(d))
+        {
+            item.document_id = None;
+        }
+    }
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "integration_requests.list",
+        format!("dossier:{id}"),
+        Some(dossier.id.to_string()),
+        true,
+        serde_json::json!({"count": items.len()}),
+    )
+    .await?;
+    Ok(Json(IntegrationList { items }))
 }
 
 /// Body of a rating.
@@ -412,6 +452,7 @@ async fn propose(
     ClientAddress(client): ClientAddress,
     ApiJson(body): ApiJson<ProposalBody>,
 ) -> Result<Response, ApiError> {
+    caller.may_file()?;
     if !matches!(body.kind.as_str(), "proposal" | "complaint") {
         return Err(ApiError::bad_request(
             "invalid_body",

@@ -7,9 +7,11 @@ mod error;
 mod extract;
 mod identities;
 mod lifecycle;
+pub mod limits;
 mod procedures;
 mod records;
 mod search;
+pub mod serve;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Request, StatusCode};
@@ -22,6 +24,10 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 pub use error::ApiError;
+
+/// Largest body of any request but an upload: a JSON body past it is a 413 before more of
+/// it is read.
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 
 use crate::app::Services;
 
@@ -38,7 +44,7 @@ use crate::app::Services;
         delegations::grant, delegations::list, delegations::revoke,
         identities::register, identities::activate, identities::list_tokens, identities::create_token,
         identities::revoke_token, identities::list_users, identities::create_user, identities::set_offices,
-        identities::disable_user,
+        identities::disable_user, identities::verify_identity,
         lifecycle::transition, lifecycle::timeline, lifecycle::integration_requests, lifecycle::rate,
         lifecycle::propose, records::stats, records::history, records::export, records::audit_head,
     ),
@@ -70,8 +76,8 @@ impl utoipa::Modify for BearerAuth {
 pub fn router(services: Services) -> Router {
     let body_limit = documents::upload_body_limit(services.config.max_upload_bytes);
     let v1 = Router::new()
-        .merge(dossiers::router())
-        .merge(documents::router())
+        .merge(dossiers::router(body_limit))
+        .merge(documents::router(body_limit))
         .merge(procedures::router())
         .merge(search::router())
         .merge(delegations::router())
@@ -85,7 +91,8 @@ pub fn router(services: Services) -> Router {
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
+        // JSON and every other body: uploads raise it on their own routes.
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -298,8 +298,10 @@ async fn history(
     services.auditor.flush().await;
     let rows = sqlx::query(
         "select seq, at, actor_id, actor_role, action, target, outcome, client_address from audit_event \
-         where dossier_id = $1 order by seq",
+         where dossier_id = $1 or seq in (select seq from audit_disclosure where dossier_id = $2) \
+         order by seq",
     )
+    .bind(id.to_string())
     .bind(id.to_string())
     .fetch_all(services.db.pool())
     .await

@@ -13,7 +13,7 @@ use crate::access::Caller;
 use crate::app::Services;
 use crate::domain::{DocumentKind, DossierId, DossierStatus};
 use crate::index::IndexError;
-use crate::index::search::{SearchRequest, SearchResult, SortBy};
+use crate::index::search::{SearchRequest, SearchResult, SortBy, Stop, stopped};
 
 /// Routes of this resource.
 pub fn router() -> Router<Services> {
@@ -83,6 +83,9 @@ async fn search(
     client: super::extract::ClientAddress,
     ApiQuery(query): ApiQuery<SearchQuery>,
 ) -> Result<Response, ApiError> {
+    services
+        .limits
+        .check(super::limits::Kind::Search, &caller.id().to_string())?;
     let index = services
         .index
         .clone()
@@ -97,10 +100,11 @@ async fn search(
             "offset must be at most 10000; narrow the search instead",
         ));
     }
-    let q = query.q.unwrap_or_default();
-    if q.len() > 1000 {
-        return Err(bad("the query is longer than 1000 characters"));
-    }
+    // The public grammar (README): words, phrases, exclusions, OR, groups. What reaches the
+    // engine is its quoted rendering: no field, range, wildcard or regex.
+    let typed = query.q.unwrap_or_default();
+    let parsed = crate::domain::query::PublicQuery::parse(&typed).map_err(bad)?;
+    let q = parsed.to_engine();
     let mut terms = Vec::new();
     if let Some(p) = query.procedure {
         terms.push(("procedure", p));
@@ -143,11 +147,12 @@ async fn search(
         limit,
         offset,
         sort,
+        stop: None,
     };
     // The search is recorded when it begins, so the journal writes it while it runs; its hit
     // count follows as soon as the matches are counted.
     let detail = serde_json::json!({
-        "query": request.q,
+        "query": typed,
         "filters": request
             .terms
             .iter()
@@ -163,15 +168,42 @@ async fn search(
     let permission = caller
         .search_permission(&services.db, index.fields())
         .await?;
+    // At most so many searches run at once; the others wait their turn here. A search stops
+    // between segments once over its time budget, or once its client has gone away (this
+    // handler is dropped then, and the guard raises the flag).
+    let _running = services
+        .limits
+        .searches
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let abandoned = AbandonOnDrop::default();
+    let mut request = request;
+    request.stop = Some(Stop {
+        deadline: std::time::Instant::now()
+            + std::time::Duration::from_millis(services.config.search_budget_ms.max(1)),
+        abandoned: abandoned.0.clone(),
+    });
     // The search, its result's audit line and the response body are made on one blocking
     // thread: the hit count goes to the journal as soon as the matches are counted, and is
     // written while the page's documents are read, their snippets made and the body
     // serialised.
     let (read, outcome) = tokio::task::spawn_blocking(move || {
-        let outcome = index.search_counted(&request, permission, |total| {
-            read.result("ok", serde_json::json!({ "total": total }));
-        });
-        let outcome = outcome.map(|(result, ())| serde_json::to_vec(&result));
+        let outcome = index.search(&request, permission);
+        // The result names every document whose text the answer carries, with its dossier:
+        // the dossier's history lists this search (see `audit::append_in_tx`).
+        if let Ok(result) = &outcome {
+            let disclosed: Vec<serde_json::Value> = result
+                .hits
+                .iter()
+                .map(|h| serde_json::json!({"document": h.document_id, "dossier": h.dossier_id}))
+                .collect();
+            read.result(
+                "ok",
+                serde_json::json!({ "total": result.total, "disclosed": disclosed }),
+            );
+        }
+        let outcome = outcome.map(|result| serde_json::to_vec(&result));
         if let Err(e) = &outcome {
             let failed = if matches!(e, IndexError::Query(_)) {
                 "rejected"
@@ -193,6 +225,20 @@ async fn search(
             Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
         }
         Err(IndexError::Query(message)) => Err(bad(message)),
+        Err(e) if stopped(&e).is_some() => Err(ApiError::Unavailable(
+            "the search ran past its time budget; narrow it with more words or filters".into(),
+        )),
         Err(e) => Err(ApiError::Internal(e.into())),
+    }
+}
+
+/// Raises its flag when dropped: the search handler holding it was dropped before the search
+/// ended, because its client went away.
+#[derive(Default)]
+struct AbandonOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -54,6 +54,89 @@ pub struct SearchRequest {
     pub offset: usize,
     /// Order.
     pub sort: Option<SortBy>,
+    /// When to give up: a time budget, and a flag the server sets when the client goes away.
+    pub stop: Option<Stop>,
+}
+
+/// When a search stops: checked before each segment is visited.
+#[derive(Clone, Debug)]
+pub struct Stop {
+    /// Past this, the search stops.
+    pub deadline: std::time::Instant,
+    /// Set when nobody waits for the answer any more.
+    pub abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stop {
+    fn check(&self) -> tantivy::Result<()> {
+        if self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(tantivy::TantivyError::InternalError(
+                STOPPED_ABANDONED.into(),
+            ));
+        }
+        if std::time::Instant::now() >= self.deadline {
+            return Err(tantivy::TantivyError::InternalError(STOPPED_BUDGET.into()));
+        }
+        Ok(())
+    }
+}
+
+/// The error texts of a stopped search, told apart by [`stopped`].
+const STOPPED_BUDGET: &str = "search stopped: over its time budget";
+const STOPPED_ABANDONED: &str = "search stopped: the client went away";
+
+/// Whether `e` is a search stopped by its [`Stop`], and which way: over budget (`true`) or
+/// abandoned (`false`).
+pub fn stopped(e: &IndexError) -> Option<bool> {
+    let IndexError::Tantivy(tantivy::TantivyError::InternalError(text)) = e else {
+        return None;
+    };
+    match text.as_str() {
+        STOPPED_BUDGET => Some(true),
+        STOPPED_ABANDONED => Some(false),
+        _ => None,
+    }
+}
+
+/// A collector that checks a [`Stop`] before each segment, then lets `inner` collect it.
+struct Stoppable<'a, C> {
+    inner: &'a C,
+    stop: &'a Stop,
+}
+
+impl<C: Collector> Collector for Stoppable<'_, C> {
+    type Fruit = C::Fruit;
+    type Child = C::Child;
+
+    fn for_segment(
+        &self,
+        segment_local_id: tantivy::SegmentOrdinal,
+        segment: &tantivy::SegmentReader,
+    ) -> tantivy::Result<Self::Child> {
+        self.stop.check()?;
+        self.inner.for_segment(segment_local_id, segment)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.inner.requires_scoring()
+    }
+
+    fn merge_fruits(
+        &self,
+        segment_fruits: Vec<<Self::Child as tantivy::collector::SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<Self::Fruit> {
+        self.inner.merge_fruits(segment_fruits)
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn tantivy::query::Weight,
+        segment_ord: tantivy::SegmentOrdinal,
+        reader: &tantivy::SegmentReader,
+    ) -> tantivy::Result<<Self::Child as tantivy::collector::SegmentCollector>::Fruit> {
+        self.stop.check()?;
+        self.inner.collect_segment(weight, segment_ord, reader)
+    }
 }
 
 /// One hit.
@@ -69,7 +152,11 @@ pub struct Hit {
     pub title: String,
     /// Kind.
     pub kind: String,
-    /// Relevance score (0 when sorted by date or searching without words).
+    /// Place in the whole result, from 1.
+    pub rank: usize,
+    /// Relevance score (0 when sorted by date or searching without words). Not sent: it is
+    /// computed from statistics over documents the caller may not read.
+    #[serde(skip)]
     pub score: f32,
     /// HTML: the best passage, matches in `<mark>`, everything else escaped.
     pub snippet: String,
@@ -236,7 +323,10 @@ impl SearchIndex {
         // core.
         let parallel =
             searcher.num_docs() >= PARALLEL_FROM_DOCS && page.len() >= PARALLEL_PAGE_FROM;
-        let hits = self.read_page(&searcher, page, snippets, parallel)?;
+        let mut hits = self.read_page(&searcher, page, snippets, parallel)?;
+        for (i, hit) in hits.iter_mut().enumerate() {
+            hit.rank = request.offset + i + 1;
+        }
         Ok((
             SearchResult {
                 total,
@@ -323,6 +413,7 @@ impl SearchIndex {
             dossier_number: text_of(f.dossier_number),
             title: text_of(f.title),
             kind: text_of(f.kind),
+            rank: 0,
             score,
             snippet,
         })
@@ -378,6 +469,7 @@ impl SearchIndex {
                 q,
                 &CountedTop::new(&counted, searcher, facets, top)?,
                 parallel,
+                request.stop.as_ref(),
             )?;
             return Ok((total as u64, facets, page));
         }
@@ -424,6 +516,7 @@ impl SearchIndex {
                     query,
                     &(Count, facets, top.order_by_score()),
                     parallel,
+                    request.stop.as_ref(),
                 )?;
                 // Without words nothing is more relevant than anything else: every match
                 // scores 0, however the permission was applied (a filter admitting a whole
@@ -444,6 +537,7 @@ impl SearchIndex {
                         top.order_by_fast_field::<i64>("date", Order::Desc),
                     ),
                     parallel,
+                    request.stop.as_ref(),
                 )?;
                 (
                     total,
@@ -466,12 +560,26 @@ impl SearchIndex {
         query: &dyn Query,
         collector: &C,
         parallel: bool,
+        stop: Option<&Stop>,
     ) -> tantivy::Result<C::Fruit> {
         let executor = if parallel {
             &self.parallel
         } else {
             &Executor::SingleThread
         };
+        if let Some(stop) = stop {
+            stop.check()?;
+            let stoppable = Stoppable {
+                inner: collector,
+                stop,
+            };
+            let scoring = if collector.requires_scoring() {
+                EnableScoring::enabled_from_searcher(searcher)
+            } else {
+                EnableScoring::disabled_from_searcher(searcher)
+            };
+            return searcher.search_with_executor(query, &stoppable, executor, scoring);
+        }
         // Scores are computed only for a collector that ranks by them.
         let scoring = if collector.requires_scoring() {
             EnableScoring::enabled_from_searcher(searcher)

@@ -165,8 +165,8 @@ async fn import_loads_a_folder_tree_that_becomes_searchable() {
             "applicant_cf": cf(42),
             "subject": "Veranda sul retro",
             "documents": [
-                {"file": "istanza.pdf", "title": "Istanza", "kind": "application"},
-                {"file": "nota.txt", "title": "Nota", "kind": "other", "visibility": "internal"}
+                {"file": "istanza.pdf", "title": "Istanza", "kind": "application", "visibility": "public"},
+                {"file": "nota.txt", "title": "Nota", "kind": "other"}
             ]
         })
         .to_string(),
@@ -219,7 +219,8 @@ async fn import_loads_a_folder_tree_that_becomes_searchable() {
         .unwrap();
     assert_eq!(
         mine["total"], 1,
-        "the applicant sees the public document only: {mine}"
+        "the applicant sees the public document only (documents are internal unless the \
+         manifest says public): {mine}"
     );
     let dossiers: Value = app
         .get(&applicant, "/v1/dossiers")

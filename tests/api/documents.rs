@@ -492,6 +492,8 @@ async fn documents_created_together_commit_together_and_are_refused_alone() {
                     media_type: "application/pdf",
                     filename: "allegato.pdf",
                     created_by: user.id,
+                    created_role: fascicolo::domain::Role::Citizen,
+                    channel: fascicolo::domain::UploadChannel::Online,
                     blobs: &app.services.blobs,
                 },
             },

@@ -113,6 +113,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     config.extract_cpu_seconds = 5;
     config.extract_wall_seconds = 15;
     config.extract_memory_mib = 512;
+    // Tests upload and search in loops (and poll the index); the rate-limit tests set their
+    // own limits.
+    config.rate_search = 0;
+    config.rate_upload = 0;
+    config.rate_anonymous = 0;
     let postgres = backends(&mut config).await;
     adjust(&mut config);
     serve(config, data_dir, postgres).await
@@ -467,4 +472,27 @@ impl TestApp {
         assert_eq!(response.status(), 201, "uploading a text document");
         response.json().await.expect("json")
     }
+}
+
+/// Activates the newest activation queued for `recipient` in the outbox (what the notifier
+/// would deliver to that address) and returns the token it gives.
+pub async fn activate_from_outbox(app: &TestApp, recipient: &str) -> String {
+    let payload: String = sqlx::query_scalar(
+        "select payload from notification_outbox where recipient = $1 order by id desc limit 1",
+    )
+    .bind(recipient)
+    .fetch_one(app.services.db.pool())
+    .await
+    .expect("an activation message for the recipient");
+    let message: Value = serde_json::from_str(&payload).expect("payload");
+    let response = app
+        .client
+        .post(app.url("/v1/registrations/activate"))
+        .json(&json!({"registration_id": message["registration_id"], "code": message["code"]}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201, "activating from the outbox");
+    let credentials: Value = response.json().await.expect("json");
+    credentials["token"].as_str().expect("token").to_owned()
 }

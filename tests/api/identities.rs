@@ -39,7 +39,7 @@ async fn outbox(app: &TestApp, registration: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_citizen_registers_with_the_codice_fiscale_and_activates_once() {
     let app = spawn_app().await;
-    let response = register(&app, json!({"codice_fiscale": cf(100), "email": "Maria.Rossi@Example.it", "phone": "+39 011 1234567"})).await;
+    let response = register(&app, json!({"name": "Maria Rossi", "codice_fiscale": cf(100), "email": "Maria.Rossi@Example.it", "phone": "+39 011 1234567"})).await;
     assert_eq!(response.status(), 202);
     let pending: Value = response.json().await.unwrap();
     let id = pending["registration_id"].as_str().unwrap();
@@ -68,7 +68,7 @@ async fn activation_codes_die_after_five_wrong_attempts_and_when_expired() {
     let app = spawn_app().await;
     let r: Value = register(
         &app,
-        json!({"codice_fiscale": cf(101), "email": "a@example.it"}),
+        json!({"name": "Maria Rossi", "codice_fiscale": cf(101), "email": "a@example.it"}),
     )
     .await
     .json()
@@ -84,7 +84,7 @@ async fn activation_codes_die_after_five_wrong_attempts_and_when_expired() {
 
     let r: Value = register(
         &app,
-        json!({"codice_fiscale": cf(102), "email": "b@example.it"}),
+        json!({"name": "Maria Rossi", "codice_fiscale": cf(102), "email": "b@example.it"}),
     )
     .await
     .json()
@@ -110,14 +110,14 @@ async fn registrations_are_rate_limited_per_email_and_validated() {
     for n in 0..3 {
         let r = register(
             &app,
-            json!({"codice_fiscale": cf(110 + n), "email": "same@example.it"}),
+            json!({"name": "Maria Rossi", "codice_fiscale": cf(110 + n), "email": "same@example.it"}),
         )
         .await;
         assert_eq!(r.status(), 202);
     }
     let limited = register(
         &app,
-        json!({"codice_fiscale": cf(120), "email": "same@example.it"}),
+        json!({"name": "Maria Rossi", "codice_fiscale": cf(120), "email": "same@example.it"}),
     )
     .await;
     assert_eq!(limited.status(), 429);
@@ -127,15 +127,15 @@ async fn registrations_are_rate_limited_per_email_and_validated() {
 
     for (body, code) in [
         (
-            json!({"codice_fiscale": "RSSMRA85T10A562T", "email": "x@example.it"}),
+            json!({"name": "Maria Rossi", "codice_fiscale": "RSSMRA85T10A562T", "email": "x@example.it"}),
             "invalid_codice_fiscale",
         ),
         (
-            json!({"codice_fiscale": cf(121), "email": "not-an-address"}),
+            json!({"name": "Maria Rossi", "codice_fiscale": cf(121), "email": "not-an-address"}),
             "invalid_email",
         ),
         (
-            json!({"codice_fiscale": cf(121), "email": "x@example.it", "phone": "call me"}),
+            json!({"name": "Maria Rossi", "codice_fiscale": cf(121), "email": "x@example.it", "phone": "call me"}),
             "invalid_phone",
         ),
     ] {
@@ -149,19 +149,23 @@ async fn registrations_are_rate_limited_per_email_and_validated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_an_existing_codice_fiscale_cannot_take_the_account_over() {
     let app = spawn_app().await;
-    let admin = app.user("admin", None, &[]).await;
-    let created = app
-        .client
-        .post(app.url("/v1/users"))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "citizen", "name": "Owner", "codice_fiscale": cf(122), "email": "owner@example.it"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    // A verified account: made by the operator at the command line.
+    let created = app.cli(&[
+        "user",
+        "add",
+        "--role",
+        "citizen",
+        "--name",
+        "Owner",
+        "--cf",
+        &cf(122),
+        "--email",
+        "owner@example.it",
+    ]);
+    assert!(created.status.success());
     let r: Value = register(
         &app,
-        json!({"codice_fiscale": cf(122), "email": "attacker@example.it"}),
+        json!({"name": "Maria Rossi", "codice_fiscale": cf(122), "email": "attacker@example.it"}),
     )
     .await
     .json()
@@ -374,11 +378,27 @@ async fn admins_manage_users_and_read_no_content() {
         admin.clone(),
     )
     .await;
+    assert_eq!(
+        staff.status(),
+        400,
+        "a user needs an e-mail address for the activation"
+    );
+    let staff = create(
+        json!({"role": "staff", "name": "Neri", "offices": ["tributi"], "email": "neri@example.it"}),
+        admin.clone(),
+    )
+    .await;
     assert_eq!(staff.status(), 201);
     let staff: Value = staff.json().await.unwrap();
+    assert!(
+        staff.get("token").is_none(),
+        "no answer carries another user's credential: {staff}"
+    );
+    let staff_token = crate::helpers::activate_from_outbox(&app, "neri@example.it").await;
+    let staff_token = staff_token.as_str();
     assert_eq!(
         create(
-            json!({"role": "staff", "name": "X", "offices": ["tributi"]}),
+            json!({"role": "staff", "name": "X", "offices": ["tributi"], "email": "x@example.it"}),
             citizen.clone()
         )
         .await
@@ -387,16 +407,7 @@ async fn admins_manage_users_and_read_no_content() {
     );
     assert_eq!(
         create(
-            json!({"role": "citizen", "name": "Dup", "codice_fiscale": cf(140)}),
-            admin.clone()
-        )
-        .await
-        .status(),
-        409
-    );
-    assert_eq!(
-        create(
-            json!({"role": "staff", "name": "X", "offices": ["nowhere"]}),
+            json!({"role": "staff", "name": "X", "offices": ["nowhere"], "email": "x@example.it"}),
             admin.clone()
         )
         .await
@@ -405,7 +416,6 @@ async fn admins_manage_users_and_read_no_content() {
     );
 
     // Moving staff between offices takes effect on the next request.
-    let staff_token = staff["token"].as_str().unwrap();
     let path = format!("/v1/dossiers/{}", d["id"].as_str().unwrap());
     assert_eq!(app.get(staff_token, &path).await.status(), 404);
     let moved = app
@@ -515,14 +525,14 @@ async fn registrations_are_rate_limited_per_network_address() {
     for n in 0..20u32 {
         let r = register(
             &app,
-            json!({"codice_fiscale": cf(800 + n), "email": format!("p{n}@example.it")}),
+            json!({"name": "Maria Rossi", "codice_fiscale": cf(800 + n), "email": format!("p{n}@example.it")}),
         )
         .await;
         assert_eq!(r.status(), 202, "registration {n}");
     }
     let limited = register(
         &app,
-        json!({"codice_fiscale": cf(830), "email": "other@example.it"}),
+        json!({"name": "Maria Rossi", "codice_fiscale": cf(830), "email": "other@example.it"}),
     )
     .await;
     assert_eq!(

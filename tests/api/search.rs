@@ -382,7 +382,9 @@ async fn malformed_searches_are_400s() {
     let app = spawn_app().await;
     let citizen = app.citizen(71).await;
     for params in [
-        vec![("q", "nosuchfield:x")],
+        vec![("q", "\"unclosed phrase")],
+        vec![("q", "(parere")],
+        vec![("q", "parere OR")],
         vec![("q", "parere"), ("limit", "0")],
         vec![("q", "parere"), ("limit", "1000")],
         vec![("q", "parere"), ("sort", "size")],

@@ -1,0 +1,184 @@
+//! The server's own accept loop. `axum::serve` has no connection limit and no timeouts; this
+//! one bounds what one client can hold:
+//! - at most `max_connections` connections at once: past that, new ones wait in the kernel's
+//!   backlog until one closes;
+//! - a request's headers must arrive within `header_timeout` of the connection being ready for
+//!   them (a client that opens connections and trickles headers is cut off);
+//! - a request body that stalls for `body_idle` is cut off, and so is one that arrives slower
+//!   than `body_min_rate` bytes per second over any whole window of `RATE_WINDOW`: a slow but
+//!   steady upload of a large scan goes through, a trickle that only holds the connection does
+//!   not.
+//!
+//! On shutdown the listener closes, requests in flight finish, and connections close.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+
+/// How long a body's arrival rate is measured over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// What one client may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Time to send a request's headers.
+    pub header_timeout: Duration,
+    /// Longest pause inside a request body.
+    pub body_idle: Duration,
+    /// Slowest average body rate over a window of [`RATE_WINDOW`], bytes per second.
+    pub body_min_rate: u64,
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(100);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(|body| Body::new(Timed::new(body, limits)));
+            request.extensions_mut().insert(ConnectInfo(peer));
+            tower::ServiceExt::oneshot(router.clone(), request)
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after {DRAIN:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+/// Why a body was cut off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyTimeout {
+    /// Nothing arrived for too long.
+    #[error("the request body stalled")]
+    Idle,
+    /// It arrived too slowly.
+    #[error("the request body arrived too slowly")]
+    TooSlow,
+}
+
+/// A request body under the idle and minimum-rate limits.
+struct Timed {
+    inner: Incoming,
+    idle: Duration,
+    min_per_window: u64,
+    deadline: Pin<Box<Sleep>>,
+    window_started: Instant,
+    window_bytes: u64,
+}
+
+impl Timed {
+    fn new(inner: Incoming, limits: ServeLimits) -> Self {
+        Self {
+            inner,
+            idle: limits.body_idle,
+            min_per_window: limits.body_min_rate.saturating_mul(RATE_WINDOW.as_secs()),
+            deadline: Box::pin(tokio::time::sleep(limits.body_idle)),
+            window_started: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+}
+
+impl http_body::Body for Timed {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let now = Instant::now();
+                if let Some(data) = frame.data_ref() {
+                    this.window_bytes += data.len() as u64;
+                }
+                if now.duration_since(this.window_started) >= RATE_WINDOW {
+                    if this.window_bytes < this.min_per_window {
+                        return Poll::Ready(Some(Err(BodyTimeout::TooSlow.into())));
+                    }
+                    this.window_started = now;
+                    this.window_bytes = 0;
+                }
+                this.deadline.as_mut().reset(now + this.idle);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout::Idle.into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
