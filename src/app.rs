@@ -174,6 +174,7 @@ impl App {
             header_timeout: std::time::Duration::from_secs(config.header_timeout_seconds.max(1)),
             body_idle: std::time::Duration::from_secs(config.body_idle_seconds.max(1)),
             body_min_rate: config.body_min_rate,
+            rate_window: std::time::Duration::from_millis(config.body_rate_window_ms.max(1)),
         };
         let router = http::router(self.services);
         let served = http::serve::serve(self.listener, router, limits, shutdown)

@@ -122,7 +122,7 @@ pub struct Config {
     )]
     pub body_idle_seconds: u64,
 
-    /// Slowest accepted body rate, bytes per second averaged over 10 s: a slow but steady
+    /// Slowest accepted body rate, bytes per second averaged over 10 s windows: a slow but steady
     /// upload goes through, a trickle that only holds a connection does not.
     #[arg(
         long,
@@ -131,6 +131,16 @@ pub struct Config {
         global = true
     )]
     pub body_min_rate: u64,
+
+    /// Window the minimum body rate is averaged over, in milliseconds.
+    #[arg(
+        long,
+        env = "FASCICOLO_BODY_RATE_WINDOW_MS",
+        default_value_t = 10_000,
+        global = true,
+        hide = true
+    )]
+    pub body_rate_window_ms: u64,
 
     /// Requests to anonymous routes (registration, activation) per client address per minute.
     #[arg(
@@ -168,7 +178,8 @@ pub struct Config {
     )]
     pub search_concurrency: usize,
 
-    /// Milliseconds a search may run: past that it stops between segments with a 503.
+    /// Milliseconds a search may run: past that it stops between segments with a 503 (0 stops
+    /// every search at once, for tests).
     #[arg(
         long,
         env = "FASCICOLO_SEARCH_BUDGET_MS",
@@ -234,6 +245,7 @@ impl Config {
             header_timeout_seconds: 10,
             body_idle_seconds: 30,
             body_min_rate: 1024,
+            body_rate_window_ms: 10_000,
             rate_anonymous: 30,
             rate_search: 600,
             rate_upload: 120,

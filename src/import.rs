@@ -140,6 +140,12 @@ async fn import_folder(
                 .collect()
         }
     };
+    // Every file is checked before anything is filed: a refused folder leaves nothing behind.
+    for entry in &entries {
+        if sanitize_filename(&entry.file) == entry.file {
+            plain_file(folder, &entry.file)?;
+        }
+    }
     let actor = crate::audit::Actor::system(&services.config.tenant, importer, "import");
     let dossier = dossiers::create(
         &services.db,

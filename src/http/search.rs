@@ -104,6 +104,12 @@ async fn search(
     // engine is its quoted rendering: no field, range, wildcard or regex.
     let typed = query.q.unwrap_or_default();
     let parsed = crate::domain::query::PublicQuery::parse(&typed).map_err(bad)?;
+    if parsed.is_empty() && !typed.trim().is_empty() {
+        return Err(bad(
+            "the query holds no word to search for (wildcards and field names are not part of \
+             the search syntax)",
+        ));
+    }
     let q = parsed.to_engine();
     let mut terms = Vec::new();
     if let Some(p) = query.procedure {
@@ -181,7 +187,7 @@ async fn search(
     let mut request = request;
     request.stop = Some(Stop {
         deadline: std::time::Instant::now()
-            + std::time::Duration::from_millis(services.config.search_budget_ms.max(1)),
+            + std::time::Duration::from_millis(services.config.search_budget_ms),
         abandoned: abandoned.0.clone(),
     });
     // The search, its result's audit line and the response body are made on one blocking

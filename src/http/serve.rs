@@ -5,7 +5,7 @@
 //! - a request's headers must arrive within `header_timeout` of the connection being ready for
 //!   them (a client that opens connections and trickles headers is cut off);
 //! - a request body that stalls for `body_idle` is cut off, and so is one that arrives slower
-//!   than `body_min_rate` bytes per second over any whole window of `RATE_WINDOW`: a slow but
+//!   than `body_min_rate` bytes per second over any whole window of `rate_window`: a slow but
 //!   steady upload of a large scan goes through, a trickle that only holds the connection does
 //!   not.
 //!
@@ -28,8 +28,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 
-/// How long a body's arrival rate is measured over.
-pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -42,8 +40,10 @@ pub struct ServeLimits {
     pub header_timeout: Duration,
     /// Longest pause inside a request body.
     pub body_idle: Duration,
-    /// Slowest average body rate over a window of [`RATE_WINDOW`], bytes per second.
+    /// Slowest average body rate over a window of `rate_window`, bytes per second.
     pub body_min_rate: u64,
+    /// How long a body's arrival rate is averaged over.
+    pub rate_window: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -123,6 +123,7 @@ struct Timed {
     idle: Duration,
     min_per_window: u64,
     deadline: Pin<Box<Sleep>>,
+    window: Duration,
     window_started: Instant,
     window_bytes: u64,
 }
@@ -132,7 +133,11 @@ impl Timed {
         Self {
             inner,
             idle: limits.body_idle,
-            min_per_window: limits.body_min_rate.saturating_mul(RATE_WINDOW.as_secs()),
+            min_per_window: u64::try_from(
+                u128::from(limits.body_min_rate) * limits.rate_window.as_millis() / 1000,
+            )
+            .unwrap_or(u64::MAX),
+            window: limits.rate_window,
             deadline: Box::pin(tokio::time::sleep(limits.body_idle)),
             window_started: Instant::now(),
             window_bytes: 0,
@@ -155,7 +160,7 @@ impl http_body::Body for Timed {
                 if let Some(data) = frame.data_ref() {
                     this.window_bytes += data.len() as u64;
                 }
-                if now.duration_since(this.window_started) >= RATE_WINDOW {
+                if now.duration_since(this.window_started) >= this.window {
                     if this.window_bytes < this.min_per_window {
                         return Poll::Ready(Some(Err(BodyTimeout::TooSlow.into())));
                     }

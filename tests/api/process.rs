@@ -15,8 +15,14 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `fascicolo serve` on port 0 over `data_dir` and waits for its address.
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`Self::start`] with more environment variables.
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fascicolo"))
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .env("FASCICOLO_DATA_DIR", data_dir)
             .env("FASCICOLO_EXTRACT_CPU_SECONDS", "5")
             .env("RUST_LOG", "warn,fascicolo::cli=info")
