@@ -224,11 +224,10 @@ async fn slow_clients_are_cut_off_and_a_steady_upload_goes_through() {
         let mut buf = [0u8; 512];
         if let Ok(Ok(n)) =
             tokio::time::timeout(Duration::from_millis(1), trickle.read(&mut buf)).await
+            && (n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 4"))
         {
-            if n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 4") {
-                closed = true;
-                break;
-            }
+            closed = true;
+            break;
         }
     }
     assert!(closed, "a trickled body is cut off");
