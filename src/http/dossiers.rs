@@ -160,6 +160,7 @@ pub struct DossierPage {
 async fn list_dossiers(
     State(services): State<Services>,
     caller: Caller,
+    client: super::extract::ClientAddress,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<DossierPage>, ApiError> {
     let limit = query.limit.unwrap_or(20);
@@ -193,6 +194,22 @@ async fn list_dossiers(
     } else {
         None
     };
+    // A listing discloses every dossier on its page: each one's history shows it.
+    let disclosed: Vec<serde_json::Value> = items
+        .iter()
+        .map(|d| serde_json::json!({"dossier": d.id.to_string()}))
+        .collect();
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "dossiers.list",
+        "dossiers".to_owned(),
+        None,
+        true,
+        serde_json::json!({"count": items.len(), "disclosed": disclosed}),
+    )
+    .await?;
     Ok(Json(DossierPage { items, next_cursor }))
 }
 

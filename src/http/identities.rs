@@ -385,6 +385,7 @@ pub struct TokenList {
 async fn list_tokens(
     State(services): State<Services>,
     caller: Caller,
+    client: ClientAddress,
     ApiQuery(query): ApiQuery<TokensQuery>,
 ) -> Result<Json<TokenList>, ApiError> {
     let user = match query.user {
@@ -398,9 +399,19 @@ async fn list_tokens(
                 .id
         }
     };
-    Ok(Json(TokenList {
-        items: users::list_tokens(&services.db, user).await?,
-    }))
+    let items = users::list_tokens(&services.db, user).await?;
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "tokens.list",
+        format!("user:{user}"),
+        None,
+        true,
+        serde_json::json!({"count": items.len()}),
+    )
+    .await?;
+    Ok(Json(TokenList { items }))
 }
 
 /// Body of `POST /v1/tokens`.

@@ -78,7 +78,11 @@ fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
 #[utoipa::path(get, path = "/v1/stats",
     responses((status = 200, body = Stats)),
     security(("bearer" = [])), tag = "records")]
-async fn stats(State(services): State<Services>, caller: Caller) -> Result<Json<Stats>, ApiError> {
+async fn stats(
+    State(services): State<Services>,
+    caller: Caller,
+    client: super::extract::ClientAddress,
+) -> Result<Json<Stats>, ApiError> {
     let mut sql = Sql::new(
         "select d.id, d.procedure_code, d.office_code, d.status, d.channel, r.score \
          from dossier d left join rating r on r.dossier_id = d.id where ",
@@ -177,7 +181,7 @@ async fn stats(State(services): State<Services>, caller: Caller) -> Result<Json<
             a.overdue += 1;
         }
     }
-    let items = acc
+    let items: Vec<_> = acc
         .into_iter()
         .map(|(procedure, mut a)| {
             a.days.sort_unstable();
@@ -196,6 +200,17 @@ async fn stats(State(services): State<Services>, caller: Caller) -> Result<Json<
             }
         })
         .collect();
+    super::audit_read(
+        &services,
+        &caller,
+        &client,
+        "stats.read",
+        "stats".to_owned(),
+        None,
+        true,
+        serde_json::json!({"procedures": items.len()}),
+    )
+    .await?;
     Ok(Json(Stats { items }))
 }
 

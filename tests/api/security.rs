@@ -761,6 +761,9 @@ async fn a_dossiers_history_lists_the_searches_and_listings_that_disclosed_it() 
         .unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
 
+    assert_eq!(list_total(&app, &delegate).await, 1);
+    assert_eq!(app.get(&staff, "/v1/stats").await.status(), 200);
+    assert_eq!(app.get(&delegate, "/v1/tokens").await.status(), 200);
     app.indexed().await;
     let found: Value = app
         .search(&staff, &[("q", "computo")])
@@ -790,6 +793,23 @@ async fn a_dossiers_history_lists_the_searches_and_listings_that_disclosed_it() 
             .count()
             >= 2
     );
+    let delegate_id = me(&app, &delegate).await["id"].clone();
+    assert!(
+        accesses
+            .iter()
+            .any(|a| a["action"] == "dossiers.list" && a["actor_id"] == delegate_id),
+        "the listing that showed the dossier is in its history"
+    );
+    // Statistics and token listings are reads of the trail too.
+    app.services.auditor.flush().await;
+    for action in ["stats.read", "tokens.list"] {
+        let n: i64 = sqlx::query_scalar("select count(*) from audit_event where action = $1")
+            .bind(action)
+            .fetch_one(app.services.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{action}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
