@@ -71,7 +71,7 @@ pub struct BlobStore {
 }
 
 /// A blob that was written (or found already present).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StoredBlob {
     /// Its hash.
     pub hash: ContentHash,
@@ -79,6 +79,53 @@ pub struct StoredBlob {
     pub size: u64,
     /// True when the same bytes were already stored.
     pub deduplicated: bool,
+    /// The hashes of its [`CHUNK`]-byte pieces, recorded with it so a range is checked by
+    /// reading only the pieces it covers.
+    pub chunks: ChunkHashes,
+}
+
+/// Size of the pieces whose hashes are recorded at upload (the last one may be shorter).
+pub const CHUNK: u64 = 1024 * 1024;
+
+/// The SHA-256 of each [`CHUNK`]-byte piece of a blob, in order, as concatenated hex.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChunkHashes(Arc<str>);
+
+impl ChunkHashes {
+    /// From the stored text; `None` if it is not whole hashes of hex.
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() % 64 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self(text.into()))
+    }
+
+    /// The stored text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// How many pieces.
+    pub fn len(&self) -> usize {
+        self.0.len() / 64
+    }
+
+    /// No pieces (an empty blob).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The hex hash of piece `i`.
+    fn piece(&self, i: usize) -> Option<&str> {
+        self.0.get(i * 64..(i + 1) * 64)
+    }
+
+    /// The hashes of `bytes`, cut into pieces.
+    pub fn of(bytes: &[u8]) -> Self {
+        let mut text = String::with_capacity(bytes.len().div_ceil(CHUNK as usize) * 64);
+        for piece in bytes.chunks(CHUNK as usize) {
+            text.push_str(&hex::encode(Sha256::digest(piece)));
+        }
+        Self(text.into())
+    }
 }
 
 /// An object found by a listing.
@@ -162,6 +209,9 @@ impl BlobStore {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             guard: TempFile(path),
             hasher: Sha256::new(),
+            piece: Sha256::new(),
+            piece_len: 0,
+            pieces: String::new(),
             size: 0,
             head: Vec::with_capacity(SNIFF_BYTES),
             limit,
@@ -179,6 +229,7 @@ impl BlobStore {
             hash: spooled.hash,
             size: spooled.size,
             deduplicated: true,
+            chunks: spooled.chunks.clone(),
         };
         if !force {
             match self.store.head(&key).await {
@@ -281,6 +332,44 @@ impl BlobStore {
             held: None,
         }
         .boxed())
+    }
+
+    /// Streams `range` of a blob reading only the [`CHUNK`]-byte pieces it covers, each
+    /// checked against its recorded hash before any of it is sent: a slice is never served
+    /// corrupt, and a one-byte range reads one piece, not the whole blob.
+    pub fn stream_range_verified(
+        &self,
+        hash: &ContentHash,
+        chunks: &ChunkHashes,
+        size: u64,
+        range: Range<u64>,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        if range.end > size || size.div_ceil(CHUNK) != chunks.len() as u64 {
+            return Err(BlobError::Corrupt(*hash));
+        }
+        let store = self.store.clone();
+        let key = ObjectPath::from(hash.object_key());
+        let (hash, chunks) = (*hash, chunks.clone());
+        let first = range.start / CHUNK;
+        let pieces = futures_util::stream::iter(first..range.end.div_ceil(CHUNK));
+        Ok(pieces
+            .then(move |i| {
+                let (store, key, chunks) = (store.clone(), key.clone(), chunks.clone());
+                let range = range.clone();
+                async move {
+                    let at = i * CHUNK;
+                    let piece = store.get_range(&key, at..(at + CHUNK).min(size)).await?;
+                    let expected = usize::try_from(i).ok().and_then(|i| chunks.piece(i));
+                    if expected != Some(hex::encode(Sha256::digest(&piece)).as_str()) {
+                        tracing::error!(%hash, piece = i, "blob piece failed its integrity check");
+                        return Err(BlobError::Corrupt(hash));
+                    }
+                    let from = range.start.max(at) - at;
+                    let to = range.end.min(at + piece.len() as u64) - at;
+                    Ok(piece.slice(from as usize..to as usize))
+                }
+            })
+            .boxed())
     }
 
     /// Re-hashes a stored blob: `Ok` when intact.
@@ -414,6 +503,11 @@ pub struct Spool {
     file: Option<BufWriter<tokio::fs::File>>,
     guard: TempFile,
     hasher: Sha256,
+    /// The hash of the current [`CHUNK`]-byte piece, its length so far, and the hex hashes
+    /// of the pieces before it.
+    piece: Sha256,
+    piece_len: u64,
+    pieces: String,
     size: u64,
     head: Vec<u8>,
     limit: u64,
@@ -432,6 +526,20 @@ impl Spool {
             self.head.extend_from_slice(&chunk[..take]);
         }
         self.hasher.update(chunk);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let take = usize::try_from(CHUNK - self.piece_len)
+                .unwrap_or(usize::MAX)
+                .min(rest.len());
+            self.piece.update(&rest[..take]);
+            self.piece_len += take as u64;
+            rest = &rest[take..];
+            if self.piece_len == CHUNK {
+                let done = std::mem::take(&mut self.piece);
+                self.pieces.push_str(&hex::encode(done.finalize()));
+                self.piece_len = 0;
+            }
+        }
         if let Some(file) = self.file.as_mut() {
             file.write_all(chunk).await?;
         }
@@ -450,8 +558,13 @@ impl Spool {
             file.flush().await?;
             file.get_mut().sync_all().await?;
         }
+        if self.piece_len > 0 {
+            let last = std::mem::take(&mut self.piece);
+            self.pieces.push_str(&hex::encode(last.finalize()));
+        }
         Ok(Spooled {
             hash: ContentHash::from_digest(std::mem::take(&mut self.hasher)),
+            chunks: ChunkHashes(std::mem::take(&mut self.pieces).into()),
             size: self.size,
             head: std::mem::take(&mut self.head),
             guard: TempFile(std::mem::take(&mut self.guard.0)),
@@ -464,6 +577,8 @@ impl Spool {
 pub struct Spooled {
     /// Its hash.
     pub hash: ContentHash,
+    /// The hashes of its pieces.
+    pub chunks: ChunkHashes,
     /// Its size.
     pub size: u64,
     /// Its first bytes, for sniffing.

@@ -63,3 +63,7 @@ create table audit_disclosure (
     dossier_id text not null,
     primary key (dossier_id, seq)
 );
+
+-- The SHA-256 of each 1 MiB piece of a blob, as concatenated hex, recorded at upload: a Range
+-- request reads and checks only the pieces it covers. Null for blobs stored before.
+alter table blob add column chunk_hashes text;

@@ -295,13 +295,14 @@ async fn insert_blob_and_version(
 ) -> Result<(), DbError> {
     ensure_blob_still_stored(db, tx, content).await?;
     sqlx::query(
-        "insert into blob (sha256, size, media_type, created_at) values ($1, $2, $3, $4) \
-         on conflict (sha256) do nothing",
+        "insert into blob (sha256, size, media_type, created_at, chunk_hashes) \
+         values ($1, $2, $3, $4, $5) on conflict (sha256) do nothing",
     )
     .bind(content.blob.hash.to_hex())
     .bind(content.blob.size as i64)
     .bind(content.media_type)
     .bind(now)
+    .bind(content.blob.chunks.as_str())
     .execute(&mut **tx)
     .await?;
     sqlx::query(
@@ -524,6 +525,21 @@ pub async fn version(
     row.as_ref()
         .map(|r| version_from_row(r, caller))
         .transpose()
+}
+
+/// The hashes of a blob's pieces, when they were recorded at upload.
+pub async fn chunk_hashes(
+    db: &Db,
+    sha256: &str,
+) -> Result<Option<crate::blobs::ChunkHashes>, DbError> {
+    let text: Option<Option<String>> =
+        sqlx::query_scalar("select chunk_hashes from blob where sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(text
+        .flatten()
+        .and_then(|t| crate::blobs::ChunkHashes::parse(&t)))
 }
 
 /// Bytes of every version `user` uploaded.

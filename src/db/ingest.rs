@@ -203,7 +203,7 @@ async fn write(db: &Db, rows: &[NewRow]) -> Result<Vec<Result<(), DbError>>, DbE
         &mut tx,
         backend,
         (
-            "insert into blob (sha256, size, media_type, created_at) values ",
+            "insert into blob (sha256, size, media_type, created_at, chunk_hashes) values ",
             " on conflict (sha256) do nothing",
         ),
         &kept,
@@ -211,7 +211,8 @@ async fn write(db: &Db, rows: &[NewRow]) -> Result<Vec<Result<(), DbError>>, DbE
             v.value(r.blob.hash.to_hex())
                 .value(r.blob.size as i64)
                 .value(r.media_type.clone())
-                .value(r.at);
+                .value(r.at)
+                .value(r.blob.chunks.as_str().to_owned());
         },
     )
     .await?;

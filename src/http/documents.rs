@@ -7,6 +7,7 @@ use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::TryStreamExt as _;
 use serde::Serialize;
 
 use super::error::ApiError;
@@ -659,7 +660,26 @@ async fn serve_content(
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.start, r.end),
         None => (StatusCode::OK, 0, size),
     };
-    let body = if size <= VERIFY_BEFORE_SEND_LIMIT {
+    // A range reads only the pieces it covers, each checked against its hash recorded at
+    // upload; the whole content (or a blob stored before pieces were recorded) is checked
+    // whole before its last byte goes out.
+    let pieces = if status == StatusCode::PARTIAL_CONTENT {
+        documents::chunk_hashes(&services.db, sha256).await?
+    } else {
+        None
+    };
+    let body = if let Some(pieces) = pieces {
+        let stream = services
+            .blobs
+            .stream_range_verified(&hash, &pieces, size, start..end)?;
+        if end - start <= VERIFY_BEFORE_SEND_LIMIT {
+            // Checked before the status goes out: a corrupt piece is a 500, not a cut body.
+            let parts: Vec<bytes::Bytes> = stream.try_collect().await?;
+            Body::from(parts.concat())
+        } else {
+            Body::from_stream(stream)
+        }
+    } else if size <= VERIFY_BEFORE_SEND_LIMIT {
         let bytes = services.blobs.read_verified(&hash).await?;
         Body::from(bytes.slice(start as usize..end as usize))
     } else {

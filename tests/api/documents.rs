@@ -458,12 +458,14 @@ async fn documents_created_together_commit_together_and_are_refused_alone() {
         hash: ContentHash::parse(first["sha256"].as_str().unwrap()).unwrap(),
         size: first["size"].as_u64().unwrap(),
         deduplicated: true,
+        chunks: Default::default(),
     };
     // Deduplicated against bytes that are not in the store (collected meanwhile, say).
     let vanished = StoredBlob {
         hash: ContentHash::parse(&sha256_hex(b"never stored")).unwrap(),
         size: 12,
         deduplicated: true,
+        chunks: Default::default(),
     };
     let actor = fascicolo::audit::Actor {
         tenant: app.config.tenant.clone(),
@@ -475,9 +477,9 @@ async fn documents_created_together_commit_together_and_are_refused_alone() {
     let creates = titles.iter().enumerate().map(|(i, title)| {
         let (dossier, blob) = match i {
             // A dossier that does not exist: the shared transaction fails on it.
-            3 => (DossierId::new(), stored),
-            5 => (dossier_id, vanished),
-            _ => (dossier_id, stored),
+            3 => (DossierId::new(), stored.clone()),
+            5 => (dossier_id, vanished.clone()),
+            _ => (dossier_id, stored.clone()),
         };
         create(
             &app.services.db,
