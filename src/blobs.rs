@@ -94,7 +94,7 @@ pub struct ChunkHashes(Arc<str>);
 impl ChunkHashes {
     /// From the stored text; `None` if it is not whole hashes of hex.
     pub fn parse(text: &str) -> Option<Self> {
-        (text.len() % 64 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        (text.len().is_multiple_of(64) && text.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| Self(text.into()))
     }
 

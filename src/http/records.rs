@@ -494,10 +494,7 @@ async fn export(
         "manifest-sha256.txt".into(),
         Entry::Bytes(sums.into_bytes()),
     ));
-    let (zip, length) = write_zip(&services, entries).await?;
-    let mut response = Response::new(Body::from_stream(
-        tokio_util::io::ReaderStream::with_capacity(zip, 64 * 1024),
-    ));
+    let mut response = Response::new(stream_zip(&services, entries).await?);
     let name = format!("fascicolo-{}.zip", dossier.number.replace('/', "-"));
     for (k, v) in [
         (header::CONTENT_TYPE, "application/zip".to_owned()),
@@ -506,7 +503,6 @@ async fn export(
             format!("attachment; filename=\"{name}\""),
         ),
         (header::CACHE_CONTROL, "private, no-cache".to_owned()),
-        (header::CONTENT_LENGTH, length.to_string()),
     ] {
         if let Ok(v) = HeaderValue::from_str(&v) {
             response.headers_mut().insert(k, v);
@@ -541,67 +537,97 @@ enum Piece {
     End,
 }
 
-/// Writes a ZIP of `entries`, in their order, whose bytes depend only on the files (fixed
-/// timestamps and permissions) into an unnamed file in the spool directory, streaming each
-/// blob through: a dossier of any size is exported in constant memory, and nothing is sent
-/// until every blob has passed its integrity check. Returns the file, at its start, and its
-/// length.
-async fn write_zip(
-    services: &Services,
-    entries: Vec<(String, Entry)>,
-) -> Result<(tokio::fs::File, u64), ApiError> {
+/// Streams a ZIP of `entries`, in their order, whose bytes depend only on the files (fixed
+/// timestamps and permissions; sizes in data descriptors, as a writer that cannot seek back
+/// writes them). Every blob is read and checked against its hash first, so a corrupt document
+/// fails the export with a JSON error before any archive byte is sent; then the archive is
+/// made while it is sent, each blob checked again as it streams through (a blob corrupted in
+/// between cuts the response short rather than completing it). Nothing is written to disk and
+/// memory stays constant whatever the dossier's size; a client that goes away stops it.
+async fn stream_zip(services: &Services, entries: Vec<(String, Entry)>) -> Result<Body, ApiError> {
+    for (_, entry) in &entries {
+        if let Entry::Blob(hash, _) = entry {
+            services.blobs.verify(hash).await?;
+        }
+    }
     let (pieces, mut received) = tokio::sync::mpsc::channel::<Piece>(16);
-    let spool = services
-        .blobs
-        .spool_dir()
-        .join(format!("export-{}.part", uuid::Uuid::now_v7().simple()));
-    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<(std::fs::File, u64)> {
-        use std::io::Seek;
-        let file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&spool)?;
-        // Unnamed from now on: the archive disappears with the response, even on a crash.
-        std::fs::remove_file(&spool)?;
-        let mut zip = zip::ZipWriter::new(std::io::BufWriter::with_capacity(256 * 1024, file));
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated)
-            .last_modified_time(zip::DateTime::default())
-            .unix_permissions(0o644);
-        while let Some(piece) = received.blocking_recv() {
-            match piece {
-                Piece::File(path, large) => {
-                    zip.start_file(path.as_str(), options.large_file(large))?;
-                }
-                Piece::Bytes(bytes) => zip.write_all(&bytes)?,
-                Piece::End => {
-                    let mut file = zip.finish()?.into_inner().map_err(|e| e.into_error())?;
-                    let length = file.stream_position()?;
-                    file.rewind()?;
-                    return Ok((file, length));
+    let (out, archive) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        let sink = ChannelWriter {
+            out: out.clone(),
+            buffer: Vec::with_capacity(ARCHIVE_CHUNK),
+        };
+        let written = (|| -> anyhow::Result<()> {
+            let mut zip = zip::ZipWriter::new_stream(sink);
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .last_modified_time(zip::DateTime::default())
+                .unix_permissions(0o644);
+            while let Some(piece) = received.blocking_recv() {
+                match piece {
+                    Piece::File(path, large) => {
+                        zip.start_file(path.as_str(), options.large_file(large))?;
+                    }
+                    Piece::Bytes(bytes) => zip.write_all(&bytes)?,
+                    Piece::End => {
+                        let mut sink = zip.finish()?.into_inner();
+                        sink.flush()?;
+                        return Ok(());
+                    }
                 }
             }
+            anyhow::bail!("the export stopped before its end")
+        })();
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "export cut short");
+            let _ = out.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
-        anyhow::bail!("the export was abandoned")
     });
-    let fed = feed(services, entries, &pieces).await;
-    drop(pieces);
-    let written = writer.await.map_err(|e| ApiError::Internal(e.into()))?;
-    match (fed, written) {
-        // A failed read (a corrupt or missing blob) is the cause; the writer only saw the
-        // pieces stop.
-        (Err(Some(read)), _) => Err(read),
-        (_, Err(write)) => Err(ApiError::Internal(write)),
-        (Err(None), Ok(_)) => Err(ApiError::Internal(anyhow::anyhow!(
-            "the archive writer stopped"
-        ))),
-        (Ok(()), Ok((file, length))) => Ok((tokio::fs::File::from_std(file), length)),
+    let services = services.clone();
+    tokio::spawn(async move {
+        if let Err(Some(e)) = feed(&services, entries, &pieces).await {
+            tracing::error!(error = %e, "an export's document failed while streaming");
+        }
+    });
+    Ok(Body::from_stream(futures_util::stream::unfold(
+        archive,
+        |mut archive| async move { archive.recv().await.map(|item| (item, archive)) },
+    )))
+}
+
+/// Bytes handed to the response at a time.
+const ARCHIVE_CHUNK: usize = 64 * 1024;
+
+/// The archive writer's output: gathered into chunks and handed to the response through a
+/// bounded channel (the writer waits while the client reads).
+struct ChannelWriter {
+    out: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buffer: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= ARCHIVE_CHUNK {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(ARCHIVE_CHUNK),
+        ));
+        self.out
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the client went away"))
     }
 }
 
-/// Hands `entries` to the archive writer, streaming each blob in pieces. `Err(None)`: the
-/// writer stopped (its own error says why).
 async fn feed(
     services: &Services,
     entries: Vec<(String, Entry)>,
