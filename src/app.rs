@@ -166,6 +166,16 @@ impl App {
             tracing::warn!(error = %e, "could not clean the spool directory");
         }
         let pipeline = self.services.pipeline()?;
+        {
+            let sandbox = pipeline.sandbox().clone();
+            let scratch = self
+                .services
+                .config
+                .data_dir
+                .join("tmp")
+                .join("sandbox-probe");
+            tokio::spawn(async move { sandbox.log_probe(&scratch).await });
+        }
         let stop_indexing = Arc::new(Notify::new());
         let indexer = tokio::spawn(pipeline.run(self.services.wake.clone(), stop_indexing.clone()));
         let config = self.services.config.clone();

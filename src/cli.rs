@@ -56,6 +56,17 @@ enum Command {
     /// Extract the text of stdin in a sandbox (run by the server, not by people).
     #[command(hide = true)]
     ExtractWorker(crate::extract::sandbox::WorkerArgs),
+    /// Confine this process as an extraction worker is confined, then try to read and write
+    /// files, open sockets and start programs; prints what held as JSON. The server runs it
+    /// at start and logs a missing layer.
+    SandboxProbe {
+        /// The folder the probe may write in.
+        #[arg(long)]
+        scratch: Option<std::path::PathBuf>,
+        /// A file outside it, which the probe must not be able to read.
+        #[arg(long)]
+        outside: std::path::PathBuf,
+    },
     /// Delete blobs no document references, older than a grace period.
     Gc {
         /// Keep unreferenced blobs younger than this many hours (uploads in flight).
@@ -138,6 +149,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::ExtractWorker(args) = &cli.command {
         return Ok(crate::extract::sandbox::worker_main(args));
     }
+    // Single-threaded too: namespaces and the system-call filter apply to this thread.
+    if let Command::SandboxProbe { scratch, outside } = &cli.command {
+        let probe = crate::extract::confine::probe(scratch.as_deref(), outside);
+        println!("{}", serde_json::to_string(&probe)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -196,7 +213,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
-        Command::ExtractWorker(_) => Ok(ExitCode::FAILURE),
+        Command::ExtractWorker(_) | Command::SandboxProbe { .. } => Ok(ExitCode::FAILURE),
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

@@ -88,6 +88,11 @@ struct Loaded {
 }
 
 impl Pipeline {
+    /// The sandbox it extracts in.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
     /// A pipeline over `index`, extracting with `sandbox`, `parallel` files at a time.
     pub fn new(
         services: Services,

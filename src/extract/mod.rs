@@ -5,6 +5,7 @@
 //! hostile file can make a parser overflow its stack or abort on allocation, which no
 //! in-process guard can stop.
 
+pub mod confine;
 pub mod sandbox;
 
 use serde::{Deserialize, Serialize};

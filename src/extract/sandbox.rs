@@ -111,6 +111,48 @@ impl Sandbox {
         }
     }
 
+    /// Runs `exe sandbox-probe` once and logs which layers of the worker's confinement hold:
+    /// an error when a required one (Landlock, seccomp) is missing (every extraction will
+    /// fail with the reason), a warning when the optional network namespace is.
+    pub async fn log_probe(&self, scratch: &std::path::Path) {
+        let outside = scratch.join("outside.txt");
+        let dir = scratch.join("scratch");
+        let prepared = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&outside, b"x"));
+        if let Err(e) = prepared {
+            tracing::warn!(error = %e, "cannot prepare the sandbox probe");
+            return;
+        }
+        let output = tokio::process::Command::new(&self.exe)
+            .arg("sandbox-probe")
+            .arg("--scratch")
+            .arg(&dir)
+            .arg("--outside")
+            .arg(&outside)
+            .env_clear()
+            .stderr(Stdio::null())
+            .output()
+            .await;
+        let _ = std::fs::remove_dir_all(scratch);
+        let probe: Option<super::confine::Probe> = output
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+        match probe.map(|p| p.layers) {
+            Some(Ok(layers)) if layers.network_namespace => {
+                tracing::info!(landlock = ?layers.landlock, "extraction sandbox: Landlock, seccomp and a network namespace");
+            }
+            Some(Ok(layers)) => tracing::warn!(
+                landlock = ?layers.landlock,
+                "extraction sandbox: Landlock and seccomp hold; the optional network namespace \
+                 is missing (needs root or unprivileged user namespaces)"
+            ),
+            Some(Err(missing)) => tracing::error!(
+                %missing,
+                "extraction sandbox: a required layer is missing; every extraction will fail"
+            ),
+            None => tracing::error!("extraction sandbox: the probe did not run"),
+        }
+    }
+
     /// The largest file handed to a worker.
     pub fn max_input_bytes(&self) -> u64 {
         self.limits.max_input_bytes
@@ -318,6 +360,9 @@ pub struct WorkerArgs {
     /// Decompressed content per page.
     #[arg(long)]
     max_page_content_bytes: usize,
+    /// The one folder the worker may read and write (none by default).
+    #[arg(long)]
+    scratch: Option<std::path::PathBuf>,
 }
 
 /// The worker: limit itself, then for each request frame on stdin (media type and bytes)
@@ -336,6 +381,13 @@ pub fn worker_main(args: &WorkerArgs) -> ExitCode {
             refused = Some(format!("cannot apply limit {resource:?}: {e}"));
             break;
         }
+    }
+    // Confined before the first byte of input is read; a worker that cannot confine itself
+    // answers every file with the reason instead of extracting it.
+    if refused.is_none()
+        && let Err(e) = super::confine::confine(args.scratch.as_deref())
+    {
+        refused = Some(e.to_string());
     }
     let limits = Limits {
         max_chars: args.max_chars,

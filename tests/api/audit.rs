@@ -575,7 +575,10 @@ async fn an_export_streams_large_documents_and_refuses_corrupt_ones() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert!(spooled.is_empty(), "nothing written to the data disk: {spooled:?}");
+    assert!(
+        spooled.is_empty(),
+        "nothing written to the data disk: {spooled:?}"
+    );
     let archive = r.bytes().await.unwrap();
     let files = unzip(&archive);
     let (_, exported) = files

@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod matrix;
 mod process;
+mod sandbox;
 mod scaleout;
 mod search;
 mod security;
