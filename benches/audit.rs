@@ -62,6 +62,10 @@ async fn start(services: Services) -> Running {
 fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::embedded(dir);
     c.extractor = Some(env!("CARGO_BIN_EXE_fascicolo").into());
+    // Rate limits on, far above what the benchmark's few callers send.
+    c.rate_search = 1_000_000_000;
+    c.rate_upload = 1_000_000_000;
+    c.upload_quota_mib = 100_000_000;
     c
 }
 

@@ -88,15 +88,21 @@ impl Server {
     }
 
     /// Starts the server over `data_dir` on a free port, with extra environment `env`, and
-    /// waits until it logs its address.
+    /// waits until it logs its address. The per-caller rate limits are on but set far above
+    /// what a benchmark's few callers send (a load test is one caller sending thousands of
+    /// searches a second); the connection, body and search limits are the defaults.
+    /// `FASCICOLO_BENCH_BINARY` runs another build of the server (an A/B against a baseline).
     pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Self {
         let started = Instant::now();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fascicolo"));
+        let mut command = Command::new(binary());
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("FASCICOLO_DATA_DIR", data_dir)
             .env("RUST_LOG", "warn,fascicolo::cli=info")
             .env("NO_COLOR", "1")
+            .env("FASCICOLO_RATE_SEARCH", "1000000000")
+            .env("FASCICOLO_RATE_UPLOAD", "1000000000")
+            .env("FASCICOLO_UPLOAD_QUOTA_MIB", "100000000")
             .env_remove("FASCICOLO_DATABASE_URL")
             .env_remove("FASCICOLO_BLOB_URL")
             .stderr(Stdio::piped());
@@ -204,9 +210,15 @@ impl Sampler {
     }
 }
 
+/// The server binary: this build's, or `FASCICOLO_BENCH_BINARY`.
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("FASCICOLO_BENCH_BINARY")
+        .map_or_else(|| env!("CARGO_BIN_EXE_fascicolo").into(), Into::into)
+}
+
 /// Runs a CLI command of the release binary over `data_dir`; returns its stdout.
 pub fn cli(data_dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fascicolo"))
+    let out = Command::new(binary())
         .args(args)
         .env("FASCICOLO_DATA_DIR", data_dir)
         .env("RUST_LOG", "warn")

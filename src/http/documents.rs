@@ -557,7 +557,7 @@ async fn list_versions(
 #[utoipa::path(get, path = "/v1/documents/{id}/content",
     params(("id" = String, Path, description = "Document id")),
     responses(
-        (status = 200, description = "The newest version's bytes; `ETag` is its SHA-256", content_type = "application/octet-stream"),
+        (status = 200, description = "The newest version's bytes; `ETag` is its SHA-256", content_type = "*/*"),
         (status = 206, description = "The requested range"),
         (status = 304, description = "Unchanged (If-None-Match)"),
         (status = 404, body = super::error::ErrorBody),
@@ -597,7 +597,7 @@ async fn get_content(
 #[utoipa::path(get, path = "/v1/documents/{id}/versions/{n}/content",
     params(("id" = String, Path, description = "Document id"), ("n" = i32, Path, description = "Version number, from 1")),
     responses(
-        (status = 200, description = "That version's bytes", content_type = "application/octet-stream"),
+        (status = 200, description = "That version's bytes", content_type = "*/*"),
         (status = 206, description = "The requested range"),
         (status = 404, body = super::error::ErrorBody),
     ),

@@ -752,7 +752,7 @@ pub struct OfficesBody {
 
 #[utoipa::path(put, path = "/v1/users/{id}/offices", request_body = OfficesBody,
     params(("id" = String, Path, description = "User id")),
-    responses((status = 204, description = "Moved; effective on the next request"), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    responses((status = 204, description = "Moved; effective on the next request"), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "identities")]
 async fn set_offices(
     State(services): State<Services>,
@@ -791,7 +791,7 @@ async fn set_offices(
 
 #[utoipa::path(post, path = "/v1/users/{id}/disable",
     params(("id" = String, Path, description = "User id")),
-    responses((status = 204, description = "Disabled; its tokens stop working at once"), (status = 404, body = super::error::ErrorBody)),
+    responses((status = 204, description = "Disabled; its tokens stop working at once"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "identities")]
 async fn disable_user(
     State(services): State<Services>,

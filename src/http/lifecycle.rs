@@ -444,7 +444,7 @@ pub struct ProposalBody {
 }
 
 #[utoipa::path(post, path = "/v1/proposals", request_body = ProposalBody,
-    responses((status = 201, description = "Filed"), (status = 400, body = super::error::ErrorBody)),
+    responses((status = 201, description = "Filed"), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody, description = "Auditors and administrators file nothing")),
     security(("bearer" = [])), tag = "dossiers")]
 async fn propose(
     State(services): State<Services>,

@@ -69,6 +69,58 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        document_common_errors(openapi);
+    }
+}
+
+/// Documents on every operation the errors any request may meet, where the operation does
+/// not say more itself: a malformed request (400), a missing or dead token (401, secured
+/// operations), a body past its limit (413, operations with a body), a rate limit (429), a
+/// server fault or stored bytes failing their check (500), a search past its budget (503).
+fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            item.get.as_mut(),
+            item.put.as_mut(),
+            item.post.as_mut(),
+            item.delete.as_mut(),
+            item.patch.as_mut(),
+        ];
+        for operation in operations.into_iter().flatten() {
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let has_body = operation.request_body.is_some();
+            let responses = &mut operation.responses.responses;
+            let mut add = |code: &str, description: &str| {
+                responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| error(description).into());
+            };
+            add("400", "Malformed request");
+            if secured {
+                add("401", "Missing, unknown, revoked or expired token");
+            }
+            if has_body {
+                add("413", "Body past its limit");
+            }
+            add("429", "Too many requests; see Retry-After");
+            add(
+                "500",
+                "Server fault, or stored content that failed its integrity check",
+            );
+            add("503", "Unavailable for now; see Retry-After");
+        }
     }
 }
 
