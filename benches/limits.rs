@@ -148,7 +148,11 @@ async fn search(client: &reqwest::Client, base: &str, token: &str, q: &str) -> (
 #[tokio::main]
 async fn main() {
     let quick = std::env::var("FASCICOLO_BENCH_QUICK").is_ok();
-    let (documents, rounds, floods) = if quick { (300, 50, 10) } else { (5_000, 400, 200) };
+    let (documents, rounds, floods) = if quick {
+        (300, 50, 10)
+    } else {
+        (5_000, 400, 200)
+    };
     parse_costs(if quick { 1_000 } else { 20_000 });
 
     let dir = tempfile::tempdir().expect("temp dir");

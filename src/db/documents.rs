@@ -544,12 +544,14 @@ pub async fn chunk_hashes(
 
 /// Bytes of every version `user` uploaded.
 pub async fn uploaded_bytes(db: &Db, user: UserId) -> Result<u64, DbError> {
-    let total: Option<i64> =
-        sqlx::query_scalar("select sum(size) from document_version where created_by = $1")
-            .bind(user.to_string())
-            .fetch_one(db.pool())
-            .await?;
-    Ok(u64::try_from(total.unwrap_or(0)).unwrap_or(0))
+    // PostgreSQL sums bigints as numeric: cast back.
+    let total: i64 = sqlx::query_scalar(
+        "select cast(coalesce(sum(size), 0) as bigint) from document_version where created_by = $1",
+    )
+    .bind(user.to_string())
+    .fetch_one(db.pool())
+    .await?;
+    Ok(u64::try_from(total).unwrap_or(0))
 }
 
 /// Every blob hash referenced by a document version.
