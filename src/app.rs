@@ -89,6 +89,31 @@ impl Services {
         Ok(index)
     }
 
+    /// The notification sender over this node's configuration: e-mail when an SMTP server is
+    /// configured, with the built-in templates or the municipality's.
+    pub fn notifier(&self) -> anyhow::Result<crate::notify::Notifier> {
+        let templates = crate::notify::Templates::load(self.config.templates_dir.as_deref())
+            .context("loading the notification templates")?;
+        let email = self
+            .config
+            .smtp_url
+            .as_deref()
+            .map(|url| crate::notify::EmailChannel::new(url, &self.config.smtp_from))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("configuring e-mail")?;
+        if email.is_none() {
+            tracing::warn!(
+                "no SMTP server configured (FASCICOLO_SMTP_URL): e-mails wait in the outbox"
+            );
+        }
+        Ok(crate::notify::Notifier::new(
+            self.db.clone(),
+            email,
+            templates,
+        ))
+    }
+
     /// The indexing pipeline over this node's index.
     pub fn pipeline(&self) -> anyhow::Result<Pipeline> {
         let index = self.index.clone().context("the search index is not open")?;
@@ -178,6 +203,12 @@ impl App {
         }
         let stop_indexing = Arc::new(Notify::new());
         let indexer = tokio::spawn(pipeline.run(self.services.wake.clone(), stop_indexing.clone()));
+        let stop_notifying = Arc::new(Notify::new());
+        let notifier = tokio::spawn(
+            self.services
+                .notifier()?
+                .run(Arc::new(Notify::new()), stop_notifying.clone()),
+        );
         let config = self.services.config.clone();
         let limits = http::serve::ServeLimits {
             max_connections: config.max_connections,
@@ -191,7 +222,9 @@ impl App {
             .await
             .context("serving HTTP");
         stop_indexing.notify_one();
+        stop_notifying.notify_one();
         let _ = indexer.await;
+        let _ = notifier.await;
         served
     }
 }

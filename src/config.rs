@@ -206,6 +206,25 @@ pub struct Config {
     )]
     pub token_lifetime_days: u32,
 
+    /// SMTP server for e-mail notifications: `smtp://user:password@host:587?tls=required`,
+    /// `smtps://user:password@host:465`, or `smtp://host:25` for a local relay. Without it,
+    /// e-mails wait in the outbox.
+    #[arg(long, env = "FASCICOLO_SMTP_URL", global = true)]
+    pub smtp_url: Option<String>,
+
+    /// Sender of e-mail notifications, `Name <address>`; its domain names every Message-ID.
+    #[arg(
+        long,
+        env = "FASCICOLO_SMTP_FROM",
+        default_value = "Comune - Sportello unico <noreply@comune.example.it>",
+        global = true
+    )]
+    pub smtp_from: String,
+
+    /// Folder of notification templates replacing the built-in ones of the same name.
+    #[arg(long, env = "FASCICOLO_TEMPLATES_DIR", global = true)]
+    pub templates_dir: Option<PathBuf>,
+
     /// The municipality (ente) this server serves, by its IPA code.
     #[arg(
         long,
@@ -241,6 +260,9 @@ impl Config {
             tenant: "c_c722".to_owned(),
             trusted_proxies: Vec::new(),
             token_lifetime_days: 90,
+            smtp_url: None,
+            smtp_from: "Comune - Sportello unico <noreply@comune.example.it>".to_owned(),
+            templates_dir: None,
             max_connections: 1024,
             header_timeout_seconds: 10,
             body_idle_seconds: 30,

@@ -17,6 +17,7 @@ pub mod http;
 pub mod import;
 pub mod index;
 pub mod maintenance;
+pub mod notify;
 pub mod pipeline;
 pub mod users;
 

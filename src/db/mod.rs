@@ -6,6 +6,7 @@ pub mod documents;
 pub mod dossiers;
 mod ingest;
 pub mod lifecycle;
+pub mod outbox;
 pub mod registrations;
 pub mod users;
 

@@ -19,6 +19,7 @@ mod leak;
 mod lifecycle;
 mod limits;
 mod matrix;
+mod notify;
 mod process;
 mod sandbox;
 mod scaleout;

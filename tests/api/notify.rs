@@ -1,0 +1,258 @@
+//! Notification delivery over real SMTP, to a sink speaking the protocol inside the test: each
+//! message arrives once with its recipient, subject, `Message-ID` and both parts; a server that
+//! is down is retried until it is back; a refused recipient fails with the reason.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use crate::helpers::{TestApp, cf, spawn_app_with};
+
+/// One message as the sink received it.
+#[derive(Clone, Debug)]
+struct Received {
+    from: String,
+    to: Vec<String>,
+    data: String,
+}
+
+/// A minimal SMTP server: it accepts every message, except for recipients it is told to
+/// refuse (550), and keeps them.
+#[derive(Clone)]
+struct Sink {
+    received: Arc<Mutex<Vec<Received>>>,
+    refuse: Arc<Vec<String>>,
+}
+
+impl Sink {
+    async fn start_on(listener: TcpListener, refuse: &[&str]) -> Self {
+        let sink = Self {
+            received: Arc::default(),
+            refuse: Arc::new(refuse.iter().map(|s| s.to_string()).collect()),
+        };
+        let serving = sink.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let sink = serving.clone();
+                tokio::spawn(async move { sink.session(stream).await });
+            }
+        });
+        sink
+    }
+
+    async fn session(&self, stream: tokio::net::TcpStream) {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+        let (mut from, mut to) = (String::new(), Vec::new());
+        while let Ok(Some(line)) = lines.next_line().await {
+            let upper = line.to_ascii_uppercase();
+            let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                b"250-sink\r\n250 8BITMIME\r\n"
+            } else if upper.starts_with("MAIL FROM:") {
+                from = line[10..].trim().to_owned();
+                to.clear();
+                b"250 OK\r\n"
+            } else if upper.starts_with("RCPT TO:") {
+                let address = line[8..].trim().trim_matches(['<', '>']).to_owned();
+                if self.refuse.contains(&address) {
+                    b"550 5.1.1 no such mailbox\r\n"
+                } else {
+                    to.push(address);
+                    b"250 OK\r\n"
+                }
+            } else if upper == "DATA" {
+                let _ = write.write_all(b"354 go on\r\n").await;
+                let mut data = String::new();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    if l == "." {
+                        break;
+                    }
+                    data.push_str(&l);
+                    data.push('\n');
+                }
+                self.received.lock().unwrap().push(Received {
+                    from: from.clone(),
+                    to: to.clone(),
+                    data,
+                });
+                b"250 queued\r\n"
+            } else if upper == "QUIT" {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            } else {
+                b"250 OK\r\n"
+            };
+            if write.write_all(reply).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn messages(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+async fn app_sending_to(port: u16) -> TestApp {
+    spawn_app_with(move |c| {
+        c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.smtp_from = "Comune di Ciriè <sportello@comune.cirie.to.it>".to_owned();
+    })
+    .await
+}
+
+async fn register(app: &TestApp, n: u32, email: &str) -> String {
+    let r = app
+        .client
+        .post(app.url("/v1/registrations"))
+        .json(&json!({"codice_fiscale": cf(n), "name": "Giulia Neri", "email": email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["registration_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn outbox_row(app: &TestApp, recipient: &str) -> (String, String, i32, Option<String>) {
+    sqlx::query_as(
+        "select id, status, attempts, last_error from notification_outbox where recipient = $1",
+    )
+    .bind(recipient)
+    .fetch_one(app.services.db.pool())
+    .await
+    .unwrap()
+}
+
+async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen in {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_code_arrives_by_email_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sink = Sink::start_on(listener, &[]).await;
+    let app = app_sending_to(port).await;
+    let registration = register(&app, 4000, "giulia.neri@example.it").await;
+    wait_for("delivery", Duration::from_secs(10), || {
+        !sink.messages().is_empty()
+    })
+    .await;
+    // Nothing more arrives later: one message, once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let m = &messages[0];
+    assert_eq!(m.to, vec!["giulia.neri@example.it".to_owned()]);
+    assert!(
+        m.from.contains("sportello@comune.cirie.to.it"),
+        "{}",
+        m.from
+    );
+    let (id, status, attempts, _) = outbox_row(&app, "giulia.neri@example.it").await;
+    assert_eq!((status.as_str(), attempts), ("sent", 1));
+    assert!(
+        m.data
+            .contains(&format!("Message-ID: <{id}@comune.cirie.to.it>")),
+        "{}",
+        m.data
+    );
+    assert!(
+        m.data
+            .contains("Subject: Codice di attivazione del tuo accesso ai servizi online")
+    );
+    assert!(m.data.contains("Content-Type: multipart/alternative"));
+    assert!(m.data.contains("Content-Type: text/plain"));
+    assert!(m.data.contains("Content-Type: text/html"));
+    // The code in the e-mail is the one that activates the registration.
+    let payload: String =
+        sqlx::query_scalar("select payload from notification_outbox where id = $1")
+            .bind(&id)
+            .fetch_one(app.services.db.pool())
+            .await
+            .unwrap();
+    let code = serde_json::from_str::<Value>(&payload).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(m.data.contains(&code));
+    let activated = app
+        .client
+        .post(app.url("/v1/registrations/activate"))
+        .json(&json!({"registration_id": registration, "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(activated.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_waits_while_the_smtp_server_is_down_and_arrives_once_it_is_back() {
+    // Reserve a port, then close it: nothing listens there for now.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let app = app_sending_to(port).await;
+    register(&app, 4010, "paziente@example.it").await;
+    let db = app.services.db.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status, attempts, error) = outbox_row(&app, "paziente@example.it").await;
+        if attempts >= 2 {
+            assert_eq!(status, "pending", "a refused connection is temporary");
+            assert!(error.is_some(), "the reason is kept");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry happened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(db);
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let sink = Sink::start_on(listener, &[]).await;
+    wait_for(
+        "delivery after the server came back",
+        Duration::from_secs(20),
+        || !sink.messages().is_empty(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.messages().len(), 1, "delivered once");
+    let (_, status, _, _) = outbox_row(&app, "paziente@example.it").await;
+    assert_eq!(status, "sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_recipient_fails_with_the_reason_and_is_not_retried() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sink = Sink::start_on(listener, &["nessuno@example.it"]).await;
+    let app = app_sending_to(port).await;
+    register(&app, 4020, "nessuno@example.it").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status, attempts, error) = outbox_row(&app, "nessuno@example.it").await;
+        if status == "failed" {
+            assert_eq!(attempts, 1, "a permanent failure is not retried");
+            assert!(error.unwrap_or_default().contains("550"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the message did not fail");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sink.messages().is_empty());
+}
