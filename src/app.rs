@@ -203,6 +203,11 @@ impl App {
         }
         let stop_indexing = Arc::new(Notify::new());
         let indexer = tokio::spawn(pipeline.run(self.services.wake.clone(), stop_indexing.clone()));
+        let stop_disclosures = Arc::new(Notify::new());
+        let disclosures = tokio::spawn(crate::db::disclosures::run(
+            self.services.db.clone(),
+            stop_disclosures.clone(),
+        ));
         let stop_notifying = Arc::new(Notify::new());
         let notifier = tokio::spawn(
             self.services
@@ -223,7 +228,9 @@ impl App {
             .context("serving HTTP");
         stop_indexing.notify_one();
         stop_notifying.notify_one();
+        stop_disclosures.notify_one();
         let _ = indexer.await;
+        let _ = disclosures.await;
         let _ = notifier.await;
         served
     }

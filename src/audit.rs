@@ -115,8 +115,6 @@ pub async fn append_in_tx(
         None => (0, GENESIS.to_owned()),
     };
     let at = now_ms();
-    // Dossiers whose documents' text a search returned: each search is in their histories.
-    let mut disclosed: Vec<(i64, String)> = Vec::new();
     crate::db::insert_rows(
         tx,
         db.backend(),
@@ -128,7 +126,6 @@ pub async fn append_in_tx(
         events,
         |row, e| {
             seq += 1;
-            disclosed.extend(disclosed_dossiers(e).map(|d| (seq, d)));
             let at = e.at.unwrap_or(at);
             let detail = e.detail.to_string();
             let hash = chain_hash(&prev, &canonical(seq, at, e, &detail));
@@ -148,32 +145,7 @@ pub async fn append_in_tx(
         },
     )
     .await?;
-    disclosed.sort_unstable();
-    disclosed.dedup();
-    if !disclosed.is_empty() {
-        crate::db::insert_rows(
-            tx,
-            db.backend(),
-            ("insert into audit_disclosure (seq, dossier_id) values ", ""),
-            &disclosed,
-            |row, (seq, dossier)| {
-                row.value(*seq).value(dossier.clone());
-            },
-        )
-        .await?;
-    }
     Ok(())
-}
-
-/// The dossiers an event says it disclosed: a search's `detail.disclosed`, a list of
-/// `{"document", "dossier"}` for the hits whose text it returned.
-fn disclosed_dossiers(e: &AuditEvent) -> impl Iterator<Item = String> + '_ {
-    e.detail
-        .get("disclosed")
-        .and_then(|d| d.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|hit| hit.get("dossier")?.as_str().map(str::to_owned))
 }
 
 /// The audit trail could not be written: the request must not be answered as if it were.

@@ -56,13 +56,20 @@ create table auth_failure (
     primary key (tenant, client_address, hour, kind)
 );
 
--- The dossiers whose documents' text each search returned (from the search's audit event,
--- written with it): a dossier's history lists every search that disclosed it.
+-- The dossiers whose documents' text each search returned, and those each listing showed:
+-- derived from the audit events' details by a background task that follows the trail from
+-- audit_disclosure_position, so a dossier's history lists every search that disclosed it.
 create table audit_disclosure (
     seq bigint not null,
     dossier_id text not null,
     primary key (dossier_id, seq)
 );
+create table audit_disclosure_position (
+    singleton integer primary key check (singleton = 1),
+    -- audit events up to this seq are indexed
+    seq bigint not null
+);
+insert into audit_disclosure_position (singleton, seq) values (1, 0);
 
 -- The SHA-256 of each 1 MiB piece of a blob, as concatenated hex, recorded at upload: a Range
 -- request reads and checks only the pieces it covers. Null for blobs stored before.

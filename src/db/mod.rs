@@ -2,6 +2,7 @@
 //! and PostgreSQL alike. Queries use `$N` placeholders, which both dialects accept.
 
 pub mod delegations;
+pub mod disclosures;
 pub mod documents;
 pub mod dossiers;
 mod ingest;

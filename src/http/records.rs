@@ -311,13 +311,15 @@ async fn history(
     let dossier = dossier.ok_or(ApiError::NotFound)?;
     // Every read acknowledged so far, this one included, belongs in the history.
     services.auditor.flush().await;
-    let rows = sqlx::query(
-        "select seq, at, actor_id, actor_role, action, target, outcome, client_address from audit_event \
-         where dossier_id = $1 or seq in (select seq from audit_disclosure where dossier_id = $2) \
-         order by seq",
-    )
+    let covered = crate::db::disclosures::position(&services.db).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select seq, at, actor_id, actor_role, action, target, outcome, client_address \
+         from audit_event where {} order by seq",
+        crate::db::disclosures::history_clause()
+    )))
     .bind(id.to_string())
-    .bind(id.to_string())
+    .bind(covered)
+    .bind(crate::db::disclosures::detail_pattern(&id.to_string()))
     .fetch_all(services.db.pool())
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;
