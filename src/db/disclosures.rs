@@ -4,11 +4,11 @@
 //! (`detail.disclosed`), and a dossier listing the dossiers it showed. `audit_disclosure`
 //! indexes those events by dossier. It is derived from the trail, like the search index from
 //! the database: one task per node follows the trail from a stored position and writes the
-//! index in the background, in small batches, so that the random inserts of a busy hour never
-//! sit on a request's path (measured: ten such inserts per search, written with the search's
-//! own trail row, cost a fifth of the searches per second under load). A history reads the
-//! index for what it has covered and the few events after its position directly, so it is
-//! complete however far the index lags.
+//! index in the background, in small batches taking at most a tenth of a core, so that the
+//! random inserts of a busy hour never sit on a request's path (measured: ten such inserts per
+//! search, written with the search's own trail row, cost a fifth of the searches per second
+//! under load). A history reads the index for what it has covered and the events after its
+//! position directly, so it is complete however far the index lags.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,12 @@ use tokio::sync::Notify;
 use super::{Db, DbError};
 
 /// Events read per batch.
-const BATCH: i64 = 2_000;
-/// Pause between batches while catching up, so the work yields to requests.
+const BATCH: i64 = 500;
+/// While catching up, the pause after a batch is this many times what the batch took: the
+/// index takes at most a tenth of one core from the requests that fill the trail, and catches
+/// up when they let it.
+const PAUSE_PER_WORK: u32 = 9;
+/// The shortest pause between batches.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
 /// How often the trail is looked at once caught up.
 const POLL: Duration = Duration::from_secs(1);
@@ -104,8 +108,9 @@ pub async fn index_next(db: &Db) -> Result<usize, DbError> {
 /// Follows the trail until `stop` is notified.
 pub async fn run(db: Db, stop: Arc<Notify>) {
     loop {
+        let started = std::time::Instant::now();
         let pause = match index_next(&db).await {
-            Ok(n) if n as i64 >= BATCH => BETWEEN_BATCHES,
+            Ok(n) if n as i64 >= BATCH => (started.elapsed() * PAUSE_PER_WORK).max(BETWEEN_BATCHES),
             Ok(_) => POLL,
             Err(e) => {
                 tracing::warn!(error = %e, "indexing disclosures failed; retrying");
