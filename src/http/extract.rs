@@ -26,8 +26,14 @@ impl FromRequestParts<Services> for Caller {
             Ok(caller) => Ok(caller),
             Err(e @ access::AuthError::Invalid) => {
                 // Counted per address and hour, not one audit row each (see
-                // `users::record_auth_failure`).
+                // `users::record_auth_failure`); an address past the anonymous rate limit is
+                // answered 429 without another write, so guessing tokens cannot load the
+                // database either.
                 let ClientAddress(client) = ClientAddress::from_parts(parts, state);
+                state.limits.check(
+                    super::limits::Kind::Anonymous,
+                    client.as_deref().unwrap_or("unknown"),
+                )?;
                 crate::db::users::record_auth_failure(
                     &state.db,
                     &state.config.tenant,
