@@ -136,28 +136,15 @@ async fn list(
     client: ClientAddress,
     DossierPath(id): DossierPath,
 ) -> Result<Json<DelegationList>, ApiError> {
-    let dossier = match visible(&services, &caller, id).await {
-        Ok(d) => d,
-        Err(e) => {
-            super::audit_read(
-                &services,
-                &caller,
-                &client,
-                "delegations.list",
-                format!("dossier:{id}"),
-                None,
-                false,
-                serde_json::json!({}),
-            )
-            .await?;
-            return Err(e);
+    let dossier = dossiers::get(&services.db, &caller, id).await?;
+    let mut items = Vec::new();
+    if let Some(dossier) = &dossier {
+        items = delegations::list(&services.db, id).await?;
+        // Those who manage the dossier's delegations see them all; a delegate sees their own.
+        if caller.may_manage_delegations(&facts(dossier)).is_err() {
+            let own = caller.codice_fiscale().map(|c| c.as_str());
+            items.retain(|d| Some(d.professional_cf.as_str()) == own);
         }
-    };
-    let mut items = delegations::list(&services.db, id).await?;
-    // Those who manage the dossier's delegations see them all; a delegate sees their own.
-    if caller.may_manage_delegations(&facts(&dossier)).is_err() {
-        let own = caller.codice_fiscale().map(|c| c.as_str());
-        items.retain(|d| Some(d.professional_cf.as_str()) == own);
     }
     super::audit_read(
         &services,
@@ -165,11 +152,12 @@ async fn list(
         &client,
         "delegations.list",
         format!("dossier:{id}"),
-        Some(id.to_string()),
-        true,
+        dossier.as_ref().map(|_| id.to_string()),
+        dossier.is_some(),
         serde_json::json!({"count": items.len()}),
     )
     .await?;
+    dossier.ok_or(ApiError::NotFound)?;
     Ok(Json(DelegationList { items }))
 }
 

@@ -320,36 +320,25 @@ async fn integration_requests(
     DossierPath(id): DossierPath,
 ) -> Result<Json<IntegrationList>, ApiError> {
     let dossier = dossiers::get(&services.db, &caller, id).await?;
-    let Some(dossier) = dossier else {
-        super::audit_read(
-            &services,
-            &caller,
-            &client,
-            "integration_requests.list",
-            format!("dossier:{id}"),
-            None,
-            false,
-            serde_json::json!({}),
-        )
-        .await?;
-        return Err(ApiError::NotFound);
-    };
-    let mut items = lifecycle::integration_requests(&services.db, id).await?;
-    // A document uploaded for an item is named only to those who may read it: an applicant
-    // never learns the id of an internal document.
-    let visible: std::collections::HashSet<String> =
-        documents::list_for_dossier(&services.db, &caller, id)
-            .await?
-            .into_iter()
-            .map(|d| d.id.to_string())
-            .collect();
-    for item in items.iter_mut().flat_map(|r| r.items.iter_mut()) {
-        if item
-            .document_id
-            .as_ref()
-            .is_some_and(|d| !visible.contains(d))
-        {
-            item.document_id = None;
+    let mut items = Vec::new();
+    if dossier.is_some() {
+        items = lifecycle::integration_requests(&services.db, id).await?;
+        // A document uploaded for an item is named only to those who may read it: an
+        // applicant never learns the id of an internal document.
+        let visible: std::collections::HashSet<String> =
+            documents::list_for_dossier(&services.db, &caller, id)
+                .await?
+                .into_iter()
+                .map(|d| d.id.to_string())
+                .collect();
+        for item in items.iter_mut().flat_map(|r| r.items.iter_mut()) {
+            if item
+                .document_id
+                .as_ref()
+                .is_some_and(|d| !visible.contains(d))
+            {
+                item.document_id = None;
+            }
         }
     }
     super::audit_read(
@@ -358,11 +347,12 @@ async fn integration_requests(
         &client,
         "integration_requests.list",
         format!("dossier:{id}"),
-        Some(dossier.id.to_string()),
-        true,
+        dossier.as_ref().map(|_| id.to_string()),
+        dossier.is_some(),
         serde_json::json!({"count": items.len()}),
     )
     .await?;
+    dossier.ok_or(ApiError::NotFound)?;
     Ok(Json(IntegrationList { items }))
 }
 
