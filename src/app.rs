@@ -69,6 +69,18 @@ impl Services {
         })
     }
 
+    /// How notices are delivered: the channels configured and the start of links.
+    pub fn delivery(&self) -> crate::db::notices::Delivery<'_> {
+        crate::db::notices::Delivery {
+            channels: crate::db::notices::Channels {
+                email: self.config.smtp_url.is_some(),
+                sms: self.config.sms_url.is_some(),
+                app_io: self.config.app_io_key.is_some(),
+            },
+            public_url: &self.config.public_url,
+        }
+    }
+
     /// Opens this node's search index (taking its writer lock).
     pub fn open_index(&mut self) -> anyhow::Result<Arc<SearchIndex>> {
         let index = Arc::new(
@@ -89,29 +101,55 @@ impl Services {
         Ok(index)
     }
 
-    /// The notification sender over this node's configuration: e-mail when an SMTP server is
-    /// configured, with the built-in templates or the municipality's.
+    /// The notification sender over this node's configuration: each channel configured
+    /// (SMTP, SMS gateway, App IO), with the built-in templates or the municipality's.
     pub fn notifier(&self) -> anyhow::Result<crate::notify::Notifier> {
-        let templates = crate::notify::Templates::load(self.config.templates_dir.as_deref())
-            .context("loading the notification templates")?;
-        let email = self
-            .config
-            .smtp_url
-            .as_deref()
-            .map(|url| crate::notify::EmailChannel::new(url, &self.config.smtp_from))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e))
-            .context("configuring e-mail")?;
-        if email.is_none() {
-            tracing::warn!(
-                "no SMTP server configured (FASCICOLO_SMTP_URL): e-mails wait in the outbox"
+        let config = &self.config;
+        let templates =
+            crate::notify::Templates::load(config.templates_dir.as_deref(), &config.municipality)
+                .context("loading the notification templates")?;
+        let mut notifier = crate::notify::Notifier::new(self.db.clone(), templates)
+            .with_lease(std::time::Duration::from_secs(
+                config.notify_lease_seconds.max(1),
+            ))
+            .with_digest(crate::notify::DigestSettings {
+                tenant: config.tenant.clone(),
+                hour: config.digest_hour,
+                within_days: config.digest_within_days,
+                public_url: config.public_url.clone(),
+            });
+        match config.smtp_url.as_deref() {
+            Some(url) => {
+                notifier = notifier.with_email(
+                    crate::notify::EmailChannel::new(url, &config.smtp_from)
+                        .map_err(|e| anyhow::anyhow!(e))
+                        .context("configuring e-mail")?,
+                );
+            }
+            None => {
+                tracing::warn!("no SMTP server configured (FASCICOLO_SMTP_URL): no e-mail is sent")
+            }
+        }
+        if let Some(url) = config.sms_url.as_deref() {
+            notifier = notifier.with_sms(
+                crate::notify::SmsChannel::new(
+                    url,
+                    config.sms_auth_header.as_deref(),
+                    &config.sms_body,
+                    &config.sms_sender,
+                )
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("configuring the SMS gateway")?,
             );
         }
-        Ok(crate::notify::Notifier::new(
-            self.db.clone(),
-            email,
-            templates,
-        ))
+        if let Some(key) = config.app_io_key.as_deref() {
+            notifier = notifier.with_app_io(
+                crate::notify::AppIoChannel::new(&config.app_io_url, key)
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .context("configuring App IO")?,
+            );
+        }
+        Ok(notifier)
     }
 
     /// The indexing pipeline over this node's index.

@@ -225,6 +225,99 @@ pub struct Config {
     #[arg(long, env = "FASCICOLO_TEMPLATES_DIR", global = true)]
     pub templates_dir: Option<PathBuf>,
 
+    /// The address citizens reach this server at; links in notifications start with it.
+    #[arg(
+        long,
+        env = "FASCICOLO_PUBLIC_URL",
+        default_value = "http://localhost:8080",
+        global = true
+    )]
+    pub public_url: String,
+
+    /// The municipality's name, as messages and pages show it.
+    #[arg(
+        long,
+        env = "FASCICOLO_MUNICIPALITY",
+        default_value = "Comune di Ciriè",
+        global = true
+    )]
+    pub municipality: String,
+
+    /// SMS gateway: the URL notifications are POSTed to. Without it, no SMS is sent.
+    #[arg(long, env = "FASCICOLO_SMS_URL", global = true)]
+    pub sms_url: Option<String>,
+
+    /// The SMS gateway's authentication header, `Name: value`.
+    #[arg(long, env = "FASCICOLO_SMS_AUTH_HEADER", global = true)]
+    pub sms_auth_header: Option<String>,
+
+    /// The SMS gateway's request body, a template over `to`, `text`, `reference` and
+    /// `sender` (use `|tojson` for JSON strings).
+    #[arg(
+        long,
+        env = "FASCICOLO_SMS_BODY",
+        default_value = crate::notify::sms::DEFAULT_BODY,
+        global = true
+    )]
+    pub sms_body: String,
+
+    /// The sender name SMS messages show.
+    #[arg(
+        long,
+        env = "FASCICOLO_SMS_SENDER",
+        default_value = "Comune",
+        global = true
+    )]
+    pub sms_sender: String,
+
+    /// App IO's API (PagoPA), up to and without `/api/v1`.
+    #[arg(
+        long,
+        env = "FASCICOLO_APP_IO_URL",
+        default_value = "https://api.io.pagopa.it",
+        global = true
+    )]
+    pub app_io_url: String,
+
+    /// The App IO service's API key (`Ocp-Apim-Subscription-Key`). Without it, nothing is
+    /// sent to App IO.
+    #[arg(
+        long,
+        env = "FASCICOLO_APP_IO_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub app_io_key: Option<String>,
+
+    /// Hour of the day (Europe/Rome, 0–23) after which staff get their daily digest of
+    /// dossiers close to or past their deadline.
+    #[arg(
+        long,
+        env = "FASCICOLO_DIGEST_HOUR",
+        default_value_t = 7,
+        global = true
+    )]
+    pub digest_hour: u8,
+
+    /// A dossier is "close to" its deadline when this many days or fewer are left.
+    #[arg(
+        long,
+        env = "FASCICOLO_DIGEST_WITHIN_DAYS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub digest_within_days: i64,
+
+    /// Seconds a notification sender holds the messages it claimed; a sender that dies lets
+    /// them go back to the queue after this.
+    #[arg(
+        long,
+        env = "FASCICOLO_NOTIFY_LEASE_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub notify_lease_seconds: u64,
+
     /// The municipality (ente) this server serves, by its IPA code.
     #[arg(
         long,
@@ -263,6 +356,17 @@ impl Config {
             smtp_url: None,
             smtp_from: "Comune - Sportello unico <noreply@comune.example.it>".to_owned(),
             templates_dir: None,
+            public_url: "http://localhost:8080".to_owned(),
+            municipality: "Comune di Ciriè".to_owned(),
+            sms_url: None,
+            sms_auth_header: None,
+            sms_body: crate::notify::sms::DEFAULT_BODY.to_owned(),
+            sms_sender: "Comune".to_owned(),
+            app_io_url: "https://api.io.pagopa.it".to_owned(),
+            app_io_key: None,
+            digest_hour: 7,
+            digest_within_days: 5,
+            notify_lease_seconds: 60,
             max_connections: 1024,
             header_timeout_seconds: 10,
             body_idle_seconds: 30,

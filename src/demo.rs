@@ -182,6 +182,7 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
                 subject,
                 channel,
                 created_by: by,
+                delivery: services.delivery(),
             },
             &crate::audit::Actor::system(tenant, by, "demo"),
         )

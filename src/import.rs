@@ -156,6 +156,7 @@ async fn import_folder(
             subject: &subject,
             channel: Channel::Desk,
             created_by: importer,
+            delivery: services.delivery(),
         },
         &actor,
     )

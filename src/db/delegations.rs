@@ -20,7 +20,11 @@ pub struct DelegationRecord {
     pub revoked_at: Option<String>,
 }
 
-/// Grants (or renews) a delegation, in one transaction with the change log.
+/// Grants (or renews) a delegation, in one transaction with the change log and its notices.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the delegation's columns, who acts, and how the notices go"
+)]
 pub async fn grant(
     db: &Db,
     tenant: &str,
@@ -29,6 +33,7 @@ pub async fn grant(
     until_ms: Option<i64>,
     granted_by: UserId,
     actor: &crate::audit::Actor,
+    delivery: super::notices::Delivery<'_>,
 ) -> Result<DelegationRecord, DbError> {
     let now = now_ms();
     let mut tx = db.begin_write().await?;
@@ -51,6 +56,19 @@ pub async fn grant(
         "dossier",
         &dossier.to_string(),
         "delegation",
+    )
+    .await?;
+    super::notices::enqueue(
+        &mut tx,
+        &super::notices::Notice {
+            tenant,
+            dossier,
+            step: None,
+            event: super::notices::Event::DelegationGranted,
+            values: serde_json::json!({"professional_cf": professional.as_str(), "until": until_ms.map(super::notices::italian_day)}),
+            professional_cf: Some(professional.as_str()),
+            delivery,
+        },
     )
     .await?;
     crate::audit::append_in_tx(
@@ -83,6 +101,7 @@ pub async fn revoke(
     dossier: DossierId,
     professional: &CodiceFiscale,
     actor: &crate::audit::Actor,
+    delivery: super::notices::Delivery<'_>,
 ) -> Result<bool, DbError> {
     let mut tx = db.begin_write().await?;
     let result = sqlx::query(
@@ -103,6 +122,19 @@ pub async fn revoke(
         "dossier",
         &dossier.to_string(),
         "delegation",
+    )
+    .await?;
+    super::notices::enqueue(
+        &mut tx,
+        &super::notices::Notice {
+            tenant,
+            dossier,
+            step: None,
+            event: super::notices::Event::DelegationRevoked,
+            values: serde_json::json!({"professional_cf": professional.as_str()}),
+            professional_cf: Some(professional.as_str()),
+            delivery,
+        },
     )
     .await?;
     crate::audit::append_in_tx(

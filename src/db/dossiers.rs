@@ -86,6 +86,8 @@ pub struct NewDossier<'a> {
     pub channel: Channel,
     /// Who files it.
     pub created_by: crate::domain::UserId,
+    /// How its receipt is delivered.
+    pub delivery: super::notices::Delivery<'a>,
 }
 
 /// Opens a dossier, numbering it in its year's sequence, and logs the change.
@@ -137,16 +139,30 @@ pub async fn create(
     .execute(&mut *tx)
     .await?;
     log_change(&mut tx, new.tenant, "dossier", &id.to_string(), "create").await?;
+    let step = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "insert into dossier_event (id, dossier_id, at, kind, to_status, actor_id, actor_role, \
          actor_name) select $1, $2, $3, 'transition', $4, id, role, name from app_user where id = $5",
     )
-    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&step)
     .bind(id.to_string())
     .bind(now)
     .bind(DossierStatus::Submitted.as_str())
     .bind(new.created_by.to_string())
     .execute(&mut *tx)
+    .await?;
+    super::notices::enqueue(
+        &mut tx,
+        &super::notices::Notice {
+            tenant: new.tenant,
+            dossier: id,
+            step: Some(&step),
+            event: super::notices::Event::DossierSubmitted,
+            values: serde_json::json!({"channel": new.channel.as_str()}),
+            professional_cf: None,
+            delivery: new.delivery,
+        },
+    )
     .await?;
     crate::audit::append_in_tx(
         db,

@@ -30,6 +30,8 @@ pub struct Transition<'a> {
     pub missing_items: &'a [String],
     /// Who.
     pub by: UserId,
+    /// How the applicant is told.
+    pub delivery: super::notices::Delivery<'a>,
 }
 
 /// Applies a transition; `false` if the dossier changed state meanwhile.
@@ -59,13 +61,14 @@ pub async fn transition(db: &Db, t: Transition<'_>, actor: &Actor) -> Result<boo
     if updated.rows_affected() == 0 {
         return Ok(false);
     }
+    let step = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "insert into dossier_event (id, dossier_id, at, kind, from_status, to_status, actor_id, \
          actor_role, actor_name, note, internal_note, outcome, document_id) \
          select $1, $2, $3, 'transition', $4, $5, id, role, name, $6, $7, $8, $9 \
          from app_user where id = $10",
     )
-    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&step)
     .bind(t.dossier.to_string())
     .bind(now)
     .bind(t.from.as_str())
@@ -102,6 +105,31 @@ pub async fn transition(db: &Db, t: Transition<'_>, actor: &Actor) -> Result<boo
             .execute(&mut *tx)
             .await?;
     }
+    if let Some(event) = notice_of(t.from, t.to) {
+        let outcome = match t.outcome {
+            Some("approved") => "accolta",
+            Some("rejected") => "respinta",
+            _ => "",
+        };
+        super::notices::enqueue(
+            &mut tx,
+            &super::notices::Notice {
+                tenant: t.tenant,
+                dossier: t.dossier,
+                step: Some(&step),
+                event,
+                values: serde_json::json!({
+                    "note": t.note.unwrap_or_default(),
+                    "missing_items": t.missing_items,
+                    "outcome": t.outcome.unwrap_or_default(),
+                    "outcome_text": outcome,
+                }),
+                professional_cf: None,
+                delivery: t.delivery,
+            },
+        )
+        .await?;
+    }
     // The status is a search filter and facet: the indexer re-reads the dossier's documents.
     log_change(
         &mut tx,
@@ -125,6 +153,21 @@ pub async fn transition(db: &Db, t: Transition<'_>, actor: &Actor) -> Result<boo
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// The notice a transition sends the applicant, if any (archiving is the office's own).
+fn notice_of(from: DossierStatus, to: DossierStatus) -> Option<super::notices::Event> {
+    use super::notices::Event;
+    match (from, to) {
+        (DossierStatus::AwaitingIntegration, DossierStatus::Started) => {
+            Some(Event::IntegrationReceived)
+        }
+        (_, DossierStatus::Started) => Some(Event::DossierStarted),
+        (_, DossierStatus::AwaitingIntegration) => Some(Event::IntegrationRequested),
+        (_, DossierStatus::Concluded) => Some(Event::DossierConcluded),
+        (_, DossierStatus::Withdrawn) => Some(Event::DossierWithdrawn),
+        (_, DossierStatus::Submitted | DossierStatus::Archived) => None,
+    }
 }
 
 /// One step of a dossier's life.
@@ -157,9 +200,16 @@ pub struct EventRecord {
     /// The document added, or the decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document_id: Option<String>,
+    /// How the applicant side was told of this step: channel and time (staff also see
+    /// unsent and failed messages, with the reason).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<super::notices::StepNotice>,
     /// Raw time (ms), for arithmetic.
     #[serde(skip)]
     pub at_ms: i64,
+    /// Its id, to join its notices.
+    #[serde(skip)]
+    pub id: String,
 }
 
 /// Every event of a dossier, oldest first; `show_internal` keeps internal notes and the
@@ -170,15 +220,17 @@ pub async fn events(
     show_internal: bool,
 ) -> Result<Vec<EventRecord>, DbError> {
     let rows = sqlx::query(
-        "select e.at, e.kind, e.from_status, e.to_status, e.actor_role, e.actor_name, e.note, \
+        "select e.id, e.at, e.kind, e.from_status, e.to_status, e.actor_role, e.actor_name, e.note, \
          e.internal_note, e.outcome, e.document_id, doc.visibility from dossier_event e \
          left join document doc on doc.id = e.document_id where e.dossier_id = $1 order by e.at, e.id",
     )
     .bind(dossier.to_string())
     .fetch_all(db.pool())
     .await?;
+    let mut notices = super::notices::by_step(db, dossier, show_internal).await?;
     let mut out = Vec::new();
     for r in rows {
+        let id: String = r.try_get("id")?;
         let visibility: Option<String> = r.try_get("visibility")?;
         if !show_internal && visibility.as_deref() == Some("internal") {
             continue;
@@ -202,7 +254,9 @@ pub async fn events(
             },
             outcome: r.try_get("outcome")?,
             document_id: r.try_get("document_id")?,
+            notifications: notices.remove(&id).unwrap_or_default(),
             at_ms: at,
+            id,
         });
     }
     Ok(out)

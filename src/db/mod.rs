@@ -1,12 +1,14 @@
 //! The metadata database, through sqlx's `Any` driver so one set of queries serves SQLite
 //! and PostgreSQL alike. Queries use `$N` placeholders, which both dialects accept.
 
+pub mod contacts;
 pub mod delegations;
 pub mod disclosures;
 pub mod documents;
 pub mod dossiers;
 mod ingest;
 pub mod lifecycle;
+pub mod notices;
 pub mod outbox;
 pub mod registrations;
 pub mod users;

@@ -120,6 +120,7 @@ async fn grant(
         until,
         caller.id(),
         &Actor::of(&caller, client),
+        services.delivery(),
     )
     .await?;
     services.wake.notify_one();
@@ -185,6 +186,7 @@ async fn revoke(
         id,
         &professional,
         &Actor::of(&caller, client),
+        services.delivery(),
     )
     .await?
     {

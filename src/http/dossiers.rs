@@ -86,6 +86,7 @@ async fn open_dossier(
             subject: &subject,
             channel,
             created_by: caller.id(),
+            delivery: services.delivery(),
         },
         &Actor::of(&caller, client),
     )

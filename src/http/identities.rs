@@ -80,7 +80,7 @@ fn too_many(message: &str, retry_after_s: u64) -> Response {
     r
 }
 
-fn valid_email(email: &str) -> bool {
+pub(super) fn valid_email(email: &str) -> bool {
     let email = email.trim();
     let Some((local, domain)) = email.split_once('@') else {
         return false;
@@ -91,6 +91,28 @@ fn valid_email(email: &str) -> bool {
         && !domain.ends_with('.')
         && email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A fresh eight-digit code.
+pub(super) fn new_code() -> String {
+    let mut digits = [0u8; 8];
+    #[expect(clippy::expect_used, reason = "no entropy means no safe codes at all")]
+    getrandom::fill(&mut digits).expect("operating-system random source");
+    // 256 is not a multiple of 10: draw again past the last whole decade, so every digit is
+    // equally likely.
+    digits
+        .iter()
+        .map(|b| {
+            let mut b = *b;
+            while b >= 250 {
+                let mut one = [0u8; 1];
+                #[expect(clippy::expect_used, reason = "no entropy means no safe codes at all")]
+                getrandom::fill(&mut one).expect("operating-system random source");
+                b = one[0];
+            }
+            char::from(b'0' + b % 10)
+        })
+        .collect()
 }
 
 fn code_hash(registration: &str, code: &str) -> String {
@@ -117,10 +139,7 @@ async fn queue_activation(
     actor: &Actor,
 ) -> Result<(String, i64), ApiError> {
     let id = uuid::Uuid::now_v7().to_string();
-    let mut digits = [0u8; 8];
-    #[expect(clippy::expect_used, reason = "no entropy means no safe codes at all")]
-    getrandom::fill(&mut digits).expect("operating-system random source");
-    let code: String = digits.iter().map(|b| char::from(b'0' + b % 10)).collect();
+    let code = new_code();
     let expires_at = now_ms() + CODE_LIFETIME_MS;
     registrations::create(
         &services.db,
@@ -346,6 +365,8 @@ async fn activate(
             id
         }
     };
+    // The code reached this address: messages may go there.
+    crate::db::contacts::email_proven(&services.db, user_id, &pending.email).await?;
     let expires_at = crate::users::token_expiry(&services, None);
     let token = access::issue_token(
         &services.db,

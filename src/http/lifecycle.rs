@@ -209,6 +209,7 @@ async fn transition(
             document: decision.as_deref(),
             missing_items: &missing,
             by: caller.id(),
+            delivery: services.delivery(),
         },
         &Actor::of(&caller, client),
     )

@@ -8,6 +8,7 @@ mod extract;
 mod identities;
 mod lifecycle;
 pub mod limits;
+mod notifications;
 mod procedures;
 mod records;
 mod search;
@@ -47,6 +48,10 @@ use crate::app::Services;
         identities::disable_user, identities::verify_identity,
         lifecycle::transition, lifecycle::timeline, lifecycle::integration_requests, lifecycle::rate,
         lifecycle::propose, records::stats, records::history, records::export, records::audit_head,
+        notifications::list_mine, notifications::list_failed, notifications::retry,
+        notifications::get_contacts, notifications::add_contact, notifications::confirm_contact,
+        notifications::get_preferences, notifications::put_preferences,
+        notifications::list_postal, notifications::postal_done,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -56,6 +61,7 @@ use crate::app::Services;
         (name = "search", description = "Full-text search"),
         (name = "identities", description = "Registration, tokens and users"),
         (name = "records", description = "Statistics, histories, exports and the audit trail"),
+        (name = "notifications", description = "Messages, contacts, preferences and postal tasks"),
     )
 )]
 pub struct ApiDoc;
@@ -136,7 +142,8 @@ pub fn router(services: Services) -> Router {
         .merge(identities::router())
         .merge(identities::public_router())
         .merge(lifecycle::router())
-        .merge(records::router());
+        .merge(records::router())
+        .merge(notifications::router());
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))

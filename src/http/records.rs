@@ -123,7 +123,9 @@ async fn stats(
             internal_note: None,
             outcome: None,
             document_id: None,
+            notifications: Vec::new(),
             at_ms: at,
+            id: String::new(),
         });
     }
     struct Acc {

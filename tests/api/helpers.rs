@@ -245,6 +245,24 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// Files a public decision in `dossier` as `staff` and returns its id.
+    pub async fn decision(&self, staff: &str, dossier: &str) -> String {
+        let r = self
+            .upload(
+                staff,
+                &format!("/v1/dossiers/{dossier}/documents"),
+                b"Provvedimento di accoglimento".to_vec(),
+                "provvedimento.txt",
+                &[("kind", "decision"), ("visibility", "public")],
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("document id")
+            .to_owned()
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

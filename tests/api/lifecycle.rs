@@ -47,23 +47,6 @@ async fn dossier_with_delegate(app: &TestApp, c: &Cast, n: u32) -> String {
     id
 }
 
-async fn decision(app: &TestApp, staff: &str, dossier: &str) -> String {
-    let r = app
-        .upload(
-            staff,
-            &format!("/v1/dossiers/{dossier}/documents"),
-            b"Provvedimento di accoglimento".to_vec(),
-            "provvedimento.txt",
-            &[("kind", "decision"), ("visibility", "public")],
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transition_is_checked_for_state_and_role() {
     let app = spawn_app().await;
@@ -214,7 +197,7 @@ async fn every_transition_is_checked_for_state_and_role() {
         .status(),
         400
     );
-    let decision_id = decision(&app, &c.staff, &d).await;
+    let decision_id = app.decision(&c.staff, &d).await;
     assert_eq!(
         to(
             &app,

@@ -19,6 +19,7 @@ mod leak;
 mod lifecycle;
 mod limits;
 mod matrix;
+mod notices;
 mod notify;
 mod process;
 mod sandbox;

@@ -13,25 +13,76 @@ use crate::helpers::{TestApp, cf, spawn_app_with};
 
 /// One message as the sink received it.
 #[derive(Clone, Debug)]
-struct Received {
-    from: String,
-    to: Vec<String>,
-    data: String,
+pub struct Received {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: String,
+}
+
+impl Received {
+    fn parsed(&self) -> mail_parser::Message<'_> {
+        mail_parser::MessageParser::default()
+            .parse(self.data.as_bytes())
+            .expect("a parsable message")
+    }
+
+    /// The subject, decoded.
+    pub fn subject(&self) -> String {
+        self.parsed().subject().unwrap_or_default().to_owned()
+    }
+
+    /// The Message-ID, without angle brackets.
+    pub fn message_id(&self) -> String {
+        self.parsed().message_id().unwrap_or_default().to_owned()
+    }
+
+    /// The plain-text part, decoded.
+    pub fn text(&self) -> String {
+        self.parsed()
+            .body_text(0)
+            .map(|t| t.into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The HTML part, decoded.
+    pub fn html(&self) -> String {
+        self.parsed()
+            .body_html(0)
+            .map(|t| t.into_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// A minimal SMTP server: it accepts every message, except for recipients it is told to
 /// refuse (550), and keeps them.
 #[derive(Clone)]
-struct Sink {
+pub struct Sink {
     received: Arc<Mutex<Vec<Received>>>,
-    refuse: Arc<Vec<String>>,
+    refuse: Arc<Mutex<Vec<String>>>,
+    /// How long the end of each message's data waits for its reply, after how many
+    /// messages answered at once.
+    delay: Arc<Mutex<(Duration, usize)>>,
 }
 
 impl Sink {
-    async fn start_on(listener: TcpListener, refuse: &[&str]) -> Self {
+    /// A sink on a free port; returns it and the port.
+    pub async fn start(refuse: &[&str]) -> (Self, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (Self::start_on(listener, refuse).await, port)
+    }
+
+    /// Holds the final reply of each message after the first `after` this long (a server
+    /// that slows down).
+    pub fn set_delay(&self, delay: Duration, after: usize) {
+        *self.delay.lock().unwrap() = (delay, after);
+    }
+
+    pub async fn start_on(listener: TcpListener, refuse: &[&str]) -> Self {
         let sink = Self {
             received: Arc::default(),
-            refuse: Arc::new(refuse.iter().map(|s| s.to_string()).collect()),
+            refuse: Arc::new(Mutex::new(refuse.iter().map(|s| s.to_string()).collect())),
+            delay: Arc::default(),
         };
         let serving = sink.clone();
         tokio::spawn(async move {
@@ -58,7 +109,8 @@ impl Sink {
                 b"250 OK\r\n"
             } else if upper.starts_with("RCPT TO:") {
                 let address = line[8..].trim().trim_matches(['<', '>']).to_owned();
-                if self.refuse.contains(&address) {
+                let refused = self.refuse.lock().unwrap().contains(&address);
+                if refused {
                     b"550 5.1.1 no such mailbox\r\n"
                 } else {
                     to.push(address);
@@ -71,14 +123,29 @@ impl Sink {
                     if l == "." {
                         break;
                     }
-                    data.push_str(&l);
+                    // Dot-stuffing (RFC 5321 4.5.2).
+                    data.push_str(
+                        l.strip_prefix('.')
+                            .filter(|_| l.starts_with(".."))
+                            .unwrap_or(&l),
+                    );
                     data.push('\n');
                 }
-                self.received.lock().unwrap().push(Received {
-                    from: from.clone(),
-                    to: to.clone(),
-                    data,
-                });
+                // The data is here; a slow server only answers late (a sender that dies
+                // meanwhile never learns it was received).
+                let count = {
+                    let mut received = self.received.lock().unwrap();
+                    received.push(Received {
+                        from: from.clone(),
+                        to: to.clone(),
+                        data,
+                    });
+                    received.len()
+                };
+                let (delay, after) = *self.delay.lock().unwrap();
+                if count > after && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 b"250 queued\r\n"
             } else if upper == "QUIT" {
                 let _ = write.write_all(b"221 bye\r\n").await;
@@ -92,7 +159,7 @@ impl Sink {
         }
     }
 
-    fn messages(&self) -> Vec<Received> {
+    pub fn messages(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 }
@@ -130,7 +197,7 @@ async fn outbox_row(app: &TestApp, recipient: &str) -> (String, String, i32, Opt
     .unwrap()
 }
 
-async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+pub async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
         assert!(
