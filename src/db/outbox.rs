@@ -82,51 +82,52 @@ pub async fn claim(
         .collect()
 }
 
-/// Marks a claimed message sent, if this node still holds it.
-pub async fn sent(db: &Db, id: &str, node: &str) -> Result<(), DbError> {
-    sqlx::query(
-        "update notification_outbox set status = 'sent', sent_at = $1, lease_until = null, \
-         last_error = null where id = $2 and leased_by = $3",
-    )
-    .bind(now_ms())
-    .bind(id)
-    .bind(node)
-    .execute(db.pool())
-    .await?;
-    Ok(())
+/// What became of a claimed message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered.
+    Sent,
+    /// Back to the queue until this time (ms), with the reason.
+    Retry(i64, String),
+    /// Given up, with the reason.
+    Failed(String),
 }
 
-/// Returns a claimed message to the queue for another attempt at `retry_at`.
-pub async fn retry(
-    db: &Db,
-    id: &str,
-    node: &str,
-    retry_at: i64,
-    error: &str,
-) -> Result<(), DbError> {
-    sqlx::query(
-        "update notification_outbox set next_attempt_at = $1, lease_until = null, \
-         last_error = $2 where id = $3 and leased_by = $4",
-    )
-    .bind(retry_at)
-    .bind(error)
-    .bind(id)
-    .bind(node)
-    .execute(db.pool())
-    .await?;
-    Ok(())
-}
-
-/// Gives a claimed message up: a permanent failure, or retries exhausted.
-pub async fn failed(db: &Db, id: &str, node: &str, error: &str) -> Result<(), DbError> {
-    sqlx::query(
-        "update notification_outbox set status = 'failed', lease_until = null, last_error = $1 \
-         where id = $2 and leased_by = $3",
-    )
-    .bind(error)
-    .bind(id)
-    .bind(node)
-    .execute(db.pool())
-    .await?;
+/// Records the outcomes of messages this node still holds, in one transaction: a batch's
+/// sends finish together, and one commit (one flush) records them all.
+pub async fn record(db: &Db, node: &str, outcomes: &[(String, Outcome)]) -> Result<(), DbError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut tx = db.begin_write().await?;
+    for (id, outcome) in outcomes {
+        let query = match outcome {
+            Outcome::Sent => sqlx::query(
+                "update notification_outbox set status = 'sent', sent_at = $1, lease_until = null, \
+                 last_error = null where id = $2 and leased_by = $3",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(node),
+            Outcome::Retry(at, error) => sqlx::query(
+                "update notification_outbox set next_attempt_at = $1, lease_until = null, \
+                 last_error = $2 where id = $3 and leased_by = $4",
+            )
+            .bind(*at)
+            .bind(error)
+            .bind(id)
+            .bind(node),
+            Outcome::Failed(error) => sqlx::query(
+                "update notification_outbox set status = 'failed', lease_until = null, \
+                 last_error = $1 where id = $2 and leased_by = $3",
+            )
+            .bind(error)
+            .bind(id)
+            .bind(node),
+        };
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }

@@ -81,6 +81,8 @@ pub struct Sandbox {
     limits: SandboxLimits,
     permits: Arc<Semaphore>,
     idle: Arc<Mutex<Vec<Worker>>>,
+    /// Worker processes started so far.
+    started: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A running worker process and its pipes.
@@ -108,7 +110,13 @@ impl Sandbox {
             limits,
             permits: Arc::new(Semaphore::new(parallel.max(1))),
             idle: Arc::new(Mutex::new(Vec::new())),
+            started: Arc::default(),
         }
+    }
+
+    /// How many worker processes this sandbox has started.
+    pub fn workers_started(&self) -> u64 {
+        self.started.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `exe sandbox-probe` once and logs which layers of the worker's confinement hold:
@@ -226,6 +234,8 @@ impl Sandbox {
     }
 
     fn spawn(&self) -> std::io::Result<Worker> {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let limits = self.limits;
         let mut child = tokio::process::Command::new(&self.exe)
             .arg("extract-worker")

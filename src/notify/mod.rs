@@ -16,6 +16,8 @@ pub mod templates;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 
 use crate::db::outbox::{self, Claimed};
@@ -221,12 +223,21 @@ impl Notifier {
             let claimed =
                 outbox::claim(&self.db, &self.node, channel, BATCH, self.lease_ms).await?;
             most = most.max(claimed.len());
-            let sends = claimed.into_iter().map(|message| async move {
-                let outcome = self.send(&message).await;
-                self.record(&message, outcome).await
-            });
-            for recorded in futures_util::future::join_all(sends).await {
-                recorded?;
+            // Sends run together; each wave of finished ones is recorded in one commit as
+            // soon as the first of it finishes, so a slow recipient delays nobody's record.
+            let mut sends: FuturesUnordered<_> = claimed
+                .iter()
+                .map(|message| async move {
+                    let outcome = self.send(message).await;
+                    (message.id.clone(), self.outcome(message, outcome))
+                })
+                .collect();
+            while let Some(first) = sends.next().await {
+                let mut wave = vec![first];
+                while let Some(Some(more)) = sends.next().now_or_never() {
+                    wave.push(more);
+                }
+                outbox::record(&self.db, &self.node, &wave).await?;
             }
         }
         Ok(most)
@@ -267,31 +278,29 @@ impl Notifier {
         }
     }
 
-    async fn record(
-        &self,
-        message: &Claimed,
-        outcome: Result<(), SendError>,
-    ) -> Result<(), crate::db::DbError> {
-        match outcome {
+    /// What to record of a send: sent, retried later (exponential back-off with jitter, or
+    /// the receiver's `Retry-After`), or failed.
+    fn outcome(&self, message: &Claimed, sent: Result<(), SendError>) -> outbox::Outcome {
+        match sent {
             Ok(()) => {
                 tracing::info!(id = %message.id, channel = %message.channel, template = %message.template, "notification sent");
-                outbox::sent(&self.db, &message.id, &self.node).await
+                outbox::Outcome::Sent
             }
             Err(SendError::Temporary(reason)) if message.attempt < MAX_ATTEMPTS => {
                 let retry_at = now_ms() + backoff_ms(message.attempt, &message.id);
                 tracing::warn!(id = %message.id, attempt = message.attempt, %reason, "notification will be retried");
-                outbox::retry(&self.db, &message.id, &self.node, retry_at, &reason).await
+                outbox::Outcome::Retry(retry_at, reason)
             }
             Err(SendError::Later(reason, wait)) if message.attempt < MAX_ATTEMPTS => {
-                // The receiver's word, but never sooner than our own back-off's first step.
+                // The receiver's word, but never sooner than a quarter of our first step.
                 let wait = i64::try_from(wait.as_millis()).unwrap_or(MAX_BACKOFF_MS);
                 let retry_at = now_ms() + wait.clamp(FIRST_BACKOFF_MS / 4, MAX_BACKOFF_MS);
                 tracing::warn!(id = %message.id, attempt = message.attempt, %reason, "notification will be retried as asked");
-                outbox::retry(&self.db, &message.id, &self.node, retry_at, &reason).await
+                outbox::Outcome::Retry(retry_at, reason)
             }
             Err(e) => {
                 tracing::error!(id = %message.id, error = %e, "notification failed");
-                outbox::failed(&self.db, &message.id, &self.node, &e.to_string()).await
+                outbox::Outcome::Failed(e.to_string())
             }
         }
     }

@@ -244,27 +244,29 @@ async fn a_worker_that_dies_takes_only_its_own_file() {
         .into_iter()
         .find(|(name, _)| *name == "deep nesting")
         .unwrap();
-    let started = Instant::now();
+    // It ends (the sandbox's limits end it if nothing else does) with a reason or nothing.
     match sandbox.run(nested.into(), "application/pdf").await {
         Outcome::Failed { reason } => assert!(!reason.is_empty()),
         Outcome::Done(e) => assert!(e.text.is_empty(), "nothing to read in it"),
     }
-    assert!(started.elapsed() < Duration::from_secs(15));
     let pdf = crate::helpers::sample_pdf("dopo il file ostile");
     match sandbox.run(pdf.into(), "application/pdf").await {
         Outcome::Done(e) => assert!(e.text.contains("dopo il file ostile"), "{}", e.text),
         Outcome::Failed { reason } => panic!("the next file failed: {reason}"),
     }
+    // A worker serves file after file until it retires after `FILES_PER_WORKER`: the files
+    // past one retirement start exactly one more process.
     let files = FILES_PER_WORKER as usize + 10;
-    let started = Instant::now();
+    let before = sandbox.workers_started();
     for i in 1..=files {
         done(
             sandbox.run(text(i), "text/plain").await,
             &format!("documento numero {i}"),
         );
     }
-    // A process per file costs milliseconds; a reused worker answers in far less.
-    let per_file = started.elapsed() / files as u32;
-    eprintln!("{files} files, {per_file:?} each");
-    assert!(per_file < Duration::from_millis(2), "{per_file:?} per file");
+    let started = sandbox.workers_started() - before;
+    assert!(
+        (1..=2).contains(&started),
+        "{started} processes for {files} files"
+    );
 }

@@ -932,3 +932,76 @@ async fn a_node_killed_mid_batch_loses_nothing_and_repeats_only_with_the_same_me
     let repeats = received.len() - MESSAGES as usize;
     assert_eq!(repeats, in_flight, "repeats are the unanswered messages");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_the_outbox_and_send_each_message_once() {
+    let (sink, port) = Sink::start(&[]).await;
+    // A slow server: while one node waits on its sends, the other claims what is left.
+    sink.set_delay(Duration::from_millis(100), 0);
+    let first = app_mailing_to(port).await;
+    let second = crate::helpers::spawn_node_like(&first).await;
+    const MESSAGES: u32 = 20;
+    for n in 0..MESSAGES {
+        // Alternate the node that writes each message.
+        let node = if n % 2 == 0 { &first } else { &second };
+        let r = node
+            .client
+            .post(node.url("/v1/registrations"))
+            .json(&json!({"codice_fiscale": cf(5900 + n), "name": "Persona", "email": format!("n{n}@example.it")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    drained(&first).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut ids: Vec<String> = sink.messages().iter().map(Received::message_id).collect();
+    assert_eq!(ids.len(), MESSAGES as usize, "each message once");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), MESSAGES as usize);
+    let attempts: Vec<i32> = sqlx::query_scalar("select attempts from notification_outbox")
+        .fetch_all(first.services.db.pool())
+        .await
+        .unwrap();
+    assert!(attempts.iter().all(|a| *a == 1), "{attempts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_municipality_replaces_a_template_without_rebuilding() {
+    let (sink, port) = Sink::start(&[]).await;
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("dossier_submitted.subject.txt"),
+        "{{ municipality }} - protocollo pratica {{ number }}\n",
+    )
+    .unwrap();
+    let app = app_with(|c| {
+        c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.templates_dir = Some(templates.path().to_owned());
+        c.municipality = "Comune di Lanzo Torinese".to_owned();
+    })
+    .await;
+    let citizen = app.citizen(5950).await;
+    confirm_email(&app, &citizen, "lanzo@example.it", &sink).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(5950)).await;
+    drained(&app).await;
+    let number = d["number"].as_str().unwrap();
+    let subjects = subjects(&to(&sink, "lanzo@example.it"));
+    assert!(
+        subjects.contains(&format!(
+            "Comune di Lanzo Torinese - protocollo pratica {number}"
+        )),
+        "{subjects:?}"
+    );
+    // The other parts stay the built-in ones, with the configured name.
+    let receipt = to(&sink, "lanzo@example.it")
+        .into_iter()
+        .find(|m| m.subject().contains("protocollo"))
+        .unwrap();
+    assert!(
+        receipt
+            .text()
+            .contains("Comune di Lanzo Torinese - Sportello unico")
+    );
+}
