@@ -780,6 +780,8 @@ async fn load_corpus(corpus: &Arc<Corpus>, dir: &Path) -> (Roles, u64) {
                         text: doc.text.clone(),
                         truncated: false,
                         encoding: Some("UTF-8".to_owned()),
+                        method: Some("text".to_owned()),
+                        meta: None,
                     },
                 ))
                 .expect("cached text");

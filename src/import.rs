@@ -28,8 +28,8 @@ use crate::app::Services;
 use crate::db::documents::{self, NewContent, NewDocument};
 use crate::db::dossiers::{self, NewDossier};
 use crate::domain::{
-    Channel, CodiceFiscale, DocumentKind, Visibility, clean_text, sanitize_filename,
-    sniff_media_type,
+    Channel, CodiceFiscale, DocumentKind, Visibility, clean_text, judge_media_type,
+    sanitize_filename,
 };
 
 #[derive(Deserialize)]
@@ -189,7 +189,7 @@ async fn import_folder(
             spool.write(&buf[..n]).await?;
         }
         let spooled = spool.finish().await?;
-        let media_type = sniff_media_type(&spooled.head);
+        let media_type = judge_media_type(&spooled.head, None, &filename);
         let blob = services.blobs.put(&spooled, false).await?;
         documents::create(
             &services.db,

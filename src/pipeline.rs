@@ -400,6 +400,8 @@ struct Recorded {
     pages: Option<i64>,
     chars: Option<i64>,
     error: Option<String>,
+    method: Option<String>,
+    meta: Option<String>,
 }
 
 impl Recorded {
@@ -413,6 +415,13 @@ impl Recorded {
             ),
             Outcome::Failed { reason } => ("failed", None, None, Some(reason.clone())),
         };
+        let (method, meta) = match outcome {
+            Outcome::Done(e) => (
+                e.method.clone(),
+                e.meta.as_ref().map(serde_json::Value::to_string),
+            ),
+            Outcome::Failed { .. } => (None, None),
+        };
         Self {
             id: id.to_owned(),
             version,
@@ -420,6 +429,8 @@ impl Recorded {
             pages,
             chars,
             error,
+            method,
+            meta,
         }
     }
 }
@@ -434,7 +445,8 @@ async fn record_outcomes(db: &Db, outcomes: &[Recorded]) -> Result<(), PipelineE
     for r in outcomes {
         sqlx::query(
             "update document_version set extraction_status = $1, extraction_pages = $2, \
-             extraction_chars = $3, extraction_error = $4 where document_id = $5 and version = $6",
+             extraction_chars = $3, extraction_error = $4, extraction_method = $7, \
+             extraction_meta = $8 where document_id = $5 and version = $6",
         )
         .bind(r.status)
         .bind(r.pages)
@@ -442,6 +454,8 @@ async fn record_outcomes(db: &Db, outcomes: &[Recorded]) -> Result<(), PipelineE
         .bind(r.error.clone())
         .bind(r.id.clone())
         .bind(r.version)
+        .bind(r.method.clone())
+        .bind(r.meta.clone())
         .execute(&mut *tx)
         .await?;
     }

@@ -121,7 +121,7 @@ pub struct VersionRecord {
 const DOCUMENT_COLUMNS: &str = "doc.id, doc.dossier_id, doc.title, doc.kind, doc.visibility, \
     doc.current_version, doc.created_at, doc.updated_at, doc.side, d.office_code, \
     v.sha256, v.size, v.media_type, v.filename, v.extraction_status, v.extraction_pages, \
-    v.extraction_chars, v.extraction_error, \
+    v.extraction_chars, v.extraction_error, v.extraction_method, v.extraction_meta, \
     v.created_by as up_id, v.created_role as up_role, v.channel as up_channel, up.name as up_name";
 
 /// The columns of a version with its uploader (`up_*`), from `document_version` joined with
@@ -144,6 +144,14 @@ pub struct Extraction {
     /// Why it failed (when failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How the text was obtained: `text_layer`, `text`, `html`, `office`, `email`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// What the format says of itself: an e-mail's `from`, `to`, `date`, `subject` and
+    /// `attachments` (each with its `name`, `media_type`, `size`, `status`), a PEC's `pec`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<serde_json::Value>,
 }
 
 fn document_from_row(row: &AnyRow, caller: &Caller) -> Result<DocumentRecord, DbError> {
@@ -172,6 +180,10 @@ fn document_from_row(row: &AnyRow, caller: &Caller) -> Result<DocumentRecord, Db
             pages: row.try_get("extraction_pages")?,
             chars: row.try_get("extraction_chars")?,
             reason: row.try_get("extraction_error")?,
+            method: row.try_get("extraction_method")?,
+            meta: row
+                .try_get::<Option<String>, _>("extraction_meta")?
+                .and_then(|m| serde_json::from_str(&m).ok()),
         },
     })
 }

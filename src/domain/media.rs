@@ -1,30 +1,194 @@
 //! Media types sniffed from a file's first bytes, and safe file names. The client's claims
 //! about either are never trusted.
 
-/// The media type of a file, judged from its first bytes.
+/// The media type of a file, judged from its first bytes alone (no name, no declared type).
 pub fn sniff_media_type(head: &[u8]) -> &'static str {
+    judge_media_type(head, None, "")
+}
+
+/// Office and archive formats a ZIP container may hold, by extension.
+const ZIP_KINDS: &[(&str, &str)] = &[
+    (
+        "docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ),
+    (
+        "xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
+    (
+        "pptx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ),
+    ("odt", "application/vnd.oasis.opendocument.text"),
+    ("ods", "application/vnd.oasis.opendocument.spreadsheet"),
+    ("odp", "application/vnd.oasis.opendocument.presentation"),
+    ("zip", "application/zip"),
+];
+
+/// Types whose signature `infer` reads at offset 0 and which text cannot begin with by
+/// accident (a few bytes outside printable text, or a long exact string).
+const MAGIC_AT_ZERO: &[&str] = &[
+    "application/pdf",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/tiff",
+    "image/webp",
+    "application/gzip",
+    "application/x-7z-compressed",
+    "application/vnd.rar",
+    "application/x-ole-storage",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/rtf",
+];
+
+/// The file name's extension, lower case.
+fn extension(name: &str) -> String {
+    name.rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// The media type of a file, judged from its first bytes, the type the client declared and
+/// its name. Sniffing decides alone only where a signature sits at offset 0 and text cannot
+/// begin with it by accident; a signature elsewhere (a tar header at byte 257, which the
+/// Italian "aggiustare" can spell) counts only when the declared type or the name agree; and
+/// text that decodes as text is text.
+pub fn judge_media_type(head: &[u8], declared: Option<&str>, name: &str) -> &'static str {
     if head.is_empty() {
         return "application/octet-stream";
+    }
+    let extension = extension(name);
+    let declared = declared
+        .map(|d| {
+            d.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let says_text = declared.starts_with("text/")
+        && matches!(extension.as_str(), "txt" | "text" | "csv" | "md" | "log");
+    // A text file its sender and its name both call text, and that reads as text, is text,
+    // whatever word it begins with.
+    if says_text && looks_like_text(head) {
+        return text_kind(head);
+    }
+    // An e-mail is text whose sender or name says so (a PEC arrives as `.eml`).
+    if (extension == "eml" || declared == "message/rfc822") && looks_like_text(head) {
+        return "message/rfc822";
     }
     if is_pkcs7_signed(head) {
         // CAdES-signed files (.p7m) are common in Italian public administration.
         return "application/pkcs7-mime";
     }
-    if let Some(kind) = infer::get(head) {
+    if head.starts_with(b"PK\x03\x04") {
+        // A ZIP container: its first entries say which office format it is, else its name.
+        if let Some(kind) = zip_kind(head) {
+            return kind;
+        }
+        return ZIP_KINDS
+            .iter()
+            .find(|(e, _)| *e == extension)
+            .map_or("application/zip", |(_, m)| m);
+    }
+    if is_pdf_header(head) {
+        return "application/pdf";
+    }
+    let inferred = infer::get(head);
+    if let Some(kind) = inferred
+        && kind.mime_type() != "application/pdf"
+        && MAGIC_AT_ZERO.contains(&kind.mime_type())
+    {
         return kind.mime_type();
     }
+    // A PDF with bytes before its header (readers skip up to 1 KiB), if it is called one.
+    if (declared == "application/pdf" || extension == "pdf")
+        && head[..head.len().min(1024)]
+            .windows(5)
+            .any(|w| w == b"%PDF-")
+    {
+        return "application/pdf";
+    }
     if looks_like_text(head) {
-        let start = String::from_utf8_lossy(&head[..head.len().min(512)]).to_ascii_lowercase();
-        let start = start.trim_start_matches('\u{feff}').trim_start();
-        if start.starts_with("<!doctype html") || start.starts_with("<html") {
-            return "text/html";
-        }
-        if start.starts_with("<?xml") {
-            return "application/xml";
-        }
-        return "text/plain";
+        return text_kind(head);
+    }
+    // Any other signature, when the declared type or the name agree with it.
+    if let Some(kind) = inferred
+        && (kind.extension() == extension || declared == kind.mime_type())
+    {
+        return kind.mime_type();
     }
     "application/octet-stream"
+}
+
+/// The office format of a ZIP container, from the entries whose local headers are in `head`:
+/// OOXML keeps its parts under `word/`, `xl/` or `ppt/`; OpenDocument starts with a stored
+/// `mimetype` entry naming its type.
+fn zip_kind(head: &[u8]) -> Option<&'static str> {
+    let mut at = 0;
+    for _ in 0..64 {
+        let header = head.get(at..at + 30)?;
+        if !header.starts_with(b"PK\x03\x04") {
+            return None;
+        }
+        let field = |i: usize| usize::from(u16::from_le_bytes([header[i], header[i + 1]]));
+        let compressed = u32::from_le_bytes([header[18], header[19], header[20], header[21]]);
+        let (name_len, extra_len) = (field(26), field(28));
+        let name = head.get(at + 30..at + 30 + name_len)?;
+        let data = at + 30 + name_len + extra_len;
+        let found = if name.starts_with(b"word/") {
+            Some("docx")
+        } else if name.starts_with(b"xl/") {
+            Some("xlsx")
+        } else if name.starts_with(b"ppt/") {
+            Some("pptx")
+        } else if name == b"mimetype" {
+            let value = head.get(data..data + usize::try_from(compressed).ok()?)?;
+            match value {
+                b"application/vnd.oasis.opendocument.text" => Some("odt"),
+                b"application/vnd.oasis.opendocument.spreadsheet" => Some("ods"),
+                b"application/vnd.oasis.opendocument.presentation" => Some("odp"),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(extension) = found {
+            return ZIP_KINDS
+                .iter()
+                .find(|(e, _)| *e == extension)
+                .map(|(_, m)| *m);
+        }
+        // Entries streamed with a data descriptor do not say their size here: stop.
+        if header[6] & 0x08 != 0 {
+            return None;
+        }
+        at = data + usize::try_from(compressed).ok()?;
+    }
+    None
+}
+
+/// `%PDF-` and a version digit at offset 0.
+fn is_pdf_header(head: &[u8]) -> bool {
+    head.starts_with(b"%PDF-") && head.get(5).is_some_and(u8::is_ascii_digit)
+}
+
+/// Text: HTML, XML or plain.
+fn text_kind(head: &[u8]) -> &'static str {
+    let start = String::from_utf8_lossy(&head[..head.len().min(512)]).to_ascii_lowercase();
+    let start = start.trim_start_matches('\u{feff}').trim_start();
+    if start.starts_with("<!doctype html") || start.starts_with("<html") {
+        return "text/html";
+    }
+    if start.starts_with("<?xml") {
+        return "application/xml";
+    }
+    "text/plain"
 }
 
 /// DER `SEQUENCE` holding the PKCS#7 signedData object identifier near its start.
@@ -95,6 +259,105 @@ mod tests {
             0x30, 0x80, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02, 0xa0,
         ];
         assert_eq!(sniff_media_type(&p7m), "application/pkcs7-mime");
+    }
+
+    /// A text of `len` bytes with `word` at byte `at`.
+    fn text_with(word: &str, at: usize, len: usize) -> Vec<u8> {
+        let mut text = b"Il tecnico incaricato dovra ".repeat(len / 28 + 1);
+        text.truncate(len);
+        text[at..at + word.len()].copy_from_slice(word.as_bytes());
+        text
+    }
+
+    #[test]
+    fn a_signature_elsewhere_than_offset_zero_does_not_beat_text() {
+        // "aggiustare" puts `ustar` where a tar header keeps its magic.
+        let text = text_with("aggiustare", 253, 600);
+        assert_eq!(&text[257..262], b"ustar");
+        assert_eq!(
+            infer::get(&text).map(|k| k.mime_type()),
+            Some("application/x-tar")
+        );
+        assert_eq!(
+            judge_media_type(&text, Some("text/plain"), "relazione.txt"),
+            "text/plain"
+        );
+        assert_eq!(judge_media_type(&text, None, "relazione"), "text/plain");
+        assert_eq!(sniff_media_type(&text), "text/plain");
+    }
+
+    #[test]
+    fn text_beginning_with_a_signature_word_is_text() {
+        let prose = b"%PDF e il formato richiesto per gli allegati alla domanda.\n";
+        assert_eq!(judge_media_type(prose, None, "nota.txt"), "text/plain");
+        let prose = b"%PDF-1.7 e la versione da usare: lo dice la circolare.\n";
+        assert_eq!(
+            judge_media_type(prose, Some("text/plain"), "nota.txt"),
+            "text/plain"
+        );
+        // Without a name or type that says text, the signature at offset 0 decides.
+        assert_eq!(judge_media_type(prose, None, "upload"), "application/pdf");
+    }
+
+    #[test]
+    fn a_pdf_with_leading_bytes_is_a_pdf_when_it_is_called_one() {
+        let mut file = b"\x00\x01garbage from a scanner\r\n".to_vec();
+        file.extend_from_slice(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n");
+        assert_eq!(
+            judge_media_type(&file, None, "scansione.pdf"),
+            "application/pdf"
+        );
+        assert_eq!(
+            judge_media_type(&file, Some("application/pdf"), "upload"),
+            "application/pdf"
+        );
+        assert_eq!(
+            judge_media_type(&file, None, "upload.bin"),
+            "application/octet-stream"
+        );
+    }
+
+    #[test]
+    fn a_zip_container_is_judged_by_its_entries_or_its_name() {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default();
+        zip.start_file("[Content_Types].xml", options)
+            .expect("entry");
+        zip.write_all(b"<Types/>").expect("write");
+        zip.start_file("word/document.xml", options).expect("entry");
+        zip.write_all(b"<w:document/>").expect("write");
+        let docx = zip.finish().expect("zip").into_inner();
+        let word = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+        assert_eq!(judge_media_type(&docx, None, "domanda.docx"), word);
+        assert_eq!(judge_media_type(&docx, None, "upload"), word);
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file("content.xml", options).expect("entry");
+        zip.write_all(b"<office:document-content/>").expect("write");
+        let odt = zip.finish().expect("zip").into_inner();
+        assert_eq!(
+            judge_media_type(&odt, None, "relazione.odt"),
+            "application/vnd.oasis.opendocument.text"
+        );
+        assert_eq!(
+            judge_media_type(&odt, None, "archivio.zip"),
+            "application/zip"
+        );
+    }
+
+    #[test]
+    fn a_real_archive_is_an_archive_when_named_so() {
+        let mut tar = vec![0u8; 1024];
+        tar[..9].copy_from_slice(b"file.txt\0");
+        tar[257..263].copy_from_slice(b"ustar\0");
+        assert_eq!(
+            judge_media_type(&tar, None, "allegati.tar"),
+            "application/x-tar"
+        );
+        assert_eq!(
+            judge_media_type(&tar, None, "allegati"),
+            "application/octet-stream"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use catalogue::{Catalogue, CatalogueError, Office, Procedure};
 pub use codice_fiscale::{CodiceFiscale, CodiceFiscaleError};
 pub use hash::{ContentHash, ContentHashError};
 pub use ids::{DocumentId, DossierId, TokenId, UserId};
-pub use media::{sanitize_filename, sniff_media_type};
+pub use media::{judge_media_type, sanitize_filename, sniff_media_type};
 
 /// A value outside a closed set of names; the message lists the accepted ones.
 #[derive(Debug, thiserror::Error)]

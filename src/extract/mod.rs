@@ -6,6 +6,8 @@
 //! in-process guard can stop.
 
 pub mod confine;
+mod email;
+mod office;
 pub mod sandbox;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,13 @@ pub struct Extracted {
     pub truncated: bool,
     /// Character encoding detected for plain text.
     pub encoding: Option<String>,
+    /// How the text was obtained: `text_layer` (a PDF's), `text`, `html`, `office`, `email`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// What the format says of itself: an e-mail's headers and attachments, a PEC's
+    /// delivery data.
+    #[serde(default)]
+    pub meta: Option<serde_json::Value>,
 }
 
 /// Why no text could be extracted.
@@ -56,14 +65,25 @@ pub enum ExtractError {
     /// The file is not a readable PDF.
     #[error("unreadable PDF: {0}")]
     Pdf(String),
+    /// The file is not a readable office document.
+    #[error("unreadable office document: {0}")]
+    Office(String),
+    /// The file is not a readable e-mail.
+    #[error("unreadable e-mail: {0}")]
+    Email(String),
 }
 
 /// Media types with an extractor.
 pub fn supports(media_type: &str) -> bool {
     matches!(
         media_type,
-        "application/pdf" | "text/plain" | "text/csv" | "application/xml" | "text/html"
-    )
+        "application/pdf"
+            | "text/plain"
+            | "text/csv"
+            | "application/xml"
+            | "text/html"
+            | "message/rfc822"
+    ) || office::MEDIA_TYPES.contains(&media_type)
 }
 
 /// Extracts the text of a file of the given (sniffed) media type.
@@ -72,6 +92,8 @@ pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extrac
         "application/pdf" => extract_pdf(bytes, limits),
         "text/plain" | "text/csv" | "application/xml" => Ok(extract_plain(bytes, limits)),
         "text/html" => Ok(extract_html(bytes, limits)),
+        "message/rfc822" => email::extract(bytes, limits),
+        other if office::MEDIA_TYPES.contains(&other) => office::extract(bytes, other, limits),
         other => Err(ExtractError::Unsupported(other.to_owned())),
     }
 }
@@ -148,6 +170,8 @@ fn extract_pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         text,
         truncated,
         encoding: None,
+        method: Some("text_layer".to_owned()),
+        meta: None,
     })
 }
 
@@ -179,6 +203,8 @@ fn extract_plain(bytes: &[u8], limits: &Limits) -> Extracted {
         text,
         truncated,
         encoding: Some(encoding.to_owned()),
+        method: Some("text".to_owned()),
+        meta: None,
     }
 }
 
@@ -234,6 +260,8 @@ fn extract_html(bytes: &[u8], limits: &Limits) -> Extracted {
         text,
         truncated,
         encoding: Some(encoding.to_owned()),
+        method: Some("html".to_owned()),
+        meta: None,
     }
 }
 

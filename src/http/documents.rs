@@ -20,7 +20,7 @@ use crate::db::DbError;
 use crate::db::documents::{self, DocumentRecord, NewContent, NewDocument, VersionRecord};
 use crate::db::dossiers;
 use crate::domain::{
-    ContentHash, DocumentKind, Role, Visibility, clean_text, sanitize_filename, sniff_media_type,
+    ContentHash, DocumentKind, Role, Visibility, clean_text, judge_media_type, sanitize_filename,
 };
 
 /// Room for the multipart framing and text fields beside the file itself.
@@ -64,6 +64,8 @@ pub fn upload_body_limit(max_upload_bytes: u64) -> usize {
 #[derive(Default)]
 struct UploadForm {
     file: Option<(Spooled, String)>,
+    /// The type the client declared for the file part.
+    declared: Option<String>,
     title: Option<String>,
     kind: Option<String>,
     visibility: Option<String>,
@@ -99,6 +101,7 @@ async fn read_upload(
                     ));
                 }
                 let filename = sanitize_filename(field.file_name().unwrap_or_default());
+                form.declared = field.content_type().map(str::to_owned);
                 let mut spool = services.blobs.spool(limit).await?;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     if let Err(e) = spool.write(&chunk).await {
@@ -279,7 +282,7 @@ pub(super) async fn add_document(
             Some((request, position))
         }
     };
-    let media_type = sniff_media_type(&spooled.head);
+    let media_type = judge_media_type(&spooled.head, form.declared.as_deref(), &filename);
     let actor = Actor::of(&caller, client);
     let id = store_and_commit(&services, &spooled, |blob| {
         documents::create(
@@ -372,7 +375,7 @@ async fn add_version(
         .file
         .ok_or_else(|| ApiError::bad_request("invalid_upload", "the form has no file field"))?;
     within_quota(&services, &caller, spooled.size).await?;
-    let media_type = sniff_media_type(&spooled.head);
+    let media_type = judge_media_type(&spooled.head, form.declared.as_deref(), &filename);
     let actor = Actor::of(&caller, client);
     let version = store_and_commit(&services, &spooled, |blob| {
         documents::add_version(

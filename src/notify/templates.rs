@@ -82,6 +82,10 @@ const BUILT_IN: &[(&str, &str)] = built_in![
     "contact_confirmation.txt",
     "contact_confirmation.html",
     "contact_confirmation.sms.txt",
+    "sign_in_code.subject.txt",
+    "sign_in_code.txt",
+    "sign_in_code.html",
+    "sign_in_code.sms.txt",
 ];
 
 /// An e-mail ready to send.
@@ -283,6 +287,25 @@ mod tests {
                 let io = templates.render_io(&m).expect("app io");
                 assert!(!io.markdown.contains("Nota pubblica"), "{}", io.markdown);
             }
+        }
+    }
+
+    #[test]
+    fn codes_render_by_email_and_sms() {
+        let templates = Templates::load(None, "Comune di Ciriè").expect("built-in templates");
+        for name in ["sign_in_code", "contact_confirmation"] {
+            let m = message(
+                name,
+                "email",
+                serde_json::json!({"name": "Giulia", "code": "12345678", "expires_at": "06/12/2026 10:30"}),
+            );
+            let email = templates.render(&m).expect("e-mail");
+            assert!(email.text.contains("12345678") && email.html.contains("12345678"));
+            let sms = templates.render_sms(&m).expect("sms");
+            assert!(
+                sms.contains("12345678") && sms.contains("Comune di Ciriè"),
+                "{sms}"
+            );
         }
     }
 

@@ -12,6 +12,7 @@ mod crash;
 mod delegations;
 mod documents;
 mod dossiers;
+mod formats;
 mod helpers;
 mod hostile;
 mod identities;

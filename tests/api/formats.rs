@@ -1,0 +1,493 @@
+//! What a desk receives is judged by its content, its declared type and its name together:
+//! uploads over HTTP, then the document's extraction and a search for its words.
+
+use serde_json::Value;
+
+use crate::helpers::{TestApp, cf, spawn_app};
+
+async fn upload_as(
+    app: &TestApp,
+    token: &str,
+    dossier: &str,
+    bytes: Vec<u8>,
+    name: &str,
+    declared: &str,
+) -> Value {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str(declared)
+            .unwrap(),
+    );
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/dossiers/{dossier}/documents")))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+/// The document once its extraction ended.
+async fn extracted(app: &TestApp, token: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let doc: Value = app
+            .get(token, &format!("/v1/documents/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if doc["extraction"]["status"] != "pending" {
+            return doc;
+        }
+        assert!(std::time::Instant::now() < deadline, "still pending: {doc}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_that_spells_a_tar_signature_is_read_as_text_and_found() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(6000).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(6000)).await;
+    let dossier = d["id"].as_str().unwrap();
+    // Byte 257 begins `ustar`, where a tar header keeps its magic.
+    let mut text = String::from("Relazione tecnica. ");
+    while text.len() < 253 {
+        text.push_str("Il serramento esistente va ");
+    }
+    text.truncate(253);
+    text.push_str("aggiustare prima del sopralluogo; parola chiave zibaldone.\n");
+    assert_eq!(&text.as_bytes()[257..262], b"ustar");
+    let doc = upload_as(
+        &app,
+        &citizen,
+        dossier,
+        text.into_bytes(),
+        "relazione.txt",
+        "text/plain",
+    )
+    .await;
+    assert_eq!(doc["media_type"], "text/plain", "{doc}");
+    let id = doc["id"].as_str().unwrap();
+    let doc = extracted(&app, &citizen, id).await;
+    assert_eq!(doc["extraction"]["status"], "done", "{doc}");
+    let (found, _) = app
+        .search_until(
+            &citizen,
+            &[("q", "zibaldone")],
+            1,
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(found["hits"][0]["document_id"], id, "{found}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdf_with_bytes_before_its_header_and_prose_beginning_with_pdf_are_told_apart() {
+    let app = spawn_app().await;
+    let citizen = app.citizen(6010).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(6010)).await;
+    let dossier = d["id"].as_str().unwrap();
+    let mut pdf = b"\r\n\x00scanner header\r\n".to_vec();
+    pdf.extend_from_slice(&crate::helpers::sample_pdf(
+        "verbale di sopralluogo firmato",
+    ));
+    let doc = upload_as(
+        &app,
+        &citizen,
+        dossier,
+        pdf,
+        "scansione.pdf",
+        "application/octet-stream",
+    )
+    .await;
+    assert_eq!(doc["media_type"], "application/pdf", "{doc}");
+    let prose = b"%PDF-1.7 e la versione da usare per gli allegati, dice la circolare.\n".to_vec();
+    let doc = upload_as(&app, &citizen, dossier, prose, "nota.txt", "text/plain").await;
+    assert_eq!(doc["media_type"], "text/plain", "{doc}");
+    let doc = extracted(&app, &citizen, doc["id"].as_str().unwrap()).await;
+    assert_eq!(doc["extraction"]["status"], "done", "{doc}");
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/office/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn office_documents_are_read_with_headers_tables_and_comments_and_found() {
+    let app = spawn_app().await;
+    let staff = app.staff(&["edilizia"]).await;
+    let citizen = app.citizen(6020).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(6020)).await;
+    let dossier = d["id"].as_str().unwrap();
+    let cases = [
+        (
+            "relazione.docx",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            vec![
+                "intestazione tracciabile",
+                "Relazione tecnica asseverata",
+                "conformità urbanistica",
+                "Foglio\tMappale",
+                "Pagina di piè tracciabile",
+                "Verificare il mappale gelsomino",
+            ],
+        ),
+        (
+            "domanda.odt",
+            "application/vnd.oasis.opendocument.text",
+            vec![
+                "Intestazione ODT tracciabile",
+                "Piede ODT tracciabile",
+                "Domanda di contributo",
+                "mensa scolastica",
+                "Commento ODT tracciabile",
+                "Alunno\tClasse",
+            ],
+        ),
+        (
+            "versamenti.xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            vec![
+                "Versamenti",
+                "Rossi Mario\t125.5",
+                "Note",
+                "rateizzazione tracciabile",
+            ],
+        ),
+        (
+            "occupazioni.ods",
+            "application/vnd.oasis.opendocument.spreadsheet",
+            vec!["Occupazioni", "Via Roma\t12"],
+        ),
+    ];
+    for (name, media_type, expected) in cases {
+        // Declared as a generic binary, as browsers often do: judged by content and name.
+        let doc = upload_as(
+            &app,
+            &staff,
+            dossier,
+            fixture(name),
+            name,
+            "application/octet-stream",
+        )
+        .await;
+        assert_eq!(doc["media_type"], media_type, "{name}");
+        let id = doc["id"].as_str().unwrap().to_owned();
+        let doc = extracted(&app, &staff, &id).await;
+        assert_eq!(doc["extraction"]["status"], "done", "{name}: {doc}");
+        assert_eq!(doc["extraction"]["method"], "office");
+        let text: Value = app
+            .get(&staff, &format!("/v1/documents/{id}/text"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let text = text["text"].as_str().unwrap().to_owned();
+        let mut at = 0;
+        for piece in &expected {
+            let found = text
+                .find(piece)
+                .unwrap_or_else(|| panic!("{name}: {piece:?} not in {text:?}"));
+            // In reading order: headers, body with its tables, footers, comments (an ODT's
+            // comments stand where they were made).
+            assert!(found >= at, "{name}: {piece:?} out of order in {text:?}");
+            at = found;
+        }
+    }
+    let (found, _) = app
+        .search_until(
+            &staff,
+            &[("q", "gelsomino")],
+            1,
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(found["total"], 1, "{found}");
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// An e-mail with a text body and these attachments `(name, type, bytes)`.
+fn email(
+    from: &str,
+    to: &str,
+    subject: &str,
+    body: &str,
+    attachments: &[(&str, &str, Vec<u8>)],
+) -> String {
+    let mut m = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Fri, 04 Dec 2026 10:15:00 +0100\r\n\
+         Message-ID: <{}@example.it>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"confine\"\r\n\r\n\
+         --confine\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n",
+        subject.len()
+    );
+    for (name, kind, bytes) in attachments {
+        if *kind == "message/rfc822" {
+            m.push_str(&format!(
+                "--confine\r\nContent-Type: message/rfc822; name=\"{name}\"\r\n\
+                 Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n{}\r\n",
+                String::from_utf8_lossy(bytes)
+            ));
+        } else {
+            m.push_str(&format!(
+                "--confine\r\nContent-Type: {kind}; name=\"{name}\"\r\n\
+                 Content-Disposition: attachment; filename=\"{name}\"\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                base64(bytes)
+            ));
+        }
+    }
+    m.push_str("--confine--\r\n");
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_and_a_pec_envelope_are_read_with_their_attachments() {
+    let app = spawn_app().await;
+    let staff = app.staff(&["edilizia"]).await;
+    let citizen = app.citizen(6030).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(6030)).await;
+    let dossier = d["id"].as_str().unwrap();
+    // The original message a professional sent by PEC, with a PDF and a DOCX attached.
+    let original = email(
+        "Studio Bianchi <studio.bianchi@pec.example.it>",
+        "protocollo@pec.comune.example.it",
+        "Integrazione pratica CILA",
+        "Si trasmette la documentazione integrativa richiesta.",
+        &[
+            (
+                "planimetria.pdf",
+                "application/pdf",
+                crate::helpers::sample_pdf("planimetria catastale quercia"),
+            ),
+            (
+                "relazione.docx",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                fixture("relazione.docx"),
+            ),
+        ],
+    );
+    let daticert = r#"<?xml version="1.0" encoding="UTF-8"?>
+<postacert tipo="posta-certificata" errore="nessuno">
+  <intestazione>
+    <mittente>studio.bianchi@pec.example.it</mittente>
+    <destinatari tipo="certificato">protocollo@pec.comune.example.it</destinatari>
+    <risposte>studio.bianchi@pec.example.it</risposte>
+    <oggetto>Integrazione pratica CILA</oggetto>
+  </intestazione>
+  <dati>
+    <gestore-emittente>Gestore PEC di prova</gestore-emittente>
+    <data zona="+0100"><giorno>04/12/2026</giorno><ora>10:15:02</ora></data>
+    <identificativo>opec21.20261204101502.12345.01@pec.example.it</identificativo>
+    <msgid>&lt;11@example.it&gt;</msgid>
+  </dati>
+</postacert>"#;
+    let envelope = email(
+        "Per conto di: studio.bianchi@pec.example.it <posta-certificata@pec.example.it>",
+        "protocollo@pec.comune.example.it",
+        "POSTA CERTIFICATA: Integrazione pratica CILA",
+        "Messaggio di posta certificata inviato da studio.bianchi@pec.example.it.",
+        &[
+            (
+                "daticert.xml",
+                "application/xml",
+                daticert.as_bytes().to_vec(),
+            ),
+            ("postacert.eml", "message/rfc822", original.into_bytes()),
+        ],
+    );
+    let doc = upload_as(
+        &app,
+        &staff,
+        dossier,
+        envelope.into_bytes(),
+        "pec.eml",
+        "message/rfc822",
+    )
+    .await;
+    assert_eq!(doc["media_type"], "message/rfc822");
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let doc = extracted(&app, &staff, &id).await;
+    assert_eq!(doc["extraction"]["status"], "done", "{doc}");
+    let meta = &doc["extraction"]["meta"];
+    assert_eq!(doc["extraction"]["method"], "email");
+    assert_eq!(
+        meta["subject"],
+        "POSTA CERTIFICATA: Integrazione pratica CILA"
+    );
+    assert_eq!(meta["pec"]["tipo"], "posta-certificata");
+    assert_eq!(meta["pec"]["sender"], "studio.bianchi@pec.example.it");
+    assert_eq!(meta["pec"]["provider"], "Gestore PEC di prova");
+    assert_eq!(meta["pec"]["date"], "04/12/2026 10:15:02");
+    let attachments = meta["attachments"].as_array().unwrap();
+    assert_eq!(attachments.len(), 2, "{meta}");
+    let inner = &attachments[1]["message"];
+    assert_eq!(
+        inner["from"][0],
+        "Studio Bianchi <studio.bianchi@pec.example.it>"
+    );
+    let inner_attachments = inner["attachments"].as_array().unwrap();
+    assert_eq!(inner_attachments[0]["name"], "planimetria.pdf");
+    assert_eq!(inner_attachments[0]["status"], "done");
+    assert_eq!(inner_attachments[0]["method"], "text_layer");
+    assert_eq!(inner_attachments[1]["method"], "office");
+    // The attachments' words find the e-mail.
+    for word in ["quercia", "gelsomino", "integrativa"] {
+        let (found, _) = app
+            .search_until(
+                &staff,
+                &[("q", word)],
+                1,
+                std::time::Duration::from_secs(20),
+            )
+            .await;
+        assert_eq!(
+            found["hits"][0]["document_id"],
+            id.as_str(),
+            "{word}: {found}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_with_ten_thousand_attachments_reads_a_bounded_number() {
+    let app = spawn_app().await;
+    let staff = app.staff(&["edilizia"]).await;
+    let citizen = app.citizen(6040).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(6040)).await;
+    let attachments: Vec<(String, Vec<u8>)> = (0..10_000)
+        .map(|i| (format!("a{i}.txt"), format!("allegato {i}").into_bytes()))
+        .collect();
+    let refs: Vec<(&str, &str, Vec<u8>)> = attachments
+        .iter()
+        .map(|(n, b)| (n.as_str(), "text/plain", b.clone()))
+        .collect();
+    let bomb = email(
+        "a@example.it",
+        "b@example.it",
+        "Tanti allegati",
+        "Corpo",
+        &refs,
+    );
+    let doc = upload_as(
+        &app,
+        &staff,
+        d["id"].as_str().unwrap(),
+        bomb.into_bytes(),
+        "tanti.eml",
+        "message/rfc822",
+    )
+    .await;
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let doc = extracted(&app, &staff, &id).await;
+    assert_eq!(doc["extraction"]["status"], "done", "{doc}");
+    let meta = &doc["extraction"]["meta"];
+    assert_eq!(meta["attachments"].as_array().unwrap().len(), 200);
+    assert_eq!(meta["attachments_not_read"], 9_800);
+    // Stored whole and downloadable.
+    let content = app
+        .get(&staff, &format!("/v1/documents/{id}/content"))
+        .await;
+    assert_eq!(content.status(), 200);
+}
+
+/// A DOCX whose body is `document_xml`.
+fn docx_with(document_xml: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("[Content_Types].xml", options).unwrap();
+    zip.write_all(b"<Types/>").unwrap();
+    zip.start_file("word/document.xml", options).unwrap();
+    zip.write_all(document_xml).unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_office_files_end_failed_or_unexpanded_and_stay_downloadable() {
+    let app = spawn_app().await;
+    let staff = app.staff(&["edilizia"]).await;
+    let citizen = app.citizen(6050).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(6050)).await;
+    let dossier = d["id"].as_str().unwrap();
+    // A zip bomb: 80 MiB of body in a few hundred KiB.
+    let mut body = b"<w:document><w:body><w:p><w:r><w:t>".to_vec();
+    body.resize(80 * 1024 * 1024, b' ');
+    body.extend_from_slice(b"</w:t></w:r></w:p></w:body></w:document>");
+    let bomb = docx_with(&body);
+    assert!(bomb.len() < 1024 * 1024);
+    let doc = upload_as(
+        &app,
+        &staff,
+        dossier,
+        bomb.clone(),
+        "bomba.docx",
+        "application/octet-stream",
+    )
+    .await;
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let doc = extracted(&app, &staff, &id).await;
+    assert_eq!(doc["extraction"]["status"], "failed", "{doc}");
+    assert!(
+        doc["extraction"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("decompresses past"),
+        "{doc}"
+    );
+    let content = app
+        .get(&staff, &format!("/v1/documents/{id}/content"))
+        .await;
+    assert_eq!(content.bytes().await.unwrap().len(), bomb.len());
+    // Entity expansion ("billion laughs"): no DTD is read, so nothing expands.
+    let laughs = br#"<?xml version="1.0"?>
+<!DOCTYPE w:document [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+]>
+<w:document><w:body><w:p><w:r><w:t>risata &lol4; finita</w:t></w:r></w:p></w:body></w:document>"#;
+    let doc = upload_as(
+        &app,
+        &staff,
+        dossier,
+        docx_with(laughs),
+        "risate.docx",
+        "application/octet-stream",
+    )
+    .await;
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let doc = extracted(&app, &staff, &id).await;
+    assert_eq!(doc["extraction"]["status"], "done", "{doc}");
+    let text = app
+        .get(&staff, &format!("/v1/documents/{id}/text"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("risata") && text.contains("finita"), "{text}");
+    assert!(!text.contains("lol"), "{text}");
+}
