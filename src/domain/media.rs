@@ -86,6 +86,10 @@ pub fn judge_media_type(head: &[u8], declared: Option<&str>, name: &str) -> &'st
         // CAdES-signed files (.p7m) are common in Italian public administration.
         return "application/pkcs7-mime";
     }
+    // The same in Base64, as some signing tools write it.
+    if (extension == "p7m" || declared.contains("pkcs7")) && looks_like_text(head) {
+        return "application/pkcs7-mime";
+    }
     if head.starts_with(b"PK\x03\x04") {
         // A ZIP container: its first entries say which office format it is, else its name.
         if let Some(kind) = zip_kind(head) {

@@ -5,6 +5,7 @@
 //! hostile file can make a parser overflow its stack or abort on allocation, which no
 //! in-process guard can stop.
 
+mod cades;
 pub mod confine;
 mod email;
 mod office;
@@ -71,6 +72,9 @@ pub enum ExtractError {
     /// The file is not a readable e-mail.
     #[error("unreadable e-mail: {0}")]
     Email(String),
+    /// The file is not a readable signed envelope.
+    #[error("unreadable signed envelope: {0}")]
+    Signed(String),
 }
 
 /// Media types with an extractor.
@@ -83,6 +87,7 @@ pub fn supports(media_type: &str) -> bool {
             | "application/xml"
             | "text/html"
             | "message/rfc822"
+            | "application/pkcs7-mime"
     ) || office::MEDIA_TYPES.contains(&media_type)
 }
 
@@ -93,6 +98,7 @@ pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extrac
         "text/plain" | "text/csv" | "application/xml" => Ok(extract_plain(bytes, limits)),
         "text/html" => Ok(extract_html(bytes, limits)),
         "message/rfc822" => email::extract(bytes, limits),
+        "application/pkcs7-mime" => cades::extract(bytes, limits),
         other if office::MEDIA_TYPES.contains(&other) => office::extract(bytes, other, limits),
         other => Err(ExtractError::Unsupported(other.to_owned())),
     }

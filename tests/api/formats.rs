@@ -491,3 +491,197 @@ async fn hostile_office_files_end_failed_or_unexpanded_and_stay_downloadable() {
     assert!(text.contains("risata") && text.contains("finita"), "{text}");
     assert!(!text.contains("lol"), "{text}");
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian: openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and a signer certificate shaped like an Italian qualified one.
+fn signing_kit() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/C=IT/O=Certificatore di prova S.p.A./CN=CA Firma Qualificata di prova",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "signer.key",
+            "-out",
+            "signer.csr",
+            "-subj",
+            "/C=IT/O=Studio Tecnico Rossi/CN=ROSSI MARIO/serialNumber=TINIT-RSSMRA80A01H501U/GN=MARIO/SN=ROSSI",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "signer.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "signer.pem",
+            "-days",
+            "365",
+        ],
+    );
+    dir
+}
+
+fn sign(kit: &std::path::Path, input: &str, output: &str, stream: bool) {
+    let mut args = vec![
+        "cms",
+        "-sign",
+        "-binary",
+        "-nodetach",
+        "-cades",
+        "-md",
+        "sha256",
+        "-in",
+        input,
+        "-signer",
+        "signer.pem",
+        "-inkey",
+        "signer.key",
+        "-outform",
+        "DER",
+        "-out",
+        output,
+    ];
+    if stream {
+        args.push("-stream");
+    }
+    openssl(kit, &args);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs openssl"]
+async fn signed_files_are_unwrapped_verified_and_their_signers_shown() {
+    let kit = signing_kit();
+    let k = kit.path();
+    std::fs::write(
+        k.join("verbale.pdf"),
+        crate::helpers::sample_pdf("verbale di sopralluogo mandorlo"),
+    )
+    .unwrap();
+    sign(k, "verbale.pdf", "verbale.pdf.p7m", false);
+    sign(k, "verbale.pdf", "stream.pdf.p7m", true);
+    sign(k, "verbale.pdf.p7m", "doppia.pdf.p7m.p7m", false);
+    openssl(
+        k,
+        &["base64", "-in", "verbale.pdf.p7m", "-out", "base64.pdf.p7m"],
+    );
+    // A copy changed after signing: one letter of the signed text.
+    let mut tampered = std::fs::read(k.join("verbale.pdf.p7m")).unwrap();
+    let at = tampered
+        .windows(8)
+        .position(|w| w == b"mandorlo")
+        .expect("the text inside");
+    tampered[at] = b'M';
+    std::fs::write(k.join("alterato.pdf.p7m"), tampered).unwrap();
+
+    let app = spawn_app().await;
+    let staff = app.staff(&["edilizia"]).await;
+    let citizen = app.citizen(6060).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(6060)).await;
+    let dossier = d["id"].as_str().unwrap();
+    for (name, envelopes, valid) in [
+        ("verbale.pdf.p7m", 1, true),
+        ("stream.pdf.p7m", 1, true),
+        ("doppia.pdf.p7m.p7m", 2, true),
+        ("base64.pdf.p7m", 1, true),
+        ("alterato.pdf.p7m", 1, false),
+    ] {
+        let bytes = std::fs::read(k.join(name)).unwrap();
+        let doc = upload_as(
+            &app,
+            &staff,
+            dossier,
+            bytes,
+            name,
+            "application/octet-stream",
+        )
+        .await;
+        assert_eq!(doc["media_type"], "application/pkcs7-mime", "{name}");
+        let doc = extracted(&app, &staff, doc["id"].as_str().unwrap()).await;
+        let extraction = &doc["extraction"];
+        assert_eq!(extraction["status"], "done", "{name}: {doc}");
+        assert_eq!(extraction["method"], "signed");
+        let meta = &extraction["meta"];
+        assert_eq!(meta["envelopes"], envelopes, "{name}");
+        assert_eq!(meta["chain_checked"], false);
+        assert_eq!(meta["content"]["media_type"], "application/pdf");
+        assert_eq!(meta["content"]["method"], "text_layer");
+        let signers = meta["signers"].as_array().unwrap();
+        assert_eq!(signers.len(), envelopes, "{name}: {meta}");
+        for s in signers {
+            assert_eq!(s["name"], "ROSSI MARIO");
+            assert_eq!(s["codice_fiscale"], "RSSMRA80A01H501U");
+            assert_eq!(s["issuer"], "CA Firma Qualificata di prova");
+            assert_eq!(s["certificate_valid_at_signing"], true);
+            assert!(s["signing_time"].is_string());
+        }
+        if valid {
+            assert!(
+                signers.iter().all(|s| s["status"] == "valid"),
+                "{name}: {meta}"
+            );
+        } else {
+            assert_eq!(signers[0]["status"], "invalid");
+            assert!(
+                signers[0]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("changed after signing"),
+                "{meta}"
+            );
+        }
+    }
+    // The signed text is found in every envelope (the altered one too: what it says is
+    // searchable; that it was altered is in its metadata).
+    let (found, _) = app
+        .search_until(
+            &staff,
+            &[("q", "mandorlo")],
+            5,
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(found["total"], 5, "{found}");
+}
