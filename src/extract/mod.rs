@@ -177,7 +177,7 @@ fn extract_pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         truncated,
         encoding: None,
         method: Some("text_layer".to_owned()),
-        meta: None,
+        meta: cades::pdf_signatures(&document, bytes),
     })
 }
 

@@ -673,6 +673,37 @@ async fn signed_files_are_unwrapped_verified_and_their_signers_shown() {
             );
         }
     }
+    // Envelopes nested past the limit end failed with the reason, the file kept whole.
+    let mut inner = "verbale.pdf".to_owned();
+    for level in 0..9 {
+        let outer = format!("livello{level}.p7m");
+        sign(k, &inner, &outer, false);
+        inner = outer;
+    }
+    let deep = std::fs::read(k.join(&inner)).unwrap();
+    let doc = upload_as(
+        &app,
+        &staff,
+        dossier,
+        deep.clone(),
+        "profonda.p7m",
+        "application/pkcs7-mime",
+    )
+    .await;
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let doc = extracted(&app, &staff, &id).await;
+    assert_eq!(doc["extraction"]["status"], "failed", "{doc}");
+    assert!(
+        doc["extraction"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nested past 8"),
+        "{doc}"
+    );
+    let content = app
+        .get(&staff, &format!("/v1/documents/{id}/content"))
+        .await;
+    assert_eq!(content.bytes().await.unwrap().len(), deep.len());
     // The signed text is found in every envelope (the altered one too: what it says is
     // searchable; that it was altered is in its metadata).
     let (found, _) = app
@@ -684,4 +715,86 @@ async fn signed_files_are_unwrapped_verified_and_their_signers_shown() {
         )
         .await;
     assert_eq!(found["total"], 5, "{found}");
+}
+
+/// Signs `input` into `output` as a PAdES signature with the kit's signer (pyHanko), and
+/// writes `updated`: the signed file with an incremental update appended afterwards.
+fn pades(kit: &std::path::Path, input: &str, output: &str, updated: &str) {
+    let script = format!(
+        r#"
+from pyhanko.sign import signers
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils import generic
+signer = signers.SimpleSigner.load("signer.key", "signer.pem", ca_chain_files=("ca.pem",))
+with open("{input}", "rb") as inf:
+    w = IncrementalPdfFileWriter(inf)
+    with open("{output}", "wb") as outf:
+        signers.sign_pdf(w, signers.PdfSignatureMetadata(field_name="Firma1", md_algorithm="sha256"), signer=signer, output=outf)
+with open("{output}", "rb") as inf:
+    w = IncrementalPdfFileWriter(inf)
+    w.add_object(generic.TextStringObject("aggiunto dopo la firma"))
+    with open("{updated}", "wb") as outf:
+        w.write(outf)
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .current_dir(kit)
+        .output()
+        .expect("python3 with pyhanko (PyPI)");
+    assert!(
+        out.status.success(),
+        "pyhanko: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs openssl and pyhanko"]
+async fn signed_pdfs_list_their_signatures_and_say_when_changed_afterwards() {
+    let kit = signing_kit();
+    let k = kit.path();
+    std::fs::write(
+        k.join("atto.pdf"),
+        crate::helpers::sample_pdf("determina dirigenziale castagno"),
+    )
+    .unwrap();
+    pades(k, "atto.pdf", "firmato.pdf", "aggiornato.pdf");
+    let app = spawn_app().await;
+    let staff = app.staff(&["edilizia"]).await;
+    let citizen = app.citizen(6070).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(6070)).await;
+    let dossier = d["id"].as_str().unwrap();
+    for (name, modified) in [("firmato.pdf", false), ("aggiornato.pdf", true)] {
+        let bytes = std::fs::read(k.join(name)).unwrap();
+        let doc = upload_as(&app, &staff, dossier, bytes, name, "application/pdf").await;
+        let doc = extracted(&app, &staff, doc["id"].as_str().unwrap()).await;
+        let extraction = &doc["extraction"];
+        assert_eq!(extraction["status"], "done", "{name}: {doc}");
+        assert_eq!(extraction["method"], "text_layer");
+        let meta = &extraction["meta"];
+        assert_eq!(meta["signed"], true, "{name}: {meta}");
+        assert_eq!(
+            meta["modified_after_last_signature"], modified,
+            "{name}: {meta}"
+        );
+        let signatures = meta["signatures"].as_array().unwrap();
+        assert_eq!(signatures.len(), 1, "{meta}");
+        let signer = &signatures[0]["signers"][0];
+        assert_eq!(signer["status"], "valid", "{meta}");
+        assert_eq!(signer["codice_fiscale"], "RSSMRA80A01H501U");
+        assert_eq!(signatures[0]["covers_whole_file"], !modified);
+    }
+    // An unsigned PDF says nothing of signatures.
+    let doc = upload_as(
+        &app,
+        &staff,
+        dossier,
+        crate::helpers::sample_pdf("non firmato"),
+        "semplice.pdf",
+        "application/pdf",
+    )
+    .await;
+    let doc = extracted(&app, &staff, doc["id"].as_str().unwrap()).await;
+    assert!(doc["extraction"].get("meta").is_none(), "{doc}");
 }
