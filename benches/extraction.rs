@@ -214,6 +214,8 @@ async fn main() {
         println!("  ratio sandboxed / pdftotext      {:>9.2}", ours / theirs);
     }
 
+    formats(&sandbox, &pdfs[0], if quick { 20 } else { 200 }, rounds).await;
+
     let docs = if quick { 2_000 } else { 20_000 };
     let index_dir = tempfile::tempdir().expect("temp dir");
     let index = SearchIndex::open(index_dir.path()).expect("index");
@@ -246,5 +248,136 @@ async fn main() {
         bytes as f64 / 1048576.0,
         took,
         docs as f64 / took
+    );
+}
+
+/// Files of `media_type` per second through the sandbox, median over `rounds` of `n` files.
+async fn files_per_second(
+    sandbox: &Sandbox,
+    bytes: &[u8],
+    media_type: &str,
+    n: usize,
+    rounds: usize,
+) -> f64 {
+    let mut rates = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..n {
+            match sandbox
+                .run(bytes::Bytes::from(bytes.to_vec()), media_type)
+                .await
+            {
+                Outcome::Done(e) => assert!(!e.text.is_empty(), "{media_type}: no text"),
+                Outcome::Failed { reason } => panic!("{media_type}: {reason}"),
+            }
+        }
+        rates.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    median(rates)
+}
+
+/// The formats a desk receives besides PDF: office files (the test fixtures, written by
+/// python-docx, odfpy and openpyxl), an e-mail with a PDF and a DOCX attached, and the cost of
+/// a CAdES envelope over the plain PDF it signs (signed with `openssl cms`, when installed).
+async fn formats(sandbox: &Sandbox, pdf: &[u8], n: usize, rounds: usize) {
+    let fixture = |name: &str| {
+        std::fs::read(format!(
+            "{}/tests/fixtures/office/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture")
+    };
+    let docx = fixture("relazione.docx");
+    let encode = |bytes: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let eml = format!(
+        "From: studio@example.it\r\nTo: protocollo@comune.example.it\r\nSubject: Integrazione\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSi trasmette la documentazione.\r\n\
+         --b\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+         --b\r\nContent-Type: application/octet-stream; name=\"r.docx\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        encode(pdf),
+        encode(&docx)
+    );
+    println!("formats through the sandboxed workers, files/s (median of {rounds} rounds of {n}):");
+    for (name, bytes, media_type) in [
+        (
+            "DOCX",
+            docx.clone(),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ),
+        (
+            "ODT",
+            fixture("domanda.odt"),
+            "application/vnd.oasis.opendocument.text",
+        ),
+        (
+            "XLSX",
+            fixture("versamenti.xlsx"),
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ),
+        (
+            "EML (PDF + DOCX attached)",
+            eml.into_bytes(),
+            "message/rfc822",
+        ),
+    ] {
+        let rate = files_per_second(sandbox, &bytes, media_type, n, rounds).await;
+        println!("  {name:<28} {rate:>9.0}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = dir.path();
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(p)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    std::fs::write(p.join("a.pdf"), pdf).expect("write");
+    let signed = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "k.pem",
+        "-out",
+        "c.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=ROSSI MARIO/serialNumber=TINIT-RSSMRA80A01H501U",
+    ]) && run(&[
+        "cms",
+        "-sign",
+        "-binary",
+        "-nodetach",
+        "-md",
+        "sha256",
+        "-in",
+        "a.pdf",
+        "-signer",
+        "c.pem",
+        "-inkey",
+        "k.pem",
+        "-outform",
+        "DER",
+        "-out",
+        "a.pdf.p7m",
+    ]);
+    if !signed {
+        println!("  p7m overhead                 openssl not installed");
+        return;
+    }
+    let p7m = std::fs::read(p.join("a.pdf.p7m")).expect("p7m");
+    let plain = files_per_second(sandbox, pdf, "application/pdf", n, rounds).await;
+    let enveloped = files_per_second(sandbox, &p7m, "application/pkcs7-mime", n, rounds).await;
+    println!(
+        "  PDF plain / in a p7m         {plain:>9.0} / {enveloped:.0}: {:.2} ms more per file",
+        1000.0 / enveloped - 1000.0 / plain
     );
 }
