@@ -376,6 +376,16 @@ pub async fn enqueue_digest(
 ) -> Result<usize, DbError> {
     const DAY_MS: i64 = 86_400_000;
     let now = now_ms();
+    // Checked every minute on every node: once the day's digest exists, a read is enough.
+    let written: i64 =
+        sqlx::query_scalar("select count(*) from digest_run where tenant = $1 and day = $2")
+            .bind(tenant)
+            .bind(day)
+            .fetch_one(db.pool())
+            .await?;
+    if written > 0 {
+        return Ok(0);
+    }
     let mut tx = db.begin_write().await?;
     let claimed = sqlx::query(
         "insert into digest_run (tenant, day, created_at) values ($1, $2, $3) \
