@@ -108,7 +108,7 @@ enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
-    /// Issue a new token for a user; prints `{"id","token"}` once.
+    /// Issue a new token for a user; prints `{"user","token"}` once.
     Add {
         /// The user's id.
         #[arg(long)]
@@ -116,7 +116,7 @@ enum TokenCommand {
         /// What the token is for.
         #[arg(long, default_value = "issued from the command line")]
         label: String,
-        /// Days until it expires (default: never).
+        /// Days until it expires (default: `FASCICOLO_TOKEN_LIFETIME_DAYS`, 90).
         #[arg(long)]
         expires_in_days: Option<u32>,
     },
