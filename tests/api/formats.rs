@@ -32,6 +32,14 @@ async fn upload_as(
     r.json().await.unwrap()
 }
 
+/// A member of the building office and a dossier a citizen (test person `n`) opened there.
+async fn staff_and_dossier(app: &TestApp, n: u32) -> (String, String) {
+    let staff = app.staff(&["edilizia"]).await;
+    let citizen = app.citizen(n).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(n)).await;
+    (staff, d["id"].as_str().unwrap().to_owned())
+}
+
 /// The document once its extraction ended.
 async fn extracted(app: &TestApp, token: &str, id: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -126,10 +134,8 @@ fn fixture(name: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn office_documents_are_read_with_headers_tables_and_comments_and_found() {
     let app = spawn_app().await;
-    let staff = app.staff(&["edilizia"]).await;
-    let citizen = app.citizen(6020).await;
-    let d = app.open_dossier(&citizen, "cila", &cf(6020)).await;
-    let dossier = d["id"].as_str().unwrap();
+    let (staff, dossier) = staff_and_dossier(&app, 6020).await;
+    let dossier = dossier.as_str();
     let cases = [
         (
             "relazione.docx",
@@ -265,10 +271,8 @@ fn email(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_and_a_pec_envelope_are_read_with_their_attachments() {
     let app = spawn_app().await;
-    let staff = app.staff(&["edilizia"]).await;
-    let citizen = app.citizen(6030).await;
-    let d = app.open_dossier(&citizen, "cila", &cf(6030)).await;
-    let dossier = d["id"].as_str().unwrap();
+    let (staff, dossier) = staff_and_dossier(&app, 6030).await;
+    let dossier = dossier.as_str();
     // The original message a professional sent by PEC, with a PDF and a DOCX attached.
     let original = email(
         "Studio Bianchi <studio.bianchi@pec.example.it>",
@@ -373,9 +377,7 @@ async fn an_email_and_a_pec_envelope_are_read_with_their_attachments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_with_ten_thousand_attachments_reads_a_bounded_number() {
     let app = spawn_app().await;
-    let staff = app.staff(&["edilizia"]).await;
-    let citizen = app.citizen(6040).await;
-    let d = app.open_dossier(&citizen, "cila", &cf(6040)).await;
+    let (staff, dossier) = staff_and_dossier(&app, 6040).await;
     let attachments: Vec<(String, Vec<u8>)> = (0..10_000)
         .map(|i| (format!("a{i}.txt"), format!("allegato {i}").into_bytes()))
         .collect();
@@ -393,7 +395,7 @@ async fn an_email_with_ten_thousand_attachments_reads_a_bounded_number() {
     let doc = upload_as(
         &app,
         &staff,
-        d["id"].as_str().unwrap(),
+        &dossier,
         bomb.into_bytes(),
         "tanti.eml",
         "message/rfc822",
@@ -428,10 +430,8 @@ fn docx_with(document_xml: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_office_files_end_failed_or_unexpanded_and_stay_downloadable() {
     let app = spawn_app().await;
-    let staff = app.staff(&["edilizia"]).await;
-    let citizen = app.citizen(6050).await;
-    let d = app.open_dossier(&citizen, "cila", &cf(6050)).await;
-    let dossier = d["id"].as_str().unwrap();
+    let (staff, dossier) = staff_and_dossier(&app, 6050).await;
+    let dossier = dossier.as_str();
     // A zip bomb: 80 MiB of body in a few hundred KiB.
     let mut body = b"<w:document><w:body><w:p><w:r><w:t>".to_vec();
     body.resize(80 * 1024 * 1024, b' ');
@@ -617,10 +617,8 @@ async fn signed_files_are_unwrapped_verified_and_their_signers_shown() {
     std::fs::write(k.join("alterato.pdf.p7m"), tampered).unwrap();
 
     let app = spawn_app().await;
-    let staff = app.staff(&["edilizia"]).await;
-    let citizen = app.citizen(6060).await;
-    let d = app.open_dossier(&citizen, "cila", &cf(6060)).await;
-    let dossier = d["id"].as_str().unwrap();
+    let (staff, dossier) = staff_and_dossier(&app, 6060).await;
+    let dossier = dossier.as_str();
     for (name, envelopes, valid) in [
         ("verbale.pdf.p7m", 1, true),
         ("stream.pdf.p7m", 1, true),
@@ -761,10 +759,8 @@ async fn signed_pdfs_list_their_signatures_and_say_when_changed_afterwards() {
     .unwrap();
     pades(k, "atto.pdf", "firmato.pdf", "aggiornato.pdf");
     let app = spawn_app().await;
-    let staff = app.staff(&["edilizia"]).await;
-    let citizen = app.citizen(6070).await;
-    let d = app.open_dossier(&citizen, "cila", &cf(6070)).await;
-    let dossier = d["id"].as_str().unwrap();
+    let (staff, dossier) = staff_and_dossier(&app, 6070).await;
+    let dossier = dossier.as_str();
     for (name, modified) in [("firmato.pdf", false), ("aggiornato.pdf", true)] {
         let bytes = std::fs::read(k.join(name)).unwrap();
         let doc = upload_as(&app, &staff, dossier, bytes, name, "application/pdf").await;
