@@ -98,6 +98,13 @@ enum UserCommand {
         #[arg(long)]
         email: Option<String>,
     },
+    /// Print a one-time link (valid 72 hours) where a staff member, auditor or admin sets
+    /// their password and enrols their authenticator app; older unused links stop working.
+    ActivationLink {
+        /// The user's id.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,7 +172,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { demo } => {
-            let app = App::build(cli.config).await?;
+            let mut config = cli.config;
+            if demo && config.smtp_url.is_none() {
+                // Sign-in codes and notices must reach someone: the terminal.
+                config.smtp_url = Some("log:".to_owned());
+            }
+            let app = App::build(config).await?;
             if demo {
                 crate::demo::seed(app.services(), app.local_addr()?).await?;
             }
@@ -201,6 +213,21 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
             println!("{}", serde_json::to_string(&created)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command: UserCommand::ActivationLink { user },
+        } => {
+            let services = Services::open(cli.config).await?;
+            let user = crate::domain::UserId::parse(&user)
+                .ok_or_else(|| anyhow::anyhow!("{user:?} is not a user id"))?;
+            let link = crate::users::activation_link(
+                &services,
+                user,
+                &crate::audit::Actor::cli(&services.config.tenant),
+            )
+            .await?;
+            println!("{link}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {

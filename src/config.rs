@@ -208,7 +208,8 @@ pub struct Config {
 
     /// SMTP server for e-mail notifications: `smtp://user:password@host:587?tls=required`,
     /// `smtps://user:password@host:465`, or `smtp://host:25` for a local relay. Without it,
-    /// e-mails wait in the outbox.
+    /// e-mails wait in the outbox. `log:` prints them on standard output (what `serve --demo`
+    /// does when no SMTP server is set).
     #[arg(long, env = "FASCICOLO_SMTP_URL", global = true)]
     pub smtp_url: Option<String>,
 
@@ -318,6 +319,24 @@ pub struct Config {
     )]
     pub notify_lease_seconds: u64,
 
+    /// Minutes without a request after which a browser session ends.
+    #[arg(
+        long,
+        env = "FASCICOLO_SESSION_IDLE_MINUTES",
+        default_value_t = 30,
+        global = true
+    )]
+    pub session_idle_minutes: u32,
+
+    /// Hours after sign-in at which a browser session ends, however active.
+    #[arg(
+        long,
+        env = "FASCICOLO_SESSION_HOURS",
+        default_value_t = 12,
+        global = true
+    )]
+    pub session_hours: u32,
+
     /// The municipality (ente) this server serves, by its IPA code.
     #[arg(
         long,
@@ -367,6 +386,8 @@ impl Config {
             digest_hour: 7,
             digest_within_days: 5,
             notify_lease_seconds: 60,
+            session_idle_minutes: 30,
+            session_hours: 12,
             max_connections: 1024,
             header_timeout_seconds: 10,
             body_idle_seconds: 30,

@@ -25,6 +25,7 @@ struct DemoDoc {
 
 struct DemoUser {
     label: &'static str,
+    email: &'static str,
     role: crate::domain::Role,
     name: &'static str,
     cf: &'static str,
@@ -34,6 +35,7 @@ struct DemoUser {
 const USERS: &[DemoUser] = &[
     DemoUser {
         label: "citizen",
+        email: "maria.bianchi@example.it",
         role: crate::domain::Role::Citizen,
         name: "Maria Bianchi",
         cf: "BNCMRA78C55C722I",
@@ -41,6 +43,7 @@ const USERS: &[DemoUser] = &[
     },
     DemoUser {
         label: "professional",
+        email: "laura.ferrero@example.it",
         role: crate::domain::Role::Professional,
         name: "Arch. Laura Ferrero",
         cf: "FRRLRA80A41L219P",
@@ -48,6 +51,7 @@ const USERS: &[DemoUser] = &[
     },
     DemoUser {
         label: "staff",
+        email: "paolo.gallo@comune.example.it",
         role: crate::domain::Role::Staff,
         name: "Paolo Gallo",
         cf: "GLLPLA70E12C722D",
@@ -55,6 +59,7 @@ const USERS: &[DemoUser] = &[
     },
     DemoUser {
         label: "auditor",
+        email: "anna.conti@comune.example.it",
         role: crate::domain::Role::Auditor,
         name: "Anna Conti",
         cf: "CNTNNA75H50L219S",
@@ -105,7 +110,13 @@ pub async fn seed(services: &Services, addr: SocketAddr) -> anyhow::Result<()> {
             tokens.push((u.label, token));
         }
     }
+    let pages = web_sign_in(services).await?;
     println!("\nfascicolo demo is ready at http://{addr}\n");
+    println!("pages: http://{addr}/  (Accedi)");
+    for line in &pages {
+        println!("  {line}");
+    }
+    println!("\nAPI tokens:");
     for (label, token) in &tokens {
         println!("  {label:<13} {token}");
     }
@@ -115,6 +126,59 @@ pub async fn seed(services: &Services, addr: SocketAddr) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The password of every demo staff member and auditor.
+const DEMO_PASSWORD: &str = "demo-sportello-2026";
+/// Their TOTP secret (base32), to enter in an authenticator app or `oathtool --totp -b`.
+const DEMO_TOTP_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+/// Gives the demo users a confirmed e-mail (the sign-in codes of citizens and professionals
+/// go there) and the staff and auditor the demo password and TOTP secret; returns how to sign
+/// in as each.
+async fn web_sign_in(services: &Services) -> anyhow::Result<Vec<String>> {
+    let tenant = &services.config.tenant;
+    let actor = crate::audit::Actor::cli(tenant);
+    let hash = crate::credentials::hash_password(DEMO_PASSWORD)?;
+    let mut lines = Vec::new();
+    for u in USERS {
+        let id: Option<String> =
+            sqlx::query_scalar("select id from app_user where tenant = $1 and codice_fiscale = $2")
+                .bind(tenant)
+                .bind(u.cf)
+                .fetch_optional(services.db.pool())
+                .await?;
+        let Some(id) = id.as_deref().and_then(UserId::parse) else {
+            continue;
+        };
+        sqlx::query(
+            "update app_user set email = $1, email_confirmed_at = coalesce(email_confirmed_at, $2) \
+             where id = $3",
+        )
+        .bind(u.email)
+        .bind(crate::db::now_ms())
+        .bind(id.to_string())
+        .execute(services.db.write_pool())
+        .await?;
+        if matches!(
+            u.role,
+            crate::domain::Role::Citizen | crate::domain::Role::Professional
+        ) {
+            lines.push(format!(
+                "{:<13} {}: codice fiscale {} or {}; the sign-in code is printed here",
+                u.label, u.name, u.cf, u.email
+            ));
+        } else {
+            crate::db::web::set_credential(&services.db, id, &hash, DEMO_TOTP_SECRET, None, &actor)
+                .await?;
+            lines.push(format!(
+                "{:<13} {}: {} / {DEMO_PASSWORD} / TOTP secret {DEMO_TOTP_SECRET} \
+                 (code: oathtool --totp -b {DEMO_TOTP_SECRET})",
+                u.label, u.name, u.email
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 async fn store(services: &Services, bytes: &[u8]) -> anyhow::Result<(StoredBlob, &'static str)> {

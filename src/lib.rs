@@ -9,6 +9,7 @@ pub mod audit;
 pub mod blobs;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod demo;
 pub mod domain;
@@ -20,6 +21,7 @@ pub mod maintenance;
 pub mod notify;
 pub mod pipeline;
 pub mod users;
+pub mod web;
 
 /// The value behind `mutex`, even if a thread panicked while holding it. Every mutex of the
 /// server guards state that is whole between statements (maps of complete entries, queues,

@@ -206,3 +206,38 @@ pub async fn system_user(services: &Services, name: &str) -> Result<UserId, AddU
     .await?;
     Ok(id)
 }
+
+/// How long an activation link works.
+const ACTIVATION_LINK_HOURS: i64 = 72;
+
+/// A one-time link (under the public address) where `user`, a staff member, auditor or
+/// admin, sets their password and enrols their second factor; any older unused link of theirs
+/// stops working. The secret is returned once and only its hash is kept.
+pub async fn activation_link(
+    services: &Services,
+    user: UserId,
+    actor: &crate::audit::Actor,
+) -> anyhow::Result<String> {
+    let record = users::user_by_id(&services.db, &services.config.tenant, user)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user {user}"))?;
+    if matches!(record.role, Role::Citizen | Role::Professional) {
+        anyhow::bail!(
+            "citizens and professionals sign in with a code sent to their contact, not a password"
+        );
+    }
+    let secret = crate::credentials::new_secret();
+    crate::db::web::create_activation_link(
+        &services.db,
+        &uuid::Uuid::now_v7().to_string(),
+        user,
+        &access::hash_token(&secret),
+        crate::db::now_ms() + ACTIVATION_LINK_HOURS * 3_600_000,
+        actor,
+    )
+    .await?;
+    Ok(format!(
+        "{}/attivazione/{secret}",
+        services.config.public_url.trim_end_matches('/')
+    ))
+}

@@ -12,6 +12,7 @@ pub mod notices;
 pub mod outbox;
 pub mod registrations;
 pub mod users;
+pub mod web;
 
 use std::str::FromStr;
 use std::time::Duration;

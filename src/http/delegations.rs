@@ -3,7 +3,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -30,16 +29,16 @@ pub fn router() -> Router<Services> {
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     /// The professional's codice fiscale.
-    professional_cf: String,
+    pub(crate) professional_cf: String,
     /// Last day (YYYY-MM-DD, inclusive) or instant (RFC 3339) of the delegation.
-    until: Option<String>,
+    pub(crate) until: Option<String>,
 }
 
 /// The delegations of a dossier.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DelegationList {
     /// By professional.
-    items: Vec<DelegationRecord>,
+    pub(crate) items: Vec<DelegationRecord>,
 }
 
 async fn visible(
@@ -94,13 +93,13 @@ fn parse_until(raw: &str) -> Result<i64, ApiError> {
         (status = 404, body = super::error::ErrorBody),
     ),
     security(("bearer" = [])), tag = "dossiers")]
-async fn grant(
+pub(crate) async fn grant(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,
     DossierPath(id): DossierPath,
     ApiJson(body): ApiJson<GrantBody>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<DelegationRecord>), ApiError> {
     let dossier = visible(&services, &caller, id).await?;
     caller.may_manage_delegations(&facts(&dossier))?;
     let professional = CodiceFiscale::parse(&body.professional_cf)
@@ -131,7 +130,7 @@ async fn grant(
     params(("id" = String, Path, description = "Dossier id")),
     responses((status = 200, body = DelegationList), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "dossiers")]
-async fn list(
+pub(crate) async fn list(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -170,7 +169,7 @@ async fn list(
         (status = 404, body = super::error::ErrorBody, description = "No such dossier or no active delegation"),
     ),
     security(("bearer" = [])), tag = "dossiers")]
-async fn revoke(
+pub(crate) async fn revoke(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,

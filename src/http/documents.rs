@@ -51,7 +51,7 @@ pub fn router(upload_limit: usize) -> Router<Services> {
 /// held to its limit as it is spooled). Without that room an upload announcing too large a
 /// body could not be drained at all, and the client, still sending, would often see its
 /// connection reset instead of the 413.
-pub fn upload_body_limit(max_upload_bytes: u64) -> usize {
+pub(crate) fn upload_body_limit(max_upload_bytes: u64) -> usize {
     usize::try_from(
         max_upload_bytes
             .saturating_add(MULTIPART_OVERHEAD)
@@ -219,7 +219,7 @@ where
         (status = 413, body = super::error::ErrorBody, description = "Past the configured size limit; nothing was stored"),
     ),
     security(("bearer" = [])), tag = "documents")]
-pub(super) async fn add_document(
+pub(crate) async fn add_document(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,
@@ -407,7 +407,7 @@ async fn add_version(
     params(("id" = String, Path, description = "Document id")),
     responses((status = 200, body = DocumentRecord), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "documents")]
-async fn get_document(
+pub(crate) async fn get_document(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -489,23 +489,23 @@ pub struct VersionList {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DocumentText {
     /// `pending`, `done` or `failed`.
-    status: String,
+    pub(crate) status: String,
     /// The text (when done).
     #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<String>,
+    pub(crate) text: Option<String>,
     /// Pages (when done, for paged formats).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pages: Option<u32>,
+    pub(crate) pages: Option<u32>,
     /// Why extraction failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/documents/{id}/text",
     params(("id" = String, Path, description = "Document id")),
     responses((status = 200, body = DocumentText), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "documents")]
-async fn get_text(
+pub(crate) async fn get_text(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -568,7 +568,7 @@ async fn list_versions(
         (status = 500, body = super::error::ErrorBody, description = "The stored bytes failed their integrity check"),
     ),
     security(("bearer" = [])), tag = "documents")]
-async fn get_content(
+pub(crate) async fn get_content(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,

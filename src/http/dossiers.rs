@@ -2,7 +2,6 @@
 
 use axum::Router;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
@@ -37,13 +36,13 @@ pub fn router(upload_limit: usize) -> Router<Services> {
 pub struct OpenDossier {
     /// Procedure code from `GET /v1/procedures`.
     #[schema(example = "scia-edilizia")]
-    procedure: String,
+    pub(crate) procedure: String,
     /// The applicant's codice fiscale.
     #[schema(example = "RSSMRA85T10A562S")]
-    applicant_cf: String,
+    pub(crate) applicant_cf: String,
     /// What the dossier is about.
     #[schema(example = "Rifacimento della facciata, via Roma 12")]
-    subject: String,
+    pub(crate) subject: String,
 }
 
 #[utoipa::path(post, path = "/v1/dossiers", request_body = OpenDossier,
@@ -54,12 +53,19 @@ pub struct OpenDossier {
         (status = 403, body = super::error::ErrorBody, description = "Not allowed to open this dossier"),
     ),
     security(("bearer" = [])), tag = "dossiers")]
-async fn open_dossier(
+pub(crate) async fn open_dossier(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,
     ApiJson(body): ApiJson<OpenDossier>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        [(header::HeaderName, String); 1],
+        Json<DossierRecord>,
+    ),
+    ApiError,
+> {
     let procedure = services
         .catalogue
         .procedure(&body.procedure)
@@ -111,7 +117,7 @@ fn truncate(s: &str) -> String {
         (status = 404, body = super::error::ErrorBody, description = "No such dossier, or not visible to the caller"),
     ),
     security(("bearer" = [])), tag = "dossiers")]
-async fn get_dossier(
+pub(crate) async fn get_dossier(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -133,32 +139,32 @@ async fn get_dossier(
 }
 
 /// Query of `GET /v1/dossiers`.
-#[derive(Deserialize, utoipa::IntoParams)]
+#[derive(Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size, 1–100 (default 20).
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
     /// Only dossiers in this state.
-    status: Option<String>,
+    pub(crate) status: Option<String>,
     /// Only dossiers of this procedure.
-    procedure: Option<String>,
+    pub(crate) procedure: Option<String>,
 }
 
 /// A page of dossiers.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DossierPage {
     /// Newest first.
-    items: Vec<DossierRecord>,
+    pub(crate) items: Vec<DossierRecord>,
     /// Pass as `cursor` to get the next page; absent on the last page.
-    next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/dossiers", params(ListQuery),
     responses((status = 200, body = DossierPage), (status = 400, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "dossiers")]
-async fn list_dossiers(
+pub(crate) async fn list_dossiers(
     State(services): State<Services>,
     caller: Caller,
     client: super::extract::ClientAddress,
@@ -218,14 +224,14 @@ async fn list_dossiers(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DocumentList {
     /// Oldest first.
-    items: Vec<DocumentRecord>,
+    pub(crate) items: Vec<DocumentRecord>,
 }
 
 #[utoipa::path(get, path = "/v1/dossiers/{id}/documents",
     params(("id" = String, Path, description = "Dossier id")),
     responses((status = 200, body = DocumentList), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "documents")]
-async fn list_documents(
+pub(crate) async fn list_documents(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,

@@ -94,7 +94,7 @@ pub(super) fn valid_email(email: &str) -> bool {
 }
 
 /// A fresh eight-digit code.
-pub(super) fn new_code() -> String {
+pub(crate) fn new_code() -> String {
     let mut digits = [0u8; 8];
     #[expect(clippy::expect_used, reason = "no entropy means no safe codes at all")]
     getrandom::fill(&mut digits).expect("operating-system random source");

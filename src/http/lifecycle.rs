@@ -54,6 +54,16 @@ fn relation(caller: &Caller, dossier: &DossierRecord) -> Relation {
     }
 }
 
+/// The states `caller` may move `dossier` to now, in the order the rules list them.
+pub(crate) fn allowed_transitions(caller: &Caller, dossier: &DossierRecord) -> Vec<DossierStatus> {
+    let who = relation(caller, dossier);
+    rules(dossier.status)
+        .iter()
+        .filter(|(_, by)| by.contains(&who))
+        .map(|(s, _)| *s)
+        .collect()
+}
+
 /// The transitions from `from`, each with who may make it.
 fn rules(from: DossierStatus) -> &'static [(DossierStatus, &'static [Relation])] {
     use DossierStatus::*;
@@ -72,18 +82,18 @@ fn rules(from: DossierStatus) -> &'static [(DossierStatus, &'static [Relation])]
 #[serde(deny_unknown_fields)]
 pub struct TransitionBody {
     /// The new state.
-    to: String,
+    pub(crate) to: String,
     /// Note shown to the applicant.
-    note: Option<String>,
+    pub(crate) note: Option<String>,
     /// Note for staff and auditors only.
-    internal_note: Option<String>,
+    pub(crate) internal_note: Option<String>,
     /// `approved` or `rejected` (to `concluded`).
-    outcome: Option<String>,
+    pub(crate) outcome: Option<String>,
     /// The decision document, of kind `decision` (to `concluded`).
-    decision_document_id: Option<String>,
+    pub(crate) decision_document_id: Option<String>,
     /// What the applicant must provide (to `awaiting_integration`).
     #[serde(default)]
-    missing_items: Vec<String>,
+    pub(crate) missing_items: Vec<String>,
 }
 
 fn optional_text(text: Option<&str>, what: &'static str) -> Result<Option<String>, ApiError> {
@@ -101,7 +111,7 @@ fn optional_text(text: Option<&str>, what: &'static str) -> Result<Option<String
         (status = 409, body = super::error::ErrorBody, description = "Not a transition from the current state; `allowed` lists the caller's"),
     ),
     security(("bearer" = [])), tag = "dossiers")]
-async fn transition(
+pub(crate) async fn transition(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,
@@ -230,19 +240,19 @@ async fn transition(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Timeline {
     /// Current state.
-    status: DossierStatus,
+    pub(crate) status: DossierStatus,
     /// Legal deadline in days.
-    deadline_days: i64,
+    pub(crate) deadline_days: i64,
     /// Days the legal clock has run (suspensions excluded).
-    days_elapsed: i64,
+    pub(crate) days_elapsed: i64,
     /// Days the clock was suspended awaiting integrations.
-    days_suspended: i64,
+    pub(crate) days_suspended: i64,
     /// Days left before the deadline (negative when late).
-    days_left: i64,
+    pub(crate) days_left: i64,
     /// Past the deadline.
-    overdue: bool,
+    pub(crate) overdue: bool,
     /// Every step, oldest first.
-    events: Vec<EventRecord>,
+    pub(crate) events: Vec<EventRecord>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -268,7 +278,7 @@ async fn deadline_days(
     params(("id" = String, Path, description = "Dossier id")),
     responses((status = 200, body = Timeline), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "dossiers")]
-async fn timeline(
+pub(crate) async fn timeline(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -307,14 +317,14 @@ async fn timeline(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct IntegrationList {
     /// Oldest first.
-    items: Vec<IntegrationRequest>,
+    pub(crate) items: Vec<IntegrationRequest>,
 }
 
 #[utoipa::path(get, path = "/v1/dossiers/{id}/integration-requests",
     params(("id" = String, Path, description = "Dossier id")),
     responses((status = 200, body = IntegrationList), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "dossiers")]
-async fn integration_requests(
+pub(crate) async fn integration_requests(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -362,9 +372,9 @@ async fn integration_requests(
 #[serde(deny_unknown_fields)]
 pub struct RatingBody {
     /// 1 (poor) to 5 (excellent).
-    score: i32,
+    pub(crate) score: i32,
     /// Optional comment.
-    comment: Option<String>,
+    pub(crate) comment: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/dossiers/{id}/rating", request_body = RatingBody,
@@ -376,7 +386,7 @@ pub struct RatingBody {
         (status = 409, body = super::error::ErrorBody, description = "Not concluded yet, or rated already"),
     ),
     security(("bearer" = [])), tag = "dossiers")]
-async fn rate(
+pub(crate) async fn rate(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,

@@ -1,17 +1,17 @@
 //! The HTTP API. Only this module knows about axum.
 
-mod delegations;
-mod documents;
-mod dossiers;
+pub(crate) mod delegations;
+pub(crate) mod documents;
+pub(crate) mod dossiers;
 mod error;
-mod extract;
-mod identities;
-mod lifecycle;
+pub(crate) mod extract;
+pub(crate) mod identities;
+pub(crate) mod lifecycle;
 pub mod limits;
-mod notifications;
-mod procedures;
-mod records;
-mod search;
+pub(crate) mod notifications;
+pub(crate) mod procedures;
+pub(crate) mod records;
+pub(crate) mod search;
 pub mod serve;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -25,6 +25,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 pub use error::ApiError;
+pub use extract::ClientAddress;
+pub(crate) use identities::new_code;
 
 /// Largest body of any request but an upload: a JSON body past it is a 413 before more of
 /// it is read.
@@ -144,12 +146,15 @@ pub fn router(services: Services) -> Router {
         .merge(lifecycle::router())
         .merge(records::router())
         .merge(notifications::router());
-    Router::new()
+    // The API answers JSON, its errors included; every other path is a page of the site.
+    let api = Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
-        .nest("/v1", v1)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .nest("/v1", v1.fallback(not_found))
+        .method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .merge(api)
+        .merge(crate::web::router(&services))
         // JSON and every other body: uploads raise it on their own routes.
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(PropagateRequestIdLayer::x_request_id())

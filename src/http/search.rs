@@ -21,33 +21,33 @@ pub fn router() -> Router<Services> {
 }
 
 /// Query of `GET /v1/search`.
-#[derive(Deserialize, utoipa::IntoParams)]
+#[derive(Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// Words (all required), `"phrases"`, `-excluded`, `OR`. Empty: everything readable.
-    q: Option<String>,
+    pub(crate) q: Option<String>,
     /// Procedure code.
-    procedure: Option<String>,
+    pub(crate) procedure: Option<String>,
     /// Office code.
-    office: Option<String>,
+    pub(crate) office: Option<String>,
     /// Document kind.
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// Dossier status.
-    status: Option<String>,
+    pub(crate) status: Option<String>,
     /// Year the dossier was opened.
-    year: Option<u64>,
+    pub(crate) year: Option<u64>,
     /// Dossier id.
-    dossier: Option<String>,
+    pub(crate) dossier: Option<String>,
     /// Newest version on or after this date (YYYY-MM-DD).
-    from: Option<String>,
+    pub(crate) from: Option<String>,
     /// Newest version before the end of this date (YYYY-MM-DD).
-    to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Page size, 1–100 (default 10).
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Hits to skip, up to 10000.
-    offset: Option<usize>,
+    pub(crate) offset: Option<usize>,
     /// `relevance` (default with a query) or `date` (default without).
-    sort: Option<String>,
+    pub(crate) sort: Option<String>,
 }
 
 fn bad(message: impl ToString) -> ApiError {
@@ -77,7 +77,7 @@ fn day_ms(date: &str, next_day: bool) -> Result<i64, ApiError> {
         (status = 401, body = super::error::ErrorBody),
     ),
     security(("bearer" = [])), tag = "search")]
-async fn search(
+pub(crate) async fn search(
     State(services): State<Services>,
     caller: Caller,
     client: super::extract::ClientAddress,

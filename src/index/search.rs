@@ -140,7 +140,7 @@ impl<C: Collector> Collector for Stoppable<'_, C> {
 }
 
 /// One hit.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Hit {
     /// Document id.
     pub document_id: String,
@@ -163,7 +163,7 @@ pub struct Hit {
 }
 
 /// The answer.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SearchResult {
     /// Exact number of matching documents the caller may read.
     pub total: u64,

@@ -13,22 +13,38 @@ use super::SendError;
 use super::templates::RenderedEmail;
 use crate::db::outbox::Claimed;
 
+/// Where e-mails go.
+#[derive(Debug)]
+enum Transport {
+    /// An SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Standard output (`log:`), for trying the server (`serve --demo`) without a mail server.
+    Print,
+}
+
 /// The SMTP channel.
 #[derive(Debug)]
 pub struct EmailChannel {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     from: Mailbox,
     /// The right-hand side of every `Message-ID`: the sender's domain.
     id_domain: String,
 }
 
 impl EmailChannel {
-    /// A channel sending through the server at `url` as `from` (`Name <address>`).
+    /// A channel sending through the server at `url` as `from` (`Name <address>`); `log:`
+    /// prints each message on standard output instead.
     pub fn new(url: &str, from: &str) -> Result<Self, String> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| format!("SMTP URL: {e}"))?
-            .timeout(Some(Duration::from_secs(30)))
-            .build();
+        let transport = if url == "log:" {
+            Transport::Print
+        } else {
+            Transport::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| format!("SMTP URL: {e}"))?
+                    .timeout(Some(Duration::from_secs(30)))
+                    .build(),
+            )
+        };
         let from: Mailbox = from
             .parse()
             .map_err(|e| format!("sender address {from:?}: {e}"))?;
@@ -61,7 +77,17 @@ impl EmailChannel {
                 rendered.html.clone(),
             ))
             .map_err(|e| SendError::Permanent(format!("building the message: {e}")))?;
-        match self.transport.send(email).await {
+        let transport = match &self.transport {
+            Transport::Smtp(t) => t,
+            Transport::Print => {
+                println!(
+                    "\n--- e-mail to {} ---\nSubject: {}\n\n{}\n---",
+                    message.recipient, rendered.subject, rendered.text
+                );
+                return Ok(());
+            }
+        };
+        match transport.send(email).await {
             Ok(_) => Ok(()),
             // 5xx replies will be refused again; anything else (a refused connection, a
             // timeout, a 4xx reply) may pass later.

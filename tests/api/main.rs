@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth;
+mod browser;
 mod cli;
 mod crash;
 mod delegations;
@@ -28,3 +29,4 @@ mod scaleout;
 mod search;
 mod security;
 mod server;
+mod web;

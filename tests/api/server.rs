@@ -56,10 +56,29 @@ async fn health_and_openapi_answer_without_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_methods_answer_json_errors() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/v2/nothing")).send().await.unwrap();
+    let response = app.client.get(app.url("/v1/nothing")).send().await.unwrap();
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
+    let response = app
+        .client
+        .delete(app.url("/v1/procedures"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    // Outside the API, the site answers with its own page.
+    let response = app.client.get(app.url("/v2/nothing")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Pagina non trovata")
+    );
 
     let response = app.client.delete(app.url("/health")).send().await.unwrap();
     assert_eq!(response.status(), 405);

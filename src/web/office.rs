@@ -1,0 +1,352 @@
+//! The office's pages: search across the documents it may read, and its queue of dossiers.
+
+use askama::Template;
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::session::Visitor;
+use super::{Layout, WebError, render, status_badge};
+use crate::app::Services;
+use crate::domain::{DocumentKind, DossierStatus};
+use crate::http::extract::ApiQuery;
+use crate::http::{ApiError, ClientAddress, dossiers, search};
+use crate::index::search::{Hit, SearchResult};
+
+/// Routes of the office pages.
+pub fn router() -> Router<Services> {
+    Router::new()
+        .route("/ufficio/cerca", get(search_page))
+        .route("/ufficio/coda", get(queue))
+}
+
+/// Hits per page.
+const PAGE: usize = 10;
+
+/// The search form's fields, as the page's address carries them.
+#[derive(Clone, Debug, Default, Deserialize)]
+struct SearchParams {
+    q: Option<String>,
+    procedure: Option<String>,
+    kind: Option<String>,
+    year: Option<String>,
+    status: Option<String>,
+    office: Option<String>,
+    sort: Option<String>,
+    pagina: Option<usize>,
+}
+
+impl SearchParams {
+    /// This search's address with `field` set to `value` (or removed), from its first page.
+    fn with(&self, field: &str, value: Option<&str>) -> String {
+        let mut next = self.clone();
+        let slot = match field {
+            "procedure" => &mut next.procedure,
+            "kind" => &mut next.kind,
+            "year" => &mut next.year,
+            "status" => &mut next.status,
+            "office" => &mut next.office,
+            _ => &mut next.sort,
+        };
+        *slot = value.map(str::to_owned);
+        next.pagina = None;
+        next.href()
+    }
+
+    fn href(&self) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        let fields = [
+            ("q", self.q.as_deref()),
+            ("procedure", self.procedure.as_deref()),
+            ("kind", self.kind.as_deref()),
+            ("year", self.year.as_deref()),
+            ("status", self.status.as_deref()),
+            ("office", self.office.as_deref()),
+            ("sort", self.sort.as_deref()),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                query.append_pair(name, v);
+            }
+        }
+        if let Some(p) = self.pagina.filter(|p| *p > 1) {
+            query.append_pair("pagina", &p.to_string());
+        }
+        format!("/ufficio/cerca?{}", query.finish())
+    }
+}
+
+/// One facet value: its label, count, the address that applies or removes it, and whether
+/// it is applied.
+struct FacetValue {
+    label: String,
+    count: u64,
+    href: String,
+    active: bool,
+}
+
+/// A facet and its values.
+struct Facet {
+    title: &'static str,
+    values: Vec<FacetValue>,
+}
+
+#[derive(Template)]
+#[template(path = "search.html")]
+struct SearchPage {
+    page: Layout,
+    q: String,
+    total: u64,
+    hits: Vec<Hit>,
+    facets: Vec<Facet>,
+    by_date: bool,
+    sort_relevance: String,
+    sort_date: String,
+    previous: Option<String>,
+    next: Option<String>,
+    first: usize,
+    last: usize,
+    filters: Vec<(String, String)>,
+    offices: Vec<(String, String, bool)>,
+}
+
+fn facet_label(services: &Services, field: &str, value: &str) -> String {
+    match field {
+        "procedure" => services
+            .catalogue
+            .procedure(value)
+            .map_or_else(|| value.to_owned(), |p| p.name.clone()),
+        "kind" => value.parse::<DocumentKind>().map_or_else(
+            |_| value.to_owned(),
+            |k| super::citizen::kind_label(k).to_owned(),
+        ),
+        "status" => value
+            .parse::<DossierStatus>()
+            .map_or_else(|_| value.to_owned(), |s| status_badge(s).0.to_owned()),
+        _ => value.to_owned(),
+    }
+}
+
+async fn search_page(
+    State(services): State<Services>,
+    visitor: Visitor,
+    Query(params): Query<SearchParams>,
+) -> Result<Response, WebError> {
+    let caller = visitor.caller("/ufficio/cerca")?;
+    let page_no = params.pagina.unwrap_or(1).clamp(1, 1000);
+    let year = params
+        .year
+        .as_deref()
+        .filter(|y| !y.is_empty())
+        .map(|y| {
+            y.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("invalid_query", "l'anno non è un numero"))
+        })
+        .transpose()?;
+    let blank = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+    let query = search::SearchQuery {
+        q: blank(&params.q),
+        procedure: blank(&params.procedure),
+        office: blank(&params.office),
+        kind: blank(&params.kind),
+        status: blank(&params.status),
+        year,
+        limit: Some(PAGE),
+        offset: Some((page_no - 1) * PAGE),
+        sort: blank(&params.sort),
+        ..Default::default()
+    };
+    // The API's own search: the same permission, audit record and results.
+    let response = search::search(
+        State(services.clone()),
+        caller,
+        ClientAddress(visitor.client.clone()),
+        ApiQuery(query),
+    )
+    .await?;
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let result: SearchResult =
+        serde_json::from_slice(&body).map_err(|e| ApiError::Internal(e.into()))?;
+    let mut facets = Vec::new();
+    for (field, title) in [
+        ("procedure", "Servizio"),
+        ("kind", "Tipo di documento"),
+        ("year", "Anno"),
+        ("status", "Stato della pratica"),
+    ] {
+        let current = match field {
+            "procedure" => params.procedure.as_deref(),
+            "kind" => params.kind.as_deref(),
+            "year" => params.year.as_deref(),
+            _ => params.status.as_deref(),
+        };
+        let mut values: Vec<FacetValue> = result
+            .facets
+            .get(field)
+            .into_iter()
+            .flatten()
+            .map(|(value, count)| {
+                let active = current == Some(value.as_str());
+                FacetValue {
+                    label: facet_label(&services, field, value),
+                    count: *count,
+                    href: params.with(field, if active { None } else { Some(value) }),
+                    active,
+                }
+            })
+            .collect();
+        values.sort_by(|a, b| b.count.cmp(&a.count).then(a.label.cmp(&b.label)));
+        if !values.is_empty() {
+            facets.push(Facet { title, values });
+        }
+    }
+    let mut filters = Vec::new();
+    for (field, value) in [
+        ("procedure", &params.procedure),
+        ("kind", &params.kind),
+        ("year", &params.year),
+        ("status", &params.status),
+        ("office", &params.office),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            filters.push((facet_label(&services, field, v), params.with(field, None)));
+        }
+    }
+    let offices = services
+        .catalogue
+        .offices()
+        .map(|o| {
+            (
+                o.code.as_str().to_owned(),
+                o.name.clone(),
+                params.office.as_deref() == Some(o.code.as_str()),
+            )
+        })
+        .collect();
+    let q = params.q.clone().unwrap_or_default();
+    let by_date =
+        params.sort.as_deref() == Some("date") || (params.sort.is_none() && q.trim().is_empty());
+    let first = (page_no - 1) * PAGE + 1;
+    let last = first + result.hits.len().saturating_sub(1);
+    let at = |n: usize| {
+        let mut p = params.clone();
+        p.pagina = Some(n);
+        p.href()
+    };
+    render(&SearchPage {
+        page: Layout::new(&services, &visitor, "Cerca nei documenti", "/ufficio/cerca"),
+        q,
+        total: result.total,
+        previous: (page_no > 1).then(|| at(page_no - 1)),
+        next: ((last as u64) < result.total && !result.hits.is_empty()).then(|| at(page_no + 1)),
+        first,
+        last,
+        hits: result.hits,
+        facets,
+        by_date,
+        sort_relevance: params.with("sort", Some("relevance")),
+        sort_date: params.with("sort", Some("date")),
+        filters,
+        offices,
+    })
+}
+
+#[derive(Deserialize)]
+struct QueueParams {
+    stato: Option<String>,
+    dopo: Option<String>,
+}
+
+/// A dossier in the queue.
+struct QueueRow {
+    id: String,
+    number: String,
+    procedure: String,
+    subject: String,
+    applicant: String,
+    days_left: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+struct QueuePage {
+    page: Layout,
+    tabs: Vec<(String, &'static str, bool)>,
+    rows: Vec<QueueRow>,
+    next: Option<String>,
+    state: String,
+}
+
+async fn queue(
+    State(services): State<Services>,
+    visitor: Visitor,
+    Query(params): Query<QueueParams>,
+) -> Result<Response, WebError> {
+    let caller = visitor.caller("/ufficio/coda")?;
+    let state = params
+        .stato
+        .unwrap_or_else(|| DossierStatus::Submitted.as_str().to_owned());
+    let Json(page) = dossiers::list_dossiers(
+        State(services.clone()),
+        caller.clone(),
+        ClientAddress(visitor.client.clone()),
+        ApiQuery(dossiers::ListQuery {
+            limit: Some(50),
+            cursor: params.dopo,
+            status: Some(state.clone()),
+            ..Default::default()
+        }),
+    )
+    .await?;
+    let client = ClientAddress(visitor.client.clone());
+    let mut rows = Vec::with_capacity(page.items.len());
+    for d in &page.items {
+        rows.push(QueueRow {
+            id: d.id.to_string(),
+            number: d.number.clone(),
+            procedure: services
+                .catalogue
+                .procedure(&d.procedure)
+                .map_or_else(|| d.procedure.clone(), |p| p.name.clone()),
+            subject: d.subject.clone(),
+            applicant: d.applicant_cf.clone(),
+            days_left: super::citizen::days_left(&services, &caller, &client, d).await?,
+        });
+    }
+    // Overdue first, then the fewest days left.
+    rows.sort_by_key(|r| r.days_left.unwrap_or(i64::MAX));
+    let tabs = [
+        DossierStatus::Submitted,
+        DossierStatus::Started,
+        DossierStatus::AwaitingIntegration,
+        DossierStatus::Concluded,
+        DossierStatus::Withdrawn,
+        DossierStatus::Archived,
+    ]
+    .iter()
+    .map(|s| {
+        (
+            s.as_str().to_owned(),
+            status_badge(*s).0,
+            s.as_str() == state,
+        )
+    })
+    .collect();
+    render(&QueuePage {
+        page: Layout::new(
+            &services,
+            &visitor,
+            "Pratiche dell'ufficio",
+            "/ufficio/coda",
+        ),
+        tabs,
+        rows,
+        next: page.next_cursor,
+        state,
+    })
+}

@@ -1,0 +1,508 @@
+//! The journeys of the issue, in real Chromium (Debian's `chromium` through `chromedriver`,
+//! driven over WebDriver), against the real server: every page visited is saved as a
+//! screenshot (`screenshots/`, or `FASCICOLO_SCREENSHOTS`) and checked with axe-core for
+//! WCAG 2.1 AA (zero violations), and forms are filled and sent with the keyboard alone.
+//!
+//! Needs `chromium`, `chromium-driver` and `npm ci` in `tests/browser` (axe-core); `.ci/run`
+//! installs them and runs these with `--ignored`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, cf, sample_pdf, spawn_app_with};
+use crate::notify::Sink;
+use crate::web::{code_sent_to, confirmed_email, staff_member, totp_now};
+
+/// Chromium under WebDriver, with the checks every page gets.
+struct Chrome {
+    client: Client,
+    driver: Child,
+    shots: PathBuf,
+    journey: &'static str,
+    visited: usize,
+    axe: String,
+}
+
+impl Chrome {
+    async fn start(journey: &'static str) -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver) on the PATH");
+        let axe_path = std::env::var("FASCICOLO_AXE_JS").unwrap_or_else(|_| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/browser/node_modules/axe-core/axe.min.js"
+            )
+            .to_owned()
+        });
+        let axe = std::fs::read_to_string(&axe_path)
+            .unwrap_or_else(|e| panic!("axe-core at {axe_path} (npm ci in tests/browser): {e}"));
+        let shots = std::env::var("FASCICOLO_SCREENSHOTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/screenshots")));
+        std::fs::create_dir_all(&shots).unwrap();
+        // This journey's screenshots from an earlier run go.
+        for entry in std::fs::read_dir(&shots).unwrap().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{journey}-"))
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,1024", "--lang=it-IT"],
+            }),
+        );
+        let mut client = None;
+        for _ in 0..50 {
+            match ClientBuilder::rustls()
+                .unwrap()
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        Chrome {
+            client: client.expect("a WebDriver session with chromedriver"),
+            driver,
+            shots,
+            journey,
+            visited: 0,
+            axe,
+        }
+    }
+
+    /// Opens `url` and checks the page.
+    async fn visit(&mut self, url: &str) {
+        self.client.goto(url).await.unwrap();
+        self.check().await;
+    }
+
+    /// Saves a screenshot of the page and runs axe-core on it: no WCAG 2.1 A/AA violation.
+    async fn check(&mut self) {
+        self.visited += 1;
+        let url = self.client.current_url().await.unwrap();
+        let png = self.client.screenshot().await.unwrap();
+        let name = format!(
+            "{}-{:02}-{}.png",
+            self.journey,
+            self.visited,
+            url.path().trim_matches('/').replace('/', "_")
+        );
+        std::fs::write(self.shots.join(name), png).unwrap();
+        assert_eq!(self.violations().await, json!([]), "accessibility of {url}");
+    }
+
+    /// What axe-core finds against WCAG 2.0 and 2.1, levels A and AA, on the page.
+    async fn violations(&self) -> Value {
+        self.client.execute(&self.axe, vec![]).await.unwrap();
+        self
+
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+                    .then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' at ' +
+                        v.nodes.map(n => n.target.join(' ')).join(' | '))))
+                    .catch(e => done(['axe failed: ' + e]));",
+                vec![],
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        let url = self.client.current_url().await;
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on {url:?}: {e}"))
+    }
+
+    /// Moves the focus to `css` (scrolled into view), as Tab or a click would.
+    async fn focus(&self, css: &str) -> fantoccini::elements::Element {
+        let field = self.find(css).await;
+        self.client
+            .execute(
+                "arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus();",
+                vec![serde_json::to_value(&field).unwrap()],
+            )
+            .await
+            .unwrap();
+        field
+    }
+
+    /// Presses a key on whatever has the focus.
+    async fn press(&self, key: Key) {
+        let key = char::from(key);
+        let actions = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        self.client.perform_actions(actions).await.unwrap();
+    }
+
+    /// Presses `key` where it leads to another page, waits for that page, and checks it.
+    async fn follow(&mut self, key: Key) {
+        self.client
+            .execute("window.__left = true;", vec![])
+            .await
+            .unwrap();
+        self.press(key).await;
+        for _ in 0..200 {
+            let arrived = self
+                .client
+                .execute(
+                    "return window.__left !== true && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await
+                .unwrap_or(json!(false));
+            if arrived == json!(true) {
+                self.check().await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no page followed {:?}", self.client.current_url().await);
+    }
+
+    /// Types `text` into the field `css` with the keyboard.
+    async fn type_into(&self, css: &str, text: &str) {
+        let field = self.focus(css).await;
+        field.send_keys(text).await.unwrap();
+    }
+
+    /// Sends the form of the field `css` by tabbing from it to its submit button and pressing
+    /// Enter: the keyboard alone.
+    async fn submit_from(&mut self, css: &str) {
+        self.focus(css).await;
+        for _ in 0..30 {
+            self.press(Key::Tab).await;
+            let on_submit = self
+                .client
+                .execute(
+                    "const e = document.activeElement; return e.tagName === 'BUTTON' && e.type === 'submit';",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if on_submit == json!(true) {
+                self.follow(Key::Enter).await;
+                return;
+            }
+        }
+        panic!("no submit button reached with Tab from {css}");
+    }
+
+    /// Checks that Tab reaches every control of every form on the page.
+    async fn every_control_reachable_by_keyboard(&self) {
+        let controls = self
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll('main form input:not([type=hidden]), main form select, main form textarea, main form button'))
+                   .filter(e => !e.disabled && e.offsetParent !== null).length;",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .as_u64()
+            .unwrap();
+        self.client
+            .execute("document.activeElement && document.activeElement.blur(); window.__reached = new Set();", vec![])
+            .await
+            .unwrap();
+        for _ in 0..400 {
+            self.press(Key::Tab).await;
+            let reached = self
+                .client
+                .execute(
+                    "const e = document.activeElement;
+                     if (e && e.closest('main form') && e.matches('input,select,textarea,button')) window.__reached.add(e);
+                     return window.__reached.size;",
+                    vec![],
+                )
+                .await
+                .unwrap()
+                .as_u64()
+                .unwrap();
+            if reached >= controls {
+                return;
+            }
+        }
+        panic!(
+            "Tab did not reach all {controls} form controls of {:?}",
+            self.client.current_url().await
+        );
+    }
+
+    async fn source(&self) -> String {
+        self.client.source().await.unwrap()
+    }
+
+    async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_owned()
+    }
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn app_mailing_to(port: u16) -> TestApp {
+    spawn_app_with(|c| c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"))).await
+}
+
+/// Signs a citizen in through the sign-in pages, with the code the sink receives.
+async fn citizen_signs_in(chrome: &mut Chrome, app: &TestApp, sink: &Sink, cf: &str, email: &str) {
+    let before = crate::web::codes_to(sink, email).len();
+    chrome.visit(&app.url("/")).await;
+    chrome.focus("main a[href='/accedi']").await;
+    chrome.follow(Key::Enter).await;
+    chrome.every_control_reachable_by_keyboard().await;
+    chrome.type_into("#identifier", cf).await;
+    chrome.submit_from("#identifier").await;
+    let code = code_sent_to(sink, email, before).await;
+    chrome.type_into("#code", &code).await;
+    chrome.submit_from("#code").await;
+    assert_eq!(chrome.path().await, "/pratiche");
+}
+
+/// Signs a staff member in with password and TOTP.
+async fn staff_signs_in(
+    chrome: &mut Chrome,
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    secret: &str,
+) {
+    chrome.visit(&app.url("/accedi")).await;
+    chrome.type_into("#email", email).await;
+    chrome.type_into("#password", password).await;
+    chrome.type_into("#totp", &totp_now(secret)).await;
+    chrome.submit_from("#totp").await;
+    assert_eq!(chrome.path().await, "/ufficio/coda");
+}
+
+/// A PDF file on disk, for a file field.
+fn pdf_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, sample_pdf(text)).unwrap();
+    path.display().to_string()
+}
+
+/// Uploads `file` through the dossier page's form.
+async fn upload(chrome: &mut Chrome, title: &str, kind: &str, file: &str) {
+    chrome.type_into("#doc-title", title).await;
+    let select = chrome.find("#doc-kind").await;
+    select.select_by_value(kind).await.unwrap();
+    // A file field takes the path from the WebDriver (no dialog opens headless).
+    chrome
+        .find("#doc-file")
+        .await
+        .send_keys(file)
+        .await
+        .unwrap();
+    chrome.submit_from("#doc-file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium, chromium-driver and axe-core (npm ci in tests/browser)"]
+async fn journey_1_a_citizen_signs_in_starts_a_dossier_with_an_attachment_and_sees_it_listed() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let token = app.citizen(8101).await;
+    confirmed_email(&app, &token, "marta.gallo@example.it").await;
+    let files = tempfile::tempdir().unwrap();
+    let mut chrome = Chrome::start("journey1").await;
+
+    citizen_signs_in(
+        &mut chrome,
+        &app,
+        &sink,
+        &cf(8101),
+        "marta.gallo@example.it",
+    )
+    .await;
+    // The catalogue, a procedure's page, and "Avvia online".
+    chrome.visit(&app.url("/servizi")).await;
+    chrome.type_into("#q", "facciata").await;
+    chrome.submit_from("#q").await;
+    chrome.visit(&app.url("/servizi/cila")).await;
+    chrome
+        .focus("a[href='/pratiche/nuova?servizio=cila']")
+        .await;
+    chrome.follow(Key::Enter).await;
+    chrome.every_control_reachable_by_keyboard().await;
+    chrome
+        .type_into("#subject", "Rifacimento del bagno, via Torino 8")
+        .await;
+    chrome.submit_from("#subject").await;
+    assert!(chrome.path().await.starts_with("/pratiche/"));
+    chrome.every_control_reachable_by_keyboard().await;
+    let attachment = pdf_file(
+        files.path(),
+        "relazione.pdf",
+        "Relazione tecnica: piastrelle in gres porcellanato",
+    );
+    upload(&mut chrome, "Relazione tecnica", "attachment", &attachment).await;
+    let page = chrome.source().await;
+    assert!(page.contains("Relazione tecnica"), "the document is listed");
+    let number: String = sqlx::query_scalar("select number from dossier")
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap();
+    // "Le mie pratiche" lists it.
+    chrome.visit(&app.url("/pratiche")).await;
+    let list = chrome.source().await;
+    assert!(
+        list.contains(&number) && list.contains("Rifacimento del bagno"),
+        "{list}"
+    );
+    assert!(list.contains("Presentata"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium, chromium-driver and axe-core (npm ci in tests/browser)"]
+async fn journey_2_staff_find_the_dossier_by_a_word_in_the_attachment_start_it_and_ask_for_more() {
+    let (_sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let citizen = app.citizen(8201).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(8201)).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    let r = app
+        .upload(
+            &citizen,
+            &format!("/v1/dossiers/{id}/documents"),
+            sample_pdf("Impianto fotovoltaico sul tetto del capannone"),
+            "relazione.pdf",
+            &[("title", "Relazione tecnica")],
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let password = "una lunga frase segreta";
+    let (_, secret) = staff_member(
+        &app,
+        &["edilizia"],
+        "rita.bosco@comune.example.it",
+        password,
+    )
+    .await;
+    let mut chrome = Chrome::start("journey2").await;
+
+    staff_signs_in(
+        &mut chrome,
+        &app,
+        "rita.bosco@comune.example.it",
+        password,
+        &secret,
+    )
+    .await;
+    assert!(
+        chrome
+            .source()
+            .await
+            .contains(d["number"].as_str().unwrap()),
+        "the queue lists it"
+    );
+    // Search for a word inside the attachment (once the index has it).
+    let (found, _) = app
+        .search_until(
+            &citizen,
+            &[("q", "fotovoltaico")],
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(found["total"], 1, "indexed");
+    chrome.visit(&app.url("/ufficio/cerca")).await;
+    chrome.every_control_reachable_by_keyboard().await;
+    chrome.type_into("#q", "fotovoltaico").await;
+    chrome.submit_from("#q").await;
+    let results = chrome.source().await;
+    assert!(
+        results.contains("<mark>fotovoltaico</mark>")
+            || results.contains("<mark>Fotovoltaico</mark>"),
+        "{results}"
+    );
+    // The same hits as the API gives for the same query.
+    let api: Value = app
+        .search(&citizen, &[("q", "fotovoltaico")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api["total"], 1);
+    chrome.focus(&format!("a[href='/pratiche/{id}']")).await;
+    chrome.follow(Key::Enter).await;
+    // Start it: exactly the transitions allowed now are offered.
+    let page = chrome.source().await;
+    assert!(page.contains("Avvia la lavorazione") && !page.contains("Concludi la pratica"));
+    chrome.submit_from("#note-started").await;
+    let page = chrome.source().await;
+    assert!(page.contains("In lavorazione"));
+    assert!(
+        page.contains("Chiedi un&#x27;integrazione") || page.contains("Chiedi un'integrazione")
+    );
+    chrome
+        .type_into(
+            "#missing-awaiting_integration",
+            "Planimetria catastale aggiornata",
+        )
+        .await;
+    chrome.submit_from("#note-awaiting_integration").await;
+    let page = chrome.source().await;
+    assert!(page.contains("In attesa di integrazione"), "{page}");
+    assert!(page.contains("Planimetria catastale aggiornata"));
+    let status: String = sqlx::query_scalar("select status from dossier where id = $1")
+        .bind(&id)
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "awaiting_integration");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium, chromium-driver and axe-core (npm ci in tests/browser)"]
+async fn the_accessibility_check_finds_what_a_page_gets_wrong() {
+    let chrome = Chrome::start("axe-self-check").await;
+    chrome
+        .client
+        .goto("data:text/html,<html><body><main><form><input name=x></form><img src=y.png></main></body></html>")
+        .await
+        .unwrap();
+    let found = chrome.violations().await.to_string();
+    for rule in ["html-has-lang", "image-alt", "label"] {
+        assert!(found.contains(rule), "axe missed {rule}: {found}");
+    }
+}

@@ -1,0 +1,780 @@
+//! The pages over real HTTP, as a browser without JavaScript uses them: signing in with a
+//! code from the outbox and with password and TOTP, sessions and their expiry, form tokens,
+//! security headers, and the same permission checks as the API.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+
+use crate::helpers::{TestApp, cf, spawn_app_with};
+use crate::notify::{Sink, wait_for};
+
+/// A browser: keeps cookies, does not follow redirects (tests look at them).
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+/// What a page request gave.
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> String {
+        self.headers
+            .get(LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The value of the first form field named `name` in the page.
+    pub fn field(&self, name: &str) -> String {
+        field_in(&self.body, name)
+    }
+}
+
+/// The `value` of the first `<input>` named `name` in `html`.
+pub fn field_in(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("no field {name} in the page"));
+    let tag_start = html[..at].rfind('<').unwrap();
+    let tag_end = at + html[at..].find('>').unwrap();
+    let tag = &html[tag_start..tag_end];
+    let v = tag
+        .find("value=\"")
+        .unwrap_or_else(|| panic!("field {name} has no value"))
+        + 7;
+    let end = v + tag[v..].find('"').unwrap();
+    tag[v..end].replace("&#x2f;", "/").replace("&#47;", "/")
+}
+
+impl Browser {
+    pub fn new(app: &TestApp) -> Self {
+        Self::with_address(app, None)
+    }
+
+    /// A browser whose requests come (through the trusted proxy) from `address`.
+    pub fn with_address(app: &TestApp, address: Option<&str>) -> Self {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = address {
+            headers.insert("x-forwarded-for", a.parse().unwrap());
+        }
+        Browser {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            base: app.base.clone(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        Self::page(r).await
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        Self::page(r).await
+    }
+
+    async fn page(r: reqwest::Response) -> Page {
+        Page {
+            status: r.status(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    /// The form token of the page at `path`.
+    pub async fn csrf(&self, path: &str) -> String {
+        self.get(path).await.field("csrf")
+    }
+}
+
+async fn app_mailing_to(port: u16) -> TestApp {
+    spawn_app_with(|c| {
+        c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await
+}
+
+/// Gives the user of `token` a confirmed e-mail address.
+pub async fn confirmed_email(app: &TestApp, token: &str, email: &str) {
+    let me: serde_json::Value = app.get(token, "/v1/me").await.json().await.unwrap();
+    sqlx::query("update app_user set email = $1, email_confirmed_at = $2 where id = $3")
+        .bind(email)
+        .bind(1_i64)
+        .bind(me["id"].as_str().unwrap())
+        .execute(app.services.db.write_pool())
+        .await
+        .unwrap();
+}
+
+/// The sign-in codes `address` received so far.
+pub fn codes_to(sink: &Sink, address: &str) -> Vec<String> {
+    sink.messages()
+        .into_iter()
+        .filter(|m| m.to.iter().any(|t| t == address) && m.subject() == "Il tuo codice di accesso")
+        .map(|m| {
+            let text = m.text();
+            let chars: Vec<char> = text.chars().collect();
+            chars
+                .windows(8)
+                .find(|w| w.iter().all(char::is_ascii_digit))
+                .map(|w| w.iter().collect())
+                .unwrap_or_else(|| panic!("no code in {text}"))
+        })
+        .collect()
+}
+
+/// The sign-in code `address` receives after the first `before`.
+pub async fn code_sent_to(sink: &Sink, address: &str, before: usize) -> String {
+    wait_for("the sign-in code", Duration::from_secs(15), || {
+        codes_to(sink, address).len() > before
+    })
+    .await;
+    codes_to(sink, address).pop().unwrap()
+}
+
+/// Signs `browser` in as the citizen or professional with `identifier`, through the code
+/// the sink receives at `email`.
+pub async fn sign_in_with_code(browser: &Browser, sink: &Sink, identifier: &str, email: &str) {
+    let before = codes_to(sink, email).len();
+    let csrf = browser.csrf("/accedi").await;
+    let sent = browser
+        .post(
+            "/accedi/codice",
+            &[
+                ("csrf", &csrf),
+                ("identifier", identifier),
+                ("next", "/pratiche"),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER);
+    let code_page = browser.get(&sent.location()).await;
+    assert_eq!(code_page.status, StatusCode::OK);
+    let pending = code_page.field("attesa");
+    let code = code_sent_to(sink, email, before).await;
+    let signed = browser
+        .post(
+            "/accedi/codice/verifica",
+            &[
+                ("csrf", &csrf),
+                ("attesa", &pending),
+                ("code", &code),
+                ("next", "/pratiche"),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+    assert_eq!(signed.location(), "/pratiche");
+}
+
+/// Activates a staff member through a CLI-made activation link: sets `password` and enrols
+/// TOTP; returns the TOTP secret.
+pub async fn activate_staff(app: &TestApp, user_id: &str, password: &str) -> String {
+    let link = fascicolo::users::activation_link(
+        &app.services,
+        fascicolo::domain::UserId::parse(user_id).unwrap(),
+        &fascicolo::audit::Actor::cli(&app.services.config.tenant),
+    )
+    .await
+    .unwrap();
+    let path = link
+        .split_once("/attivazione/")
+        .map(|(_, s)| format!("/attivazione/{s}"))
+        .unwrap();
+    let browser = Browser::new(app);
+    let page = browser.get(&path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let secret = page.field("totp_secret");
+    let csrf = page.field("csrf");
+    let code = totp_now(&secret);
+    let done = browser
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("password", password),
+                ("password_again", password),
+                ("totp_secret", &secret),
+                ("totp", &code),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/accedi?attivato=1");
+    // The link works once.
+    assert_eq!(browser.get(&path).await.status, StatusCode::NOT_FOUND);
+    secret
+}
+
+/// The TOTP code of a base32 secret now (`offset` steps away).
+pub fn totp_at(secret: &str, offset: i64) -> String {
+    let totp = fascicolo::credentials::totp(secret, "Comune", "test").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    totp.generate((now + offset * 30) as u64).to_string()
+}
+
+pub fn totp_now(secret: &str) -> String {
+    totp_at(secret, 0)
+}
+
+/// A staff member of `offices` with an e-mail, activated; returns (id, e-mail, TOTP secret).
+pub async fn staff_member(
+    app: &TestApp,
+    offices: &[&str],
+    email: &str,
+    password: &str,
+) -> (String, String) {
+    let offices: Vec<String> = offices.iter().map(|o| o.to_string()).collect();
+    let created = fascicolo::users::add_user_with(
+        &app.services,
+        &fascicolo::users::UserSpec {
+            role: fascicolo::domain::Role::Staff,
+            name: "Paola Verdi",
+            codice_fiscale: None,
+            offices: &offices,
+            front_office: false,
+            email: Some(email),
+            phone: None,
+            by: None,
+        },
+    )
+    .await
+    .unwrap();
+    let id = created.id.to_string();
+    let secret = activate_staff(app, &id, password).await;
+    (id, secret)
+}
+
+pub async fn staff_sign_in(browser: &Browser, email: &str, password: &str, totp: &str) -> Page {
+    let csrf = browser.csrf("/accedi").await;
+    browser
+        .post(
+            "/accedi/personale",
+            &[
+                ("csrf", &csrf),
+                ("email", email),
+                ("password", password),
+                ("totp", totp),
+                ("next", "/ufficio/coda"),
+            ],
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_carries_the_security_headers_and_loads_nothing_from_elsewhere() {
+    let app = spawn_app_with(|_| {}).await;
+    let browser = Browser::new(&app);
+    for path in [
+        "/",
+        "/servizi",
+        "/servizi/scia-edilizia",
+        "/accedi",
+        "/privacy",
+        "/no-such-page",
+    ] {
+        let page = browser.get(path).await;
+        let expected = if path == "/no-such-page" { 404 } else { 200 };
+        assert_eq!(page.status.as_u16(), expected, "{path}");
+        let csp = page.headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(page.headers["x-content-type-options"], "nosniff");
+        assert_eq!(page.headers["referrer-policy"], "same-origin");
+        assert!(
+            page.body.starts_with("<!doctype html>\n<html lang=\"it\">"),
+            "{path}"
+        );
+        // Every script and stylesheet is this site's own, and no script is inline.
+        for attr in ["src=\"", "href=\""] {
+            for part in page.body.split(attr).skip(1) {
+                let target = &part[..part.find('"').unwrap()];
+                assert!(
+                    !target.starts_with("http") && !target.starts_with("//"),
+                    "{path} loads {target}"
+                );
+            }
+        }
+        assert!(
+            !page.body.contains("<script>"),
+            "{path} has an inline script"
+        );
+        assert!(page.body.contains("Comune di Ciriè"), "{path}");
+    }
+    // The design system's files are served from the binary, with their types.
+    let page = browser.get("/").await;
+    for asset in [
+        "/static/bootstrap-italia-2.18.3/css/bootstrap-italia.min.css",
+        "/static/bootstrap-italia-2.18.3/js/bootstrap-italia.bundle.min.js",
+        "/static/bootstrap-italia-2.18.3/svg/sprites.svg",
+        "/static/bootstrap-italia-2.18.3/fonts/Titillium_Web/titillium-web-v10-latin-ext_latin-regular.woff2",
+        "/static/bootstrap-italia-2.18.3/LICENSE",
+    ] {
+        let r = browser
+            .client
+            .get(format!("{}{asset}", browser.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        assert!(
+            r.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+        assert!(!r.bytes().await.unwrap().is_empty());
+    }
+    assert!(
+        page.body
+            .contains("/static/bootstrap-italia-2.18.3/css/bootstrap-italia.min.css")
+    );
+    // The API keeps answering JSON, its 404 included.
+    let r = app.client.get(app.url("/v1/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citizen_signs_in_with_a_code_from_the_outbox_and_out_again() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let token = app.citizen(7001).await;
+    confirmed_email(&app, &token, "lucia.sala@example.it").await;
+    app.open_dossier(&token, "cila", &cf(7001)).await;
+
+    let browser = Browser::new(&app);
+    // Not signed in: the personal pages send to the sign-in page, and come back after.
+    let page = browser.get("/pratiche").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/accedi?next=%2Fpratiche");
+
+    sign_in_with_code(&browser, &sink, &cf(7001), "lucia.sala@example.it").await;
+    let list = browser.get("/pratiche").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(
+        list.body.contains("Comunicazione inizio lavori asseverata"),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("Area personale di Test citizen"));
+
+    // A used code does not work again; a wrong code is refused.
+    let other = Browser::new(&app);
+    let csrf = other.csrf("/accedi").await;
+    let sent = other
+        .post(
+            "/accedi/codice",
+            &[("csrf", &csrf), ("identifier", "lucia.sala@example.it")],
+        )
+        .await;
+    let pending = other.get(&sent.location()).await.field("attesa");
+    let wrong = other
+        .post(
+            "/accedi/codice/verifica",
+            &[("csrf", &csrf), ("attesa", &pending), ("code", "00000000")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(wrong.body.contains("non è corretto"));
+    assert_eq!(other.get("/pratiche").await.status, StatusCode::SEE_OTHER);
+
+    // Logging out ends the session on the server, not only in the browser.
+    let csrf = browser.csrf("/pratiche").await;
+    let out = browser.post("/esci", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let ended: Option<i64> = sqlx::query_scalar("select max(ended_at) from web_session")
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap();
+    assert!(ended.is_some());
+    assert_eq!(browser.get("/pratiche").await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_asked_for_an_unknown_account_looks_the_same_and_sends_nothing() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let browser = Browser::new(&app);
+    let csrf = browser.csrf("/accedi").await;
+    let sent = browser
+        .post(
+            "/accedi/codice",
+            &[("csrf", &csrf), ("identifier", "nobody@example.it")],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER);
+    let page = browser.get(&sent.location()).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("Se il codice fiscale o l'indirizzo che hai scritto appartiene a un account")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_without_their_token_or_from_another_site_are_refused() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let token = app.citizen(7002).await;
+    confirmed_email(&app, &token, "ugo.riva@example.it").await;
+    let browser = Browser::new(&app);
+    sign_in_with_code(
+        &browser,
+        &sink,
+        "ugo.riva@example.it",
+        "ugo.riva@example.it",
+    )
+    .await;
+    let form = [("procedure", "cila"), ("subject", "Bagno nuovo")];
+    // No token, a wrong one, another visitor's: 403, nothing opened.
+    let none = browser.post("/pratiche/nuova", &form).await;
+    assert_eq!(
+        none.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "missing field"
+    );
+    let wrong = browser
+        .post("/pratiche/nuova", &[form[0], form[1], ("csrf", "0000")])
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert!(wrong.body.contains("Modulo scaduto"));
+    let stranger = Browser::new(&app).csrf("/accedi").await;
+    let other = browser
+        .post("/pratiche/nuova", &[form[0], form[1], ("csrf", &stranger)])
+        .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    // The right token, but posted from another site's page.
+    let csrf = browser.csrf("/pratiche/nuova").await;
+    let cross = browser
+        .client
+        .post(format!("{}/pratiche/nuova", browser.base))
+        .header("origin", "https://evil.example")
+        .form(&[form[0], form[1], ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    let count: i64 = sqlx::query_scalar("select count(*) from dossier")
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+    // With its token, from this site: opened, and shown.
+    let done = browser
+        .post("/pratiche/nuova", &[form[0], form[1], ("csrf", &csrf)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let page = browser.get(&done.location()).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Bagno nuovo"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dossier_the_visitor_may_not_see_is_the_same_page_as_a_missing_one() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let owner = app.citizen(7003).await;
+    let stranger = app.citizen(7004).await;
+    confirmed_email(&app, &stranger, "estraneo@example.it").await;
+    let d = app.open_dossier(&owner, "cila", &cf(7003)).await;
+    let id = d["id"].as_str().unwrap();
+    let browser = Browser::new(&app);
+    sign_in_with_code(&browser, &sink, &cf(7004), "estraneo@example.it").await;
+    let hidden = browser.get(&format!("/pratiche/{id}")).await;
+    let missing = browser
+        .get("/pratiche/01900000-0000-7000-8000-000000000000")
+        .await;
+    let garbage = browser.get("/pratiche/not-an-id").await;
+    for page in [&hidden, &missing, &garbage] {
+        assert_eq!(page.status, StatusCode::NOT_FOUND);
+        assert!(page.body.contains("Pagina non trovata"));
+    }
+    // The same page, but for the form token every page carries.
+    let strip = |b: &str| b.replace(&field_in(b, "csrf"), "");
+    assert_eq!(strip(&hidden.body), strip(&missing.body));
+    assert!(!hidden.body.contains(d["number"].as_str().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_idle_and_at_their_absolute_end() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let token = app.citizen(7005).await;
+    confirmed_email(&app, &token, "idle@example.it").await;
+    for column in ["last_seen_at", "expires_at"] {
+        let browser = Browser::new(&app);
+        sign_in_with_code(&browser, &sink, "idle@example.it", "idle@example.it").await;
+        assert_eq!(browser.get("/pratiche").await.status, StatusCode::OK);
+        // The session idle past FASCICOLO_SESSION_IDLE_MINUTES, or past its absolute end.
+        let past =
+            fascicolo::db::now_ms() - i64::from(app.config.session_idle_minutes) * 60_000 - 1_000;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "update web_session set {column} = $1 where ended_at is null"
+        )))
+        .bind(past)
+        .execute(app.services.db.write_pool())
+        .await
+        .unwrap();
+        let page = browser.get("/pratiche").await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{column}");
+        assert!(page.location().starts_with("/accedi"), "{column}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookies_are_httponly_samesite_and_secure_behind_tls() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = spawn_app_with(|c| {
+        c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.public_url = "https://sportello.comune.example.it".to_owned();
+    })
+    .await;
+    let token = app.citizen(7006).await;
+    confirmed_email(&app, &token, "tls@example.it").await;
+    let browser = Browser::new(&app);
+    let csrf_cookie = browser.get("/accedi").await;
+    let set = csrf_cookie.headers[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set.contains("HttpOnly") && set.contains("Secure"), "{set}");
+    // reqwest keeps Secure cookies only for https: post the token by hand.
+    let csrf = csrf_cookie.field("csrf");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let sent = browser
+        .client
+        .post(format!("{}/accedi/codice", browser.base))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("identifier", "tls@example.it")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+    let location = sent.headers()[LOCATION].to_str().unwrap().to_owned();
+    let pending = location
+        .split("attesa=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    let code = code_sent_to(&sink, "tls@example.it", 0).await;
+    let signed = browser
+        .client
+        .post(format!("{}/accedi/codice/verifica", browser.base))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("attesa", &pending),
+            ("code", &code),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let session = signed.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(session.starts_with("fascicolo_session="), "{session}");
+    for flag in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+        assert!(session.contains(flag), "{session} lacks {flag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_sign_in_with_password_and_totp_and_failures_slow_down_without_locking_out() {
+    let (_sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let password = "tre tigri contro tre tigri";
+    let (_, secret) = staff_member(
+        &app,
+        &["edilizia"],
+        "paola.verdi@comune.example.it",
+        password,
+    )
+    .await;
+    let email = "paola.verdi@comune.example.it";
+
+    // Right password, wrong TOTP; wrong password, right TOTP: both refused alike.
+    let clerk = Browser::with_address(&app, Some("198.51.100.7"));
+    let a = staff_sign_in(&clerk, email, password, "000000").await;
+    let b = staff_sign_in(&clerk, email, "wrong password!", &totp_now(&secret)).await;
+    for r in [&a, &b] {
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(r.body.contains("non corretti"));
+    }
+    // Both right: signed in.
+    let code = totp_now(&secret);
+    let ok = staff_sign_in(&clerk, email, password, &code).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(ok.location(), "/ufficio/coda");
+    assert_eq!(clerk.get("/ufficio/coda").await.status, StatusCode::OK);
+    // The same TOTP code does not open a second session.
+    let replay = Browser::with_address(&app, Some("198.51.100.7"));
+    assert_eq!(
+        staff_sign_in(&replay, email, password, &code).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // An attacker guessing from elsewhere: after three failures, each try waits.
+    let attacker = Browser::with_address(&app, Some("203.0.113.9"));
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            staff_sign_in(&attacker, email, "guess guess guess", "123456")
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses[..3], [StatusCode::UNAUTHORIZED; 3]);
+    assert_eq!(statuses[3..], [StatusCode::TOO_MANY_REQUESTS; 3]);
+    // A long attack (as the throttle would have counted it over time): the attacker's
+    // address waits a quarter of an hour...
+    sqlx::query(
+        "update sign_in_throttle set failures = 60 \
+         where throttle_key like '%203.0.113.9' or throttle_key not like '%addr:%'",
+    )
+    .execute(app.services.db.write_pool())
+    .await
+    .unwrap();
+    let last = staff_sign_in(&attacker, email, "guess guess guess", "123456").await;
+    assert_eq!(last.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: i64 = last.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 800, "the attacker waits {retry} s");
+    // ...while the clerk, from her own address, waits at most half a minute, then gets in.
+    let fresh = Browser::with_address(&app, Some("198.51.100.7"));
+    let meanwhile = staff_sign_in(&fresh, email, password, &totp_at(&secret, 1)).await;
+    assert_eq!(meanwhile.status, StatusCode::TOO_MANY_REQUESTS);
+    let wait: i64 = meanwhile.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&wait), "the clerk waits {wait} s");
+    sqlx::query("update sign_in_throttle set last_failure_at = last_failure_at - 31000")
+        .execute(app.services.db.write_pool())
+        .await
+        .unwrap();
+    let later = staff_sign_in(&fresh, email, password, &totp_at(&secret, 1)).await;
+    assert_eq!(later.status, StatusCode::SEE_OTHER, "{}", later.body);
+    let still = staff_sign_in(&attacker, email, "guess guess guess", "123456").await;
+    assert_eq!(still.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_link_refuses_weak_passwords_and_wrong_codes() {
+    let app = spawn_app_with(|_| {}).await;
+    let created = fascicolo::users::add_user_with(
+        &app.services,
+        &fascicolo::users::UserSpec {
+            role: fascicolo::domain::Role::Auditor,
+            name: "Ivo Ispettore",
+            codice_fiscale: None,
+            offices: &[],
+            front_office: false,
+            email: Some("ivo@comune.example.it"),
+            phone: None,
+            by: None,
+        },
+    )
+    .await
+    .unwrap();
+    let link = fascicolo::users::activation_link(
+        &app.services,
+        created.id,
+        &fascicolo::audit::Actor::cli(&app.services.config.tenant),
+    )
+    .await
+    .unwrap();
+    assert!(
+        link.starts_with("http://localhost:8080/attivazione/"),
+        "{link}"
+    );
+    let path = format!("/attivazione/{}", link.rsplit('/').next().unwrap());
+    let browser = Browser::new(&app);
+    let page = browser.get(&path).await;
+    assert!(page.body.contains("<svg role=\"img\""), "a QR code");
+    let (csrf, secret) = (page.field("csrf"), page.field("totp_secret"));
+    let attempt = |password: &'static str, again: &'static str, code: String| {
+        let (csrf, secret, path) = (csrf.clone(), secret.clone(), path.clone());
+        let browser = &browser;
+        async move {
+            browser
+                .post(
+                    &path,
+                    &[
+                        ("csrf", csrf.as_str()),
+                        ("password", password),
+                        ("password_again", again),
+                        ("totp_secret", secret.as_str()),
+                        ("totp", code.as_str()),
+                    ],
+                )
+                .await
+        }
+    };
+    let short = attempt("corta", "corta", totp_now(&secret)).await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(short.body.contains("almeno 12 caratteri"));
+    let mismatch = attempt("una password lunga", "un'altra password", totp_now(&secret)).await;
+    assert!(mismatch.body.contains("non coincidono"));
+    let wrong = attempt("una password lunga", "una password lunga", "000000".into()).await;
+    assert!(wrong.body.contains("app non è corretto"), "{}", wrong.body);
+    // Nothing was set by the failures; the link still works.
+    assert_eq!(browser.get(&path).await.status, StatusCode::OK);
+    let ok = attempt(
+        "una password lunga",
+        "una password lunga",
+        totp_now(&secret),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    // Citizens get no activation link: they sign in with codes.
+    let citizen = app.citizen(7007).await;
+    let me: serde_json::Value = app.get(&citizen, "/v1/me").await.json().await.unwrap();
+    let refused = fascicolo::users::activation_link(
+        &app.services,
+        fascicolo::domain::UserId::parse(me["id"].as_str().unwrap()).unwrap(),
+        &fascicolo::audit::Actor::cli(&app.services.config.tenant),
+    )
+    .await;
+    assert!(refused.is_err());
+}
