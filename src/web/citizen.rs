@@ -395,6 +395,8 @@ struct DossierPage {
     /// The applicant's own delegations (shown to whoever may manage them).
     delegations: Vec<DelegationRow>,
     may_delegate: bool,
+    /// What the last form did, to say so at the top of the page.
+    notice: Option<&'static str>,
 }
 
 /// A delegation as the dossier page shows it.
@@ -405,10 +407,16 @@ struct DelegationRow {
     active: bool,
 }
 
+#[derive(Deserialize)]
+struct DossierParams {
+    valutata: Option<String>,
+}
+
 async fn dossier_page(
     State(services): State<Services>,
     visitor: Visitor,
     Path(raw): Path<String>,
+    Query(params): Query<DossierParams>,
 ) -> Result<Response, WebError> {
     let caller = visitor.caller(&format!("/pratiche/{raw}"))?;
     let id = parse_dossier(&raw)?;
@@ -446,7 +454,7 @@ async fn dossier_page(
     let items = open_items(&requests.items);
     let allowed: Vec<(String, &'static str)> = lifecycle::allowed_transitions(&caller, &d)
         .into_iter()
-        .map(|s| (s.as_str().to_owned(), transition_label(s)))
+        .map(|s| (s.as_str().to_owned(), transition_label(d.status, s)))
         .collect();
     let open = matches!(
         d.status,
@@ -513,6 +521,9 @@ async fn dossier_page(
         upload_action: format!("/pratiche/{id}/documenti?csrf={}", visitor.csrf),
         delegations,
         may_delegate,
+        notice: params
+            .valutata
+            .map(|_| "Grazie: la tua valutazione è stata registrata."),
         d,
     };
     render(&page)
@@ -532,8 +543,11 @@ fn open_items(requests: &[IntegrationRequest]) -> Vec<OpenItem> {
         .collect()
 }
 
-fn transition_label(to: DossierStatus) -> &'static str {
+fn transition_label(from: DossierStatus, to: DossierStatus) -> &'static str {
     match to {
+        DossierStatus::Started if from == DossierStatus::AwaitingIntegration => {
+            "Riprendi la lavorazione: l'integrazione è completa"
+        }
         DossierStatus::Started => "Avvia la lavorazione",
         DossierStatus::AwaitingIntegration => "Chiedi un'integrazione",
         DossierStatus::Concluded => "Concludi la pratica",

@@ -222,13 +222,17 @@ impl Chrome {
         panic!("no submit button reached with Tab from {css}");
     }
 
-    /// Checks that Tab reaches every control of every form on the page.
+    /// Checks that Tab reaches every control of every form on the page (a group of radio
+    /// buttons is one stop: arrows move within it).
     async fn every_control_reachable_by_keyboard(&self) {
+        let key = "e => e.type === 'radio' ? 'radio:' + e.name : e";
         let controls = self
             .client
             .execute(
-                "return Array.from(document.querySelectorAll('main form input:not([type=hidden]), main form select, main form textarea, main form button'))
-                   .filter(e => !e.disabled && e.offsetParent !== null).length;",
+                &format!(
+                    "return new Set(Array.from(document.querySelectorAll('main form input:not([type=hidden]), main form select, main form textarea, main form button'))
+                       .filter(e => !e.disabled && e.offsetParent !== null).map({key})).size;"
+                ),
                 vec![],
             )
             .await
@@ -236,7 +240,10 @@ impl Chrome {
             .as_u64()
             .unwrap();
         self.client
-            .execute("document.activeElement && document.activeElement.blur(); window.__reached = new Set();", vec![])
+            .execute(
+                "document.activeElement && document.activeElement.blur(); window.__reached = new Set();",
+                vec![],
+            )
             .await
             .unwrap();
         for _ in 0..400 {
@@ -244,9 +251,11 @@ impl Chrome {
             let reached = self
                 .client
                 .execute(
-                    "const e = document.activeElement;
-                     if (e && e.closest('main form') && e.matches('input,select,textarea,button')) window.__reached.add(e);
-                     return window.__reached.size;",
+                    &format!(
+                        "const e = document.activeElement;
+                         if (e && e.closest('main form') && e.matches('input,select,textarea,button')) window.__reached.add(({key})(e));
+                         return window.__reached.size;"
+                    ),
                     vec![],
                 )
                 .await
@@ -326,6 +335,15 @@ async fn upload(chrome: &mut Chrome, title: &str, kind: &str, file: &str) {
     chrome.type_into("#doc-title", title).await;
     let select = chrome.find("#doc-kind").await;
     select.select_by_value(kind).await.unwrap();
+    if kind == "decision" {
+        // The office's documents are internal unless published: a decision is for the applicant.
+        chrome
+            .find("#doc-visibility")
+            .await
+            .select_by_value("public")
+            .await
+            .unwrap();
+    }
     // A file field takes the path from the WebDriver (no dialog opens headless).
     chrome
         .find("#doc-file")
@@ -505,4 +523,284 @@ async fn the_accessibility_check_finds_what_a_page_gets_wrong() {
     for rule in ["html-has-lang", "image-alt", "label"] {
         assert!(found.contains(rule), "axe missed {rule}: {found}");
     }
+}
+
+/// A citizen's dossier, started by the office, waiting for `item`; returns the dossier's id.
+async fn awaiting_integration(
+    app: &TestApp,
+    citizen: &str,
+    n: u32,
+    staff: &str,
+    item: &str,
+) -> String {
+    let d = app.open_dossier(citizen, "cila", &cf(n)).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    for body in [
+        json!({"to": "started"}),
+        json!({"to": "awaiting_integration", "missing_items": [item]}),
+    ] {
+        let r = app
+            .client
+            .post(app.url(&format!("/v1/dossiers/{id}/transitions")))
+            .bearer_auth(staff)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    id
+}
+
+async fn status_of(app: &TestApp, id: &str) -> String {
+    sqlx::query_scalar("select status from dossier where id = $1")
+        .bind(id)
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium, chromium-driver and axe-core (npm ci in tests/browser)"]
+async fn journey_3_the_citizen_answers_the_integration_request_and_staff_conclude_with_a_decision()
+{
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let citizen = app.citizen(8301).await;
+    confirmed_email(&app, &citizen, "piero.neri@example.it").await;
+    let password = "una lunga frase segreta";
+    let (staff, secret) =
+        staff_member(&app, &["edilizia"], "ada.fiore@comune.example.it", password).await;
+    let id = awaiting_integration(
+        &app,
+        &citizen,
+        8301,
+        &staff,
+        "Planimetria catastale aggiornata",
+    )
+    .await;
+    let files = tempfile::tempdir().unwrap();
+
+    let mut chrome = Chrome::start("journey3-citizen").await;
+    citizen_signs_in(&mut chrome, &app, &sink, &cf(8301), "piero.neri@example.it").await;
+    chrome.focus(&format!("a[href='/pratiche/{id}']")).await;
+    chrome.follow(Key::Enter).await;
+    let page = chrome.source().await;
+    assert!(
+        page.contains("Integrazione richiesta")
+            && page.contains("Planimetria catastale aggiornata")
+    );
+    let plan = pdf_file(
+        files.path(),
+        "planimetria.pdf",
+        "Planimetria catastale del piano terreno",
+    );
+    chrome
+        .find("#item-file-1")
+        .await
+        .send_keys(&plan)
+        .await
+        .unwrap();
+    chrome.submit_from("#item-file-1").await;
+    assert!(
+        chrome.source().await.contains("Caricato"),
+        "the item is satisfied"
+    );
+    // The citizen hands the dossier back to the office.
+    chrome.submit_from("#note-started").await;
+    assert_eq!(status_of(&app, &id).await, "started");
+    drop(chrome);
+
+    let mut chrome = Chrome::start("journey3-staff").await;
+    staff_signs_in(
+        &mut chrome,
+        &app,
+        "ada.fiore@comune.example.it",
+        password,
+        &secret,
+    )
+    .await;
+    chrome.visit(&app.url(&format!("/pratiche/{id}"))).await;
+    assert!(
+        chrome.source().await.contains("planimetria.pdf"),
+        "the integration is listed"
+    );
+    let decision = pdf_file(files.path(), "provvedimento.pdf", "Si autorizzano i lavori");
+    upload(
+        &mut chrome,
+        "Provvedimento di assenso",
+        "decision",
+        &decision,
+    )
+    .await;
+    let decision_id: String =
+        sqlx::query_scalar("select id from document where dossier_id = $1 and kind = 'decision'")
+            .bind(&id)
+            .fetch_one(app.services.db.pool())
+            .await
+            .unwrap();
+    chrome
+        .find("#decision-concluded")
+        .await
+        .select_by_value(&decision_id)
+        .await
+        .unwrap();
+    chrome
+        .type_into("#note-concluded", "Lavori assentiti.")
+        .await;
+    chrome.submit_from("#note-concluded").await;
+    let page = chrome.source().await;
+    assert!(
+        page.contains("Conclusa") && page.contains("con esito favorevole"),
+        "{page}"
+    );
+    assert_eq!(status_of(&app, &id).await, "concluded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium, chromium-driver and axe-core (npm ci in tests/browser)"]
+async fn journey_4_the_citizen_reads_the_decision_in_the_browser_and_rates_the_service() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let citizen = app.citizen(8401).await;
+    confirmed_email(&app, &citizen, "nina.costa@example.it").await;
+    let staff = app.staff(&["edilizia"]).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(8401)).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    let r = app
+        .upload(
+            &staff,
+            &format!("/v1/dossiers/{id}/documents"),
+            sample_pdf("Provvedimento: si autorizzano i lavori di manutenzione"),
+            "provvedimento.pdf",
+            &[
+                ("kind", "decision"),
+                ("visibility", "public"),
+                ("title", "Provvedimento finale"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let decision = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for body in [
+        json!({"to": "started"}),
+        json!({"to": "concluded", "outcome": "approved", "decision_document_id": decision}),
+    ] {
+        let r = app
+            .client
+            .post(app.url(&format!("/v1/dossiers/{id}/transitions")))
+            .bearer_auth(&staff)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    app.indexed().await;
+
+    let mut chrome = Chrome::start("journey4").await;
+    citizen_signs_in(&mut chrome, &app, &sink, &cf(8401), "nina.costa@example.it").await;
+    chrome.visit(&app.url(&format!("/pratiche/{id}"))).await;
+    chrome
+        .focus(&format!("a[href='/documenti/{decision}']"))
+        .await;
+    chrome.follow(Key::Enter).await;
+    let page = chrome.source().await;
+    assert!(
+        page.contains("si autorizzano i lavori di manutenzione"),
+        "the decision's text, on the page"
+    );
+    // Opened in the browser, not downloaded, and unable to run anything on this site.
+    let content = format!("/documenti/{decision}/contenuto");
+    chrome.client.goto(&app.url(&content)).await.unwrap();
+    assert_eq!(chrome.path().await, content);
+    let shown = chrome
+        .client
+        .execute("return document.contentType;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(shown, json!("application/pdf"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::write(
+        chrome.shots.join("journey4-pdf.png"),
+        chrome.client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    // Back to the dossier: rate it, with the keyboard.
+    chrome.visit(&app.url(&format!("/pratiche/{id}"))).await;
+    chrome.every_control_reachable_by_keyboard().await;
+    chrome.focus("#score-1").await;
+    for _ in 0..4 {
+        chrome.press(Key::Right).await;
+    }
+    chrome.type_into("#comment", "Tempi rapidi, grazie.").await;
+    chrome.submit_from("#comment").await;
+    assert!(
+        chrome
+            .source()
+            .await
+            .contains("valutazione è stata registrata")
+    );
+    let (score, comment): (i32, String) =
+        sqlx::query_as("select score, comment from rating where dossier_id = $1")
+            .bind(&id)
+            .fetch_one(app.services.db.pool())
+            .await
+            .unwrap();
+    assert_eq!((score, comment.as_str()), (5, "Tempi rapidi, grazie."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium, chromium-driver and axe-core (npm ci in tests/browser)"]
+async fn journey_5_a_delegated_professional_sees_the_clients_dossier_until_the_delegation_is_revoked()
+ {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let citizen = app.citizen(8501).await;
+    confirmed_email(&app, &citizen, "carla.riva@example.it").await;
+    let professional = app.user("professional", Some(&cf(8502)), &[]).await;
+    confirmed_email(&app, &professional, "studio.bruno@example.it").await;
+    let d = app.open_dossier(&citizen, "cila", &cf(8501)).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    let number = d["number"].as_str().unwrap().to_owned();
+
+    let mut client = Chrome::start("journey5-citizen").await;
+    citizen_signs_in(&mut client, &app, &sink, &cf(8501), "carla.riva@example.it").await;
+    client.visit(&app.url(&format!("/pratiche/{id}"))).await;
+    client.type_into("#professional_cf", &cf(8502)).await;
+    client.submit_from("#until").await;
+    assert!(
+        client
+            .source()
+            .await
+            .contains(&format!("Revoca la delega a {}", cf(8502)))
+    );
+
+    let mut pro = Chrome::start("journey5-professional").await;
+    citizen_signs_in(&mut pro, &app, &sink, &cf(8502), "studio.bruno@example.it").await;
+    let list = pro.source().await;
+    assert!(
+        list.contains(&format!("Pratiche del cliente {}", cf(8501))) && list.contains(&number),
+        "{list}"
+    );
+    pro.visit(&app.url(&format!("/pratiche/{id}"))).await;
+    assert!(pro.source().await.contains(&number));
+
+    // The client revokes; the professional's very next request no longer sees it.
+    client.visit(&app.url(&format!("/pratiche/{id}"))).await;
+    let revoke = format!("form[action='/pratiche/{id}/deleghe/revoca'] button");
+    client.focus(&revoke).await;
+    client.follow(Key::Enter).await;
+    assert!(client.source().await.contains("non più attiva"));
+    pro.client
+        .goto(&app.url(&format!("/pratiche/{id}")))
+        .await
+        .unwrap();
+    let gone = pro.source().await;
+    assert!(gone.contains("Pagina non trovata") && !gone.contains(&number));
+    pro.visit(&app.url("/pratiche")).await;
+    assert!(!pro.source().await.contains(&number));
 }

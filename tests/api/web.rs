@@ -244,7 +244,8 @@ pub fn totp_now(secret: &str) -> String {
     totp_at(secret, 0)
 }
 
-/// A staff member of `offices` with an e-mail, activated; returns (id, e-mail, TOTP secret).
+/// A staff member of `offices` with an e-mail, activated; returns their API token and TOTP
+/// secret.
 pub async fn staff_member(
     app: &TestApp,
     offices: &[&str],
@@ -267,9 +268,8 @@ pub async fn staff_member(
     )
     .await
     .unwrap();
-    let id = created.id.to_string();
-    let secret = activate_staff(app, &id, password).await;
-    (id, secret)
+    let secret = activate_staff(app, &created.id.to_string(), password).await;
+    (created.token, secret)
 }
 
 pub async fn staff_sign_in(browser: &Browser, email: &str, password: &str, totp: &str) -> Page {
