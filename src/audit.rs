@@ -1517,3 +1517,68 @@ mod tests {
         assert!(deferred.is_empty() && open.is_empty());
     }
 }
+
+/// A verification of the chain, as recorded.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// Who asked for it (an auditor's id; none for the command line).
+    pub user_id: Option<String>,
+    /// Rows checked.
+    pub checked: i64,
+    /// The first row that breaks the chain, if one does.
+    pub broken_seq: Option<i64>,
+    /// Why it breaks it.
+    pub reason: Option<String>,
+    /// The newest row when it ran.
+    pub head_seq: i64,
+    /// Its hash.
+    pub head_hash: String,
+}
+
+/// Verifies the whole chain and records what was found.
+pub async fn verify_and_record(
+    db: &Db,
+    by: Option<crate::domain::UserId>,
+) -> Result<(ChainReport, Head), DbError> {
+    let head = head(db).await?;
+    let report = verify(db).await?;
+    sqlx::query(
+        "insert into audit_verification (id, at, user_id, checked, broken_seq, reason, head_seq, \
+         head_hash) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(crate::db::now_ms())
+    .bind(by.map(|u| u.to_string()))
+    .bind(i64::try_from(report.rows).unwrap_or(i64::MAX))
+    .bind(report.first_broken.as_ref().map(|b| b.seq))
+    .bind(report.first_broken.as_ref().map(|b| b.reason.clone()))
+    .bind(head.seq)
+    .bind(&head.hash)
+    .execute(db.write_pool())
+    .await?;
+    Ok((report, head))
+}
+
+/// The newest recorded verification of the chain.
+pub async fn last_verification(db: &Db) -> Result<Option<Verification>, DbError> {
+    let row = sqlx::query(
+        "select at, user_id, checked, broken_seq, reason, head_seq, head_hash \
+         from audit_verification order by at desc limit 1",
+    )
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| {
+        Ok(Verification {
+            at: crate::db::dossiers::rfc3339(r.try_get("at")?),
+            user_id: r.try_get("user_id")?,
+            checked: r.try_get("checked")?,
+            broken_seq: r.try_get("broken_seq")?,
+            reason: r.try_get("reason")?,
+            head_seq: r.try_get("head_seq")?,
+            head_hash: r.try_get("head_hash")?,
+        })
+    })
+    .transpose()
+}

@@ -245,7 +245,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify,
         } => {
             let services = Services::open(cli.config).await?;
-            let report = crate::audit::verify(&services.db).await?;
+            let (report, _) = crate::audit::verify_and_record(&services.db, None).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if report.first_broken.is_none() {
                 ExitCode::SUCCESS

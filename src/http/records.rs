@@ -220,46 +220,46 @@ async fn stats(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DocumentHistory {
     /// Id.
-    id: String,
+    pub(crate) id: String,
     /// Title.
-    title: String,
+    pub(crate) title: String,
     /// Kind.
-    kind: String,
+    pub(crate) kind: String,
     /// Visibility.
-    visibility: String,
+    pub(crate) visibility: String,
     /// Every version, with its SHA-256.
-    versions: Vec<VersionRecord>,
+    pub(crate) versions: Vec<VersionRecord>,
 }
 
 /// One access or change recorded in the audit trail.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AccessRecord {
     /// Position in the audit chain.
-    seq: i64,
+    pub(crate) seq: i64,
     /// When (RFC 3339).
-    at: String,
+    pub(crate) at: String,
     /// Who (user id).
-    actor_id: Option<String>,
+    pub(crate) actor_id: Option<String>,
     /// Their role.
-    actor_role: Option<String>,
+    pub(crate) actor_role: Option<String>,
     /// What.
-    action: String,
+    pub(crate) action: String,
     /// On what.
-    target: String,
+    pub(crate) target: String,
     /// Outcome.
-    outcome: String,
+    pub(crate) outcome: String,
     /// From where.
-    client_address: Option<String>,
+    pub(crate) client_address: Option<String>,
 }
 
 /// The whole life of a dossier.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct History {
-    dossier: DossierRecord,
-    events: Vec<EventRecord>,
-    documents: Vec<DocumentHistory>,
-    delegations: Vec<DelegationRecord>,
-    accesses: Vec<AccessRecord>,
+    pub(crate) dossier: DossierRecord,
+    pub(crate) events: Vec<EventRecord>,
+    pub(crate) documents: Vec<DocumentHistory>,
+    pub(crate) delegations: Vec<DelegationRecord>,
+    pub(crate) accesses: Vec<AccessRecord>,
 }
 
 async fn documents_with_versions(
@@ -283,11 +283,45 @@ async fn documents_with_versions(
     Ok(out)
 }
 
+/// Every access and change the audit trail records about dossier `id`, oldest first: reads
+/// of it and its documents, searches and listings that disclosed it, and changes. Every read
+/// acknowledged so far, the caller's own included, is in it.
+async fn accesses(services: &Services, id: DossierId) -> Result<Vec<AccessRecord>, ApiError> {
+    services.auditor.flush().await;
+    let covered = crate::db::disclosures::position(&services.db).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select seq, at, actor_id, actor_role, action, target, outcome, client_address \
+         from audit_event where {} order by seq",
+        crate::db::disclosures::history_clause()
+    )))
+    .bind(id.to_string())
+    .bind(covered)
+    .bind(crate::db::disclosures::detail_pattern(&id.to_string()))
+    .fetch_all(services.db.pool())
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    rows.iter()
+        .map(|r| -> Result<AccessRecord, sqlx::Error> {
+            Ok(AccessRecord {
+                seq: r.try_get("seq")?,
+                at: rfc3339(r.try_get("at")?),
+                actor_id: r.try_get("actor_id")?,
+                actor_role: r.try_get("actor_role")?,
+                action: r.try_get("action")?,
+                target: r.try_get("target")?,
+                outcome: r.try_get("outcome")?,
+                client_address: r.try_get("client_address")?,
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
 #[utoipa::path(get, path = "/v1/dossiers/{id}/history",
     params(("id" = String, Path, description = "Dossier id")),
     responses((status = 200, body = History), (status = 404, body = super::error::ErrorBody, description = "Not an auditor, or no such dossier")),
     security(("bearer" = [])), tag = "records")]
-async fn history(
+pub(crate) async fn history(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -311,36 +345,7 @@ async fn history(
     )
     .await?;
     let dossier = dossier.ok_or(ApiError::NotFound)?;
-    // Every read acknowledged so far, this one included, belongs in the history.
-    services.auditor.flush().await;
-    let covered = crate::db::disclosures::position(&services.db).await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select seq, at, actor_id, actor_role, action, target, outcome, client_address \
-         from audit_event where {} order by seq",
-        crate::db::disclosures::history_clause()
-    )))
-    .bind(id.to_string())
-    .bind(covered)
-    .bind(crate::db::disclosures::detail_pattern(&id.to_string()))
-    .fetch_all(services.db.pool())
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
-    let accesses = rows
-        .iter()
-        .map(|r| -> Result<AccessRecord, sqlx::Error> {
-            Ok(AccessRecord {
-                seq: r.try_get("seq")?,
-                at: rfc3339(r.try_get("at")?),
-                actor_id: r.try_get("actor_id")?,
-                actor_role: r.try_get("actor_role")?,
-                action: r.try_get("action")?,
-                target: r.try_get("target")?,
-                outcome: r.try_get("outcome")?,
-                client_address: r.try_get("client_address")?,
-            })
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let accesses = accesses(&services, id).await?;
     Ok(Json(History {
         events: lifecycle::events(&services.db, id, true).await?,
         documents: documents_with_versions(&services, &caller, id).await?,
@@ -394,11 +399,11 @@ struct ExportVersion {
 #[utoipa::path(get, path = "/v1/dossiers/{id}/export",
     params(("id" = String, Path, description = "Dossier id")),
     responses(
-        (status = 200, description = "ZIP: every document version, manifest.json, history.json, manifest-sha256.txt", content_type = "application/zip"),
+        (status = 200, description = "ZIP: every document version, manifest.json, history.json (steps, delegations and, for auditors, every access), manifest-sha256.txt", content_type = "application/zip"),
         (status = 404, body = super::error::ErrorBody),
     ),
     security(("bearer" = [])), tag = "records")]
-async fn export(
+pub(crate) async fn export(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -480,6 +485,11 @@ async fn export(
     let history = serde_json::json!({
         "events": lifecycle::events(&services.db, id, staff_view).await?,
         "delegations": delegations::list(&services.db, id).await?,
+        "accesses": if caller.role() == Role::Auditor {
+            accesses(&services, id).await?
+        } else {
+            Vec::new()
+        },
     });
     // Files in path order, the checksums last; a document's checksum is its content address,
     // which the stream below checks against the bytes as it reads them.
@@ -666,7 +676,7 @@ async fn feed(
 #[utoipa::path(get, path = "/v1/audit/head",
     responses((status = 200, body = crate::audit::Head), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "records")]
-async fn audit_head(
+pub(crate) async fn audit_head(
     State(services): State<Services>,
     caller: Caller,
 ) -> Result<Json<crate::audit::Head>, ApiError> {

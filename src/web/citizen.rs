@@ -397,6 +397,7 @@ struct DossierPage {
     may_delegate: bool,
     /// What the last form did, to say so at the top of the page.
     notice: Option<&'static str>,
+    auditor_view: bool,
 }
 
 /// A delegation as the dossier page shows it.
@@ -521,6 +522,7 @@ async fn dossier_page(
         upload_action: format!("/pratiche/{id}/documenti?csrf={}", visitor.csrf),
         delegations,
         may_delegate,
+        auditor_view: caller.role() == Role::Auditor,
         notice: params
             .valutata
             .map(|_| "Grazie: la tua valutazione è stata registrata."),

@@ -7,6 +7,7 @@
 //! not see is the API's 404, rendered as the same "not found" page as a missing one.
 
 mod assets;
+mod audit;
 mod citizen;
 mod error;
 mod office;
@@ -38,6 +39,7 @@ pub fn router(services: &Services) -> Router<Services> {
         .merge(signin::router())
         .merge(citizen::router(body_limit))
         .merge(office::router())
+        .merge(audit::router())
         .fallback(|| async { WebError::Api(crate::http::ApiError::NotFound) })
         .layer(axum::middleware::from_fn_with_state(
             services.clone(),
@@ -164,6 +166,7 @@ impl Layout {
             }
             Some(Role::Auditor) => {
                 nav.push(Link::new("Cerca nei documenti", "/ufficio/cerca"));
+                nav.push(Link::new("Registro degli accessi", "/audit"));
             }
             Some(Role::Admin) | None => {}
         }

@@ -560,7 +560,7 @@ async fn personal_area(visitor: Visitor) -> Result<Response, WebError> {
     Ok(see_other(match caller.role() {
         Role::Citizen | Role::Professional => "/pratiche",
         Role::Staff => "/ufficio/coda",
-        Role::Auditor => "/ufficio/cerca",
+        Role::Auditor => "/audit",
         Role::Admin => "/",
     }))
 }

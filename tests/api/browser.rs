@@ -17,7 +17,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, cf, sample_pdf, spawn_app_with};
 use crate::notify::Sink;
-use crate::web::{code_sent_to, confirmed_email, staff_member, totp_now};
+use crate::web::{
+    Browser, code_sent_to, confirmed_email, sign_in_with_code, staff_member, staff_sign_in,
+    totp_now, with_password,
+};
 
 /// Chromium under WebDriver, with the checks every page gets.
 struct Chrome {
@@ -803,4 +806,132 @@ async fn journey_5_a_delegated_professional_sees_the_clients_dossier_until_the_d
     assert!(gone.contains("Pagina non trovata") && !gone.contains(&number));
     pro.visit(&app.url("/pratiche")).await;
     assert!(!pro.source().await.contains(&number));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium, chromium-driver and axe-core (npm ci in tests/browser)"]
+async fn journey_6_an_auditor_reads_the_history_with_every_read_and_downloads_the_export() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = spawn_app_with(|c| {
+        c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let citizen = app.citizen(8601).await;
+    confirmed_email(&app, &citizen, "elena.moro@example.it").await;
+    let password = "una lunga frase segreta";
+    let (_, staff_secret) =
+        staff_member(&app, &["edilizia"], "gino.sala@comune.example.it", password).await;
+    let (_, auditor_secret) = with_password(
+        &app,
+        fascicolo::domain::Role::Auditor,
+        &[],
+        "ispettrice@comune.example.it",
+        password,
+    )
+    .await;
+    let d = app.open_dossier(&citizen, "cila", &cf(8601)).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    let doc = app
+        .add_document(
+            &citizen,
+            &id,
+            &sample_pdf("Computo metrico estimativo"),
+            "public",
+        )
+        .await;
+    let doc_id = doc["id"].as_str().unwrap().to_owned();
+    app.indexed().await;
+
+    // The reads the history must show: the citizen's pages from one address, the office's
+    // search and pages from another.
+    let person = Browser::with_address(&app, Some("192.0.2.10"));
+    sign_in_with_code(&person, &sink, &cf(8601), "elena.moro@example.it").await;
+    assert_eq!(person.get(&format!("/pratiche/{id}")).await.status, 200);
+    assert_eq!(
+        person.get(&format!("/documenti/{doc_id}")).await.status,
+        200
+    );
+    let office = Browser::with_address(&app, Some("192.0.2.20"));
+    let signed = staff_sign_in(
+        &office,
+        "gino.sala@comune.example.it",
+        password,
+        &totp_now(&staff_secret),
+    )
+    .await;
+    assert_eq!(signed.status, 303);
+    assert_eq!(office.get("/ufficio/cerca?q=computo").await.status, 200);
+    assert_eq!(office.get(&format!("/pratiche/{id}")).await.status, 200);
+
+    let mut chrome = Chrome::start("journey6").await;
+    chrome.visit(&app.url("/accedi")).await;
+    chrome
+        .type_into("#email", "ispettrice@comune.example.it")
+        .await;
+    chrome.type_into("#password", password).await;
+    chrome.type_into("#totp", &totp_now(&auditor_secret)).await;
+    chrome.submit_from("#totp").await;
+    assert_eq!(chrome.path().await, "/audit");
+    chrome.focus("form[action='/audit/verifica'] button").await;
+    chrome.follow(Key::Enter).await;
+    assert!(chrome.source().await.contains("la catena è integra"));
+    chrome.visit(&app.url(&format!("/pratiche/{id}"))).await;
+    chrome
+        .focus(&format!("a[href='/audit/pratiche/{id}']"))
+        .await;
+    chrome.follow(Key::Enter).await;
+    let page = chrome.source().await;
+    for (action, address) in [
+        ("dossier.read", "192.0.2.10"),
+        ("document.read", "192.0.2.10"),
+        ("document.text", "192.0.2.10"),
+        ("search", "192.0.2.20"),
+        ("dossier.read", "192.0.2.20"),
+    ] {
+        assert!(
+            page.lines()
+                .any(|l| l.contains(&format!("<td>{action}</td>")) && l.contains(address)),
+            "the history lists {action} from {address}"
+        );
+    }
+    // Filtered to the citizen's reads of documents.
+    chrome
+        .find("#tipo")
+        .await
+        .select_by_value("document")
+        .await
+        .unwrap();
+    chrome.submit_from("#tipo").await;
+    let filtered = chrome.source().await;
+    assert!(filtered.contains("document.read") && !filtered.contains("<td>search</td>"));
+    // The export, downloaded with the auditor's session.
+    let cookies = chrome.client.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "fascicolo_session")
+        .unwrap();
+    let zip = app
+        .client
+        .get(app.url(&format!("/audit/pratiche/{id}/esportazione")))
+        .header("cookie", format!("fascicolo_session={}", session.value()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zip.status(), 200);
+    assert_eq!(zip.headers()["content-type"], "application/zip");
+    let bytes = zip.bytes().await.unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.unwrap().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "manifest.json") && names.iter().any(|n| n == "history.json"),
+        "{names:?}"
+    );
+    let mut history = String::new();
+    std::io::Read::read_to_string(&mut archive.by_name("history.json").unwrap(), &mut history)
+        .unwrap();
+    assert!(history.contains("192.0.2.10") && history.contains("document.read"));
 }

@@ -252,11 +252,30 @@ pub async fn staff_member(
     email: &str,
     password: &str,
 ) -> (String, String) {
+    with_password(
+        app,
+        fascicolo::domain::Role::Staff,
+        offices,
+        email,
+        password,
+    )
+    .await
+}
+
+/// An account of `role` (staff, auditor, admin) with an e-mail, activated through its
+/// activation link with `password` and a TOTP; returns its API token and TOTP secret.
+pub async fn with_password(
+    app: &TestApp,
+    role: fascicolo::domain::Role,
+    offices: &[&str],
+    email: &str,
+    password: &str,
+) -> (String, String) {
     let offices: Vec<String> = offices.iter().map(|o| o.to_string()).collect();
     let created = fascicolo::users::add_user_with(
         &app.services,
         &fascicolo::users::UserSpec {
-            role: fascicolo::domain::Role::Staff,
+            role,
             name: "Paola Verdi",
             codice_fiscale: None,
             offices: &offices,
