@@ -353,14 +353,15 @@ impl Caller {
             .bind(self.user.tenant.clone())
             .push(" and ");
         match (self.user.role, &self.user.codice_fiscale) {
+            // A draft is its applicant's alone until it is filed.
             (Role::Auditor, _) => {
-                sql.push("1 = 1");
+                sql.push("d.status <> 'draft'");
             }
             (Role::Staff, _) if self.user.all_offices => {
-                sql.push("1 = 1");
+                sql.push("d.status <> 'draft'");
             }
             (Role::Staff, _) if !self.user.offices.is_empty() => {
-                sql.push("d.office_code in (");
+                sql.push("d.status <> 'draft' and d.office_code in (");
                 for (i, office) in self.user.offices.iter().enumerate() {
                     if i > 0 {
                         sql.push(", ");
@@ -383,8 +384,8 @@ impl Caller {
                 sql.push("(d.applicant_cf = ")
                     .bind(cf.as_str().to_owned())
                     .push(
-                        " or exists (select 1 from delegation g where g.dossier_id = d.id \
-                         and g.professional_cf = ",
+                        " or d.status <> 'draft' and exists (select 1 from delegation g \
+                         where g.dossier_id = d.id and g.professional_cf = ",
                     )
                     .bind(cf.as_str().to_owned())
                     .push(

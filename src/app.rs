@@ -51,7 +51,15 @@ impl Services {
             .context("opening the database")?;
         let blobs = BlobStore::open(config.blob_url.as_deref(), &config.data_dir)
             .context("opening the blob store")?;
-        let catalogue = Catalogue::built_in().context("loading the procedure catalogue")?;
+        let catalogue = match &config.catalogue {
+            Some(path) => {
+                let json = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the catalogue {}", path.display()))?;
+                Catalogue::from_json(&json)
+                    .with_context(|| format!("loading the catalogue {}", path.display()))?
+            }
+            None => Catalogue::built_in().context("loading the procedure catalogue")?,
+        };
         db.sync_catalogue(&config.tenant, &catalogue)
             .await
             .context("writing the catalogue")?;

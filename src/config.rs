@@ -222,6 +222,11 @@ pub struct Config {
     )]
     pub smtp_from: String,
 
+    /// A procedure catalogue (JSON, the shape of `schema/procedures.json`) replacing the
+    /// built-in one, so a municipality can change its services without rebuilding.
+    #[arg(long, env = "FASCICOLO_CATALOGUE", global = true)]
+    pub catalogue: Option<PathBuf>,
+
     /// Folder of notification templates replacing the built-in ones of the same name.
     #[arg(long, env = "FASCICOLO_TEMPLATES_DIR", global = true)]
     pub templates_dir: Option<PathBuf>,
@@ -375,6 +380,7 @@ impl Config {
             smtp_url: None,
             smtp_from: "Comune - Sportello unico <noreply@comune.example.it>".to_owned(),
             templates_dir: None,
+            catalogue: None,
             public_url: "http://localhost:8080".to_owned(),
             municipality: "Comune di Ciriè".to_owned(),
             sms_url: None,

@@ -247,6 +247,7 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
                 channel,
                 created_by: by,
                 delivery: services.delivery(),
+                draft: false,
             },
             &crate::audit::Actor::system(tenant, by, "demo"),
         )

@@ -157,6 +157,7 @@ async fn import_folder(
             channel: Channel::Desk,
             created_by: importer,
             delivery: services.delivery(),
+            draft: false,
         },
         &actor,
     )

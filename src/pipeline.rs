@@ -335,7 +335,7 @@ pub fn text_cache_key(sha256: &str) -> String {
 const LOAD_COLUMNS: &str = "select doc.id, doc.dossier_id, doc.title, doc.kind, doc.visibility, \
      doc.current_version, d.number, d.tenant, d.office_code, d.procedure_code, d.status, d.year, \
      v.sha256, v.media_type, v.created_at, v.extraction_status \
-     from document doc join dossier d on d.id = doc.dossier_id \
+     from document doc join dossier d on d.id = doc.dossier_id and d.status <> 'draft' \
      join document_version v on v.document_id = doc.id and v.version = doc.current_version";
 
 /// The documents of `ids` that exist, by id, in one query per [`LOAD_AT_ONCE`] ids (a change

@@ -88,6 +88,8 @@ pub struct NewDossier<'a> {
     pub created_by: crate::domain::UserId,
     /// How its receipt is delivered.
     pub delivery: super::notices::Delivery<'a>,
+    /// Opened as a draft, which its applicant files later (`draft` → `submitted`).
+    pub draft: bool,
 }
 
 /// Opens a dossier, numbering it in its year's sequence, and logs the change.
@@ -117,6 +119,11 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     let number = dossier_number(year, seq);
+    let status = if new.draft {
+        DossierStatus::Draft
+    } else {
+        DossierStatus::Submitted
+    };
     sqlx::query(
         "insert into dossier (id, tenant, year, seq, number, procedure_code, office_code, \
          applicant_cf, subject, status, channel, created_by, created_at, updated_at) \
@@ -131,7 +138,7 @@ pub async fn create(
     .bind(new.procedure.office.as_str())
     .bind(new.applicant.as_str())
     .bind(new.subject)
-    .bind(DossierStatus::Submitted.as_str())
+    .bind(status.as_str())
     .bind(new.channel.as_str())
     .bind(new.created_by.to_string())
     .bind(now)
@@ -147,23 +154,26 @@ pub async fn create(
     .bind(&step)
     .bind(id.to_string())
     .bind(now)
-    .bind(DossierStatus::Submitted.as_str())
+    .bind(status.as_str())
     .bind(new.created_by.to_string())
     .execute(&mut *tx)
     .await?;
-    super::notices::enqueue(
-        &mut tx,
-        &super::notices::Notice {
-            tenant: new.tenant,
-            dossier: id,
-            step: Some(&step),
-            event: super::notices::Event::DossierSubmitted,
-            values: serde_json::json!({"channel": new.channel.as_str()}),
-            professional_cf: None,
-            delivery: new.delivery,
-        },
-    )
-    .await?;
+    // A draft tells nobody anything yet: its receipt goes out when it is filed.
+    if !new.draft {
+        super::notices::enqueue(
+            &mut tx,
+            &super::notices::Notice {
+                tenant: new.tenant,
+                dossier: id,
+                step: Some(&step),
+                event: super::notices::Event::DossierSubmitted,
+                values: serde_json::json!({"channel": new.channel.as_str()}),
+                professional_cf: None,
+                delivery: new.delivery,
+            },
+        )
+        .await?;
+    }
     crate::audit::append_in_tx(
         db,
         &mut tx,
@@ -172,7 +182,7 @@ pub async fn create(
             format!("dossier:{id}"),
             Some(id.to_string()),
             "ok",
-            serde_json::json!({"number": number, "procedure": new.procedure.code.as_str(), "channel": new.channel.as_str()}),
+            serde_json::json!({"number": number, "procedure": new.procedure.code.as_str(), "channel": new.channel.as_str(), "draft": new.draft}),
         )],
     )
     .await?;
@@ -185,7 +195,7 @@ pub async fn create(
         office: new.procedure.office.to_string(),
         applicant_cf: new.applicant.to_string(),
         subject: new.subject.to_owned(),
-        status: DossierStatus::Submitted,
+        status,
         channel: new.channel,
         created_at: rfc3339(now),
         updated_at: rfc3339(now),

@@ -166,7 +166,10 @@ fn notice_of(from: DossierStatus, to: DossierStatus) -> Option<super::notices::E
         (_, DossierStatus::AwaitingIntegration) => Some(Event::IntegrationRequested),
         (_, DossierStatus::Concluded) => Some(Event::DossierConcluded),
         (_, DossierStatus::Withdrawn) => Some(Event::DossierWithdrawn),
-        (_, DossierStatus::Submitted | DossierStatus::Archived) => None,
+        (DossierStatus::Draft, DossierStatus::Submitted) => Some(Event::DossierSubmitted),
+        // A draft withdrawn was never filed: nobody is told.
+        (DossierStatus::Draft, _) => None,
+        (_, DossierStatus::Submitted | DossierStatus::Draft | DossierStatus::Archived) => None,
     }
 }
 

@@ -175,7 +175,9 @@ pub async fn enqueue(
     let now = now_ms();
     let dossier = notice.dossier.to_string();
     let row = sqlx::query(
-        "select d.number, d.subject, d.office_code, d.created_at, d.applicant_cf, \
+        "select d.number, d.subject, d.office_code, d.applicant_cf, \
+         coalesce((select min(e.at) from dossier_event e where e.dossier_id = d.id \
+         and e.to_status = 'submitted'), d.created_at) as filed_at, \
          p.name as procedure_name, p.deadline_days, o.name as office_name \
          from dossier d join procedure_kind p on p.tenant = d.tenant and p.code = d.procedure_code \
          join office o on o.tenant = d.tenant and o.code = d.office_code where d.id = $1",
@@ -190,7 +192,8 @@ pub async fn enqueue(
         "procedure": row.try_get::<String, _>("procedure_name")?,
         "office": row.try_get::<String, _>("office_name")?,
         "deadline_days": row.try_get::<i32, _>("deadline_days")?,
-        "filed_at": italian_date(row.try_get("created_at")?),
+        // A draft is filed when it goes to `submitted`, not when it was started.
+        "filed_at": italian_date(row.try_get("filed_at")?),
         "at": italian_date(now),
         "link": format!("{}/pratiche/{}", notice.delivery.public_url.trim_end_matches('/'), dossier),
     });

@@ -30,6 +30,18 @@ pub struct Procedure {
     pub office: OfficeCode,
     /// Legal deadline to conclude it, in days.
     pub deadline_days: u32,
+    /// What it is for, in a sentence or two.
+    pub description: String,
+    /// Who may apply.
+    pub who_may_apply: String,
+    /// Documents an application must carry; the applicant ticks each before filing.
+    pub required_documents: Vec<String>,
+    /// Documents that may be added.
+    pub optional_documents: Vec<String>,
+    /// The administrative regime: `autorizzazione` (the office decides), `scia` (work may
+    /// start at once, the office checks), `silenzio-assenso` (granted unless refused in time),
+    /// `comunicazione` (notice only), or `istanza` (any other request).
+    pub regime: String,
 }
 
 /// The whole catalogue, validated.
@@ -61,12 +73,36 @@ struct RawOffice {
     name: String,
 }
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawProcedure {
     code: String,
     name: String,
     office: String,
     deadline_days: u32,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    who_may_apply: String,
+    #[serde(default)]
+    required_documents: Vec<String>,
+    #[serde(default)]
+    optional_documents: Vec<String>,
+    #[serde(default = "default_regime")]
+    regime: String,
 }
+
+fn default_regime() -> String {
+    "istanza".to_owned()
+}
+
+/// The regimes a procedure may follow.
+const REGIMES: [&str; 5] = [
+    "autorizzazione",
+    "scia",
+    "silenzio-assenso",
+    "comunicazione",
+    "istanza",
+];
 
 /// The catalogue shipped with the server.
 const BUILT_IN: &str = include_str!("../../schema/procedures.json");
@@ -108,11 +144,24 @@ impl Catalogue {
             if p.deadline_days == 0 {
                 return Err(invalid(format!("procedure {} has no deadline", p.code)));
             }
+            if !REGIMES.contains(&p.regime.as_str()) {
+                return Err(invalid(format!(
+                    "procedure {} has regime {:?}; expected one of {}",
+                    p.code,
+                    p.regime,
+                    REGIMES.join(", ")
+                )));
+            }
             let procedure = Procedure {
                 code: code.clone(),
                 name: p.name,
                 office,
                 deadline_days: p.deadline_days,
+                description: p.description,
+                who_may_apply: p.who_may_apply,
+                required_documents: p.required_documents,
+                optional_documents: p.optional_documents,
+                regime: p.regime,
             };
             if procedures.insert(code, procedure).is_some() {
                 return Err(invalid(format!("procedure {} listed twice", p.code)));

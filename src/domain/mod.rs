@@ -122,6 +122,9 @@ named_enum!(
 named_enum!(
     /// Where a dossier stands in its procedure.
     DossierStatus, "status", {
+        /// Started online and not yet filed: its applicant alone sees it, the office does not,
+        /// and no clock runs.
+        Draft => "draft",
         /// Filed, not yet taken in charge by an officer.
         Submitted => "submitted",
         /// An officer took it in charge; the legal deadline runs.

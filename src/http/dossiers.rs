@@ -43,6 +43,11 @@ pub struct OpenDossier {
     /// What the dossier is about.
     #[schema(example = "Rifacimento della facciata, via Roma 12")]
     pub(crate) subject: String,
+    /// Open it as a draft: its applicant alone sees it until they file it (transition to
+    /// `submitted`, ticking the procedure's required documents); the office sees it and its
+    /// receipt goes out only then. Default: filed at once.
+    #[serde(default)]
+    pub(crate) draft: bool,
 }
 
 #[utoipa::path(post, path = "/v1/dossiers", request_body = OpenDossier,
@@ -93,6 +98,7 @@ pub(crate) async fn open_dossier(
             channel,
             created_by: caller.id(),
             delivery: services.delivery(),
+            draft: body.draft,
         },
         &Actor::of(&caller, client),
     )

@@ -69,6 +69,7 @@ fn rules(from: DossierStatus) -> &'static [(DossierStatus, &'static [Relation])]
     use DossierStatus::*;
     use Relation::*;
     match from {
+        Draft => &[(Submitted, &[Applicant]), (Withdrawn, &[Applicant])],
         Submitted => &[(Started, &[Office]), (Withdrawn, &[Applicant, Delegate])],
         Started => &[(AwaitingIntegration, &[Office]), (Concluded, &[Office])],
         AwaitingIntegration => &[(Started, &[Applicant, Delegate, Office])],
@@ -94,6 +95,10 @@ pub struct TransitionBody {
     /// What the applicant must provide (to `awaiting_integration`).
     #[serde(default)]
     pub(crate) missing_items: Vec<String>,
+    /// Filing a draft (to `submitted`): the procedure's required documents the applicant
+    /// ticks as attached, each exactly as `GET /v1/procedures` names it; all are needed.
+    #[serde(default)]
+    pub(crate) checked_documents: Vec<String>,
 }
 
 fn optional_text(text: Option<&str>, what: &'static str) -> Result<Option<String>, ApiError> {
@@ -185,6 +190,42 @@ pub(crate) async fn transition(
         return Err(ApiError::bad_request(
             "invalid_body",
             "outcome and decision only go with concluded",
+        ));
+    }
+    if to == DossierStatus::Submitted {
+        let procedure = services
+            .catalogue
+            .procedure(&dossier.procedure)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown procedure")))?;
+        let unticked: Vec<&str> = procedure
+            .required_documents
+            .iter()
+            .filter(|r| !body.checked_documents.contains(r))
+            .map(String::as_str)
+            .collect();
+        if !unticked.is_empty() {
+            return Err(ApiError::bad_request(
+                "missing_documents",
+                format!(
+                    "a dossier is filed with every required document; not ticked: {}",
+                    unticked.join("; ")
+                ),
+            ));
+        }
+        if !procedure.required_documents.is_empty()
+            && documents::list_for_dossier(&services.db, &caller, id)
+                .await?
+                .is_empty()
+        {
+            return Err(ApiError::bad_request(
+                "missing_documents",
+                "a dossier is filed with its documents attached; this one has none",
+            ));
+        }
+    } else if !body.checked_documents.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "checked_documents only go with submitted",
         ));
     }
     let missing: Vec<String> = body

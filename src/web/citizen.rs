@@ -263,6 +263,9 @@ async fn new_dossier(
         .filter(|a| !a.trim().is_empty() && caller.role() != Role::Citizen)
         .or_else(|| caller.codice_fiscale().map(|c| c.as_str().to_owned()))
         .unwrap_or_default();
+    // Online, a dossier starts as a draft its applicant files when its documents are in; at
+    // the desk, staff file it at once.
+    let draft = matches!(caller.role(), Role::Citizen | Role::Professional);
     let (_, _, Json(record)) = dossiers::open_dossier(
         State(services.clone()),
         caller,
@@ -271,6 +274,7 @@ async fn new_dossier(
             procedure: form.procedure,
             applicant_cf: applicant.trim().to_uppercase(),
             subject: form.subject,
+            draft,
         }),
     )
     .await?;
@@ -398,6 +402,9 @@ struct DossierPage {
     /// What the last form did, to say so at the top of the page.
     notice: Option<&'static str>,
     auditor_view: bool,
+    /// The procedure's required documents (ticked when a draft is filed).
+    required: Vec<String>,
+    optional: Vec<String>,
 }
 
 /// A delegation as the dossier page shows it.
@@ -459,7 +466,10 @@ async fn dossier_page(
         .collect();
     let open = matches!(
         d.status,
-        DossierStatus::Submitted | DossierStatus::Started | DossierStatus::AwaitingIntegration
+        DossierStatus::Draft
+            | DossierStatus::Submitted
+            | DossierStatus::Started
+            | DossierStatus::AwaitingIntegration
     );
     let decisions = docs
         .items
@@ -523,6 +533,16 @@ async fn dossier_page(
         delegations,
         may_delegate,
         auditor_view: caller.role() == Role::Auditor,
+        required: services
+            .catalogue
+            .procedure(&d.procedure)
+            .map(|p| p.required_documents.clone())
+            .unwrap_or_default(),
+        optional: services
+            .catalogue
+            .procedure(&d.procedure)
+            .map(|p| p.optional_documents.clone())
+            .unwrap_or_default(),
         notice: params
             .valutata
             .map(|_| "Grazie: la tua valutazione è stata registrata."),
@@ -553,9 +573,11 @@ fn transition_label(from: DossierStatus, to: DossierStatus) -> &'static str {
         DossierStatus::Started => "Avvia la lavorazione",
         DossierStatus::AwaitingIntegration => "Chiedi un'integrazione",
         DossierStatus::Concluded => "Concludi la pratica",
+        DossierStatus::Withdrawn if from == DossierStatus::Draft => "Elimina la bozza",
         DossierStatus::Withdrawn => "Ritira la pratica",
         DossierStatus::Archived => "Archivia",
-        DossierStatus::Submitted => "Presenta",
+        DossierStatus::Draft => "Riporta in bozza",
+        DossierStatus::Submitted => "Presenta la pratica all'ufficio",
     }
 }
 
@@ -599,6 +621,10 @@ struct ChangeState {
     decision: Option<String>,
     /// One missing item per line.
     missing: Option<String>,
+    /// The ticked required documents, as `required_N` fields (a form's repeated names do not
+    /// survive URL-encoded decoding).
+    #[serde(flatten)]
+    ticked: std::collections::HashMap<String, String>,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -634,6 +660,12 @@ async fn change_state(
             outcome: non_empty(form.outcome),
             decision_document_id: non_empty(form.decision),
             missing_items,
+            checked_documents: form
+                .ticked
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("required_"))
+                .map(|(_, v)| v)
+                .collect(),
         }),
     )
     .await?;

@@ -214,6 +214,7 @@ pub fn see_other(to: &str) -> Response {
 pub fn status_badge(status: crate::domain::DossierStatus) -> (&'static str, &'static str) {
     use crate::domain::DossierStatus::*;
     match status {
+        Draft => ("Bozza", "secondary"),
         Submitted => ("Presentata", "primary"),
         Started => ("In lavorazione", "info"),
         AwaitingIntegration => ("In attesa di integrazione", "warning"),

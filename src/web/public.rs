@@ -73,7 +73,7 @@ async fn catalogue(
         .map(|w| w.to_lowercase())
         .collect();
     let matches = |p: &Procedure| {
-        let text = format!("{} {}", p.name, p.code.as_str()).to_lowercase();
+        let text = format!("{} {} {}", p.name, p.code.as_str(), p.description).to_lowercase();
         words.iter().all(|w| text.contains(w.as_str()))
     };
     let mut groups = Vec::new();
@@ -106,6 +106,22 @@ struct ProcedurePage<'a> {
     page: Layout,
     procedure: &'a Procedure,
     office: &'a str,
+    regime: &'static str,
+}
+
+/// What a regime means for the applicant.
+fn regime_label(regime: &str) -> &'static str {
+    match regime {
+        "autorizzazione" => "Autorizzazione: l'ufficio decide prima che tu possa procedere",
+        "scia" => {
+            "Segnalazione certificata (SCIA): puoi iniziare dal giorno della presentazione; l'ufficio controlla dopo"
+        }
+        "silenzio-assenso" => {
+            "Silenzio assenso: se l'ufficio non risponde entro il termine, la domanda è accolta"
+        }
+        "comunicazione" => "Comunicazione: basta informare l'ufficio",
+        _ => "Istanza: l'ufficio risponde entro il termine",
+    }
 }
 
 async fn procedure(
@@ -124,6 +140,7 @@ async fn procedure(
     render(&ProcedurePage {
         page: Layout::new(&services, &visitor, procedure.name.clone(), "/servizi")
             .under("Servizi", "/servizi"),
+        regime: regime_label(&procedure.regime),
         procedure,
         office,
     })

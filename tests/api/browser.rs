@@ -399,6 +399,26 @@ async fn journey_1_a_citizen_signs_in_starts_a_dossier_with_an_attachment_and_se
     upload(&mut chrome, "Relazione tecnica", "attachment", &attachment).await;
     let page = chrome.source().await;
     assert!(page.contains("Relazione tecnica"), "the document is listed");
+    assert!(
+        page.contains("Bozza"),
+        "a dossier started online is a draft"
+    );
+    // File it: tick each required document (Space on each box), then send.
+    let boxes = chrome
+        .client
+        .find_all(Locator::Css("input[name^=required_]"))
+        .await
+        .unwrap();
+    assert!(
+        !boxes.is_empty(),
+        "the procedure's required documents are listed"
+    );
+    for i in 1..=boxes.len() {
+        chrome.focus(&format!("#required-{i}")).await;
+        chrome.press(Key::Space).await;
+    }
+    chrome.submit_from("#note-submitted").await;
+    assert!(chrome.source().await.contains("Presentata"));
     let number: String = sqlx::query_scalar("select number from dossier")
         .fetch_one(app.services.db.pool())
         .await

@@ -278,7 +278,24 @@ async fn the_catalogue_lists_procedures_with_offices_and_deadlines() {
         .await
         .unwrap();
     let procedures = body["procedures"].as_array().unwrap();
-    assert!(procedures.len() >= 40, "{} procedures", procedures.len());
+    assert!(procedures.len() >= 150, "{} procedures", procedures.len());
+    // Every procedure says what it is for, who may apply, what to attach and its regime.
+    for p in procedures {
+        for field in ["description", "who_may_apply", "regime"] {
+            assert!(
+                !p[field].as_str().unwrap().is_empty(),
+                "{} lacks {field}",
+                p["code"]
+            );
+        }
+        assert!(p["required_documents"].is_array() && p["optional_documents"].is_array());
+    }
+    // Every office of a municipal desk has its services.
+    let offices: std::collections::BTreeSet<&str> = procedures
+        .iter()
+        .map(|p| p["office"].as_str().unwrap())
+        .collect();
+    assert!(offices.len() >= 13, "{offices:?}");
     let scia = procedures
         .iter()
         .find(|p| p["code"] == "scia-edilizia")
@@ -286,4 +303,157 @@ async fn the_catalogue_lists_procedures_with_offices_and_deadlines() {
     assert_eq!(scia["office"], "edilizia");
     assert!(scia["deadline_days"].as_u64().unwrap() > 0);
     assert!(body["offices"].as_array().unwrap().len() >= 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_municipality_replaces_the_catalogue_without_rebuilding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalogo.json");
+    std::fs::write(
+        &path,
+        r#"{"offices": [{"code": "sportello", "name": "Sportello polifunzionale"}],
+            "procedures": [{"code": "istanza-generica", "name": "Istanza generica", "office": "sportello",
+              "deadline_days": 20, "regime": "istanza", "description": "Qualsiasi richiesta.",
+              "who_may_apply": "Chiunque", "required_documents": ["Documento di identità"]}]}"#,
+    )
+    .unwrap();
+    let app = crate::helpers::spawn_app_with(|c| c.catalogue = Some(path.clone())).await;
+    let token = app.citizen(12).await;
+    let body: Value = app
+        .get(&token, "/v1/procedures")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let procedures = body["procedures"].as_array().unwrap();
+    assert_eq!(procedures.len(), 1);
+    assert_eq!(procedures[0]["deadline_days"], 20);
+    assert_eq!(
+        procedures[0]["required_documents"][0],
+        "Documento di identità"
+    );
+    let page = app
+        .client
+        .get(app.url("/servizi/istanza-generica"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Qualsiasi richiesta."));
+    // A catalogue that does not hold together stops the server from starting, with the reason.
+    std::fs::write(&path, r#"{"offices": [], "procedures": [{"code": "x", "name": "X", "office": "nowhere", "deadline_days": 1}]}"#).unwrap();
+    let mut config = fascicolo::config::Config::embedded(dir.path());
+    config.catalogue = Some(path);
+    let failed = fascicolo::app::Services::open(config).await;
+    let error = format!("{:#}", failed.err().unwrap());
+    assert!(error.contains("unknown office nowhere"), "{error}");
+}
+
+/// A draft: its applicant's alone until filed with its required documents ticked; then the
+/// office sees it, its documents are searchable and its receipt goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_is_the_applicants_alone_until_filed_with_its_required_documents() {
+    // Receipts need a channel: e-mail, to a server that need not answer for the outbox to
+    // hold them.
+    let app =
+        crate::helpers::spawn_app_with(|c| c.smtp_url = Some("smtp://127.0.0.1:9".into())).await;
+    let citizen = app.citizen(13).await;
+    let staff = app.staff(&["edilizia"]).await;
+    let auditor = app.user("auditor", None, &[]).await;
+    crate::web::confirmed_email(&app, &citizen, "bozza@example.it").await;
+    let r = app
+        .post_dossier(
+            &citizen,
+            &json!({"procedure": "cila", "applicant_cf": crate::helpers::cf(13), "subject": "Bozza", "draft": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["status"], "draft");
+    let id = d["id"].as_str().unwrap().to_owned();
+    app.add_document(
+        &citizen,
+        &id,
+        &crate::helpers::sample_pdf("Relazione tecnica lucernario"),
+        "public",
+    )
+    .await;
+    app.indexed().await;
+    // The applicant sees it; the office and the auditor do not, anywhere.
+    assert_eq!(
+        app.get(&citizen, &format!("/v1/dossiers/{id}"))
+            .await
+            .status(),
+        200
+    );
+    for token in [&staff, &auditor] {
+        assert_eq!(
+            app.get(token, &format!("/v1/dossiers/{id}")).await.status(),
+            404
+        );
+        let list: Value = app.get(token, "/v1/dossiers").await.json().await.unwrap();
+        assert_eq!(list["items"].as_array().unwrap().len(), 0);
+        let found: Value = app
+            .search(token, &[("q", "lucernario")])
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(found["total"], 0);
+    }
+    let receipts = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from notification_outbox where dossier_id = $1 and event = 'dossier_submitted'",
+        )
+        .bind(&id)
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(receipts().await, 0, "no receipt for a draft");
+    // Filing needs every required document ticked, and is the applicant's to do.
+    let file = |token: &str, ticked: Vec<&str>| {
+        let body = json!({"to": "submitted", "checked_documents": ticked});
+        let url = app.url(&format!("/v1/dossiers/{id}/transitions"));
+        let request = app
+            .client
+            .post(url)
+            .bearer_auth(token.to_owned())
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let cila = fascicolo::domain::Catalogue::built_in().unwrap();
+    let required: Vec<&str> = cila
+        .procedure("cila")
+        .unwrap()
+        .required_documents
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert!(!required.is_empty());
+    let partial = file(&citizen, required[..1].to_vec()).await;
+    assert_eq!(partial.status(), 400);
+    let body: Value = partial.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_documents");
+    assert_eq!(file(&staff, required.clone()).await.status(), 404);
+    let filed = file(&citizen, required.clone()).await;
+    assert_eq!(filed.status(), 200);
+    assert_eq!(filed.json::<Value>().await.unwrap()["status"], "submitted");
+    assert_eq!(receipts().await, 1, "the receipt goes out when it is filed");
+    // Now the office sees it and finds its documents.
+    assert_eq!(
+        app.get(&staff, &format!("/v1/dossiers/{id}"))
+            .await
+            .status(),
+        200
+    );
+    let (found, _) = app
+        .search_until(
+            &staff,
+            &[("q", "lucernario")],
+            1,
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(found["total"], 1);
 }
