@@ -248,6 +248,7 @@ async fn create_dossiers(services: &Services, ids: &[UserId]) -> anyhow::Result<
                 created_by: by,
                 delivery: services.delivery(),
                 draft: false,
+                applicant_name: None,
             },
             &crate::audit::Actor::system(tenant, by, "demo"),
         )

@@ -158,6 +158,7 @@ async fn import_folder(
             created_by: importer,
             delivery: services.delivery(),
             draft: false,
+            applicant_name: None,
         },
         &actor,
     )

@@ -23,6 +23,9 @@ pub struct DossierRecord {
     pub office: String,
     /// The applicant's codice fiscale.
     pub applicant_cf: String,
+    /// The applicant's name, when the desk wrote it down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applicant_name: Option<String>,
     /// What it is about.
     pub subject: String,
     /// Where it stands.
@@ -53,8 +56,8 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-const COLUMNS: &str = "d.id, d.number, d.procedure_code, d.office_code, d.applicant_cf, d.subject, \
-                       d.status, d.channel, d.created_at, d.updated_at";
+const COLUMNS: &str = "d.id, d.number, d.procedure_code, d.office_code, d.applicant_cf, \
+                       d.applicant_name, d.subject, d.status, d.channel, d.created_at, d.updated_at";
 
 fn from_row(row: &AnyRow) -> Result<DossierRecord, DbError> {
     let id: String = row.try_get("id")?;
@@ -64,6 +67,7 @@ fn from_row(row: &AnyRow) -> Result<DossierRecord, DbError> {
         procedure: row.try_get("procedure_code")?,
         office: row.try_get("office_code")?,
         applicant_cf: row.try_get("applicant_cf")?,
+        applicant_name: row.try_get("applicant_name")?,
         subject: row.try_get("subject")?,
         status: parse_stored(&row.try_get::<String, _>("status")?, "status")?,
         channel: parse_stored(&row.try_get::<String, _>("channel")?, "channel")?,
@@ -90,6 +94,8 @@ pub struct NewDossier<'a> {
     pub delivery: super::notices::Delivery<'a>,
     /// Opened as a draft, which its applicant files later (`draft` → `submitted`).
     pub draft: bool,
+    /// The applicant's name, when the front office files for someone at the desk.
+    pub applicant_name: Option<&'a str>,
 }
 
 /// Opens a dossier, numbering it in its year's sequence, and logs the change.
@@ -126,8 +132,8 @@ pub async fn create(
     };
     sqlx::query(
         "insert into dossier (id, tenant, year, seq, number, procedure_code, office_code, \
-         applicant_cf, subject, status, channel, created_by, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         applicant_cf, subject, status, channel, created_by, created_at, updated_at, \
+         applicant_name) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(id.to_string())
     .bind(new.tenant)
@@ -143,6 +149,7 @@ pub async fn create(
     .bind(new.created_by.to_string())
     .bind(now)
     .bind(now)
+    .bind(new.applicant_name)
     .execute(&mut *tx)
     .await?;
     log_change(&mut tx, new.tenant, "dossier", &id.to_string(), "create").await?;
@@ -194,6 +201,7 @@ pub async fn create(
         procedure: new.procedure.code.to_string(),
         office: new.procedure.office.to_string(),
         applicant_cf: new.applicant.to_string(),
+        applicant_name: new.applicant_name.map(str::to_owned),
         subject: new.subject.to_owned(),
         status,
         channel: new.channel,

@@ -174,36 +174,7 @@ pub async fn enqueue(
 ) -> Result<usize, DbError> {
     let now = now_ms();
     let dossier = notice.dossier.to_string();
-    let row = sqlx::query(
-        "select d.number, d.subject, d.office_code, d.applicant_cf, \
-         coalesce((select min(e.at) from dossier_event e where e.dossier_id = d.id \
-         and e.to_status = 'submitted'), d.created_at) as filed_at, \
-         p.name as procedure_name, p.deadline_days, o.name as office_name \
-         from dossier d join procedure_kind p on p.tenant = d.tenant and p.code = d.procedure_code \
-         join office o on o.tenant = d.tenant and o.code = d.office_code where d.id = $1",
-    )
-    .bind(&dossier)
-    .fetch_one(&mut **tx)
-    .await?;
-    let office: String = row.try_get("office_code")?;
-    let mut values = serde_json::json!({
-        "number": row.try_get::<String, _>("number")?,
-        "subject": row.try_get::<String, _>("subject")?,
-        "procedure": row.try_get::<String, _>("procedure_name")?,
-        "office": row.try_get::<String, _>("office_name")?,
-        "deadline_days": row.try_get::<i32, _>("deadline_days")?,
-        // A draft is filed when it goes to `submitted`, not when it was started.
-        "filed_at": italian_date(row.try_get("filed_at")?),
-        "at": italian_date(now),
-        "link": format!("{}/pratiche/{}", notice.delivery.public_url.trim_end_matches('/'), dossier),
-    });
-    if notice.event == Event::DossierStarted {
-        let days = i64::from(row.try_get::<i32, _>("deadline_days")?);
-        values["deadline_date"] = italian_day(now + days * 86_400_000).into();
-    }
-    if let (Some(into), Some(extra)) = (values.as_object_mut(), notice.values.as_object()) {
-        into.extend(extra.clone());
-    }
+    let (values, office) = values_of(tx, notice, now).await?;
     // Who may see the dossier, as `access::Caller::push_dossier_filter` decides: the account
     // that filed it online, verified accounts of the applicant's codice fiscale, and
     // professionals with a delegation in force (verified: a delegation names a code).
@@ -365,6 +336,92 @@ pub fn italian_date(ms: i64) -> String {
 /// `dd/mm/yyyy` in Europe/Rome.
 pub fn italian_day(ms: i64) -> String {
     italian_date(ms).chars().take(10).collect()
+}
+
+/// The template values of a notice about a dossier (its number, subject, procedure, office,
+/// deadline, filing date, link, and the notice's own), and the dossier's office.
+async fn values_of(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    notice: &Notice<'_>,
+    now: i64,
+) -> Result<(serde_json::Value, String), DbError> {
+    let dossier = notice.dossier.to_string();
+    let row = sqlx::query(
+        "select d.number, d.subject, d.office_code, d.applicant_cf, \
+         coalesce((select min(e.at) from dossier_event e where e.dossier_id = d.id \
+         and e.to_status = 'submitted'), d.created_at) as filed_at, \
+         p.name as procedure_name, p.deadline_days, o.name as office_name \
+         from dossier d join procedure_kind p on p.tenant = d.tenant and p.code = d.procedure_code \
+         join office o on o.tenant = d.tenant and o.code = d.office_code where d.id = $1",
+    )
+    .bind(&dossier)
+    .fetch_one(&mut **tx)
+    .await?;
+    let office: String = row.try_get("office_code")?;
+    let mut values = serde_json::json!({
+        "number": row.try_get::<String, _>("number")?,
+        "subject": row.try_get::<String, _>("subject")?,
+        "procedure": row.try_get::<String, _>("procedure_name")?,
+        "office": row.try_get::<String, _>("office_name")?,
+        "deadline_days": row.try_get::<i32, _>("deadline_days")?,
+        // A draft is filed when it goes to `submitted`, not when it was started.
+        "filed_at": italian_date(row.try_get("filed_at")?),
+        "at": italian_date(now),
+        "link": format!("{}/pratiche/{}", notice.delivery.public_url.trim_end_matches('/'), dossier),
+    });
+    if notice.event == Event::DossierStarted {
+        let days = i64::from(row.try_get::<i32, _>("deadline_days")?);
+        values["deadline_date"] = italian_day(now + days * 86_400_000).into();
+    }
+    if let (Some(into), Some(extra)) = (values.as_object_mut(), notice.values.as_object()) {
+        into.extend(extra.clone());
+    }
+    Ok((values, office))
+}
+
+/// Sends the receipt of a dossier (the `dossier_submitted` message) to an e-mail address
+/// typed at the desk, for an applicant without an account: one message through the outbox.
+pub async fn receipt_to_address(
+    db: &super::Db,
+    notice: &Notice<'_>,
+    email: &str,
+    name: &str,
+    actor: &crate::audit::Actor,
+) -> Result<(), DbError> {
+    let now = now_ms();
+    let mut tx = db.begin_write().await?;
+    let (mut values, _) = values_of(&mut tx, notice, now).await?;
+    if let Some(v) = values.as_object_mut() {
+        v.insert("name".into(), name.into());
+        v.insert("relation".into(), "applicant".into());
+    }
+    sqlx::query(
+        "insert into notification_outbox (id, tenant, channel, recipient, template, payload, \
+         created_at, dossier_id, event) values ($1, $2, 'email', $3, $4, $5, $6, $7, $4)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(notice.tenant)
+    .bind(email)
+    .bind(Event::DossierSubmitted.as_str())
+    .bind(values.to_string())
+    .bind(now)
+    .bind(notice.dossier.to_string())
+    .execute(&mut *tx)
+    .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "dossier.receipt",
+            format!("dossier:{}", notice.dossier),
+            Some(notice.dossier.to_string()),
+            "ok",
+            serde_json::json!({"channel": "email"}),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Writes the daily digest of `day` for every member of staff with a confirmed e-mail and

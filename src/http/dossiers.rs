@@ -48,6 +48,9 @@ pub struct OpenDossier {
     /// receipt goes out only then. Default: filed at once.
     #[serde(default)]
     pub(crate) draft: bool,
+    /// The applicant's name, written by the front office when filing for someone at the desk.
+    #[schema(example = "Mario Rossi")]
+    pub(crate) applicant_name: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/dossiers", request_body = OpenDossier,
@@ -88,6 +91,12 @@ pub(crate) async fn open_dossier(
     let subject = clean_text(&body.subject, "subject", 500)
         .map_err(|e| ApiError::bad_request("invalid_subject", e))?;
     let channel = caller.may_open_dossier(procedure, &applicant)?;
+    let applicant_name = body
+        .applicant_name
+        .as_deref()
+        .map(|n| clean_text(n, "applicant_name", 200))
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_applicant_name", e))?;
     let record = dossiers::create(
         &services.db,
         NewDossier {
@@ -99,6 +108,7 @@ pub(crate) async fn open_dossier(
             created_by: caller.id(),
             delivery: services.delivery(),
             draft: body.draft,
+            applicant_name: applicant_name.as_deref(),
         },
         &Actor::of(&caller, client),
     )

@@ -80,7 +80,7 @@ fn too_many(message: &str, retry_after_s: u64) -> Response {
     r
 }
 
-pub(super) fn valid_email(email: &str) -> bool {
+pub(crate) fn valid_email(email: &str) -> bool {
     let email = email.trim();
     let Some((local, domain)) = email.split_once('@') else {
         return false;
@@ -573,11 +573,11 @@ async fn list_users(
 #[serde(deny_unknown_fields)]
 pub struct VerifyIdentityBody {
     /// The identity document checked: `carta_identita`, `cie`, `passaporto`, `patente`.
-    document_kind: String,
+    pub(crate) document_kind: String,
     /// Its number.
-    document_number: String,
+    pub(crate) document_number: String,
     /// The name as on the document, replacing the one the applicant typed.
-    name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// Identity document kinds the desk accepts.
@@ -593,7 +593,7 @@ const IDENTITY_DOCUMENTS: &[&str] = &["carta_identita", "cie", "passaporto", "pa
         (status = 409, body = super::error::ErrorBody, description = "Another account is verified with this codice fiscale"),
     ),
     security(("bearer" = [])), tag = "identities")]
-async fn verify_identity(
+pub(crate) async fn verify_identity(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,

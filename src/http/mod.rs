@@ -26,7 +26,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 pub use error::ApiError;
 pub use extract::ClientAddress;
-pub(crate) use identities::new_code;
+pub(crate) use identities::{new_code, valid_email};
 
 /// Largest body of any request but an upload: a JSON body past it is a 413 before more of
 /// it is read.

@@ -39,32 +39,32 @@ pub fn router() -> Router<Services> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ProcedureStats {
     /// Procedure code.
-    procedure: String,
+    pub(crate) procedure: String,
     /// Office.
-    office: String,
+    pub(crate) office: String,
     /// Dossiers.
-    total: u64,
+    pub(crate) total: u64,
     /// Dossiers by state.
-    by_status: BTreeMap<String, u64>,
+    pub(crate) by_status: BTreeMap<String, u64>,
     /// Median processing days of concluded dossiers (suspensions excluded).
-    median_days: Option<i64>,
+    pub(crate) median_days: Option<i64>,
     /// 90th percentile of processing days.
-    p90_days: Option<i64>,
+    pub(crate) p90_days: Option<i64>,
     /// Dossiers past their legal deadline (open, or concluded late).
-    overdue: u64,
+    pub(crate) overdue: u64,
     /// Share filed online rather than at the desk, 0 to 1.
-    online_share: f64,
+    pub(crate) online_share: f64,
     /// Average satisfaction, 1 to 5.
-    average_rating: Option<f64>,
+    pub(crate) average_rating: Option<f64>,
     /// Ratings given.
-    ratings: u64,
+    pub(crate) ratings: u64,
 }
 
 /// Statistics over the dossiers the caller may see.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Stats {
     /// By procedure.
-    items: Vec<ProcedureStats>,
+    pub(crate) items: Vec<ProcedureStats>,
 }
 
 fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
@@ -78,7 +78,7 @@ fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
 #[utoipa::path(get, path = "/v1/stats",
     responses((status = 200, body = Stats)),
     security(("bearer" = [])), tag = "records")]
-async fn stats(
+pub(crate) async fn stats(
     State(services): State<Services>,
     caller: Caller,
     client: super::extract::ClientAddress,

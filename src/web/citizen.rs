@@ -190,6 +190,8 @@ struct NewDossierPage {
     choices: Vec<Choice>,
     /// Whether the form asks for the applicant (professionals, front office).
     ask_applicant: bool,
+    /// Whether the form also asks the applicant's name (staff filing at the desk).
+    ask_name: bool,
     applicant: String,
     subject: String,
 }
@@ -237,6 +239,7 @@ async fn new_dossier_page(
             .under("Le mie pratiche", "/pratiche"),
         choices: choices(&services, &selected),
         ask_applicant: caller.role() != Role::Citizen,
+        ask_name: caller.role() == Role::Staff,
         applicant: String::new(),
         subject: String::new(),
     })
@@ -248,6 +251,7 @@ struct NewDossier {
     procedure: String,
     subject: String,
     applicant_cf: Option<String>,
+    applicant_name: Option<String>,
 }
 
 async fn new_dossier(
@@ -275,6 +279,11 @@ async fn new_dossier(
             applicant_cf: applicant.trim().to_uppercase(),
             subject: form.subject,
             draft,
+            applicant_name: if draft {
+                None
+            } else {
+                non_empty(form.applicant_name)
+            },
         }),
     )
     .await?;

@@ -9,6 +9,7 @@
 mod assets;
 mod audit;
 mod citizen;
+mod desk;
 mod error;
 mod office;
 mod public;
@@ -23,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use error::WebError;
 
+use crate::access::Caller;
 use crate::app::Services;
 use crate::domain::Role;
 
@@ -40,6 +42,7 @@ pub fn router(services: &Services) -> Router<Services> {
         .merge(citizen::router(body_limit))
         .merge(office::router())
         .merge(audit::router())
+        .merge(desk::router())
         .fallback(|| async { WebError::Api(crate::http::ApiError::NotFound) })
         .layer(axum::middleware::from_fn_with_state(
             services.clone(),
@@ -163,9 +166,18 @@ impl Layout {
             Some(Role::Staff) => {
                 nav.push(Link::new("Pratiche dell'ufficio", "/ufficio/coda"));
                 nav.push(Link::new("Cerca nei documenti", "/ufficio/cerca"));
+                nav.push(Link::new("Statistiche", "/ufficio/statistiche"));
+                if visitor.session.as_ref().is_some_and(|s| {
+                    Caller::from_user(s.user.clone())
+                        .may_verify_identities()
+                        .is_ok()
+                }) {
+                    nav.push(Link::new("Sportello", "/sportello/identita"));
+                }
             }
             Some(Role::Auditor) => {
                 nav.push(Link::new("Cerca nei documenti", "/ufficio/cerca"));
+                nav.push(Link::new("Statistiche", "/ufficio/statistiche"));
                 nav.push(Link::new("Registro degli accessi", "/audit"));
             }
             Some(Role::Admin) | None => {}

@@ -13,7 +13,7 @@ use super::{Layout, WebError, render, status_badge};
 use crate::app::Services;
 use crate::domain::{DocumentKind, DossierStatus};
 use crate::http::extract::ApiQuery;
-use crate::http::{ApiError, ClientAddress, dossiers, search};
+use crate::http::{ApiError, ClientAddress, dossiers, records, search};
 use crate::index::search::{Hit, SearchResult};
 
 /// Routes of the office pages.
@@ -21,6 +21,7 @@ pub fn router() -> Router<Services> {
     Router::new()
         .route("/ufficio/cerca", get(search_page))
         .route("/ufficio/coda", get(queue))
+        .route("/ufficio/statistiche", get(statistics))
 }
 
 /// Hits per page.
@@ -348,5 +349,154 @@ async fn queue(
         rows,
         next: page.next_cursor,
         state,
+    })
+}
+
+/// A procedure's figures, as the statistics page shows them.
+struct StatRow {
+    procedure: String,
+    total: u64,
+    open: u64,
+    median: String,
+    p90: String,
+    overdue: u64,
+    online: String,
+    rating: String,
+}
+
+#[derive(Template)]
+#[template(path = "statistics.html")]
+struct StatisticsPage {
+    page: Layout,
+    rows: Vec<StatRow>,
+    days_chart: String,
+    overdue_chart: String,
+}
+
+/// Escapes text for an SVG document.
+fn svg_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A horizontal bar chart, drawn on the server: one row per label, one or two bars per row
+/// (`second` drawn thinner, e.g. the 90th percentile behind the median), values printed at
+/// the bars' ends. Its title names it for screen readers; the table beside it holds the same
+/// numbers.
+fn bar_chart(title: &str, unit: &str, rows: &[(String, f64, Option<f64>)]) -> String {
+    const ROW: f64 = 26.0;
+    const LABEL: f64 = 330.0;
+    const WIDTH: f64 = 860.0;
+    let max = rows
+        .iter()
+        .map(|(_, a, b)| a.max(b.unwrap_or(0.0)))
+        .fold(0.0_f64, f64::max)
+        .max(1.0);
+    let scale = (WIDTH - LABEL - 60.0) / max;
+    let height = ROW * rows.len() as f64 + 10.0;
+    let mut svg = format!(
+        "<svg class=\"chart\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {WIDTH} {height}\" \
+         xmlns=\"http://www.w3.org/2000/svg\"><title>{}</title>",
+        svg_text(title),
+        svg_text(title)
+    );
+    for (i, (label, value, second)) in rows.iter().enumerate() {
+        let y = i as f64 * ROW + 4.0;
+        let shown: String = label.chars().take(48).collect();
+        svg.push_str(&format!(
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>",
+            LABEL - 8.0,
+            y + 15.0,
+            svg_text(&shown)
+        ));
+        if let Some(b) = second {
+            svg.push_str(&format!(
+                "<rect class=\"chart-bar-late\" x=\"{LABEL}\" y=\"{:.0}\" width=\"{:.1}\" height=\"6\"></rect>",
+                y + 14.0,
+                b * scale
+            ));
+        }
+        svg.push_str(&format!(
+            "<rect class=\"chart-bar\" x=\"{LABEL}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"12\"></rect>\
+             <text x=\"{:.1}\" y=\"{:.0}\">{}{unit}</text>",
+            value * scale,
+            LABEL + value.max(second.unwrap_or(0.0)) * scale + 6.0,
+            y + 12.0,
+            match second {
+                Some(b) => format!("{value:.0} / {b:.0}"),
+                None => format!("{value:.0}"),
+            }
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+async fn statistics(
+    State(services): State<Services>,
+    visitor: Visitor,
+) -> Result<Response, WebError> {
+    let caller = visitor.caller("/ufficio/statistiche")?;
+    let Json(stats) = records::stats(
+        State(services.clone()),
+        caller,
+        ClientAddress(visitor.client.clone()),
+    )
+    .await?;
+    let name = |code: &str| {
+        services
+            .catalogue
+            .procedure(code)
+            .map_or_else(|| code.to_owned(), |p| p.name.clone())
+    };
+    let mut items = stats.items;
+    items.sort_by(|a, b| b.total.cmp(&a.total).then(a.procedure.cmp(&b.procedure)));
+    let days: Vec<(String, f64, Option<f64>)> = items
+        .iter()
+        .filter_map(|s| {
+            s.median_days
+                .map(|m| (name(&s.procedure), m as f64, s.p90_days.map(|p| p as f64)))
+        })
+        .collect();
+    let overdue: Vec<(String, f64, Option<f64>)> = items
+        .iter()
+        .filter(|s| s.overdue > 0)
+        .map(|s| (name(&s.procedure), s.overdue as f64, None))
+        .collect();
+    let rows = items
+        .iter()
+        .map(|s| StatRow {
+            procedure: name(&s.procedure),
+            total: s.total,
+            open: ["submitted", "started", "awaiting_integration"]
+                .iter()
+                .map(|k| s.by_status.get(*k).copied().unwrap_or(0))
+                .sum(),
+            median: s
+                .median_days
+                .map_or_else(|| "-".to_owned(), |d| d.to_string()),
+            p90: s.p90_days.map_or_else(|| "-".to_owned(), |d| d.to_string()),
+            overdue: s.overdue,
+            online: format!("{:.0}%", s.online_share * 100.0),
+            rating: s
+                .average_rating
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.1} ({})", s.ratings)),
+        })
+        .collect();
+    render(&StatisticsPage {
+        page: Layout::new(&services, &visitor, "Statistiche", "/ufficio/statistiche"),
+        rows,
+        days_chart: bar_chart(
+            "Giorni di lavorazione per servizio: mediana (barra) e 90° percentile (linea rossa)",
+            " gg",
+            &days,
+        ),
+        overdue_chart: bar_chart(
+            "Pratiche oltre il termine di legge, per servizio",
+            "",
+            &overdue,
+        ),
     })
 }

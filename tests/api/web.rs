@@ -797,3 +797,149 @@ async fn an_activation_link_refuses_weak_passwords_and_wrong_codes() {
     .await;
     assert!(refused.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_files_for_a_person_verifies_an_identity_and_sends_the_receipt() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let password = "una lunga frase segreta";
+    let offices: Vec<String> = Vec::new();
+    let desk = fascicolo::users::add_user_with(
+        &app.services,
+        &fascicolo::users::UserSpec {
+            role: fascicolo::domain::Role::Staff,
+            name: "Sportello polifunzionale",
+            codice_fiscale: None,
+            offices: &offices,
+            front_office: true,
+            email: Some("sportello@comune.example.it"),
+            phone: None,
+            by: None,
+        },
+    )
+    .await
+    .unwrap();
+    let secret = activate_staff(&app, &desk.id.to_string(), password).await;
+    let clerk = Browser::new(&app);
+    assert_eq!(
+        staff_sign_in(
+            &clerk,
+            "sportello@comune.example.it",
+            password,
+            &totp_now(&secret)
+        )
+        .await
+        .status,
+        StatusCode::SEE_OTHER
+    );
+    // Filed at the desk with the applicant's name: at once, not a draft.
+    let csrf = clerk.csrf("/pratiche/nuova").await;
+    let filed = clerk
+        .post(
+            "/pratiche/nuova",
+            &[
+                ("csrf", &csrf),
+                ("procedure", "cambio-residenza"),
+                ("applicant_cf", &cf(7101)),
+                ("applicant_name", "Giovanna Serra"),
+                ("subject", "Trasferimento in via Lanzo 3"),
+            ],
+        )
+        .await;
+    assert_eq!(filed.status, StatusCode::SEE_OTHER, "{}", filed.body);
+    let dossier = filed.location();
+    let id = dossier.trim_start_matches("/pratiche/").to_owned();
+    let (status, channel, name): (String, String, Option<String>) =
+        sqlx::query_as("select status, channel, applicant_name from dossier where id = $1")
+            .bind(&id)
+            .fetch_one(app.services.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), channel.as_str(), name.as_deref()),
+        ("submitted", "desk", Some("Giovanna Serra"))
+    );
+    // The receipt, to print, and sent to the address the applicant gives.
+    let receipt = clerk.get(&format!("{dossier}/ricevuta")).await;
+    assert_eq!(receipt.status, StatusCode::OK);
+    assert!(receipt.body.contains("Giovanna Serra") && receipt.body.contains(&cf(7101)));
+    let number: String = sqlx::query_scalar("select number from dossier where id = $1")
+        .bind(&id)
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap();
+    assert!(receipt.body.contains(&number));
+    let sent = clerk
+        .post(
+            &format!("{dossier}/ricevuta"),
+            &[
+                ("csrf", &receipt.field("csrf")),
+                ("email", "giovanna.serra@example.it"),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    wait_for("the receipt", Duration::from_secs(15), || {
+        sink.messages()
+            .iter()
+            .any(|m| m.to.iter().any(|t| t == "giovanna.serra@example.it"))
+    })
+    .await;
+    let mail = sink
+        .messages()
+        .into_iter()
+        .find(|m| m.to.iter().any(|t| t == "giovanna.serra@example.it"))
+        .unwrap();
+    assert_eq!(
+        mail.subject(),
+        format!("Ricevuta: pratica {number} presentata")
+    );
+
+    // The applicant registers online later: an unproven codice fiscale does not open the
+    // dossier the desk filed; the desk checks her identity card, and then it does.
+    let citizen = app.citizen(7101).await;
+    sqlx::query("update app_user set identity_verified_at = null where codice_fiscale = $1")
+        .bind(cf(7101))
+        .execute(app.services.db.write_pool())
+        .await
+        .unwrap();
+    confirmed_email(&app, &citizen, "giovanna.serra@example.it").await;
+    let person = Browser::new(&app);
+    sign_in_with_code(&person, &sink, &cf(7101), "giovanna.serra@example.it").await;
+    assert_eq!(person.get(&dossier).await.status, StatusCode::NOT_FOUND);
+    let lookup = clerk
+        .get(&format!("/sportello/identita?cf={}", cf(7101)))
+        .await;
+    assert!(
+        lookup.body.contains("non ancora verificata"),
+        "{}",
+        lookup.body
+    );
+    let verified = clerk
+        .post(
+            "/sportello/identita",
+            &[
+                ("csrf", &lookup.field("csrf")),
+                ("user", &lookup.field("user")),
+                ("cf", &cf(7101)),
+                ("document_kind", "cie"),
+                ("document_number", "CA12345AB"),
+                ("name", ""),
+            ],
+        )
+        .await;
+    assert_eq!(verified.status, StatusCode::SEE_OTHER, "{}", verified.body);
+    assert!(
+        clerk
+            .get(&verified.location())
+            .await
+            .body
+            .contains("Identità verificata")
+    );
+    assert_eq!(person.get(&dossier).await.status, StatusCode::OK);
+    // Citizens cannot reach the desk's pages.
+    assert_eq!(
+        person.get("/sportello/identita").await.status,
+        StatusCode::FORBIDDEN
+    );
+}
