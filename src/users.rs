@@ -241,3 +241,37 @@ pub async fn activation_link(
         services.config.public_url.trim_end_matches('/')
     ))
 }
+
+/// Makes an activation link for `user` (see [`activation_link`]) and sends it through the
+/// outbox to `email`: whoever created the account never sees it.
+pub async fn send_activation_link(
+    services: &Services,
+    user: UserId,
+    name: &str,
+    email: &str,
+    actor: &crate::audit::Actor,
+) -> anyhow::Result<()> {
+    let link = activation_link(services, user, actor).await?;
+    let expires_at = crate::db::now_ms() + ACTIVATION_LINK_HOURS * 3_600_000;
+    sqlx::query(
+        "insert into notification_outbox (id, tenant, channel, recipient, template, payload, \
+         created_at, user_id) values ($1, $2, 'email', $3, 'activation_link', $4, $5, $6)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&services.config.tenant)
+    .bind(email)
+    .bind(
+        serde_json::json!({
+            "name": name,
+            "link": link,
+            "expires_at": crate::db::contacts::expiry_text(expires_at),
+        })
+        .to_string(),
+    )
+    .bind(crate::db::now_ms())
+    .bind(user.to_string())
+    .execute(services.db.write_pool())
+    .await?;
+    services.wake.notify_one();
+    Ok(())
+}

@@ -390,20 +390,20 @@ async fn activate(
 #[serde(deny_unknown_fields)]
 pub struct TokensQuery {
     /// Another user's id (admins only).
-    user: Option<String>,
+    pub(crate) user: Option<String>,
 }
 
 /// Tokens.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenList {
     /// Newest first.
-    items: Vec<TokenInfo>,
+    pub(crate) items: Vec<TokenInfo>,
 }
 
 #[utoipa::path(get, path = "/v1/tokens", params(TokensQuery),
     responses((status = 200, body = TokenList), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "identities")]
-async fn list_tokens(
+pub(crate) async fn list_tokens(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -491,7 +491,7 @@ async fn create_token(
     params(("id" = String, Path, description = "Token id")),
     responses((status = 204, description = "Revoked"), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "identities")]
-async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,
@@ -513,7 +513,7 @@ async fn revoke_token(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct UserList {
     /// By id.
-    items: Vec<UserInfo>,
+    pub(crate) items: Vec<UserInfo>,
 }
 
 /// Query of `GET /v1/users`.
@@ -522,13 +522,13 @@ pub struct UserList {
 pub struct UsersQuery {
     /// Only accounts with this codice fiscale (required for front-office staff, who look up
     /// the account of the person in front of them).
-    codice_fiscale: Option<String>,
+    pub(crate) codice_fiscale: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/users", params(UsersQuery),
     responses((status = 200, body = UserList), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "identities")]
-async fn list_users(
+pub(crate) async fn list_users(
     State(services): State<Services>,
     caller: Caller,
     client: ClientAddress,
@@ -653,19 +653,19 @@ pub(crate) async fn verify_identity(
 #[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
     /// citizen, professional, staff, auditor or admin.
-    role: String,
+    pub(crate) role: String,
     /// Display name.
-    name: String,
+    pub(crate) name: String,
     /// Codice fiscale (citizens and professionals).
-    codice_fiscale: Option<String>,
+    pub(crate) codice_fiscale: Option<String>,
     /// Offices (staff).
     #[serde(default)]
-    offices: Vec<String>,
+    pub(crate) offices: Vec<String>,
     /// Front-office staff, handling every office.
     #[serde(default)]
-    front_office: bool,
+    pub(crate) front_office: bool,
     /// Contact e-mail, where the activation code goes (required).
-    email: String,
+    pub(crate) email: String,
 }
 
 /// A created user. Their first credential is not here: it reaches them alone, as an
@@ -700,7 +700,7 @@ fn user_error(e: AddUserError) -> ApiError {
         (status = 409, body = super::error::ErrorBody),
     ),
     security(("bearer" = [])), tag = "identities")]
-async fn create_user(
+pub(crate) async fn create_user(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,
@@ -756,6 +756,13 @@ async fn create_user(
         &actor,
     )
     .await?;
+    // Office accounts sign in to the pages with a password and a second factor, which their
+    // owner sets through a one-time link sent to them (never shown to the administrator).
+    if matches!(role, Role::Staff | Role::Auditor | Role::Admin) {
+        crate::users::send_activation_link(&services, id, &body.name, &email, &actor)
+            .await
+            .map_err(ApiError::Internal)?;
+    }
     let reply = CreatedUserReply {
         id: id.to_string(),
         activation_sent_to: email,
@@ -768,14 +775,14 @@ async fn create_user(
 #[serde(deny_unknown_fields)]
 pub struct OfficesBody {
     /// The staff member's offices from now on.
-    offices: Vec<String>,
+    pub(crate) offices: Vec<String>,
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}/offices", request_body = OfficesBody,
     params(("id" = String, Path, description = "User id")),
     responses((status = 204, description = "Moved; effective on the next request"), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "identities")]
-async fn set_offices(
+pub(crate) async fn set_offices(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,
@@ -814,7 +821,7 @@ async fn set_offices(
     params(("id" = String, Path, description = "User id")),
     responses((status = 204, description = "Disabled; its tokens stop working at once"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])), tag = "identities")]
-async fn disable_user(
+pub(crate) async fn disable_user(
     State(services): State<Services>,
     caller: Caller,
     ClientAddress(client): ClientAddress,

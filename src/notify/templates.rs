@@ -86,6 +86,9 @@ const BUILT_IN: &[(&str, &str)] = built_in![
     "sign_in_code.txt",
     "sign_in_code.html",
     "sign_in_code.sms.txt",
+    "activation_link.subject.txt",
+    "activation_link.txt",
+    "activation_link.html",
 ];
 
 /// An e-mail ready to send.

@@ -6,6 +6,7 @@
 //! here computes a permission or runs a query the API would not: a dossier the visitor may
 //! not see is the API's 404, rendered as the same "not found" page as a missing one.
 
+mod admin;
 mod assets;
 mod audit;
 mod citizen;
@@ -43,6 +44,7 @@ pub fn router(services: &Services) -> Router<Services> {
         .merge(office::router())
         .merge(audit::router())
         .merge(desk::router())
+        .merge(admin::router())
         .fallback(|| async { WebError::Api(crate::http::ApiError::NotFound) })
         .layer(axum::middleware::from_fn_with_state(
             services.clone(),
@@ -180,7 +182,10 @@ impl Layout {
                 nav.push(Link::new("Statistiche", "/ufficio/statistiche"));
                 nav.push(Link::new("Registro degli accessi", "/audit"));
             }
-            Some(Role::Admin) | None => {}
+            Some(Role::Admin) => {
+                nav.push(Link::new("Amministrazione", "/amministrazione"));
+            }
+            None => {}
         }
         for link in &mut nav {
             link.active = link.href == section;

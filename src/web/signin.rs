@@ -561,7 +561,7 @@ async fn personal_area(visitor: Visitor) -> Result<Response, WebError> {
         Role::Citizen | Role::Professional => "/pratiche",
         Role::Staff => "/ufficio/coda",
         Role::Auditor => "/audit",
-        Role::Admin => "/",
+        Role::Admin => "/amministrazione",
     }))
 }
 

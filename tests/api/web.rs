@@ -943,3 +943,150 @@ async fn the_desk_files_for_a_person_verifies_an_identity_and_sends_the_receipt(
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_manages_accounts_without_seeing_credentials_or_documents() {
+    let (sink, port) = Sink::start(&[]).await;
+    let app = app_mailing_to(port).await;
+    let password = "una lunga frase segreta";
+    let (_, secret) = with_password(
+        &app,
+        fascicolo::domain::Role::Admin,
+        &[],
+        "admin@comune.example.it",
+        password,
+    )
+    .await;
+    let admin = Browser::new(&app);
+    let signed = staff_sign_in(
+        &admin,
+        "admin@comune.example.it",
+        password,
+        &totp_now(&secret),
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER);
+    let page = admin.get("/amministrazione").await;
+    assert_eq!(page.status, StatusCode::OK);
+    // A new clerk: the activation link goes to her, not to the administrator's page.
+    let created = admin
+        .post(
+            "/amministrazione/utenti",
+            &[
+                ("csrf", &page.field("csrf")),
+                ("role", "staff"),
+                ("name", "Irene Balma"),
+                ("email", "irene.balma@comune.example.it"),
+                ("codice_fiscale", ""),
+                ("office_tributi", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let after = admin.get(&created.location()).await;
+    assert!(after.body.contains("irene.balma@comune.example.it"));
+    assert!(!after.body.contains("/attivazione/"));
+    wait_for("the activation link", Duration::from_secs(15), || {
+        sink.messages().iter().any(|m| {
+            m.to.iter().any(|t| t == "irene.balma@comune.example.it")
+                && m.subject().starts_with("Attiva")
+        })
+    })
+    .await;
+    let mail = sink
+        .messages()
+        .into_iter()
+        .find(|m| m.subject().starts_with("Attiva il tuo account"))
+        .unwrap();
+    let text = mail.text();
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/attivazione/"))
+        .unwrap()
+        .to_owned();
+    let path = format!("/attivazione/{}", link.rsplit('/').next().unwrap());
+    let clerk = Browser::new(&app);
+    let activation = clerk.get(&path).await;
+    assert_eq!(activation.status, StatusCode::OK);
+    let clerk_secret = activation.field("totp_secret");
+    let done = clerk
+        .post(
+            &path,
+            &[
+                ("csrf", &activation.field("csrf")),
+                ("password", "la mia password del comune"),
+                ("password_again", "la mia password del comune"),
+                ("totp_secret", &clerk_secret),
+                ("totp", &totp_now(&clerk_secret)),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let signed = staff_sign_in(
+        &clerk,
+        "irene.balma@comune.example.it",
+        "la mia password del comune",
+        &totp_now(&clerk_secret),
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+    assert_eq!(clerk.get("/ufficio/coda").await.status, StatusCode::OK);
+
+    // Offices: the clerk moves from taxes to building, seen on her next request.
+    let id: String = sqlx::query_scalar("select id from app_user where email = $1")
+        .bind("irene.balma@comune.example.it")
+        .fetch_one(app.services.db.pool())
+        .await
+        .unwrap();
+    let detail = admin.get(&format!("/amministrazione/utenti/{id}")).await;
+    assert!(detail.body.contains("checked"), "her office is ticked");
+    let moved = admin
+        .post(
+            &format!("/amministrazione/utenti/{id}/uffici"),
+            &[("csrf", &detail.field("csrf")), ("office_edilizia", "1")],
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER, "{}", moved.body);
+    let offices: Vec<String> =
+        sqlx::query_scalar("select office_code from user_office where user_id = $1")
+            .bind(&id)
+            .fetch_all(app.services.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(offices, vec!["edilizia".to_owned()]);
+
+    // No document content for administrators: a dossier is "not found".
+    let citizen = app.citizen(7201).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(7201)).await;
+    let doc = app
+        .add_document(&citizen, d["id"].as_str().unwrap(), b"riservato", "public")
+        .await;
+    assert_eq!(
+        admin
+            .get(&format!("/pratiche/{}", d["id"].as_str().unwrap()))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        admin
+            .get(&format!("/documenti/{}", doc["id"].as_str().unwrap()))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Disabled: her session ends at once.
+    let detail = admin.get(&format!("/amministrazione/utenti/{id}")).await;
+    let disabled = admin
+        .post(
+            &format!("/amministrazione/utenti/{id}/disattiva"),
+            &[("csrf", &detail.field("csrf"))],
+        )
+        .await;
+    assert_eq!(disabled.status, StatusCode::SEE_OTHER, "{}", disabled.body);
+    assert_eq!(
+        clerk.get("/ufficio/coda").await.status,
+        StatusCode::SEE_OTHER
+    );
+}
