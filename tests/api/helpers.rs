@@ -496,7 +496,8 @@ impl TestApp {
 /// would deliver to that address) and returns the token it gives.
 pub async fn activate_from_outbox(app: &TestApp, recipient: &str) -> String {
     let payload: String = sqlx::query_scalar(
-        "select payload from notification_outbox where recipient = $1 order by id desc limit 1",
+        "select payload from notification_outbox where recipient = $1 \
+         and template in ('account_activation', 'registration_activation') order by id desc limit 1",
     )
     .bind(recipient)
     .fetch_one(app.services.db.pool())
