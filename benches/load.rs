@@ -12,7 +12,9 @@
 //! 4. Loads the same corpus into PostgreSQL (`tsvector` with the `italian` configuration, GIN
 //!    index) and runs the same queries with the same permission semantics: ranked top 10 with
 //!    the exact count, plus the four facets for the faceted class. Prints both and the ratios.
-//! 5. Measures ingest over HTTP, upload to searchable: text documents, single-page PDFs and
+//! 5. Times the search page against `GET /v1/search` for the same queries as staff, and
+//!    weighs each kind of page (`common/pages.rs`).
+//! 6. Measures ingest over HTTP, upload to searchable: text documents, single-page PDFs and
 //!    multi-page PDFs, with the server's peak memory.
 //!
 //! `cargo bench --bench load`. Environment:
@@ -27,6 +29,8 @@
 
 #[path = "common/corpus.rs"]
 mod corpus;
+#[path = "common/pages.rs"]
+mod pages;
 #[path = "common/server.rs"]
 mod server;
 
@@ -352,6 +356,58 @@ async fn main() {
         }
     }
 
+    // The pages, beside the API.
+    let staff = &roles.tokens["staff"];
+    let staff_cookie = pages::session_for(&client, &server.base, &dir, staff).await;
+    let citizen_cookie =
+        pages::session_for(&client, &server.base, &dir, &roles.tokens["citizen"]).await;
+    let classes: BTreeMap<&str, Vec<pages::Params>> = sets
+        .iter()
+        .map(|(class, set)| (*class, set.iter().map(params_of).collect()))
+        .collect();
+    pages::search_page_against_api(
+        &client,
+        &server.base,
+        staff,
+        &staff_cookie,
+        &classes,
+        if settings.quick { 1 } else { 4 },
+    )
+    .await;
+    let first: Value = client
+        .get(format!("{}/v1/search", server.base))
+        .bearer_auth(staff)
+        .query(&params_of(&sets["common"][0]))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let (dossier, document) = (
+        first["hits"][0]["dossier_id"].as_str().unwrap_or_default().to_owned(),
+        first["hits"][0]["document_id"].as_str().unwrap_or_default().to_owned(),
+    );
+    let common = &sets["common"][0].q;
+    let anonymous = String::new();
+    pages::page_weights(
+        &client,
+        &server.base,
+        &[
+            ("home", "/".to_owned(), anonymous.clone()),
+            ("catalogue", "/servizi".to_owned(), anonymous.clone()),
+            ("procedure", "/servizi/permesso-di-costruire".to_owned(), anonymous.clone()),
+            ("sign-in", "/accedi".to_owned(), anonymous),
+            ("my dossiers (citizen)", "/pratiche".to_owned(), citizen_cookie),
+            ("office queue", "/ufficio/coda".to_owned(), staff_cookie.clone()),
+            ("search, 10 hits", format!("/ufficio/cerca?q={common}"), staff_cookie.clone()),
+            ("dossier (office)", format!("/pratiche/{dossier}"), staff_cookie.clone()),
+            ("document", format!("/documenti/{document}"), staff_cookie.clone()),
+            ("statistics", "/ufficio/statistiche".to_owned(), staff_cookie),
+        ],
+    )
+    .await;
+
     // Ingest last: it adds documents to the corpus.
     ingest(&client, &server, &roles, &corpus, &settings).await;
 }
@@ -392,7 +448,8 @@ async fn wait_ready(client: &reqwest::Client, base: &str) -> Duration {
 }
 
 /// Runs one search; returns the total.
-async fn search(client: &reqwest::Client, base: &str, token: &str, q: &Query) -> u64 {
+/// A query's HTTP parameters.
+fn params_of(q: &Query) -> Vec<(&'static str, String)> {
     let mut params: Vec<(&str, String)> = vec![("q", q.q.clone())];
     if let Some(p) = &q.procedure {
         params.push(("procedure", p.clone()));
@@ -400,6 +457,11 @@ async fn search(client: &reqwest::Client, base: &str, token: &str, q: &Query) ->
     if let Some(y) = q.year {
         params.push(("year", y.to_string()));
     }
+    params
+}
+
+async fn search(client: &reqwest::Client, base: &str, token: &str, q: &Query) -> u64 {
+    let params = params_of(q);
     let r = client
         .get(format!("{base}/v1/search"))
         .bearer_auth(token)
