@@ -385,8 +385,14 @@ async fn main() {
         .await
         .expect("json");
     let (dossier, document) = (
-        first["hits"][0]["dossier_id"].as_str().unwrap_or_default().to_owned(),
-        first["hits"][0]["document_id"].as_str().unwrap_or_default().to_owned(),
+        first["hits"][0]["dossier_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        first["hits"][0]["document_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
     );
     let common = &sets["common"][0].q;
     let anonymous = String::new();
@@ -396,14 +402,42 @@ async fn main() {
         &[
             ("home", "/".to_owned(), anonymous.clone()),
             ("catalogue", "/servizi".to_owned(), anonymous.clone()),
-            ("procedure", "/servizi/permesso-di-costruire".to_owned(), anonymous.clone()),
+            (
+                "procedure",
+                "/servizi/permesso-di-costruire".to_owned(),
+                anonymous.clone(),
+            ),
             ("sign-in", "/accedi".to_owned(), anonymous),
-            ("my dossiers (citizen)", "/pratiche".to_owned(), citizen_cookie),
-            ("office queue", "/ufficio/coda".to_owned(), staff_cookie.clone()),
-            ("search, 10 hits", format!("/ufficio/cerca?q={common}"), staff_cookie.clone()),
-            ("dossier (office)", format!("/pratiche/{dossier}"), staff_cookie.clone()),
-            ("document", format!("/documenti/{document}"), staff_cookie.clone()),
-            ("statistics", "/ufficio/statistiche".to_owned(), staff_cookie),
+            (
+                "my dossiers (citizen)",
+                "/pratiche".to_owned(),
+                citizen_cookie,
+            ),
+            (
+                "office queue",
+                "/ufficio/coda".to_owned(),
+                staff_cookie.clone(),
+            ),
+            (
+                "search, 10 hits",
+                format!("/ufficio/cerca?q={common}"),
+                staff_cookie.clone(),
+            ),
+            (
+                "dossier (office)",
+                format!("/pratiche/{dossier}"),
+                staff_cookie.clone(),
+            ),
+            (
+                "document",
+                format!("/documenti/{document}"),
+                staff_cookie.clone(),
+            ),
+            (
+                "statistics",
+                "/ufficio/statistiche".to_owned(),
+                staff_cookie,
+            ),
         ],
     )
     .await;
@@ -794,11 +828,12 @@ async fn load_corpus(corpus: &Arc<Corpus>, dir: &Path) -> (Roles, u64) {
             );
             let mut rows = fascicolo::db::Sql::new(
                 "insert into document (id, dossier_id, title, kind, visibility, current_version, \
-             created_by, created_at, updated_at) values ",
+             created_by, created_at, updated_at, side) values ",
             );
             let mut versions = fascicolo::db::Sql::new(
                 "insert into document_version (document_id, version, sha256, size, media_type, \
-             filename, created_by, created_at, extraction_status, extraction_chars) values ",
+             filename, created_by, created_at, extraction_status, extraction_chars, created_role, \
+             channel) values ",
             );
             for (i, doc) in part.iter().enumerate() {
                 let sep = if i == 0 { "(" } else { ", (" };
@@ -822,7 +857,9 @@ async fn load_corpus(corpus: &Arc<Corpus>, dir: &Path) -> (Roles, u64) {
                 rows.bind(1).push(", ");
                 rows.bind(loader.clone()).push(", ");
                 rows.bind(doc.created_ms).push(", ");
-                rows.bind(doc.created_ms).push(")");
+                rows.bind(doc.created_ms).push(", ");
+                // Loaded as the `import` command loads: the office's, by the import channel.
+                rows.bind("office".to_owned()).push(")");
                 versions.push(sep);
                 versions.bind(id).push(", ");
                 versions.bind(1).push(", ");
@@ -835,7 +872,9 @@ async fn load_corpus(corpus: &Arc<Corpus>, dir: &Path) -> (Roles, u64) {
                 versions.bind(loader.clone()).push(", ");
                 versions.bind(doc.created_ms).push(", ");
                 versions.bind("done".to_owned()).push(", ");
-                versions.bind(doc.text.chars().count() as i64).push(")");
+                versions.bind(doc.text.chars().count() as i64).push(", ");
+                versions.bind("admin".to_owned()).push(", ");
+                versions.bind("import".to_owned()).push(")");
                 let cached = serde_json::to_string(&fascicolo::extract::sandbox::Outcome::Done(
                     fascicolo::extract::Extracted {
                         pages: None,

@@ -141,10 +141,14 @@ fn linked(html: &str, tag: &str, marker: &str, attribute: &str) -> Vec<String> {
 
 /// Prints the weight of each page: its HTML, and the stylesheets and scripts it loads.
 pub async fn page_weights(client: &reqwest::Client, base: &str, pages: &[(&str, String, String)]) {
-    println!("\nweight of each kind of page, KiB (HTML, and the CSS and JavaScript it loads; fonts apart):");
-    println!("| page | path | HTML | CSS | JS | total |");
-    println!("|---|---|---|---|---|---|");
-    let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
+    println!(
+        "\nweight of each kind of page, KiB (HTML, and the CSS and JavaScript it loads; fonts apart; \
+         gzip: as sent to a browser that accepts it, the CSS and JavaScript compressed):"
+    );
+    println!("| page | path | HTML | CSS | JS | total | total, gzip |");
+    println!("|---|---|---|---|---|---|---|");
+    // Each asset's size, and its size as sent gzip-compressed.
+    let mut sizes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (name, path, cookie) in pages {
         let response = client
             .get(format!("{base}{path}"))
@@ -152,39 +156,50 @@ pub async fn page_weights(client: &reqwest::Client, base: &str, pages: &[(&str, 
             .send()
             .await
             .expect("page");
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         let html = response.text().await.expect("html");
         let styles = linked(&html, "link", "stylesheet", "href");
         let scripts = linked(&html, "script", "src", "src");
         let mut weigh = async |urls: &[String]| {
-            let mut total = 0;
+            let (mut plain, mut gzip) = (0, 0);
             let distinct: BTreeSet<&String> = urls.iter().collect();
             for url in distinct {
                 if !sizes.contains_key(url) {
-                    let bytes = client
-                        .get(format!("{base}{url}"))
-                        .send()
-                        .await
-                        .expect("asset")
-                        .bytes()
-                        .await
-                        .expect("asset body");
-                    sizes.insert(url.clone(), bytes.len());
+                    let fetch = async |encoding: &str| {
+                        client
+                            .get(format!("{base}{url}"))
+                            .header("accept-encoding", encoding)
+                            .send()
+                            .await
+                            .expect("asset")
+                            .bytes()
+                            .await
+                            .expect("asset body")
+                            .len()
+                    };
+                    let sent = (fetch("identity").await, fetch("gzip").await);
+                    sizes.insert(url.clone(), sent);
                 }
-                total += sizes[url];
+                plain += sizes[url].0;
+                gzip += sizes[url].1;
             }
-            total
+            (plain, gzip)
         };
-        let css = weigh(&styles).await;
-        let js = weigh(&scripts).await;
+        let (css, css_gzip) = weigh(&styles).await;
+        let (js, js_gzip) = weigh(&scripts).await;
         let kib = |b: usize| b as f64 / 1024.0;
         println!(
-            "| {name} | `{}` | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {name} | `{}` | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             path.split('?').next().unwrap_or(path),
             kib(html.len()),
             kib(css),
             kib(js),
-            kib(html.len() + css + js)
+            kib(html.len() + css + js),
+            kib(html.len() + css_gzip + js_gzip)
         );
     }
 }

@@ -273,6 +273,38 @@ pub async fn user_by_token_hash(
     Ok(Some((user_from_row(&row)?, token)))
 }
 
+/// The enabled account behind a live browser session (not ended, before `now`'s absolute end,
+/// active since `active_since`), with the session's form token and last activity: one round
+/// trip, as a request authenticated by a token takes.
+pub async fn user_by_session_hash(
+    db: &Db,
+    tenant: &str,
+    id_hash: &str,
+    now: i64,
+    active_since: i64,
+) -> Result<Option<(UserRecord, String, i64)>, DbError> {
+    let row = sqlx::query(select_user_on!(
+        db,
+        ", s.csrf, s.last_seen_at from web_session s join app_user u on u.id = s.user_id \
+         where s.id_hash = $1 and s.tenant = $2 and s.ended_at is null and s.expires_at > $3 \
+         and s.last_seen_at > $4 and u.disabled_at is null"
+    ))
+    .bind(id_hash)
+    .bind(tenant)
+    .bind(now)
+    .bind(active_since)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| {
+        Ok((
+            user_from_row(&r)?,
+            r.try_get("csrf")?,
+            r.try_get("last_seen_at")?,
+        ))
+    })
+    .transpose()
+}
+
 /// A user by id, whatever their state.
 pub async fn user_by_id(db: &Db, tenant: &str, id: UserId) -> Result<Option<UserRecord>, DbError> {
     let row = sqlx::query(select_user_on!(

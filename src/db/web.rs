@@ -85,33 +85,16 @@ pub async fn session(
     idle_ms: i64,
 ) -> Result<Option<Session>, DbError> {
     let now = now_ms();
-    let row = sqlx::query(
-        "select s.user_id, s.csrf, s.last_seen_at from web_session s \
-         join app_user u on u.id = s.user_id \
-         where s.id_hash = $1 and s.tenant = $2 and s.ended_at is null and s.expires_at > $3 \
-         and s.last_seen_at > $4 and u.disabled_at is null",
+    Ok(
+        users::user_by_session_hash(db, tenant, id_hash, now, now - idle_ms)
+            .await?
+            .map(|(user, csrf, last_seen_at)| Session {
+                id_hash: id_hash.to_owned(),
+                user,
+                csrf,
+                last_seen_at,
+            }),
     )
-    .bind(id_hash)
-    .bind(tenant)
-    .bind(now)
-    .bind(now - idle_ms)
-    .fetch_optional(db.pool())
-    .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let user_id: String = row.try_get("user_id")?;
-    let user_id =
-        UserId::parse(&user_id).ok_or_else(|| DbError::Corrupt(format!("user id {user_id:?}")))?;
-    let Some(user) = users::user_by_id(db, tenant, user_id).await? else {
-        return Ok(None);
-    };
-    Ok(Some(Session {
-        id_hash: id_hash.to_owned(),
-        user,
-        csrf: row.try_get("csrf")?,
-        last_seen_at: row.try_get("last_seen_at")?,
-    }))
 }
 
 /// Records activity on a session (callers do it at most once a minute).

@@ -127,6 +127,10 @@ fn facet_label(services: &Services, field: &str, value: &str) -> String {
         "status" => value
             .parse::<DossierStatus>()
             .map_or_else(|_| value.to_owned(), |s| status_badge(s).0.to_owned()),
+        "office" => services
+            .catalogue
+            .office(value)
+            .map_or_else(|| value.to_owned(), |o| o.name.clone()),
         _ => value.to_owned(),
     }
 }
@@ -205,6 +209,39 @@ async fn search_page(
         if !values.is_empty() {
             facets.push(Facet { title, values });
         }
+    }
+    // Each procedure belongs to one office: the office facet is the procedure facet summed by
+    // office, exact without a count of its own.
+    let mut by_office: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (procedure, count) in result.facets.get("procedure").into_iter().flatten() {
+        if let Some(p) = services.catalogue.procedure(procedure) {
+            *by_office.entry(p.office.as_str().to_owned()).or_default() += count;
+        }
+    }
+    let mut office_values: Vec<FacetValue> = by_office
+        .iter()
+        .map(|(code, count)| {
+            let active = params.office.as_deref() == Some(code.as_str());
+            FacetValue {
+                label: services
+                    .catalogue
+                    .office(code)
+                    .map_or_else(|| code.clone(), |o| o.name.clone()),
+                count: *count,
+                href: params.with("office", if active { None } else { Some(code) }),
+                active,
+            }
+        })
+        .collect();
+    office_values.sort_by(|a, b| b.count.cmp(&a.count).then(a.label.cmp(&b.label)));
+    if !office_values.is_empty() {
+        facets.insert(
+            0,
+            Facet {
+                title: "Ufficio",
+                values: office_values,
+            },
+        );
     }
     let mut filters = Vec::new();
     for (field, value) in [

@@ -378,6 +378,29 @@ async fn every_page_carries_the_security_headers_and_loads_nothing_from_elsewher
         page.body
             .contains("/static/bootstrap-italia-2.18.3/css/bootstrap-italia.min.css")
     );
+    // Sent compressed to browsers that accept it.
+    let css = format!(
+        "{}/static/bootstrap-italia-2.18.3/css/bootstrap-italia.min.css",
+        browser.base
+    );
+    let plain = browser
+        .client
+        .get(&css)
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    let plain_len = plain.bytes().await.unwrap().len();
+    let gzip = browser
+        .client
+        .get(&css)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzip.headers()["content-encoding"], "gzip");
+    let gzip_len = gzip.bytes().await.unwrap().len();
+    assert!(gzip_len * 4 < plain_len, "{gzip_len} of {plain_len} bytes");
     // The API keeps answering JSON, its 404 included.
     let r = app.client.get(app.url("/v1/nothing")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -1089,4 +1112,111 @@ async fn an_admin_manages_accounts_without_seeing_credentials_or_documents() {
         clerk.get("/ufficio/coda").await.status,
         StatusCode::SEE_OTHER
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_page_shows_what_the_api_answers() {
+    let app = spawn_app_with(|_| {}).await;
+    let password = "una lunga frase segreta";
+    let (token, secret) = with_password(
+        &app,
+        fascicolo::domain::Role::Staff,
+        &["edilizia", "suap"],
+        "cerca@comune.example.it",
+        password,
+    )
+    .await;
+    for (i, procedure) in ["cila", "scia-edilizia", "dehors", "scia-esercizio-vicinato"]
+        .iter()
+        .enumerate()
+    {
+        let d = app.open_dossier(&token, procedure, &cf(7301)).await;
+        for n in 0..3 {
+            let text = format!("Verbale di sopralluogo {i}{n}: cantiere e vetrina");
+            app.add_text(
+                &token,
+                d["id"].as_str().unwrap(),
+                &text,
+                "Verbale",
+                "internal",
+            )
+            .await;
+        }
+    }
+    app.indexed().await;
+    let browser = Browser::new(&app);
+    assert_eq!(
+        staff_sign_in(
+            &browser,
+            "cerca@comune.example.it",
+            password,
+            &totp_now(&secret)
+        )
+        .await
+        .status,
+        StatusCode::SEE_OTHER
+    );
+    for params in [
+        vec![("q", "sopralluogo")],
+        vec![("q", "cantiere"), ("procedure", "cila")],
+        vec![("q", "vetrina"), ("office", "suap"), ("sort", "date")],
+        vec![("q", "sopralluogo"), ("pagina", "2")],
+    ] {
+        let mut api_params: Vec<(&str, String)> = params
+            .iter()
+            .filter(|(k, _)| *k != "pagina")
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect();
+        if params.iter().any(|(k, _)| *k == "pagina") {
+            api_params.push(("offset", "10".into()));
+        }
+        let api: serde_json::Value = app
+            .client
+            .get(app.url("/v1/search"))
+            .bearer_auth(&token)
+            .query(&api_params)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let query: String = params.iter().map(|(k, v)| format!("{k}={v}&")).collect();
+        let page = browser.get(&format!("/ufficio/cerca?{query}")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        // The same documents, in the same order.
+        let on_page: Vec<&str> = page
+            .body
+            .split("href=\"/documenti/")
+            .skip(1)
+            .map(|s| &s[..s.find('"').unwrap()])
+            .collect();
+        let from_api: Vec<&str> = api["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["document_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(on_page, from_api, "{params:?}");
+        assert!(
+            page.body.contains(&format!("di {}.", api["total"])) || api["total"] == 0,
+            "{params:?}"
+        );
+        // Every facet count the API gives is on the page.
+        for (value, count) in api["facets"]["procedure"].as_object().unwrap() {
+            let name = fascicolo::domain::Catalogue::built_in()
+                .unwrap()
+                .procedure(value)
+                .unwrap()
+                .name
+                .clone();
+            let escaped = name.replace('\'', "&#39;");
+            assert!(
+                page.body.contains(&format!(
+                    "{escaped}</a> <span class=\"badge bg-light text-dark\">{count}</span>"
+                )),
+                "{value} {count} on the page for {params:?}"
+            );
+        }
+    }
 }
