@@ -327,20 +327,20 @@ pub struct Config {
     /// Minutes without a request after which a browser session ends.
     #[arg(
         long,
-        env = "FASCICOLO_SESSION_IDLE_MINUTES",
+        env = "FASCICOLO_SIGN_IN_IDLE_MINUTES",
         default_value_t = 30,
         global = true
     )]
-    pub session_idle_minutes: u32,
+    pub sign_in_idle_minutes: u32,
 
     /// Hours after sign-in at which a browser session ends, however active.
     #[arg(
         long,
-        env = "FASCICOLO_SESSION_HOURS",
+        env = "FASCICOLO_SIGN_IN_HOURS",
         default_value_t = 12,
         global = true
     )]
-    pub session_hours: u32,
+    pub sign_in_hours: u32,
 
     /// The municipality (ente) this server serves, by its IPA code.
     #[arg(
@@ -392,8 +392,8 @@ impl Config {
             digest_hour: 7,
             digest_within_days: 5,
             notify_lease_seconds: 60,
-            session_idle_minutes: 30,
-            session_hours: 12,
+            sign_in_idle_minutes: 30,
+            sign_in_hours: 12,
             max_connections: 1024,
             header_timeout_seconds: 10,
             body_idle_seconds: 30,

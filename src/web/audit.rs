@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 
-use super::session::Visitor;
+use super::visitor::Visitor;
 use super::{Layout, WebError, italian_date, render, see_other, status_badge};
 use crate::app::Services;
 use crate::domain::{DossierId, Role};

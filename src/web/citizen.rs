@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Form, Json};
 use serde::Deserialize;
 
-use super::session::Visitor;
+use super::visitor::Visitor;
 use super::{Layout, WebError, italian_date, render, see_other, status_badge};
 use crate::access::Caller;
 use crate::app::Services;

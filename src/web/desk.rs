@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 
-use super::session::Visitor;
+use super::visitor::Visitor;
 use super::{Layout, WebError, italian_date, render, see_other, status_badge};
 use crate::app::Services;
 use crate::domain::{DossierId, Role};

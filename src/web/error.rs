@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::Layout;
-use super::session::Visitor;
+use super::visitor::Visitor;
 use crate::app::Services;
 use crate::http::ApiError;
 

@@ -14,8 +14,8 @@ mod desk;
 mod error;
 mod office;
 mod public;
-pub mod session;
 mod signin;
+pub mod visitor;
 
 use axum::Router;
 use axum::extract::Request;
@@ -52,7 +52,7 @@ pub fn router(services: &Services) -> Router<Services> {
         ))
         .layer(axum::middleware::from_fn_with_state(
             services.clone(),
-            session::anonymous_csrf,
+            visitor::anonymous_csrf,
         ))
         .layer(axum::middleware::from_fn(guard))
 }
@@ -155,7 +155,7 @@ impl Layout {
     /// The layout of a page titled `title` for `visitor`, under `section` of the menu.
     pub fn new(
         services: &Services,
-        visitor: &session::Visitor,
+        visitor: &visitor::Visitor,
         title: impl Into<String>,
         section: &str,
     ) -> Self {

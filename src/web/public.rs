@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::session::Visitor;
+use super::visitor::Visitor;
 use super::{Layout, WebError, render};
 use crate::app::Services;
 use crate::domain::Procedure;

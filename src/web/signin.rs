@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::session::Visitor;
+use super::visitor::Visitor;
 use super::{Layout, WebError, render, see_other};
 use crate::access::{Caller, hash_token};
 use crate::app::Services;
@@ -253,7 +253,7 @@ async fn open_session(
         .await?
         .ok_or(crate::http::ApiError::NotFound)?;
     let secret = credentials::new_secret();
-    let lifetime_ms = i64::from(services.config.session_hours) * 3_600_000;
+    let lifetime_ms = i64::from(services.config.sign_in_hours) * 3_600_000;
     store::open_session(
         &services.db,
         store::NewSession {

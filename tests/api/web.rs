@@ -585,9 +585,9 @@ async fn sessions_end_when_idle_and_at_their_absolute_end() {
         let browser = Browser::new(&app);
         sign_in_with_code(&browser, &sink, "idle@example.it", "idle@example.it").await;
         assert_eq!(browser.get("/pratiche").await.status, StatusCode::OK);
-        // The session idle past FASCICOLO_SESSION_IDLE_MINUTES, or past its absolute end.
+        // The session idle past FASCICOLO_SIGN_IN_IDLE_MINUTES, or past its absolute end.
         let past =
-            fascicolo::db::now_ms() - i64::from(app.config.session_idle_minutes) * 60_000 - 1_000;
+            fascicolo::db::now_ms() - i64::from(app.config.sign_in_idle_minutes) * 60_000 - 1_000;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "update web_session set {column} = $1 where ended_at is null"
         )))

@@ -194,7 +194,7 @@ fn secure(parts: &Parts, services: &Services) -> bool {
 
 /// Milliseconds without a request after which a session ends.
 pub fn idle_ms(services: &Services) -> i64 {
-    i64::from(services.config.session_idle_minutes) * 60_000
+    i64::from(services.config.sign_in_idle_minutes) * 60_000
 }
 
 impl FromRequestParts<Services> for Visitor {
