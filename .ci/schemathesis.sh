@@ -12,12 +12,12 @@ FASCICOLO_DATA_DIR="$work/data" FASCICOLO_LISTEN="127.0.0.1:$port" RUST_LOG=warn
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do
-    grep -q "^  auditor" "$work/demo.out" 2>/dev/null && break
+    grep -q "^  auditor  *fsc_" "$work/demo.out" 2>/dev/null && break
     sleep 0.2
 done
 status=0
 for role in citizen professional staff auditor; do
-    token="$(awk -v r="$role" '$1 == r {print $2}' "$work/demo.out")"
+    token="$(awk -v r="$role" '$1 == r && $2 ~ /^fsc_/ {print $2}' "$work/demo.out")"
     [ -n "$token" ] || { echo "no demo token for $role"; exit 1; }
     echo "--- schemathesis as the demo $role, ${seconds}s"
     # Revoking its own token would end the run early: that one operation is left out.
