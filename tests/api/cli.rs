@@ -241,3 +241,69 @@ async fn import_loads_a_folder_tree_that_becomes_searchable() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown procedure"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_link_prints_a_one_time_link_for_office_accounts_only() {
+    let app = spawn_app().await;
+    let created = app.cli(&[
+        "user",
+        "add",
+        "--role",
+        "auditor",
+        "--name",
+        "Nora Ispettrice",
+    ]);
+    assert!(created.status.success());
+    let id = serde_json::from_slice::<Value>(&created.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let output = app.cli(&["user", "activation-link", "--user", &id]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let link = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(
+        link.starts_with("http://localhost:8080/attivazione/"),
+        "{link}"
+    );
+    // The link opens the activation page of the running server, once.
+    let path = format!("/attivazione/{}", link.rsplit('/').next().unwrap());
+    let page = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Nora Ispettrice"));
+    // A newer link voids the older one.
+    let again = app.cli(&["user", "activation-link", "--user", &id]);
+    assert!(again.status.success());
+    assert_eq!(
+        app.client
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // Citizens sign in with codes: no link for them; nor for an unknown id.
+    let citizen = app.cli(&[
+        "user",
+        "add",
+        "--role",
+        "citizen",
+        "--name",
+        "C",
+        "--cf",
+        &cf(31),
+    ]);
+    let citizen_id = serde_json::from_slice::<Value>(&citizen.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for user in [citizen_id.as_str(), "not-an-id"] {
+        let refused = app.cli(&["user", "activation-link", "--user", user]);
+        assert!(!refused.status.success(), "{user}");
+        assert!(!String::from_utf8_lossy(&refused.stderr).is_empty());
+    }
+}

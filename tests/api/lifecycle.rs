@@ -382,10 +382,12 @@ async fn the_deadline_clock_runs_only_while_the_office_works() {
             .status(),
         200
     );
-    // Move the steps into the past: started 20 days ago, suspended 15 days ago, resumed 5 days ago.
+    // Move the steps into the past: filed 21 days ago, started 20 days ago, suspended 15 days
+    // ago, resumed 5 days ago (the filing moves too, or it would come last in time).
     let day = 86_400_000i64;
     let now = jiff::Timestamp::now().as_millisecond();
     for (status, days_ago, nth) in [
+        ("submitted", 21, 0),
         ("started", 20, 0),
         ("awaiting_integration", 15, 0),
         ("started", 5, 1),

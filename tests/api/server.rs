@@ -147,7 +147,7 @@ fn the_binary_serves_and_stops_gracefully_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_prints_working_tokens_for_each_role() {
+async fn the_demo_prints_working_tokens_and_sign_ins_for_each_role() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fascicolo"))
         .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
@@ -155,17 +155,28 @@ async fn the_demo_prints_working_tokens_for_each_role() {
         .env("RUST_LOG", "warn")
         .env_remove("FASCICOLO_DATABASE_URL")
         .env_remove("FASCICOLO_BLOB_URL")
+        .env_remove("FASCICOLO_SMTP_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Lines arrive on a thread of their own, so every wait below has a deadline.
     let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
+    let (sender, printed) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || printed.recv_timeout(Duration::from_secs(60)).ok();
     let mut base = None;
     let mut tokens = Vec::new();
+    let mut sign_ins = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
+        let Some(line) = next_line() else { break };
         if let Some(rest) = line.split("ready at ").nth(1) {
             base = Some(rest.trim().to_owned());
         }
@@ -174,6 +185,8 @@ async fn the_demo_prints_working_tokens_for_each_role() {
             && token.starts_with("fsc_")
         {
             tokens.push((role.to_string(), token.to_string()));
+        } else if line.contains("TOTP secret") || line.contains("sign-in code") {
+            sign_ins.push(line.clone());
         }
         if line.starts_with("try:") {
             break;
@@ -182,6 +195,7 @@ async fn the_demo_prints_working_tokens_for_each_role() {
     let base = base.expect("the demo prints its address");
     let roles: Vec<&str> = tokens.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(roles, ["citizen", "professional", "staff", "auditor"]);
+    assert_eq!(sign_ins.len(), 4, "{sign_ins:?}");
     let client = reqwest::Client::new();
     for (role, token) in &tokens {
         let me: Value = client
@@ -208,6 +222,60 @@ async fn the_demo_prints_working_tokens_for_each_role() {
             "{role} sees demo dossiers"
         );
     }
+    // The pages: the staff member signs in with what the demo printed...
+    let browser = |base: &str| crate::web::Browser {
+        client: reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: base.to_owned(),
+    };
+    let staff_line = sign_ins
+        .iter()
+        .find(|l| l.trim_start().starts_with("staff"))
+        .unwrap();
+    let parts: Vec<&str> = staff_line.split(" / ").collect();
+    let email = parts[0].rsplit(' ').next().unwrap();
+    let password = parts[1];
+    let secret = parts[2].split_whitespace().nth(2).unwrap();
+    let office = browser(&base);
+    let signed =
+        crate::web::staff_sign_in(&office, email, password, &crate::web::totp_now(secret)).await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(office.get("/ufficio/coda").await.status, 200);
+    // ...and the citizen with the code the demo prints instead of mailing it.
+    let citizen = browser(&base);
+    let csrf = citizen.csrf("/accedi").await;
+    let sent = citizen
+        .post(
+            "/accedi/codice",
+            &[("csrf", &csrf), ("identifier", "BNCMRA78C55C722I")],
+        )
+        .await;
+    let pending = citizen.get(&sent.location()).await.field("attesa");
+    let mut code = None;
+    while let Some(line) = next_line() {
+        let digits: String = line.trim().chars().filter(char::is_ascii_digit).collect();
+        if digits.len() == 8 && line.trim().len() == 8 {
+            code = Some(digits);
+            break;
+        }
+    }
+    let code = code.expect("the sign-in code, printed");
+    let signed = citizen
+        .post(
+            "/accedi/codice/verifica",
+            &[("csrf", &csrf), ("attesa", &pending), ("code", &code)],
+        )
+        .await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let list = citizen.get("/pratiche").await;
+    assert!(
+        list.body.contains("Rifacimento della facciata"),
+        "{}",
+        list.body
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::json;
 
 use crate::helpers::{TestApp, cf, spawn_app_with};
 use crate::notify::{Sink, wait_for};
@@ -1219,4 +1220,87 @@ async fn the_search_page_shows_what_the_api_answers() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statistics_page_draws_what_the_api_counts() {
+    let app = spawn_app_with(|_| {}).await;
+    let password = "una lunga frase segreta";
+    let (token, secret) = with_password(
+        &app,
+        fascicolo::domain::Role::Staff,
+        &["edilizia"],
+        "statistiche@comune.example.it",
+        password,
+    )
+    .await;
+    let citizen = app.citizen(7401).await;
+    for n in 0..3 {
+        let d = app.open_dossier(&citizen, "cila", &cf(7401)).await;
+        let id = d["id"].as_str().unwrap().to_owned();
+        let decision = app.decision(&token, &id).await;
+        let mut steps = vec![json!({"to": "started"})];
+        if n < 2 {
+            steps.push(
+                json!({"to": "concluded", "outcome": "approved", "decision_document_id": decision}),
+            );
+        }
+        for body in steps {
+            let r = app
+                .client
+                .post(app.url(&format!("/v1/dossiers/{id}/transitions")))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    let api: serde_json::Value = app.get(&token, "/v1/stats").await.json().await.unwrap();
+    let cila = api["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["procedure"] == "cila")
+        .unwrap()
+        .clone();
+    assert_eq!(cila["total"], 3);
+    let browser = Browser::new(&app);
+    assert_eq!(
+        staff_sign_in(
+            &browser,
+            "statistiche@comune.example.it",
+            password,
+            &totp_now(&secret)
+        )
+        .await
+        .status,
+        StatusCode::SEE_OTHER
+    );
+    let page = browser.get("/ufficio/statistiche").await;
+    assert_eq!(page.status, StatusCode::OK);
+    // The chart: an accessible SVG with a bar for the procedure, labelled with its median.
+    assert!(
+        page.body.contains("<svg class=\"chart\" role=\"img\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<rect class=\"chart-bar\""));
+    assert!(
+        page.body
+            .contains("Comunicazione inizio lavori asseverata (CILA)</text>")
+    );
+    // The table: the API's figures for the procedure, one open dossier of three.
+    let row = page
+        .body
+        .split("<tr><th scope=\"row\">Comunicazione inizio lavori asseverata (CILA)</th>")
+        .nth(1)
+        .unwrap();
+    let row = &row[..row.find("</tr>").unwrap()];
+    let median = cila["median_days"].as_i64().unwrap().to_string();
+    assert!(
+        row.starts_with(&format!("<td>3</td><td>1</td><td>{median}</td>")),
+        "{row}"
+    );
 }
