@@ -60,20 +60,15 @@ pub async fn open_session(
     .bind(s.client)
     .execute(&mut *tx)
     .await?;
-    crate::audit::append_in_tx(
+    commit_with_event(
         db,
-        &mut tx,
-        &[actor.event(
-            "session.open",
-            format!("user:{}", s.user),
-            None,
-            "ok",
-            serde_json::json!({"method": s.method}),
-        )],
+        tx,
+        actor,
+        "session.open",
+        s.user,
+        serde_json::json!({"method": s.method}),
     )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    .await
 }
 
 /// The live session with this id: not ended, before its absolute end, active within
@@ -107,6 +102,21 @@ pub async fn touch(db: &Db, id_hash: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Records `action` on `user` in the audit trail inside `tx`, then commits.
+async fn commit_with_event(
+    db: &Db,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    actor: &crate::audit::Actor,
+    action: &str,
+    user: impl std::fmt::Display,
+    detail: serde_json::Value,
+) -> Result<(), DbError> {
+    let event = actor.event(action, format!("user:{user}"), None, "ok", detail);
+    crate::audit::append_in_tx(db, &mut tx, &[event]).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Ends a session (logout).
 pub async fn end_session(
     db: &Db,
@@ -120,19 +130,7 @@ pub async fn end_session(
         .bind(id_hash)
         .execute(&mut *tx)
         .await?;
-    crate::audit::append_in_tx(
-        db,
-        &mut tx,
-        &[actor.event(
-            "session.close",
-            format!("user:{user}"),
-            None,
-            "ok",
-            serde_json::json!({}),
-        )],
-    )
-    .await?;
-    tx.commit().await?;
+    commit_with_event(db, tx, actor, "session.close", user, serde_json::json!({})).await?;
     Ok(())
 }
 
@@ -401,19 +399,15 @@ pub async fn set_credential(
         .bind(user.to_string())
         .execute(&mut *tx)
         .await?;
-    crate::audit::append_in_tx(
+    commit_with_event(
         db,
-        &mut tx,
-        &[actor.event(
-            "user.credential",
-            format!("user:{user}"),
-            None,
-            "ok",
-            serde_json::json!({"activation_link": link}),
-        )],
+        tx,
+        actor,
+        "user.credential",
+        user,
+        serde_json::json!({"activation_link": link}),
     )
     .await?;
-    tx.commit().await?;
     Ok(true)
 }
 
@@ -444,19 +438,15 @@ pub async fn create_activation_link(
     .bind(expires_at)
     .execute(&mut *tx)
     .await?;
-    crate::audit::append_in_tx(
+    commit_with_event(
         db,
-        &mut tx,
-        &[actor.event(
-            "user.activation_link",
-            format!("user:{user}"),
-            None,
-            "ok",
-            serde_json::json!({"expires_at": expires_at}),
-        )],
+        tx,
+        actor,
+        "user.activation_link",
+        user,
+        serde_json::json!({"expires_at": expires_at}),
     )
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 
