@@ -3,6 +3,10 @@
 //! - PDF text extraction, pages/s, on generated multi-page PDFs: the parser in-process, the
 //!   same through the sandbox (persistent worker processes, one file at a time, as the server
 //!   runs it), and `pdftotext` (poppler-utils) on the same files, in the same run.
+//! - OCR, pages/s on one core: scanned pages (a text PDF drawn at 300 dpi by `pdftoppm`, its
+//!   JPEGs wrapped back into a PDF) read page by page by the sandboxed OCR worker (`pdftoppm`
+//!   + Tesseract), and by `ocrmypdf -j 1` (PyPI, the peer) on the same PDF with the same
+//!   languages, alternated per round; each side's share of the source words it read back.
 //! - Indexing, documents/s: Italian-analysed documents of ~2 KB added to a fresh index and
 //!   committed.
 //!
@@ -14,7 +18,8 @@ mod corpus;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fascicolo::extract::sandbox::{Outcome, Sandbox, SandboxLimits};
+use fascicolo::extract::ocr::OcrTools;
+use fascicolo::extract::sandbox::{Outcome, Sandbox, SandboxLimits, WorkerKind};
 use fascicolo::extract::{Limits, extract};
 use fascicolo::index::{IndexedDoc, SearchIndex};
 
@@ -215,6 +220,12 @@ async fn main() {
     }
 
     formats(&sandbox, &pdfs[0], if quick { 20 } else { 200 }, rounds).await;
+    ocr(
+        if quick { 2 } else { 8 },
+        if quick { 1 } else { 3 },
+        &mut seed,
+    )
+    .await;
 
     let docs = if quick { 2_000 } else { 20_000 };
     let index_dir = tempfile::tempdir().expect("temp dir");
@@ -380,4 +391,211 @@ async fn formats(sandbox: &Sandbox, pdf: &[u8], n: usize, rounds: usize) {
         "  PDF plain / in a p7m         {plain:>9.0} / {enveloped:.0}: {:.2} ms more per file",
         1000.0 / enveloped - 1000.0 / plain
     );
+}
+
+/// A PDF from numbered object bodies (object i+1 = bodies[i]) with a correct xref table.
+fn pdf_of(bodies: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            bodies.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+/// A scanned PDF: each JPEG drawn over a whole A4 page.
+fn scanned_pdf(jpegs: &[Vec<u8>]) -> Vec<u8> {
+    let mut bodies = vec![b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(), Vec::new()];
+    let mut kids = String::new();
+    for jpeg in jpegs {
+        let size = imagesize::blob_size(jpeg).expect("a JPEG");
+        let page = bodies.len() + 1;
+        kids.push_str(&format!("{page} 0 R "));
+        bodies.push(
+            format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents {} 0 R \
+                 /Resources << /XObject << /Im0 {} 0 R >> >> >>",
+                page + 1,
+                page + 2
+            )
+            .into_bytes(),
+        );
+        let content = b"q 595 0 0 842 0 0 cm /Im0 Do Q";
+        let mut body = format!("<< /Length {} >>\nstream\n", content.len()).into_bytes();
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\nendstream");
+        bodies.push(body);
+        let mut image = format!(
+            "<< /Type /XObject /Subtype /Image /Width {} /Height {} /ColorSpace /DeviceRGB \
+             /BitsPerComponent 8 /Filter /DCTDecode /Length {} >>\nstream\n",
+            size.width,
+            size.height,
+            jpeg.len()
+        )
+        .into_bytes();
+        image.extend_from_slice(jpeg);
+        image.extend_from_slice(b"\nendstream");
+        bodies.push(image);
+    }
+    bodies[1] = format!("<< /Type /Pages /Kids [{kids}] /Count {} >>", jpegs.len()).into_bytes();
+    pdf_of(&bodies)
+}
+
+/// The share of `source`'s words found among `read`'s (each occurrence counted once).
+fn words_read(source: &str, read: &str) -> f64 {
+    use std::collections::HashMap;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for w in read
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        *seen.entry(w.to_lowercase()).or_default() += 1;
+    }
+    let (mut found, mut total) = (0usize, 0usize);
+    for w in source.split_whitespace() {
+        total += 1;
+        if let Some(n) = seen.get_mut(&w.to_lowercase())
+            && *n > 0
+        {
+            *n -= 1;
+            found += 1;
+        }
+    }
+    found as f64 / total.max(1) as f64
+}
+
+/// OCR pages per second on one core, ours beside `ocrmypdf -j 1`, alternated per round.
+async fn ocr(pages: usize, rounds: usize, seed: &mut u64) {
+    let installed = |program: &str, arg: &str| {
+        std::process::Command::new(program)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !installed("tesseract", "--version") || !installed("pdftoppm", "-v") {
+        println!("OCR: tesseract or pdftoppm not installed (Debian: tesseract-ocr, poppler-utils)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = text(seed, pages * 30 * 12);
+    let original = corpus::pdf(&source, pages);
+    std::fs::write(dir.path().join("original.pdf"), &original).expect("write");
+    let drawn = std::process::Command::new("pdftoppm")
+        .args(["-r", "300", "-jpeg"])
+        .arg(dir.path().join("original.pdf"))
+        .arg(dir.path().join("page"))
+        .status()
+        .expect("pdftoppm");
+    assert!(drawn.success());
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    names.sort();
+    let jpegs: Vec<Vec<u8>> = names
+        .iter()
+        .map(|p| std::fs::read(p).expect("jpeg"))
+        .collect();
+    assert_eq!(jpegs.len(), pages);
+    let scan = scanned_pdf(&jpegs);
+    let scan_path = dir.path().join("scan.pdf");
+    std::fs::write(&scan_path, &scan).expect("write");
+    let sandbox = Sandbox::of_kind(
+        env!("CARGO_BIN_EXE_fascicolo").into(),
+        WorkerKind::Ocr(OcrTools {
+            tesseract: "/usr/bin/tesseract".into(),
+            pdftoppm: "/usr/bin/pdftoppm".into(),
+            languages: "ita+eng".into(),
+        }),
+        SandboxLimits {
+            cpu_seconds: 120,
+            memory_bytes: 2048 * 1024 * 1024,
+            wall: Duration::from_secs(300),
+            ..SandboxLimits::default()
+        },
+        1,
+    );
+    let peer = installed("ocrmypdf", "--version");
+    let sidecar = dir.path().join("sidecar.txt");
+    let run_peer = || {
+        let start = Instant::now();
+        let status = std::process::Command::new("ocrmypdf")
+            .args(["-q", "-j", "1", "-l", "ita+eng", "--output-type", "none"])
+            .args(["--rasterizer", "pypdfium", "--optimize", "0", "--sidecar"])
+            .arg(&sidecar)
+            .arg(&scan_path)
+            .arg("-")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("ocrmypdf");
+        assert!(status.success(), "ocrmypdf failed");
+        let took = start.elapsed();
+        (took, std::fs::read_to_string(&sidecar).unwrap_or_default())
+    };
+    let bytes = bytes::Bytes::from(scan);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut our_text, mut their_text) = (String::new(), String::new());
+    let mut confidence = 0f64;
+    for round in 0..rounds {
+        // Alternated: whoever went first in one round goes second in the next.
+        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            if side == 0 {
+                let start = Instant::now();
+                let mut text = String::new();
+                let mut sum = 0f64;
+                for page in 1..=pages as u32 {
+                    let read = sandbox
+                        .read_page(bytes.clone(), "application/pdf", page)
+                        .await
+                        .expect("OCR of a page");
+                    sum += f64::from(read.confidence.unwrap_or(0.0));
+                    text.push_str(&read.text);
+                    text.push('\n');
+                }
+                ours.push(pages as f64 / start.elapsed().as_secs_f64());
+                confidence = sum / pages as f64;
+                our_text = text;
+            } else if peer {
+                let (took, text) = run_peer();
+                theirs.push(pages as f64 / took.as_secs_f64());
+                their_text = text;
+            }
+        }
+    }
+    println!(
+        "OCR of {pages} scanned A4 pages (300 dpi JPEG in a PDF), ita+eng, one core, median of {rounds} rounds:"
+    );
+    let ours = median(ours);
+    println!(
+        "  sandboxed OCR worker (pdftoppm + tesseract per page) {ours:>6.2} pages/s, {:.1} % of the words read, mean confidence {confidence:.1}",
+        words_read(&source, &our_text) * 100.0
+    );
+    if theirs.is_empty() {
+        println!("  ocrmypdf                       not installed (pip install ocrmypdf)");
+    } else {
+        let theirs = median(theirs);
+        println!(
+            "  ocrmypdf -j 1 (text only)                           {theirs:>6.2} pages/s, {:.1} % of the words read",
+            words_read(&source, &their_text) * 100.0
+        );
+        println!("  ratio ours / ocrmypdf          {:>6.2}", ours / theirs);
+    }
 }

@@ -883,6 +883,7 @@ async fn load_corpus(corpus: &Arc<Corpus>, dir: &Path) -> (Roles, u64) {
                         encoding: Some("UTF-8".to_owned()),
                         method: Some("text".to_owned()),
                         meta: None,
+                        ocr_pages: Vec::new(),
                     },
                 ))
                 .expect("cached text");

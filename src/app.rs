@@ -183,6 +183,67 @@ impl Services {
     }
 }
 
+impl Services {
+    /// The OCR workers beside `pipeline`, or why there are none: OCR switched off, or
+    /// Tesseract or pdftoppm not installed (pages needing OCR then wait as pending).
+    pub fn ocr_service(&self, pipeline: &Pipeline) -> Result<crate::ocr::OcrService, String> {
+        let config = &self.config;
+        if config.ocr_workers == 0 {
+            return Err("switched off (FASCICOLO_OCR_WORKERS=0)".into());
+        }
+        let tesseract = find_program(&config.tesseract).ok_or_else(|| {
+            format!(
+                "{} not found (Debian: tesseract-ocr)",
+                config.tesseract.display()
+            )
+        })?;
+        let pdftoppm = find_program(&config.pdftoppm).ok_or_else(|| {
+            format!(
+                "{} not found (Debian: poppler-utils)",
+                config.pdftoppm.display()
+            )
+        })?;
+        let exe = match &config.extractor {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(|e| format!("locating the worker: {e}"))?,
+        };
+        let cpu = config.ocr_page_cpu_seconds.max(1);
+        let limits = SandboxLimits {
+            cpu_seconds: cpu,
+            memory_bytes: config.ocr_memory_mib * 1024 * 1024,
+            wall: std::time::Duration::from_secs(cpu * 2 + 10),
+            ..SandboxLimits::default()
+        };
+        let tools = crate::extract::ocr::OcrTools {
+            tesseract,
+            pdftoppm,
+            languages: config.ocr_languages.clone(),
+        };
+        let sandbox = Sandbox::of_kind(
+            exe,
+            crate::extract::sandbox::WorkerKind::Ocr(tools),
+            limits,
+            config.ocr_workers,
+        );
+        Ok(crate::ocr::OcrService::new(
+            pipeline.clone(),
+            sandbox,
+            config.ocr_workers,
+            config.ocr_max_pages,
+        ))
+    }
+}
+
+/// A program's absolute path: `name` itself when it has a slash, else the first match in PATH.
+fn find_program(name: &std::path::Path) -> Option<std::path::PathBuf> {
+    if name.components().count() > 1 {
+        return name.is_file().then(|| name.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
 /// A server bound to its listener, ready to run.
 pub struct App {
     services: Services,
@@ -247,6 +308,17 @@ impl App {
                 .join("sandbox-probe");
             tokio::spawn(async move { sandbox.log_probe(&scratch).await });
         }
+        let stop_ocr = Arc::new(Notify::new());
+        let ocr = match self.services.ocr_service(&pipeline) {
+            Ok(service) => {
+                tracing::info!(workers = self.services.config.ocr_workers, "OCR on");
+                Some(tokio::spawn(service.run(stop_ocr.clone())))
+            }
+            Err(why) => {
+                tracing::warn!(%why, "OCR off: images and scanned pages wait, their OCR pending");
+                None
+            }
+        };
         let stop_indexing = Arc::new(Notify::new());
         let indexer = tokio::spawn(pipeline.run(self.services.wake.clone(), stop_indexing.clone()));
         let stop_disclosures = Arc::new(Notify::new());
@@ -274,6 +346,10 @@ impl App {
             .context("serving HTTP");
         stop_indexing.notify_one();
         stop_notifying.notify_one();
+        stop_ocr.notify_one();
+        if let Some(ocr) = ocr {
+            let _ = ocr.await;
+        }
         stop_disclosures.notify_one();
         let _ = indexer.await;
         let _ = disclosures.await;

@@ -66,6 +66,9 @@ enum Command {
         /// A file outside it, which the probe must not be able to read.
         #[arg(long)]
         outside: std::path::PathBuf,
+        /// Confine as the OCR worker is (it may start programs).
+        #[arg(long)]
+        programs: bool,
     },
     /// Delete blobs no document references, older than a grace period.
     Gc {
@@ -157,8 +160,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(crate::extract::sandbox::worker_main(args));
     }
     // Single-threaded too: namespaces and the system-call filter apply to this thread.
-    if let Command::SandboxProbe { scratch, outside } = &cli.command {
-        let probe = crate::extract::confine::probe(scratch.as_deref(), outside);
+    if let Command::SandboxProbe {
+        scratch,
+        outside,
+        programs,
+    } = &cli.command
+    {
+        use crate::extract::confine::Allowance;
+        let allowance = if *programs {
+            Allowance::Programs
+        } else {
+            Allowance::Nothing
+        };
+        let probe = crate::extract::confine::probe(scratch.as_deref(), outside, allowance);
         println!("{}", serde_json::to_string(&probe)?);
         return Ok(ExitCode::SUCCESS);
     }

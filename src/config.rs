@@ -82,6 +82,70 @@ pub struct Config {
     )]
     pub extract_wall_seconds: u64,
 
+    /// OCR workers: pages of images and scanned PDFs read at once, one core each (0: no
+    /// OCR; such pages wait, `ocr.status` pending).
+    #[arg(
+        long,
+        env = "FASCICOLO_OCR_WORKERS",
+        default_value_t = 1,
+        global = true
+    )]
+    pub ocr_workers: usize,
+
+    /// CPU seconds OCR may use for one page.
+    #[arg(
+        long,
+        env = "FASCICOLO_OCR_PAGE_CPU_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub ocr_page_cpu_seconds: u64,
+
+    /// Memory (address space) of one page's OCR, in MiB.
+    #[arg(
+        long,
+        env = "FASCICOLO_OCR_MEMORY_MIB",
+        default_value_t = 2048,
+        global = true
+    )]
+    pub ocr_memory_mib: u64,
+
+    /// Pages of one document read with OCR; the rest are listed as skipped.
+    #[arg(
+        long,
+        env = "FASCICOLO_OCR_MAX_PAGES",
+        default_value_t = 200,
+        global = true
+    )]
+    pub ocr_max_pages: usize,
+
+    /// Tesseract's languages, `+`-joined (Debian: tesseract-ocr-ita, tesseract-ocr-eng).
+    #[arg(
+        long,
+        env = "FASCICOLO_OCR_LANGUAGES",
+        default_value = "ita+eng",
+        global = true
+    )]
+    pub ocr_languages: String,
+
+    /// Tesseract, a path or a name looked up in PATH.
+    #[arg(
+        long,
+        env = "FASCICOLO_TESSERACT",
+        default_value = "tesseract",
+        global = true
+    )]
+    pub tesseract: PathBuf,
+
+    /// Poppler's pdftoppm, a path or a name looked up in PATH.
+    #[arg(
+        long,
+        env = "FASCICOLO_PDFTOPPM",
+        default_value = "pdftoppm",
+        global = true
+    )]
+    pub pdftoppm: PathBuf,
+
     /// Reverse proxies whose `X-Forwarded-For` header is believed: addresses or CIDR ranges,
     /// comma-separated. Behind them the client is the last address in the header that is not
     /// one of them (recorded in the audit trail, counted by rate limits); from any other peer
@@ -374,6 +438,13 @@ impl Config {
             extract_cpu_seconds: 20,
             extract_memory_mib: 1024,
             extract_wall_seconds: 30,
+            ocr_workers: 1,
+            ocr_page_cpu_seconds: 60,
+            ocr_memory_mib: 2048,
+            ocr_max_pages: 200,
+            ocr_languages: "ita+eng".to_owned(),
+            tesseract: PathBuf::from("tesseract"),
+            pdftoppm: PathBuf::from("pdftoppm"),
             tenant: "c_c722".to_owned(),
             trusted_proxies: Vec::new(),
             token_lifetime_days: 90,

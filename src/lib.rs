@@ -19,6 +19,7 @@ pub mod import;
 pub mod index;
 pub mod maintenance;
 pub mod notify;
+pub mod ocr;
 pub mod pipeline;
 pub mod users;
 pub mod web;

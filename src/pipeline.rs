@@ -65,6 +65,8 @@ pub struct Pipeline {
     index: Arc<SearchIndex>,
     sandbox: Sandbox,
     parallel: usize,
+    /// Woken when an OCR job is queued.
+    ocr_wake: Arc<Notify>,
 }
 
 /// What one batch applied.
@@ -93,6 +95,16 @@ impl Pipeline {
         &self.sandbox
     }
 
+    /// The services it works with.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Notified whenever the indexer queues an OCR job.
+    pub fn ocr_wake(&self) -> Arc<Notify> {
+        self.ocr_wake.clone()
+    }
+
     /// A pipeline over `index`, extracting with `sandbox`, `parallel` files at a time.
     pub fn new(
         services: Services,
@@ -105,6 +117,7 @@ impl Pipeline {
             index,
             sandbox,
             parallel: parallel.max(1),
+            ocr_wake: Arc::new(Notify::new()),
         }
     }
 
@@ -246,7 +259,9 @@ impl Pipeline {
                 None => docs.push((id, None)),
             }
         }
-        record_outcomes(&self.services.db, &outcomes).await?;
+        if record_outcomes(&self.services.db, &outcomes).await? {
+            self.ocr_wake.notify_waiters();
+        }
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || {
             for (id, doc) in docs {
@@ -265,8 +280,15 @@ impl Pipeline {
     /// if the version had none yet.
     async fn complete(&self, mut loaded: Loaded) -> Result<Completed, PipelineError> {
         let outcome = self.text_for(&loaded.sha256, &loaded.media_type).await?;
-        let recorded = (loaded.status == "pending")
-            .then(|| Recorded::of(&loaded.doc.doc_id, loaded.version, &outcome));
+        let recorded = (loaded.status == "pending").then(|| {
+            Recorded::of(
+                &loaded.doc.doc_id,
+                loaded.version,
+                &loaded.sha256,
+                &loaded.media_type,
+                &outcome,
+            )
+        });
         if let Outcome::Done(extracted) = outcome {
             loaded.doc.text = extracted.text;
         }
@@ -274,14 +296,20 @@ impl Pipeline {
     }
 
     /// The text of a blob: from the cache of extracted texts, or extracted in the sandbox
-    /// and cached (failures too, so a hostile file is parsed once per extractor version).
+    /// and cached (failures too, so a hostile file is parsed once per extractor version);
+    /// with what OCR read of its pages merged in, once it has.
     pub async fn text_for(&self, sha256: &str, media_type: &str) -> Result<Outcome, PipelineError> {
-        let key = text_cache_key(sha256);
-        if let Some(cached) = self.services.blobs.get_derived(&key).await?
-            && let Ok(outcome) = serde_json::from_slice::<Outcome>(&cached)
-        {
+        if let Some(outcome) = stored_text(&self.services.blobs, sha256).await? {
             return Ok(outcome);
         }
+        let mut outcome = self.extract(sha256, media_type).await?;
+        with_ocr(&self.services.blobs, sha256, &mut outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Extracts the text of a blob in the sandbox and caches the outcome.
+    async fn extract(&self, sha256: &str, media_type: &str) -> Result<Outcome, PipelineError> {
+        let key = text_cache_key(sha256);
         let outcome = match ContentHash::parse(sha256) {
             // Nothing to extract: do not read the bytes at all.
             Ok(_) if !crate::extract::supports(media_type) => Outcome::Failed {
@@ -320,6 +348,38 @@ impl Pipeline {
             .await?;
         Ok(outcome)
     }
+}
+
+/// The text of a blob as far as it is known: the cached extraction outcome, with what OCR
+/// read merged in; `None` when it was not extracted yet.
+pub async fn stored_text(
+    blobs: &crate::blobs::BlobStore,
+    sha256: &str,
+) -> Result<Option<Outcome>, crate::blobs::BlobError> {
+    let Some(cached) = blobs.get_derived(&text_cache_key(sha256)).await? else {
+        return Ok(None);
+    };
+    let Ok(mut outcome) = serde_json::from_slice::<Outcome>(&cached) else {
+        return Ok(None);
+    };
+    with_ocr(blobs, sha256, &mut outcome).await?;
+    Ok(Some(outcome))
+}
+
+/// Merges what OCR read of a blob's pages into its extracted text, once it has.
+async fn with_ocr(
+    blobs: &crate::blobs::BlobStore,
+    sha256: &str,
+    outcome: &mut Outcome,
+) -> Result<(), crate::blobs::BlobError> {
+    if let Outcome::Done(extracted) = outcome
+        && !extracted.ocr_pages.is_empty()
+        && let Some(stored) = blobs.get_derived(&crate::ocr::result_key(sha256)).await?
+        && let Ok(read) = serde_json::from_slice::<crate::ocr::OcrResult>(&stored)
+    {
+        crate::ocr::merge(extracted, &read);
+    }
+    Ok(())
 }
 
 /// Where the extracted text of a blob is cached, for this extractor version.
@@ -402,10 +462,12 @@ struct Recorded {
     error: Option<String>,
     method: Option<String>,
     meta: Option<String>,
+    /// The file and its pages to read with OCR, when some page has no text but a picture.
+    ocr: Option<(String, String, Vec<u32>)>,
 }
 
 impl Recorded {
-    fn of(id: &str, version: i32, outcome: &Outcome) -> Self {
+    fn of(id: &str, version: i32, sha256: &str, media_type: &str, outcome: &Outcome) -> Self {
         let (status, pages, chars, error) = match outcome {
             Outcome::Done(e) => (
                 "done",
@@ -422,6 +484,14 @@ impl Recorded {
             ),
             Outcome::Failed { .. } => (None, None),
         };
+        let ocr = match outcome {
+            Outcome::Done(e) if !e.ocr_pages.is_empty() => Some((
+                sha256.to_owned(),
+                media_type.to_owned(),
+                e.ocr_pages.clone(),
+            )),
+            _ => None,
+        };
         Self {
             id: id.to_owned(),
             version,
@@ -431,16 +501,19 @@ impl Recorded {
             error,
             method,
             meta,
+            ocr,
         }
     }
 }
 
 /// Records extraction outcomes, all in one transaction: one commit for a batch of documents,
-/// not one each, so the indexer takes the write lock once while uploads go on.
-async fn record_outcomes(db: &Db, outcomes: &[Recorded]) -> Result<(), PipelineError> {
+/// not one each, so the indexer takes the write lock once while uploads go on. Pages to read
+/// with OCR are queued in the same transaction; returns whether any were.
+async fn record_outcomes(db: &Db, outcomes: &[Recorded]) -> Result<bool, PipelineError> {
     if outcomes.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
+    let mut queued = false;
     let mut tx = db.begin_write().await?;
     for r in outcomes {
         sqlx::query(
@@ -458,9 +531,13 @@ async fn record_outcomes(db: &Db, outcomes: &[Recorded]) -> Result<(), PipelineE
         .bind(r.meta.clone())
         .execute(&mut *tx)
         .await?;
+        if let Some((sha256, media_type, pages)) = &r.ocr {
+            crate::db::ocr::enqueue(&mut tx, sha256, media_type, pages).await?;
+            queued = true;
+        }
     }
     tx.commit().await?;
-    Ok(())
+    Ok(queued)
 }
 
 /// Rebuilds the index from the database and the cached texts (extracting only what is not

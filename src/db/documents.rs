@@ -122,6 +122,8 @@ const DOCUMENT_COLUMNS: &str = "doc.id, doc.dossier_id, doc.title, doc.kind, doc
     doc.current_version, doc.created_at, doc.updated_at, doc.side, d.office_code, \
     v.sha256, v.size, v.media_type, v.filename, v.extraction_status, v.extraction_pages, \
     v.extraction_chars, v.extraction_error, v.extraction_method, v.extraction_meta, \
+    o.status as ocr_status, o.pages as ocr_pages, o.pages_read as ocr_pages_read, \
+    o.mean_confidence as ocr_confidence, o.reason as ocr_reason, \
     v.created_by as up_id, v.created_role as up_role, v.channel as up_channel, up.name as up_name";
 
 /// The columns of a version with its uploader (`up_*`), from `document_version` joined with
@@ -152,6 +154,45 @@ pub struct Extraction {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
+    /// Reading the pages that have no text (an image's, a scanned PDF's) with OCR, a step
+    /// of its own after the text: absent when no page needs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocr: Option<OcrStep>,
+}
+
+/// Where the OCR of a version's pages stands.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct OcrStep {
+    /// `pending`, `running`, `done` or `failed`.
+    pub status: String,
+    /// Pages to read.
+    pub pages: u32,
+    /// Pages read (when done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pages_read: Option<i32>,
+    /// Tesseract's mean word confidence over the pages read, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_confidence: Option<f64>,
+    /// Why pages were not read (when failed, or some pages failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl OcrStep {
+    fn from_row(row: &AnyRow) -> Result<Option<Self>, DbError> {
+        let Some(status) = row.try_get::<Option<String>, _>("ocr_status")? else {
+            return Ok(None);
+        };
+        let pages: String = row.try_get("ocr_pages")?;
+        let pages = serde_json::from_str::<Vec<u32>>(&pages).map_or(0, |p| p.len() as u32);
+        Ok(Some(Self {
+            status,
+            pages,
+            pages_read: row.try_get("ocr_pages_read")?,
+            mean_confidence: row.try_get("ocr_confidence")?,
+            reason: row.try_get("ocr_reason")?,
+        }))
+    }
 }
 
 fn document_from_row(row: &AnyRow, caller: &Caller) -> Result<DocumentRecord, DbError> {
@@ -184,6 +225,7 @@ fn document_from_row(row: &AnyRow, caller: &Caller) -> Result<DocumentRecord, Db
             meta: row
                 .try_get::<Option<String>, _>("extraction_meta")?
                 .and_then(|m| serde_json::from_str(&m).ok()),
+            ocr: OcrStep::from_row(row)?,
         },
     })
 }
@@ -458,6 +500,7 @@ fn select_documents(caller: &Caller) -> Sql {
          join dossier d on d.id = doc.dossier_id \
          join document_version v on v.document_id = doc.id and v.version = doc.current_version \
          join app_user up on up.id = v.created_by \
+         left join ocr_job o on o.sha256 = v.sha256 \
          where "
     ));
     caller.push_dossier_filter(&mut sql);

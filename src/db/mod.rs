@@ -9,6 +9,7 @@ pub mod dossiers;
 mod ingest;
 pub mod lifecycle;
 pub mod notices;
+pub mod ocr;
 pub mod outbox;
 pub mod registrations;
 pub mod users;

@@ -405,6 +405,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         encoding: inner.encoding,
         method: Some("signed".to_owned()),
         meta: Some(meta),
+        ocr_pages: Vec::new(),
     })
 }
 

@@ -48,6 +48,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         encoding: None,
         method: Some("email".to_owned()),
         meta: Some(meta),
+        ocr_pages: Vec::new(),
     })
 }
 

@@ -8,13 +8,14 @@
 mod cades;
 pub mod confine;
 mod email;
+pub mod ocr;
 mod office;
 pub mod sandbox;
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever extraction output changes, so cached texts are recomputed.
-pub const EXTRACTOR_VERSION: u32 = 1;
+pub const EXTRACTOR_VERSION: u32 = 2;
 
 /// Limits for one extraction.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -55,6 +56,10 @@ pub struct Extracted {
     /// delivery data.
     #[serde(default)]
     pub meta: Option<serde_json::Value>,
+    /// Pages (1-based) with no text but a picture: an image's pages, a PDF's scanned pages.
+    /// They are read by OCR later, in a queue of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ocr_pages: Vec<u32>,
 }
 
 /// Why no text could be extracted.
@@ -75,6 +80,9 @@ pub enum ExtractError {
     /// The file is not a readable signed envelope.
     #[error("unreadable signed envelope: {0}")]
     Signed(String),
+    /// The image cannot be read, or is too large to read.
+    #[error("{0}")]
+    Image(String),
 }
 
 /// Media types with an extractor.
@@ -89,6 +97,7 @@ pub fn supports(media_type: &str) -> bool {
             | "message/rfc822"
             | "application/pkcs7-mime"
     ) || office::MEDIA_TYPES.contains(&media_type)
+        || ocr::IMAGE_TYPES.contains(&media_type)
 }
 
 /// Extracts the text of a file of the given (sniffed) media type.
@@ -100,6 +109,18 @@ pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extrac
         "message/rfc822" => email::extract(bytes, limits),
         "application/pkcs7-mime" => cades::extract(bytes, limits),
         other if office::MEDIA_TYPES.contains(&other) => office::extract(bytes, other, limits),
+        other if ocr::IMAGE_TYPES.contains(&other) => {
+            let pages = ocr::probe_image(bytes, other)?;
+            Ok(Extracted {
+                pages: Some(pages),
+                text: String::new(),
+                truncated: false,
+                encoding: None,
+                method: Some("ocr".to_owned()),
+                meta: None,
+                ocr_pages: (1..=pages).collect(),
+            })
+        }
         other => Err(ExtractError::Unsupported(other.to_owned())),
     }
 }
@@ -118,6 +139,9 @@ fn push_capped(text: &mut String, count: &mut usize, piece: &str, max: usize) ->
 
 /// Up to this many pages, text is extracted page by page.
 const PAGE_BY_PAGE_LIMIT: usize = 2000;
+/// A PDF page with a picture and fewer letters and digits than this in its text layer is
+/// a scan (perhaps with a stamped line, such as a protocol number) and is read by OCR.
+pub const SCANNED_PAGE_CHARS: usize = 200;
 
 fn extract_pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
     let document =
@@ -141,9 +165,18 @@ fn extract_pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         document.extract_text_chunks_with_limit(&numbers, limits.max_page_content_bytes)
     };
     let pieces = per_page.len();
+    let mut ocr_pages = Vec::new();
+    let by_page = numbers.len() <= PAGE_BY_PAGE_LIMIT;
     for (i, piece) in per_page.into_iter().enumerate() {
         match piece {
             Ok(page_text) => {
+                if by_page
+                    && page_text.chars().filter(|c| c.is_alphanumeric()).count()
+                        < SCANNED_PAGE_CHARS
+                    && has_picture(&document, &pages, numbers[i])
+                {
+                    ocr_pages.push(numbers[i]);
+                }
                 let separator = if i > 0 && numbers.len() <= PAGE_BY_PAGE_LIMIT {
                     "\u{c}"
                 } else {
@@ -178,7 +211,20 @@ fn extract_pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         encoding: None,
         method: Some("text_layer".to_owned()),
         meta: cades::pdf_signatures(&document, bytes),
+        ocr_pages,
     })
+}
+
+/// Whether a page draws an image.
+fn has_picture(
+    document: &lopdf::Document,
+    pages: &std::collections::BTreeMap<u32, lopdf::ObjectId>,
+    number: u32,
+) -> bool {
+    pages
+        .get(&number)
+        .and_then(|id| document.get_page_images(*id).ok())
+        .is_some_and(|images| !images.is_empty())
 }
 
 fn short(message: &str) -> String {
@@ -211,6 +257,7 @@ fn extract_plain(bytes: &[u8], limits: &Limits) -> Extracted {
         encoding: Some(encoding.to_owned()),
         method: Some("text".to_owned()),
         meta: None,
+        ocr_pages: Vec::new(),
     }
 }
 
@@ -268,6 +315,7 @@ fn extract_html(bytes: &[u8], limits: &Limits) -> Extracted {
         encoding: Some(encoding.to_owned()),
         method: Some("html".to_owned()),
         meta: None,
+        ocr_pages: Vec::new(),
     }
 }
 
@@ -314,13 +362,13 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_an_unreadable_pdf_and_images_are_unsupported() {
+    fn garbage_is_an_unreadable_pdf_and_gifs_are_unsupported() {
         assert!(matches!(
             extract(b"%PDF-1.4 garbage", "application/pdf", &Limits::default()),
             Err(ExtractError::Pdf(_))
         ));
         assert!(matches!(
-            extract(b"\x89PNG", "image/png", &Limits::default()),
+            extract(b"GIF89a", "image/gif", &Limits::default()),
             Err(ExtractError::Unsupported(_))
         ));
     }

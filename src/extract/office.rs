@@ -47,6 +47,7 @@ pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extrac
         encoding: None,
         method: Some("office".to_owned()),
         meta: None,
+        ocr_pages: Vec::new(),
     })
 }
 

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Semaphore;
 
+use super::ocr::{OcrTools, PageText};
 use super::{Extracted, Limits, extract};
 
 /// Files a worker extracts before it is replaced.
@@ -71,13 +72,24 @@ pub enum Outcome {
 #[serde(rename_all = "snake_case")]
 enum WorkerReply {
     Ok(Extracted),
+    Page(PageText),
     Error(String),
+}
+
+/// What a sandbox's workers do.
+#[derive(Clone, Debug)]
+pub enum WorkerKind {
+    /// Extract a file's text with the parsers in this binary; start no program.
+    Extract,
+    /// Read one page at a time with OCR, starting these programs.
+    Ocr(OcrTools),
 }
 
 /// Runs extraction workers, at most a fixed number at a time, and keeps the idle ones.
 #[derive(Clone, Debug)]
 pub struct Sandbox {
     exe: PathBuf,
+    kind: WorkerKind,
     limits: SandboxLimits,
     permits: Arc<Semaphore>,
     idle: Arc<Mutex<Vec<Worker>>>,
@@ -105,8 +117,14 @@ enum Broken {
 impl Sandbox {
     /// A sandbox running `exe extract-worker`, with at most `parallel` workers at once.
     pub fn new(exe: PathBuf, limits: SandboxLimits, parallel: usize) -> Self {
+        Self::of_kind(exe, WorkerKind::Extract, limits, parallel)
+    }
+
+    /// A sandbox of workers of `kind`, with at most `parallel` at once.
+    pub fn of_kind(exe: PathBuf, kind: WorkerKind, limits: SandboxLimits, parallel: usize) -> Self {
         Self {
             exe,
+            kind,
             limits,
             permits: Arc::new(Semaphore::new(parallel.max(1))),
             idle: Arc::new(Mutex::new(Vec::new())),
@@ -169,17 +187,47 @@ impl Sandbox {
     /// Extracts the text of `bytes` in a worker process.
     #[tracing::instrument(skip(self, bytes), fields(size = bytes.len()))]
     pub async fn run(&self, bytes: bytes::Bytes, media_type: &str) -> Outcome {
+        match self.exchange(bytes, media_type, 0).await {
+            Ok(WorkerReply::Ok(extracted)) => Outcome::Done(extracted),
+            Ok(WorkerReply::Error(e)) | Err(e) => failed(e),
+            Ok(WorkerReply::Page(_)) => failed("a worker of the wrong kind answered".into()),
+        }
+    }
+
+    /// Reads page `page` (1-based) of `bytes` with OCR in a worker process of an OCR
+    /// sandbox; the error is the reason, for people.
+    #[tracing::instrument(skip(self, bytes), fields(size = bytes.len()))]
+    pub async fn read_page(
+        &self,
+        bytes: bytes::Bytes,
+        media_type: &str,
+        page: u32,
+    ) -> Result<PageText, String> {
+        match self.exchange(bytes, media_type, page).await? {
+            WorkerReply::Page(text) => Ok(text),
+            WorkerReply::Error(e) => Err(e),
+            WorkerReply::Ok(_) => Err("a worker of the wrong kind answered".into()),
+        }
+    }
+
+    /// Hands one request to a worker (an idle one, or a new one) and reads its reply.
+    async fn exchange(
+        &self,
+        bytes: bytes::Bytes,
+        media_type: &str,
+        page: u32,
+    ) -> Result<WorkerReply, String> {
         if bytes.len() as u64 > self.limits.max_input_bytes {
-            return failed(format!(
+            return Err(format!(
                 "file larger than the extraction limit of {} bytes",
                 self.limits.max_input_bytes
             ));
         }
         if media_type.len() > MAX_MEDIA_TYPE {
-            return failed("media type too long".into());
+            return Err("media type too long".into());
         }
         let Ok(_permit) = self.permits.acquire().await else {
-            return failed("extraction is shutting down".into());
+            return Err("extraction is shutting down".into());
         };
         // An idle worker that has ended since (killed from outside) is not reused.
         let idle = self
@@ -194,7 +242,7 @@ impl Sandbox {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::error!(error = %e, exe = %self.exe.display(), "cannot start the extraction worker");
-                    return failed(format!("cannot start the extraction worker: {e}"));
+                    return Err(format!("cannot start the extraction worker: {e}"));
                 }
             },
         };
@@ -202,19 +250,19 @@ impl Sandbox {
         let cap = (self.limits.extract.max_chars as u64) * 6 + 64 * 1024;
         let exchanged = tokio::time::timeout(
             self.limits.wall,
-            exchange(&mut worker, &bytes, media_type, cap),
+            exchange(&mut worker, &bytes, media_type, page, cap),
         )
         .await;
         let reply = match exchanged {
             Ok(Ok(reply)) => reply,
             Ok(Err(Broken::Oversized)) => {
-                let _ = worker.child.kill().await;
-                return failed("extraction output exceeded its cap".into());
+                kill(&mut worker).await;
+                return Err("extraction output exceeded its cap".into());
             }
-            Ok(Err(Broken::Pipe)) => return failed(self.reason_of_death(worker).await),
+            Ok(Err(Broken::Pipe)) => return Err(self.reason_of_death(worker).await),
             Err(_) => {
-                let _ = worker.child.kill().await;
-                return failed(format!(
+                kill(&mut worker).await;
+                return Err(format!(
                     "extraction exceeded the wall-clock limit of {} s",
                     self.limits.wall.as_secs()
                 ));
@@ -226,19 +274,26 @@ impl Sandbox {
         {
             idle.push(worker);
         }
-        match serde_json::from_slice::<WorkerReply>(&reply) {
-            Ok(WorkerReply::Ok(extracted)) => Outcome::Done(extracted),
-            Ok(WorkerReply::Error(e)) => failed(e),
-            Err(e) => failed(format!("unreadable extraction output: {e}")),
-        }
+        serde_json::from_slice::<WorkerReply>(&reply)
+            .map_err(|e| format!("unreadable extraction output: {e}"))
     }
 
     fn spawn(&self) -> std::io::Result<Worker> {
         self.started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let limits = self.limits;
-        let mut child = tokio::process::Command::new(&self.exe)
-            .arg("extract-worker")
+        let mut command = tokio::process::Command::new(&self.exe);
+        command.arg("extract-worker");
+        if let WorkerKind::Ocr(tools) = &self.kind {
+            command
+                .arg("--ocr-tesseract")
+                .arg(&tools.tesseract)
+                .arg("--ocr-pdftoppm")
+                .arg(&tools.pdftoppm)
+                .arg("--ocr-languages")
+                .arg(&tools.languages);
+        }
+        let mut child = command
             .arg("--cpu-seconds")
             .arg(limits.cpu_seconds.to_string())
             .arg("--memory-bytes")
@@ -255,6 +310,8 @@ impl Sandbox {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            // A group of its own, so that the programs an OCR worker starts end with it.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()?;
         match (child.stdin.take(), child.stdout.take()) {
@@ -269,17 +326,26 @@ impl Sandbox {
     }
 
     /// Why a worker stopped answering, from how it ended.
-    async fn reason_of_death(&self, mut worker: Worker) -> String {
+    async fn reason_of_death(&self, worker: Worker) -> String {
         // A worker that broke the protocol without dying is stopped here.
         drop(worker.stdin);
-        let status = match tokio::time::timeout(Duration::from_secs(1), worker.child.wait()).await {
+        let mut child = worker.child;
+        let group = child.id().and_then(|p| i32::try_from(p).ok());
+        let status = match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return format!("waiting for the extraction worker: {e}"),
             Err(_) => {
-                let _ = worker.child.kill().await;
+                kill_group(&mut child).await;
                 return "the extraction worker stopped answering".to_owned();
             }
         };
+        // Whatever it started dies with it.
+        if let Some(group) = group {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(group),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         use nix::sys::signal::Signal;
         use std::os::unix::process::ExitStatusExt;
         match status.signal() {
@@ -302,17 +368,34 @@ impl Sandbox {
     }
 }
 
+/// Kills a worker and every process it started (its process group).
+async fn kill(worker: &mut Worker) {
+    kill_group(&mut worker.child).await;
+}
+
+async fn kill_group(child: &mut Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill().await;
+}
+
 /// Sends one request frame and reads the reply frame. The input is written while the reply is
 /// awaited, so a worker that dies half-way through reading is noticed at once.
 async fn exchange(
     worker: &mut Worker,
     bytes: &[u8],
     media_type: &str,
+    page: u32,
     cap: u64,
 ) -> Result<Vec<u8>, Broken> {
-    let mut header = Vec::with_capacity(12 + media_type.len());
+    let mut header = Vec::with_capacity(16 + media_type.len());
     header.extend_from_slice(&(media_type.len() as u32).to_le_bytes());
     header.extend_from_slice(media_type.as_bytes());
+    header.extend_from_slice(&page.to_le_bytes());
     header.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
     let stdin = &mut worker.stdin;
     let stdout = &mut worker.stdout;
@@ -373,6 +456,15 @@ pub struct WorkerArgs {
     /// The one folder the worker may read and write (none by default).
     #[arg(long)]
     scratch: Option<std::path::PathBuf>,
+    /// Tesseract: given, the worker reads pages with OCR instead of extracting files.
+    #[arg(long)]
+    ocr_tesseract: Option<PathBuf>,
+    /// Poppler's `pdftoppm`, which draws PDF pages for OCR.
+    #[arg(long, default_value = "/usr/bin/pdftoppm")]
+    ocr_pdftoppm: PathBuf,
+    /// Tesseract's languages.
+    #[arg(long, default_value = "ita+eng")]
+    ocr_languages: String,
 }
 
 /// The worker: limit itself, then for each request frame on stdin (media type and bytes)
@@ -394,8 +486,18 @@ pub fn worker_main(args: &WorkerArgs) -> ExitCode {
     }
     // Confined before the first byte of input is read; a worker that cannot confine itself
     // answers every file with the reason instead of extracting it.
+    let tools = args.ocr_tesseract.as_ref().map(|tesseract| OcrTools {
+        tesseract: tesseract.clone(),
+        pdftoppm: args.ocr_pdftoppm.clone(),
+        languages: args.ocr_languages.clone(),
+    });
+    let allowance = if tools.is_some() {
+        super::confine::Allowance::Programs
+    } else {
+        super::confine::Allowance::Nothing
+    };
     if refused.is_none()
-        && let Err(e) = super::confine::confine(args.scratch.as_deref())
+        && let Err(e) = super::confine::confine(args.scratch.as_deref(), allowance)
     {
         refused = Some(e.to_string());
     }
@@ -407,7 +509,7 @@ pub fn worker_main(args: &WorkerArgs) -> ExitCode {
     let mut input = std::io::stdin().lock();
     let mut output = std::io::stdout().lock();
     loop {
-        let (media_type, bytes) = match read_request(&mut input, args.max_input_bytes) {
+        let (media_type, page, bytes) = match read_request(&mut input, args.max_input_bytes) {
             Ok(Some(request)) => request,
             Ok(None) => return ExitCode::SUCCESS,
             Err(_) => return ExitCode::FAILURE,
@@ -416,6 +518,11 @@ pub fn worker_main(args: &WorkerArgs) -> ExitCode {
             WorkerReply::Error(e.clone())
         } else if let Err(e) = arm_cpu_limit(args.cpu_seconds) {
             WorkerReply::Error(format!("cannot apply the CPU limit: {e}"))
+        } else if let Some(tools) = &tools {
+            match super::ocr::recognise_page(&bytes, &media_type, page, tools) {
+                Ok(text) => WorkerReply::Page(text),
+                Err(e) => WorkerReply::Error(e.to_string()),
+            }
         } else {
             match extract(&bytes, &media_type, &limits) {
                 Ok(extracted) => WorkerReply::Ok(extracted),
@@ -440,11 +547,12 @@ fn arm_cpu_limit(seconds: u64) -> nix::Result<()> {
     setrlimit(Resource::RLIMIT_CPU, soft, hard)
 }
 
-/// One request: the media type and the file. `None` when stdin closed between requests.
+/// One request: the media type, the page (0 for a whole file) and the file. `None` when
+/// stdin closed between requests.
 fn read_request(
     input: &mut impl Read,
     max_input: u64,
-) -> std::io::Result<Option<(String, Vec<u8>)>> {
+) -> std::io::Result<Option<(String, u32, Vec<u8>)>> {
     let mut len = [0u8; 4];
     match input.read_exact(&mut len) {
         Ok(()) => {}
@@ -458,6 +566,9 @@ fn read_request(
     let mut media = vec![0u8; media_len];
     input.read_exact(&mut media)?;
     let media = String::from_utf8(media).map_err(std::io::Error::other)?;
+    let mut page = [0u8; 4];
+    input.read_exact(&mut page)?;
+    let page = u32::from_le_bytes(page);
     let mut size = [0u8; 8];
     input.read_exact(&mut size)?;
     let size = u64::from_le_bytes(size);
@@ -470,7 +581,7 @@ fn read_request(
     if bytes.len() as u64 != size {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
-    Ok(Some((media, bytes)))
+    Ok(Some((media, page, bytes)))
 }
 
 fn write_reply(out: &mut impl Write, answer: &WorkerReply) -> std::io::Result<()> {
@@ -490,6 +601,7 @@ mod tests {
         for (media, body) in [("text/plain", &b"ciao"[..]), ("application/pdf", b"")] {
             frame.extend_from_slice(&(media.len() as u32).to_le_bytes());
             frame.extend_from_slice(media.as_bytes());
+            frame.extend_from_slice(&3u32.to_le_bytes());
             frame.extend_from_slice(&(body.len() as u64).to_le_bytes());
             frame.extend_from_slice(body);
         }
@@ -497,11 +609,11 @@ mod tests {
         let first = read_request(&mut input, 16)
             .expect("first")
             .expect("a request");
-        assert_eq!(first, ("text/plain".to_owned(), b"ciao".to_vec()));
+        assert_eq!(first, ("text/plain".to_owned(), 3, b"ciao".to_vec()));
         let second = read_request(&mut input, 16)
             .expect("second")
             .expect("a request");
-        assert_eq!(second, ("application/pdf".to_owned(), Vec::new()));
+        assert_eq!(second, ("application/pdf".to_owned(), 3, Vec::new()));
         assert!(read_request(&mut input, 16).expect("end").is_none());
     }
 
@@ -510,6 +622,7 @@ mod tests {
         let mut frame = Vec::new();
         frame.extend_from_slice(&10u32.to_le_bytes());
         frame.extend_from_slice(b"text/plain");
+        frame.extend_from_slice(&0u32.to_le_bytes());
         frame.extend_from_slice(&100u64.to_le_bytes());
         frame.extend_from_slice(b"short");
         assert!(read_request(&mut &frame[..], 50).is_err(), "over the limit");

@@ -513,11 +513,7 @@ pub(crate) async fn get_text(
 ) -> Result<Json<DocumentText>, ApiError> {
     use crate::extract::sandbox::Outcome;
     let document = audited_document(&services, &caller, &client, id, "document.text", None).await?;
-    let cached = services
-        .blobs
-        .get_derived(&crate::pipeline::text_cache_key(&document.sha256))
-        .await?;
-    let outcome = cached.and_then(|bytes| serde_json::from_slice::<Outcome>(&bytes).ok());
+    let outcome = crate::pipeline::stored_text(&services.blobs, &document.sha256).await?;
     Ok(Json(match outcome {
         Some(Outcome::Done(e)) => DocumentText {
             status: "done".into(),

@@ -113,6 +113,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     config.extract_cpu_seconds = 5;
     config.extract_wall_seconds = 15;
     config.extract_memory_mib = 512;
+    // OCR is switched on by the tests that need it (and Tesseract).
+    config.ocr_workers = 0;
     // Tests upload and search in loops (and poll the index); the rate-limit tests set their
     // own limits.
     config.rate_search = 0;

@@ -270,3 +270,97 @@ async fn a_worker_that_dies_takes_only_its_own_file() {
         "{started} processes for {files} files"
     );
 }
+
+/// A TIFF of one page claiming `width` × `height` 8-bit grey pixels in one strip of ten bytes.
+fn tiff_claiming(width: u32, height: u32) -> Vec<u8> {
+    let entries: [(u16, u16, u32); 8] = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, 8 + 2 + 8 * 12 + 4),
+        (278, 4, height),
+        (279, 4, 10),
+    ];
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend_from_slice(&8u32.to_le_bytes());
+    tiff.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, kind, value) in entries {
+        tiff.extend_from_slice(&tag.to_le_bytes());
+        tiff.extend_from_slice(&kind.to_le_bytes());
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        if kind == 3 {
+            tiff.extend_from_slice(&(value as u16).to_le_bytes());
+            tiff.extend_from_slice(&[0, 0]);
+        } else {
+            tiff.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff.extend_from_slice(&[0u8; 10]);
+    tiff
+}
+
+/// Decompression bombs in every image format OCR reads are refused from their headers,
+/// before a pixel is decoded: the extraction fails with the reason, no OCR is queued, and the
+/// file stays downloadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_bombs_are_refused_from_their_headers_and_stay_downloadable() {
+    let app = crate::helpers::spawn_app_with(|c| c.ocr_workers = 1).await;
+    let citizen = app.citizen(96).await;
+    let dossier = app.open_dossier(&citizen, "cila", &cf(96)).await;
+    let d = dossier["id"].as_str().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    png.extend_from_slice(&100_000u32.to_be_bytes());
+    png.extend_from_slice(&100_000u32.to_be_bytes());
+    png.extend_from_slice(&[8, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]);
+    png.extend_from_slice(b"\0\0\0\0IEND\xaeB`\x82");
+    // A baseline JPEG frame of 65 500 × 65 500 pixels.
+    let jpeg = b"\xff\xd8\xff\xc0\x00\x11\x08\xff\xdc\xff\xdc\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01\xff\xd9".to_vec();
+    let files = [
+        ("bomba.png", "image/png", png),
+        ("bomba.jpg", "image/jpeg", jpeg),
+        ("bomba.tif", "image/tiff", tiff_claiming(100_000, 100_000)),
+    ];
+    for (name, media_type, bytes) in files {
+        let response = app
+            .upload(
+                &citizen,
+                &format!("/v1/dossiers/{d}/documents"),
+                bytes.clone(),
+                name,
+                &[("title", name)],
+            )
+            .await;
+        assert_eq!(response.status(), 201, "{name}");
+        let doc: Value = response.json().await.unwrap();
+        assert_eq!(doc["media_type"], media_type, "{name}");
+        let id = doc["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let doc: Value = loop {
+            let doc: Value = app
+                .get(&citizen, &format!("/v1/documents/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if doc["extraction"]["status"] != "pending" {
+                break doc;
+            }
+            assert!(Instant::now() < deadline, "{name} still pending");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(doc["extraction"]["status"], "failed", "{doc}");
+        let reason = doc["extraction"]["reason"].as_str().unwrap();
+        assert!(reason.contains("too large"), "{name}: {reason}");
+        assert!(doc["extraction"]["ocr"].is_null(), "no OCR queued: {doc}");
+        let content = app
+            .get(&citizen, &format!("/v1/documents/{id}/content"))
+            .await;
+        assert_eq!(content.status(), 200, "{name}");
+        assert_eq!(content.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    }
+    let health = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -23,6 +23,7 @@ mod limits;
 mod matrix;
 mod notices;
 mod notify;
+mod ocr;
 mod process;
 mod sandbox;
 mod scaleout;
