@@ -5,7 +5,7 @@
 //!   runs it), and `pdftotext` (poppler-utils) on the same files, in the same run.
 //! - OCR, pages/s on one core: scanned pages (a text PDF drawn at 300 dpi by `pdftoppm`, its
 //!   JPEGs wrapped back into a PDF) read page by page by the sandboxed OCR worker (`pdftoppm`
-//!   + Tesseract), and by `ocrmypdf -j 1` (PyPI, the peer) on the same PDF with the same
+//!   and Tesseract), and by `ocrmypdf -j 1` (PyPI, the peer) on the same PDF with the same
 //!   languages, alternated per round; each side's share of the source words it read back.
 //! - Indexing, documents/s: Italian-analysed documents of ~2 KB added to a fresh index and
 //!   committed.
@@ -232,6 +232,8 @@ async fn main() {
     let index = SearchIndex::open(index_dir.path()).expect("index");
     let prepared: Vec<IndexedDoc> = (0..docs)
         .map(|i| IndexedDoc {
+            signed: false,
+            signers: Vec::new(),
             doc_id: format!("doc-{i}"),
             dossier_id: format!("dossier-{}", i / 5),
             dossier_number: format!("2026/{:06}", i / 5),

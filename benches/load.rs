@@ -884,6 +884,7 @@ async fn load_corpus(corpus: &Arc<Corpus>, dir: &Path) -> (Roles, u64) {
                         method: Some("text".to_owned()),
                         meta: None,
                         ocr_pages: Vec::new(),
+                        content: None,
                     },
                 ))
                 .expect("cached text");

@@ -345,6 +345,7 @@ mod tests {
             method: Some(method.to_owned()),
             meta: None,
             ocr_pages: Vec::new(),
+            content: None,
         }
     }
 

@@ -290,6 +290,10 @@ impl Pipeline {
             )
         });
         if let Outcome::Done(extracted) = outcome {
+            if let Some(signers) = extracted.meta.as_ref().and_then(crate::extract::signers_of) {
+                loaded.doc.signed = true;
+                loaded.doc.signers = signers;
+            }
             loaded.doc.text = extracted.text;
         }
         Ok((loaded.doc, recorded))
@@ -310,7 +314,7 @@ impl Pipeline {
     /// Extracts the text of a blob in the sandbox and caches the outcome.
     async fn extract(&self, sha256: &str, media_type: &str) -> Result<Outcome, PipelineError> {
         let key = text_cache_key(sha256);
-        let outcome = match ContentHash::parse(sha256) {
+        let mut outcome = match ContentHash::parse(sha256) {
             // Nothing to extract: do not read the bytes at all.
             Ok(_) if !crate::extract::supports(media_type) => Outcome::Failed {
                 reason: format!("no text extractor for {media_type}"),
@@ -340,6 +344,15 @@ impl Pipeline {
                 reason: "invalid content hash".into(),
             },
         };
+        // A signed file's content is kept beside it, to be read and downloaded alone.
+        if let Outcome::Done(extracted) = &mut outcome
+            && let Some(content) = extracted.content.take()
+        {
+            self.services
+                .blobs
+                .put_derived(&unwrapped_key(sha256), Bytes::from(content))
+                .await?;
+        }
         // Store failures of the file itself, not of the store.
         let json = serde_json::to_vec(&outcome).unwrap_or_default();
         self.services
@@ -380,6 +393,15 @@ async fn with_ocr(
         crate::ocr::merge(extracted, &read);
     }
     Ok(())
+}
+
+/// Where the signed content inside a blob (a CAdES envelope) is kept.
+pub fn unwrapped_key(sha256: &str) -> String {
+    let (a, b) = (
+        sha256.get(..2).unwrap_or("xx"),
+        sha256.get(2..4).unwrap_or("xx"),
+    );
+    format!("unwrapped/v1/{a}/{b}/{sha256}")
 }
 
 /// Where the extracted text of a blob is cached, for this extractor version.
@@ -440,6 +462,8 @@ fn loaded(row: &sqlx::any::AnyRow) -> Result<Loaded, PipelineError> {
             date_ms: row.try_get("created_at")?,
             title: row.try_get("title")?,
             text: String::new(),
+            signed: false,
+            signers: Vec::new(),
         },
         version: row.try_get("current_version")?,
         sha256: row.try_get("sha256")?,

@@ -363,9 +363,9 @@ fn open_envelope(
     Ok((signers, content))
 }
 
-/// Unwraps an envelope (and those inside it), verifies every signature, and extracts the
-/// signed content.
-pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
+/// Opens an envelope and those nested inside it, verifying every signature: the signers of
+/// each envelope, outermost first, and the signed content.
+fn unwrap_all(bytes: &[u8]) -> Result<(Vec<Value>, Vec<u8>), ExtractError> {
     let mut envelopes = Vec::new();
     let mut content = bytes.to_vec();
     loop {
@@ -377,15 +377,32 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         content = inner;
         let kind = crate::domain::sniff_media_type(&content);
         if kind != "application/pkcs7-mime" && !looks_like_base64_envelope(&content) {
-            break;
+            return Ok((envelopes, content));
         }
     }
+}
+
+/// The signed content inside an envelope (and those nested in it), with its media type.
+pub fn signed_content(bytes: &[u8]) -> Result<(Vec<u8>, &'static str), ExtractError> {
+    let (_, content) = unwrap_all(bytes)?;
+    let media_type = crate::domain::sniff_media_type(&content);
+    Ok((content, media_type))
+}
+
+/// The largest signed content kept beside its envelope, to be read and downloaded alone.
+pub const MAX_KEPT_CONTENT: usize = 64 * 1024 * 1024;
+
+/// Unwraps an envelope (and those inside it), verifies every signature, and extracts the
+/// signed content.
+pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
+    let (envelopes, content) = unwrap_all(bytes)?;
     let media_type = crate::domain::sniff_media_type(&content);
     let inner = super::extract(&content, media_type, limits)?;
     let signers: Vec<Value> = envelopes
         .iter()
         .flat_map(|e| e["signers"].as_array().cloned().unwrap_or_default())
         .collect();
+    let kept = content.len() <= MAX_KEPT_CONTENT;
     let meta = json!({
         "signed": true,
         "signers": signers,
@@ -394,6 +411,8 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         "content": {
             "media_type": media_type,
             "size": content.len(),
+            "sha256": crate::domain::ContentHash::of(&content).to_string(),
+            "kept": kept,
             "method": inner.method,
             "meta": inner.meta,
         },
@@ -405,7 +424,9 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         encoding: inner.encoding,
         method: Some("signed".to_owned()),
         meta: Some(meta),
-        ocr_pages: Vec::new(),
+        // A signed scan: OCR unwraps the envelope again and reads the content's pages.
+        ocr_pages: inner.ocr_pages,
+        content: kept.then_some(content),
     })
 }
 

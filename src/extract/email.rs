@@ -49,6 +49,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         method: Some("email".to_owned()),
         meta: Some(meta),
         ocr_pages: Vec::new(),
+        content: None,
     })
 }
 

@@ -5,11 +5,12 @@
 //! hostile file can make a parser overflow its stack or abort on allocation, which no
 //! in-process guard can stop.
 
-mod cades;
+pub(crate) mod cades;
 pub mod confine;
 mod email;
 pub mod ocr;
 mod office;
+mod rtf;
 pub mod sandbox;
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,11 @@ pub struct Extracted {
     /// They are read by OCR later, in a queue of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ocr_pages: Vec<u32>,
+    /// The signed content inside an envelope, handed back beside the text. Never serialised:
+    /// the worker sends it as a frame of its own and the pipeline keeps it as a derived blob
+    /// (its hash is in `meta.content.sha256`).
+    #[serde(skip)]
+    pub content: Option<Vec<u8>>,
 }
 
 /// Why no text could be extracted.
@@ -119,10 +125,33 @@ pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extrac
                 method: Some("ocr".to_owned()),
                 meta: None,
                 ocr_pages: (1..=pages).collect(),
+                content: None,
             })
         }
         other => Err(ExtractError::Unsupported(other.to_owned())),
     }
+}
+
+/// Whether a file is signed, from its extraction metadata (a CAdES envelope's or a signed
+/// PDF's), and the codice fiscale of each signer that has one (`None`: not signed).
+pub fn signers_of(meta: &serde_json::Value) -> Option<Vec<String>> {
+    if meta["signed"] != true {
+        return None;
+    }
+    let direct = meta["signers"].as_array().into_iter().flatten();
+    let in_pdf = meta["signatures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["signers"].as_array().into_iter().flatten());
+    let mut cfs: Vec<String> = direct
+        .chain(in_pdf)
+        .filter_map(|s| s["codice_fiscale"].as_str())
+        .map(str::to_ascii_uppercase)
+        .collect();
+    cfs.sort();
+    cfs.dedup();
+    Some(cfs)
 }
 
 /// Appends `piece` to `text` up to the limit; returns false once the limit is reached.
@@ -212,6 +241,7 @@ fn extract_pdf(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError>
         method: Some("text_layer".to_owned()),
         meta: cades::pdf_signatures(&document, bytes),
         ocr_pages,
+        content: None,
     })
 }
 
@@ -258,6 +288,7 @@ fn extract_plain(bytes: &[u8], limits: &Limits) -> Extracted {
         method: Some("text".to_owned()),
         meta: None,
         ocr_pages: Vec::new(),
+        content: None,
     }
 }
 
@@ -316,6 +347,7 @@ fn extract_html(bytes: &[u8], limits: &Limits) -> Extracted {
         method: Some("html".to_owned()),
         meta: None,
         ocr_pages: Vec::new(),
+        content: None,
     }
 }
 

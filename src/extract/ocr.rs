@@ -107,6 +107,14 @@ pub fn recognise_page(
     if page == 0 {
         return Err(ExtractError::Image("pages are counted from 1".into()));
     }
+    if media_type == "application/pkcs7-mime" {
+        // A signed scan: the pages are the signed content's.
+        let (content, inner) = super::cades::signed_content(bytes)?;
+        if inner == "application/pkcs7-mime" {
+            return Err(ExtractError::Signed("an envelope inside itself".into()));
+        }
+        return recognise_page(&content, inner, page, tools);
+    }
     let tsv = match media_type {
         "application/pdf" => {
             let raster = run(

@@ -1,5 +1,5 @@
 //! Office documents: Word (DOCX) and OpenDocument text (ODT) read with `zip` and `quick-xml`,
-//! spreadsheets (XLSX, ODS) with `calamine`. Body text, headers, footers, tables, notes and
+//! spreadsheets (XLSX, ODS) with `calamine`, RTF with [`super::rtf`]. Body text, headers, footers, tables, notes and
 //! comments come out in reading order: headers, body (tables row by row, cells by tabs),
 //! notes, footers, comments.
 //!
@@ -24,6 +24,7 @@ pub const MEDIA_TYPES: &[&str] = &[
     "application/vnd.oasis.opendocument.text",
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "application/vnd.oasis.opendocument.spreadsheet",
+    "application/rtf",
 ];
 
 fn office_error(reason: impl std::fmt::Display) -> ExtractError {
@@ -35,6 +36,7 @@ pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extrac
     let text = match media_type {
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => docx(bytes)?,
         "application/vnd.oasis.opendocument.text" => odt(bytes)?,
+        "application/rtf" => super::rtf::text(bytes)?,
         _ => sheets(bytes)?,
     };
     let mut kept = String::new();
@@ -48,6 +50,7 @@ pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extrac
         method: Some("office".to_owned()),
         meta: None,
         ocr_pages: Vec::new(),
+        content: None,
     })
 }
 

@@ -188,9 +188,12 @@ impl Sandbox {
     #[tracing::instrument(skip(self, bytes), fields(size = bytes.len()))]
     pub async fn run(&self, bytes: bytes::Bytes, media_type: &str) -> Outcome {
         match self.exchange(bytes, media_type, 0).await {
-            Ok(WorkerReply::Ok(extracted)) => Outcome::Done(extracted),
-            Ok(WorkerReply::Error(e)) | Err(e) => failed(e),
-            Ok(WorkerReply::Page(_)) => failed("a worker of the wrong kind answered".into()),
+            Ok((WorkerReply::Ok(mut extracted), content)) => {
+                extracted.content = content;
+                Outcome::Done(extracted)
+            }
+            Ok((WorkerReply::Error(e), _)) | Err(e) => failed(e),
+            Ok((WorkerReply::Page(_), _)) => failed("a worker of the wrong kind answered".into()),
         }
     }
 
@@ -203,20 +206,21 @@ impl Sandbox {
         media_type: &str,
         page: u32,
     ) -> Result<PageText, String> {
-        match self.exchange(bytes, media_type, page).await? {
+        match self.exchange(bytes, media_type, page).await?.0 {
             WorkerReply::Page(text) => Ok(text),
             WorkerReply::Error(e) => Err(e),
             WorkerReply::Ok(_) => Err("a worker of the wrong kind answered".into()),
         }
     }
 
-    /// Hands one request to a worker (an idle one, or a new one) and reads its reply.
+    /// Hands one request to a worker (an idle one, or a new one) and reads its reply, with
+    /// the content it sent beside it (a signed file's).
     async fn exchange(
         &self,
         bytes: bytes::Bytes,
         media_type: &str,
         page: u32,
-    ) -> Result<WorkerReply, String> {
+    ) -> Result<(WorkerReply, Option<Vec<u8>>), String> {
         if bytes.len() as u64 > self.limits.max_input_bytes {
             return Err(format!(
                 "file larger than the extraction limit of {} bytes",
@@ -250,7 +254,14 @@ impl Sandbox {
         let cap = (self.limits.extract.max_chars as u64) * 6 + 64 * 1024;
         let exchanged = tokio::time::timeout(
             self.limits.wall,
-            exchange(&mut worker, &bytes, media_type, page, cap),
+            exchange(
+                &mut worker,
+                &bytes,
+                media_type,
+                page,
+                cap,
+                self.limits.max_input_bytes,
+            ),
         )
         .await;
         let reply = match exchanged {
@@ -274,8 +285,10 @@ impl Sandbox {
         {
             idle.push(worker);
         }
-        serde_json::from_slice::<WorkerReply>(&reply)
-            .map_err(|e| format!("unreadable extraction output: {e}"))
+        let (reply, content) = reply;
+        let reply = serde_json::from_slice::<WorkerReply>(&reply)
+            .map_err(|e| format!("unreadable extraction output: {e}"))?;
+        Ok((reply, (!content.is_empty()).then_some(content)))
     }
 
     fn spawn(&self) -> std::io::Result<Worker> {
@@ -383,15 +396,18 @@ async fn kill_group(child: &mut Child) {
     let _ = child.kill().await;
 }
 
-/// Sends one request frame and reads the reply frame. The input is written while the reply is
-/// awaited, so a worker that dies half-way through reading is noticed at once.
+/// Sends one request frame and reads the reply frames: the reply (at most `cap` bytes) and
+/// the content sent beside it (at most `content_cap`, empty for none). The input is written
+/// while the reply is awaited, so a worker that dies half-way through reading is noticed at
+/// once.
 async fn exchange(
     worker: &mut Worker,
     bytes: &[u8],
     media_type: &str,
     page: u32,
     cap: u64,
-) -> Result<Vec<u8>, Broken> {
+    content_cap: u64,
+) -> Result<(Vec<u8>, Vec<u8>), Broken> {
     let mut header = Vec::with_capacity(16 + media_type.len());
     header.extend_from_slice(&(media_type.len() as u32).to_le_bytes());
     header.extend_from_slice(media_type.as_bytes());
@@ -405,27 +421,34 @@ async fn exchange(
         stdin.flush().await
     };
     let receive = async {
-        let mut len = [0u8; 8];
-        stdout
-            .read_exact(&mut len)
-            .await
-            .map_err(|_| Broken::Pipe)?;
-        let len = u64::from_le_bytes(len);
-        if len > cap {
-            return Err(Broken::Oversized);
-        }
-        let mut reply = vec![0u8; usize::try_from(len).map_err(|_| Broken::Oversized)?];
-        stdout
-            .read_exact(&mut reply)
-            .await
-            .map_err(|_| Broken::Pipe)?;
-        Ok(reply)
+        let reply = read_frame(stdout, cap).await?;
+        let content = read_frame(stdout, content_cap).await?;
+        Ok((reply, content))
     };
     let (sent, received) = tokio::join!(send, receive);
     let reply = received?;
     // A worker answers only after reading all of its input.
     sent.map_err(|_| Broken::Pipe)?;
     Ok(reply)
+}
+
+/// One frame from a worker: its length, then that many bytes, at most `cap`.
+async fn read_frame(stdout: &mut ChildStdout, cap: u64) -> Result<Vec<u8>, Broken> {
+    let mut len = [0u8; 8];
+    stdout
+        .read_exact(&mut len)
+        .await
+        .map_err(|_| Broken::Pipe)?;
+    let len = u64::from_le_bytes(len);
+    if len > cap {
+        return Err(Broken::Oversized);
+    }
+    let mut frame = vec![0u8; usize::try_from(len).map_err(|_| Broken::Oversized)?];
+    stdout
+        .read_exact(&mut frame)
+        .await
+        .map_err(|_| Broken::Pipe)?;
+    Ok(frame)
 }
 
 fn failed(reason: String) -> Outcome {
@@ -584,10 +607,17 @@ fn read_request(
     Ok(Some((media, page, bytes)))
 }
 
+/// The reply frame, then the content frame (a signed file's content; empty for none).
 fn write_reply(out: &mut impl Write, answer: &WorkerReply) -> std::io::Result<()> {
     let json = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
     out.write_all(&(json.len() as u64).to_le_bytes())?;
     out.write_all(&json)?;
+    let content = match answer {
+        WorkerReply::Ok(extracted) => extracted.content.as_deref().unwrap_or_default(),
+        _ => &[],
+    };
+    out.write_all(&(content.len() as u64).to_le_bytes())?;
+    out.write_all(content)?;
     out.flush()
 }
 

@@ -36,6 +36,7 @@ pub fn router(upload_limit: usize) -> Router<Services> {
         .route("/documents/{id}", get(get_document))
         .route("/documents/{id}/content", get(get_content))
         .route("/documents/{id}/text", get(get_text))
+        .route("/documents/{id}/signed-content", get(get_signed_content))
         .route(
             "/documents/{id}/versions",
             get(list_versions).merge(post(add_version).layer(DefaultBodyLimit::max(upload_limit))),
@@ -628,6 +629,72 @@ async fn get_version_content(
         &version.filename,
     )
     .await
+}
+
+#[utoipa::path(get, path = "/v1/documents/{id}/signed-content",
+    params(("id" = String, Path, description = "Document id")),
+    responses(
+        (status = 200, description = "The file signed inside a CAdES envelope (`.p7m`), unwrapped", content_type = "*/*"),
+        (status = 404, body = super::error::ErrorBody, description = "No such document, or it is not a signed envelope"),
+    ),
+    security(("bearer" = [])), tag = "documents")]
+pub(crate) async fn get_signed_content(
+    State(services): State<Services>,
+    caller: Caller,
+    client: ClientAddress,
+    DocumentPath(id): DocumentPath,
+) -> Result<Response, ApiError> {
+    let document =
+        audited_document(&services, &caller, &client, id, "document.download", None).await?;
+    let content = document
+        .extraction
+        .meta
+        .as_ref()
+        .and_then(|m| m.get("content"))
+        .cloned()
+        .unwrap_or_default();
+    let (Some(sha256), Some(media_type)) =
+        (content["sha256"].as_str(), content["media_type"].as_str())
+    else {
+        return Err(ApiError::NotFound);
+    };
+    let bytes = services
+        .blobs
+        .get_derived(&crate::pipeline::unwrapped_key(&document.sha256))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if ContentHash::of(&bytes).to_hex() != sha256 {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "the signed content of {} failed its integrity check",
+            document.sha256
+        )));
+    }
+    // `relazione.pdf.p7m.p7m` holds `relazione.pdf`.
+    let mut filename = document.filename.as_str();
+    while let Some(stem) = filename
+        .strip_suffix(".p7m")
+        .or_else(|| filename.strip_suffix(".P7M"))
+    {
+        filename = stem;
+    }
+    let size = bytes.len();
+    let mut response = Response::new(Body::from(bytes));
+    insert(&mut response, header::ETAG, &format!("\"{sha256}\""));
+    insert(&mut response, header::CONTENT_TYPE, media_type);
+    insert(&mut response, header::CONTENT_LENGTH, &size.to_string());
+    insert(
+        &mut response,
+        header::CONTENT_DISPOSITION,
+        &content_disposition(filename),
+    );
+    insert(&mut response, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    insert(
+        &mut response,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox",
+    );
+    insert(&mut response, header::CACHE_CONTROL, "private, no-cache");
+    Ok(response)
 }
 
 /// Serves a blob with `ETag`, conditional and range requests, and a download-only

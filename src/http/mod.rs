@@ -42,7 +42,7 @@ use crate::app::Services;
         health,
         dossiers::open_dossier, dossiers::get_dossier, dossiers::list_dossiers, dossiers::list_documents,
         documents::add_document, documents::add_version, documents::get_document,
-        documents::list_versions, documents::get_content, documents::get_text, documents::get_version_content,
+        documents::list_versions, documents::get_content, documents::get_text, documents::get_signed_content, documents::get_version_content,
         procedures::list_procedures, procedures::me, search::search,
         delegations::grant, delegations::list, delegations::revoke,
         identities::register, identities::activate, identities::list_tokens, identities::create_token,

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::extract::ApiQuery;
 use crate::access::Caller;
 use crate::app::Services;
-use crate::domain::{DocumentKind, DossierId, DossierStatus};
+use crate::domain::{DocumentKind, DossierId, DossierStatus, Role};
 use crate::index::IndexError;
 use crate::index::search::{SearchRequest, SearchResult, SortBy, Stop, stopped};
 
@@ -48,6 +48,10 @@ pub struct SearchQuery {
     pub(crate) offset: Option<usize>,
     /// `relevance` (default with a query) or `date` (default without).
     pub(crate) sort: Option<String>,
+    /// `true`: only signed files (CAdES `.p7m`, signed PDFs).
+    pub(crate) signed: Option<bool>,
+    /// Only files signed by this codice fiscale (office staff and auditors).
+    pub(crate) signer: Option<String>,
 }
 
 fn bad(message: impl ToString) -> ApiError {
@@ -129,6 +133,21 @@ pub(crate) async fn search(
     if let Some(d) = query.dossier {
         let id = DossierId::parse(&d).ok_or_else(|| bad("dossier is not a dossier id"))?;
         terms.push(("dossier_id", id.to_string()));
+    }
+    match query.signed {
+        Some(true) => terms.push(("signed", "yes".to_owned())),
+        Some(false) => return Err(bad("signed can only be true")),
+        None => {}
+    }
+    if let Some(cf) = query.signer {
+        if !matches!(caller.role(), Role::Staff | Role::Auditor) {
+            return Err(bad("the signer filter is for office staff and auditors"));
+        }
+        let cf = cf.trim().to_ascii_uppercase();
+        if cf.is_empty() || cf.len() > 32 || !cf.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(bad("signer must be a codice fiscale"));
+        }
+        terms.push(("signer", cf));
     }
     let sort = match query.sort.as_deref() {
         None => None,

@@ -230,6 +230,8 @@ mod tests {
 
     fn doc(i: usize) -> IndexedDoc {
         IndexedDoc {
+            signed: false,
+            signers: Vec::new(),
             doc_id: format!("d{i}"),
             dossier_id: format!("p{i}"),
             dossier_number: format!("{i}"),
@@ -365,6 +367,8 @@ mod tests {
         let wall = |i: usize| i % 3 != 1 || i.is_multiple_of(10);
         let docs: Vec<IndexedDoc> = (0..5_000)
             .map(|i| IndexedDoc {
+                signed: false,
+                signers: Vec::new(),
                 text: format!(
                     "{} {}",
                     if lacks(i) { "tettoia" } else { "facciata" },

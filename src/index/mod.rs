@@ -25,7 +25,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 
 /// Bumped whenever the schema or the analyzer changes; an index of another version is
 /// rebuilt from the database.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 /// Name of the Italian analyzer.
 pub const ITALIAN: &str = "it_text";
 const STOP_WORDS: &str = include_str!("../../schema/stopwords_it.txt");
@@ -98,6 +98,10 @@ pub struct Fields {
     /// double) and the text, analysed in Italian, with positions for phrases. One field, so a
     /// word is one posting list and a phrase one scorer, not a union over two fields.
     pub body: Field,
+    /// `yes` on a document whose file is signed (CAdES or PAdES).
+    pub signed: Field,
+    /// The codice fiscale of each signer.
+    pub signer: Field,
 }
 
 fn build_schema() -> (Schema, Fields) {
@@ -122,6 +126,8 @@ fn build_schema() -> (Schema, Fields) {
         title: b.add_text_field("title", STORED),
         text: b.add_text_field("text", STORED),
         body: b.add_text_field("body", italian),
+        signed: b.add_text_field("signed", STRING),
+        signer: b.add_text_field("signer", STRING),
     };
     (b.build(), fields)
 }
@@ -273,6 +279,10 @@ pub struct IndexedDoc {
     pub title: String,
     /// Extracted text.
     pub text: String,
+    /// The file is signed (CAdES or PAdES).
+    pub signed: bool,
+    /// The codice fiscale of each signer.
+    pub signers: Vec<String>,
 }
 
 /// What the commit payload records.
@@ -389,7 +399,7 @@ impl SearchIndex {
 
     fn document(&self, d: &IndexedDoc) -> TantivyDocument {
         let f = &self.fields;
-        doc!(
+        let mut document = doc!(
             f.doc_id => d.doc_id.as_str(),
             f.dossier_id => d.dossier_id.as_str(),
             f.dossier_number => d.dossier_number.as_str(),
@@ -406,7 +416,14 @@ impl SearchIndex {
             f.body => d.title.as_str(),
             f.body => d.title.as_str(),
             f.body => d.text.as_str(),
-        )
+        );
+        if d.signed {
+            document.add_text(f.signed, "yes");
+        }
+        for cf in &d.signers {
+            document.add_text(f.signer, cf);
+        }
+        document
     }
 
     /// Removes a document.

@@ -903,6 +903,8 @@ mod tests {
     /// Document `i` of the search tests, in one of three offices, with `text`.
     fn doc(i: usize, text: String) -> IndexedDoc {
         IndexedDoc {
+            signed: false,
+            signers: Vec::new(),
             text,
             ..crate::index::search::tests::doc(i, i as i64)
         }

@@ -722,6 +722,8 @@ pub(crate) mod tests {
 
     pub(crate) fn doc(i: usize, date_ms: i64) -> IndexedDoc {
         IndexedDoc {
+            signed: false,
+            signers: Vec::new(),
             doc_id: format!("d{i}"),
             dossier_id: format!("p{}", i / 3),
             dossier_number: format!("{i}"),

@@ -8,7 +8,7 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Json};
 use serde::Deserialize;
@@ -40,6 +40,7 @@ pub fn router(upload_limit: usize) -> Router<Services> {
         .route("/pratiche/{id}/deleghe/revoca", post(revoke))
         .route("/documenti/{id}", get(document_page))
         .route("/documenti/{id}/contenuto", get(content))
+        .route("/documenti/{id}/contenuto-firmato", get(signed_content))
 }
 
 fn parse_dossier(raw: &str) -> Result<DossierId, WebError> {
@@ -776,6 +777,58 @@ struct DocumentPage {
     inline: bool,
     size: String,
     text: Option<String>,
+    /// The signatures, for a signed file.
+    signers: Vec<SignerView>,
+    /// The file signed inside a CAdES envelope: its media type, when it was kept.
+    signed_content: Option<String>,
+    /// That content opens in the browser.
+    signed_inline: bool,
+    /// How the text was read: by OCR, with its mean confidence.
+    ocr: Option<String>,
+}
+
+/// One signature as the document page shows it.
+struct SignerView {
+    name: String,
+    codice_fiscale: String,
+    valid: bool,
+    detail: String,
+}
+
+impl SignerView {
+    /// The signers of a signed file, from its extraction metadata (CAdES or PAdES).
+    fn all(meta: Option<&serde_json::Value>) -> Vec<Self> {
+        let Some(meta) = meta else {
+            return Vec::new();
+        };
+        let direct = meta["signers"].as_array().into_iter().flatten();
+        let in_pdf = meta["signatures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["signers"].as_array().into_iter().flatten());
+        direct
+            .chain(in_pdf)
+            .map(|s| {
+                let valid = s["status"] == "valid";
+                let text = |key: &str| s[key].as_str().unwrap_or_default().to_owned();
+                let detail = if valid {
+                    match s["signing_time"].as_str() {
+                        Some(t) => format!("firma valida, apposta il {}", italian_date(t)),
+                        None => "firma valida".to_owned(),
+                    }
+                } else {
+                    format!("firma non valida: {}", text("reason"))
+                };
+                Self {
+                    name: text("name"),
+                    codice_fiscale: text("codice_fiscale"),
+                    valid,
+                    detail,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Types a browser shows without running anything of the document's own.
@@ -821,8 +874,28 @@ async fn document_page(
         inline: viewable(&doc.media_type),
         size: human_size(doc.size),
         text: text.text,
+        signers: SignerView::all(doc.extraction.meta.as_ref()),
+        signed_content: signed_content_type(&doc),
+        signed_inline: signed_content_type(&doc).is_some_and(|t| viewable(&t)),
+        ocr: doc.extraction.ocr.as_ref().map(|o| match (o.status.as_str(), o.mean_confidence) {
+            ("done", Some(c)) => format!(
+                "Il testo è stato letto con il riconoscimento ottico (OCR), confidenza media {c:.0}%."
+            ),
+            ("done" | "failed", _) => "Riconoscimento ottico (OCR) non riuscito.".to_owned(),
+            _ => "Riconoscimento ottico (OCR) in corso: il testo delle pagine scansionate sarà \
+                  cercabile a breve."
+                .to_owned(),
+        }),
         doc,
     })
+}
+
+/// The media type of the file signed inside a document's envelope, when it was kept.
+fn signed_content_type(doc: &DocumentRecord) -> Option<String> {
+    let content = doc.extraction.meta.as_ref()?.get("content")?;
+    (content["kept"] == true)
+        .then(|| content["media_type"].as_str().map(str::to_owned))
+        .flatten()
 }
 
 fn human_size(bytes: i64) -> String {
@@ -838,33 +911,35 @@ struct ContentParams {
     scarica: Option<String>,
 }
 
-/// The document's bytes, through the API's own download. Types a browser shows safely open
-/// in the browser (`inline`); the response keeps the API's `sandbox` policy, so nothing in
-/// a document ever runs as a page of this site.
-async fn content(
+/// The file signed inside a document's envelope, through the API's own download, opened in
+/// the browser as [`content`] opens a document.
+async fn signed_content(
     State(services): State<Services>,
     visitor: Visitor,
     Path(raw): Path<String>,
     Query(params): Query<ContentParams>,
-    headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let caller = visitor.caller(&format!("/documenti/{raw}"))?;
     let id = DocumentId::parse(&raw).ok_or(ApiError::NotFound)?;
-    let mut response = documents::get_content(
+    let response = documents::get_signed_content(
         State(services),
         caller,
         ClientAddress(visitor.client.clone()),
         DocumentPath(id),
-        headers,
     )
     .await?;
+    Ok(inline_when_viewable(response, params.scarica.is_none()))
+}
+
+/// Turns a download into a page the browser shows, for types it shows safely.
+fn inline_when_viewable(mut response: Response, inline: bool) -> Response {
     let media_type = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    if params.scarica.is_none()
+    if inline
         && viewable(&media_type)
         && let Some(disposition) = response
             .headers()
@@ -877,5 +952,28 @@ async fn content(
             .headers_mut()
             .insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(response.into_response())
+    response
+}
+
+/// The document's bytes, through the API's own download. Types a browser shows safely open
+/// in the browser (`inline`); the response keeps the API's `sandbox` policy, so nothing in
+/// a document ever runs as a page of this site.
+async fn content(
+    State(services): State<Services>,
+    visitor: Visitor,
+    Path(raw): Path<String>,
+    Query(params): Query<ContentParams>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let caller = visitor.caller(&format!("/documenti/{raw}"))?;
+    let id = DocumentId::parse(&raw).ok_or(ApiError::NotFound)?;
+    let response = documents::get_content(
+        State(services),
+        caller,
+        ClientAddress(visitor.client.clone()),
+        DocumentPath(id),
+        headers,
+    )
+    .await?;
+    Ok(inline_when_viewable(response, params.scarica.is_none()))
 }

@@ -507,7 +507,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 }
 
 /// A test CA and a signer certificate shaped like an Italian qualified one.
-fn signing_kit() -> tempfile::TempDir {
+pub(crate) fn signing_kit() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     openssl(
@@ -564,7 +564,7 @@ fn signing_kit() -> tempfile::TempDir {
     dir
 }
 
-fn sign(kit: &std::path::Path, input: &str, output: &str, stream: bool) {
+pub(crate) fn sign(kit: &std::path::Path, input: &str, output: &str, stream: bool) {
     let mut args = vec![
         "cms",
         "-sign",
@@ -660,6 +660,19 @@ async fn signed_files_are_unwrapped_verified_and_their_signers_shown() {
                 signers.iter().all(|s| s["status"] == "valid"),
                 "{name}: {meta}"
             );
+            // The signed PDF itself is kept beside its envelope, to read and download alone.
+            let id = doc["id"].as_str().unwrap();
+            let inner = app
+                .get(&staff, &format!("/v1/documents/{id}/signed-content"))
+                .await;
+            assert_eq!(inner.status(), 200, "{name}");
+            assert_eq!(inner.headers()["content-type"], "application/pdf");
+            let disposition = inner.headers()["content-disposition"].to_str().unwrap();
+            assert!(disposition.contains("filename=\""), "{disposition}");
+            assert!(!disposition.contains(".p7m"), "{disposition}");
+            let original = std::fs::read(k.join("verbale.pdf")).unwrap();
+            assert_eq!(inner.bytes().await.unwrap().as_ref(), original.as_slice());
+            assert_eq!(meta["content"]["kept"], true);
         } else {
             assert_eq!(signers[0]["status"], "invalid");
             assert!(
@@ -713,6 +726,68 @@ async fn signed_files_are_unwrapped_verified_and_their_signers_shown() {
         )
         .await;
     assert_eq!(found["total"], 5, "{found}");
+    // Staff filter signed files, and the files one professional signed; an unsigned file
+    // with the same word is left out. Citizens cannot filter by a signer.
+    upload_as(
+        &app,
+        &staff,
+        dossier,
+        b"Appunti sul mandorlo del cortile".to_vec(),
+        "appunti.txt",
+        "text/plain",
+    )
+    .await;
+    app.search_until(
+        &staff,
+        &[("q", "mandorlo")],
+        6,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    let total = |params: &'static [(&'static str, &'static str)]| {
+        let app = &app;
+        let staff = &staff;
+        async move {
+            let body: Value = app.search(staff, params).await.json().await.unwrap();
+            body["total"].clone()
+        }
+    };
+    assert_eq!(total(&[("q", "mandorlo"), ("signed", "true")]).await, 5);
+    assert_eq!(total(&[("signed", "true")]).await, 5);
+    assert_eq!(total(&[("signer", "RSSMRA80A01H501U")]).await, 5);
+    assert_eq!(
+        total(&[("signer", "rssmra80a01h501u"), ("q", "mandorlo")]).await,
+        5
+    );
+    assert_eq!(total(&[("signer", "BNCLRA85M41L219X")]).await, 0);
+    let citizen = app.citizen(6061).await;
+    let refused = app
+        .search(&citizen, &[("signer", "RSSMRA80A01H501U")])
+        .await;
+    assert_eq!(refused.status(), 400);
+    let allowed = app.search(&citizen, &[("signed", "true")]).await;
+    assert_eq!(allowed.status(), 200);
+    // A file that is not an envelope has no signed content.
+    let unsigned = upload_as(
+        &app,
+        &staff,
+        dossier,
+        crate::helpers::sample_pdf("non firmato"),
+        "semplice.pdf",
+        "application/pdf",
+    )
+    .await;
+    let unsigned = extracted(&app, &staff, unsigned["id"].as_str().unwrap()).await;
+    let none = app
+        .get(
+            &staff,
+            &format!(
+                "/v1/documents/{}/signed-content",
+                unsigned["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(none.status(), 404);
 }
 
 /// Signs `input` into `output` as a PAdES signature with the kit's signer (pyHanko), and
@@ -793,4 +868,53 @@ async fn signed_pdfs_list_their_signatures_and_say_when_changed_afterwards() {
     .await;
     let doc = extracted(&app, &staff, doc["id"].as_str().unwrap()).await;
     assert!(doc["extraction"].get("meta").is_none(), "{doc}");
+}
+
+/// An RTF letter (as Word saves one) is read with its accented letters and found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtf_letter_is_read_and_found() {
+    let app = spawn_app().await;
+    let (staff, dossier) = staff_and_dossier(&app, 6070).await;
+    let rtf = br"{\rtf1\ansi\ansicpg1252{\fonttbl{\f0 Calibri;}}{\info{\author Geom. Bianchi}}
+\pard\f0 Oggetto: richiesta di proroga per la pratica edilizia\par
+Si chiede la proroga dei termini per la consegna della relazione paesaggistica, perch\'e9 \'e8 in corso la verifica della propriet\u224?.\par
+}";
+    let doc = upload_as(
+        &app,
+        &staff,
+        &dossier,
+        rtf.to_vec(),
+        "proroga.rtf",
+        "application/rtf",
+    )
+    .await;
+    assert_eq!(doc["media_type"], "application/rtf", "{doc}");
+    let id = doc["id"].as_str().unwrap();
+    let doc = extracted(&app, &staff, id).await;
+    assert_eq!(doc["extraction"]["status"], "done", "{doc}");
+    assert_eq!(doc["extraction"]["method"], "office");
+    let text: Value = app
+        .get(&staff, &format!("/v1/documents/{id}/text"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let text = text["text"].as_str().unwrap();
+    assert!(
+        text.contains("perché è in corso la verifica della proprietà."),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Calibri") && !text.contains("Bianchi"),
+        "{text}"
+    );
+    let (found, _) = app
+        .search_until(
+            &staff,
+            &[("q", "\"relazione paesaggistica\"")],
+            1,
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(found["hits"][0]["document_id"], id, "{found}");
 }

@@ -320,9 +320,10 @@ const COLLAUDO: &[&str] = &[
 ];
 
 /// Scans in every shape a desk receives them are read by OCR and found by a phrase of their
-/// text: a scanned PDF with a stamped line, a PNG photo of a page, a two-page TIFF.
+/// text: a scanned PDF with a stamped line, a PNG photo of a page, a two-page TIFF, and a
+/// scan signed by a professional (CAdES, `.pdf.p7m`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs tesseract (tesseract-ocr, -ita, -eng) and pdftoppm (poppler-utils)"]
+#[ignore = "needs tesseract (tesseract-ocr, -ita, -eng), pdftoppm (poppler-utils) and openssl"]
 async fn scans_photos_and_tiffs_are_read_with_ocr_and_found_by_their_words() {
     let app = spawn_app_with(|c| c.ocr_workers = 2).await;
     let staff = app.staff(&["edilizia"]).await;
@@ -335,7 +336,12 @@ async fn scans_photos_and_tiffs_are_read_with_ocr_and_found_by_their_words() {
     let scan = scanned_pdf(&draw(&permesso, "-jpeg", 200), Some("Prot. n. 4521"));
     let photo = draw(&collaudo, "-png", 150);
     let tiff = tiff_of(&[draw(&permesso, "-pgm", 200), draw(&collaudo, "-pgm", 200)]);
+    let kit = crate::formats::signing_kit();
+    std::fs::write(kit.path().join("scansione.pdf"), &scan).unwrap();
+    crate::formats::sign(kit.path(), "scansione.pdf", "scansione.pdf.p7m", false);
+    let signed = std::fs::read(kit.path().join("scansione.pdf.p7m")).unwrap();
     let scan = upload(&app, &citizen, dossier, scan, "permesso.pdf").await;
+    let signed = upload(&app, &citizen, dossier, signed, "permesso.pdf.p7m").await;
     let photo = upload(&app, &citizen, dossier, photo, "collaudo.png").await;
     let tiff = upload(&app, &citizen, dossier, tiff, "fascicolo.tif").await;
 
@@ -344,6 +350,7 @@ async fn scans_photos_and_tiffs_are_read_with_ocr_and_found_by_their_words() {
         (&scan, "text_layer+ocr", 1),
         (&photo, "ocr", 1),
         (&tiff, "ocr", 2),
+        (&signed, "signed+ocr", 1),
     ] {
         let doc = document_when(&app, &staff, id, within, ocr_ended).await;
         let extraction = &doc["extraction"];
@@ -379,7 +386,7 @@ async fn scans_photos_and_tiffs_are_read_with_ocr_and_found_by_their_words() {
             ids
         }
     };
-    let mut expected = vec![scan.clone(), tiff.clone()];
+    let mut expected = vec![scan.clone(), tiff.clone(), signed.clone()];
     expected.sort();
     assert_eq!(
         found("\"rilascia il permesso di costruire\"").await,
@@ -393,7 +400,9 @@ async fn scans_photos_and_tiffs_are_read_with_ocr_and_found_by_their_words() {
         expected
     );
     // The stamped line of the text layer stays beside the OCR text.
-    assert_eq!(found("4521").await, vec![scan.clone()]);
+    let mut expected = vec![scan.clone(), signed.clone()];
+    expected.sort();
+    assert_eq!(found("4521").await, expected);
     // The text is the OCR's: the API serves it as the document's text.
     let text = app.get(&staff, &format!("/v1/documents/{tiff}/text")).await;
     assert_eq!(text.status(), 200);

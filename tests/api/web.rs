@@ -1304,3 +1304,72 @@ async fn the_statistics_page_draws_what_the_api_counts() {
         "{row}"
     );
 }
+
+/// A signed file's page lists its signers with their verdict and opens the file signed inside
+/// the envelope in the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs openssl"]
+async fn a_signed_file_shows_its_signers_and_opens_what_was_signed() {
+    let kit = crate::formats::signing_kit();
+    let original = crate::helpers::sample_pdf("relazione firmata digitalmente");
+    std::fs::write(kit.path().join("relazione.pdf"), &original).unwrap();
+    crate::formats::sign(kit.path(), "relazione.pdf", "relazione.pdf.p7m", false);
+    let signed = std::fs::read(kit.path().join("relazione.pdf.p7m")).unwrap();
+    let app = spawn_app_with(|_| {}).await;
+    let password = "una lunga frase segreta";
+    let (token, secret) = with_password(
+        &app,
+        fascicolo::domain::Role::Staff,
+        &["edilizia"],
+        "firme@comune.example.it",
+        password,
+    )
+    .await;
+    let d = app.open_dossier(&token, "cila", &cf(7310)).await;
+    let r = app
+        .upload(
+            &token,
+            &format!("/v1/dossiers/{}/documents", d["id"].as_str().unwrap()),
+            signed,
+            "relazione.pdf.p7m",
+            &[("title", "Relazione firmata")],
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.indexed().await;
+    let browser = Browser::new(&app);
+    staff_sign_in(
+        &browser,
+        "firme@comune.example.it",
+        password,
+        &totp_now(&secret),
+    )
+    .await;
+    let page = browser.get(&format!("/documenti/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Firme digitali"), "{}", page.body);
+    assert!(page.body.contains("ROSSI MARIO"), "{}", page.body);
+    assert!(page.body.contains("RSSMRA80A01H501U"), "{}", page.body);
+    assert!(page.body.contains("Valida"), "{}", page.body);
+    let link = format!("/documenti/{id}/contenuto-firmato");
+    assert!(page.body.contains(&link), "{}", page.body);
+    let inner = browser
+        .client
+        .get(format!("{}{link}", browser.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(inner.status(), StatusCode::OK);
+    assert_eq!(inner.headers()["content-type"], "application/pdf");
+    let disposition = inner.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(disposition.starts_with("inline"), "{disposition}");
+    assert!(disposition.contains("relazione.pdf"), "{disposition}");
+    assert_eq!(inner.bytes().await.unwrap().as_ref(), original.as_slice());
+}
