@@ -78,6 +78,14 @@ pub fn judge_media_type(head: &[u8], declared: Option<&str>, name: &str) -> &'st
     if says_text && looks_like_text(head) {
         return text_kind(head);
     }
+    // A signed file and its time stamp in one MIME message (`.m7m`), when it is called one.
+    if extension == "m7m" && looks_like_text(head) {
+        return "application/x-m7m";
+    }
+    if is_der_with_oid(head, TIMESTAMPED_DATA_OID) {
+        // RFC 5544 time-stamped data (`.tsd`), RFC 5955's media type.
+        return "application/timestamped-data";
+    }
     // An e-mail is text whose sender or name says so (a PEC arrives as `.eml`).
     if (extension == "eml" || declared == "message/rfc822") && looks_like_text(head) {
         return "message/rfc822";
@@ -195,15 +203,26 @@ fn text_kind(head: &[u8]) -> &'static str {
     "text/plain"
 }
 
+/// The DER of the PKCS#7 signedData object identifier.
+const SIGNED_DATA_OID: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+];
+/// The DER of `id-ct-timestampedData` (RFC 5544).
+const TIMESTAMPED_DATA_OID: &[u8] = &[
+    0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x1f,
+];
+
 /// DER `SEQUENCE` holding the PKCS#7 signedData object identifier near its start.
 fn is_pkcs7_signed(head: &[u8]) -> bool {
-    const SIGNED_DATA_OID: &[u8] = &[
-        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
-    ];
+    is_der_with_oid(head, SIGNED_DATA_OID)
+}
+
+/// A DER (or BER) `SEQUENCE` holding the object identifier `oid` near its start.
+fn is_der_with_oid(head: &[u8], oid: &[u8]) -> bool {
     head.first() == Some(&0x30)
         && head[..head.len().min(32)]
-            .windows(SIGNED_DATA_OID.len())
-            .any(|w| w == SIGNED_DATA_OID)
+            .windows(oid.len())
+            .any(|w| w == oid)
 }
 
 /// Text: no NUL bytes and few control characters other than whitespace.

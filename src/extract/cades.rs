@@ -30,17 +30,17 @@ const ID_SIGNING_TIME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
-const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+pub(super) const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const SERIAL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.5");
-const ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
+pub(super) const ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 
-fn signed_error(reason: impl std::fmt::Display) -> ExtractError {
+pub(super) fn signed_error(reason: impl std::fmt::Display) -> ExtractError {
     ExtractError::Signed(super::short(&reason.to_string()))
 }
 
 /// The envelope's DER: as it is, from Base64 (with or without PEM armour), and with BER's
 /// indefinite lengths made definite.
-fn envelope_der(bytes: &[u8]) -> Result<Vec<u8>, ExtractError> {
+pub(super) fn envelope_der(bytes: &[u8]) -> Result<Vec<u8>, ExtractError> {
     let raw = if bytes.first() == Some(&0x30) {
         bytes.to_vec()
     } else {
@@ -190,7 +190,7 @@ fn ber_to_der(input: &[u8], depth: u32, out: &mut Vec<u8>) -> Result<usize, Extr
 }
 
 /// A name's attribute `oid` as text.
-fn name_part(name: &x509_cert::name::Name, oid: ObjectIdentifier) -> Option<String> {
+pub(super) fn name_part(name: &x509_cert::name::Name, oid: ObjectIdentifier) -> Option<String> {
     name.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
         (atv.oid == oid).then(|| String::from_utf8_lossy(atv.value.value()).into_owned())
     })
@@ -200,7 +200,7 @@ fn unix_ms(t: &x509_cert::time::Time) -> i64 {
     i64::try_from(t.to_unix_duration().as_millis()).unwrap_or(i64::MAX)
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.to_string())
         .unwrap_or_default()
@@ -323,7 +323,7 @@ fn verify(
 
 /// Opens one envelope: its signers, verified against its content (inside it, or `detached`
 /// when the envelope only signs it, as a PDF's signature does), and that content.
-fn open_envelope(
+pub(super) fn open_envelope(
     envelope: &[u8],
     detached: Option<&[u8]>,
 ) -> Result<(Vec<Value>, Vec<u8>), ExtractError> {

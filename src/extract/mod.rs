@@ -12,6 +12,7 @@ pub mod ocr;
 mod office;
 mod rtf;
 pub mod sandbox;
+mod timestamp;
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +103,8 @@ pub fn supports(media_type: &str) -> bool {
             | "text/html"
             | "message/rfc822"
             | "application/pkcs7-mime"
+            | "application/timestamped-data"
+            | "application/x-m7m"
     ) || office::MEDIA_TYPES.contains(&media_type)
         || ocr::IMAGE_TYPES.contains(&media_type)
 }
@@ -114,6 +117,8 @@ pub fn extract(bytes: &[u8], media_type: &str, limits: &Limits) -> Result<Extrac
         "text/html" => Ok(extract_html(bytes, limits)),
         "message/rfc822" => email::extract(bytes, limits),
         "application/pkcs7-mime" => cades::extract(bytes, limits),
+        "application/timestamped-data" => timestamp::extract_tsd(bytes, limits),
+        "application/x-m7m" => timestamp::extract_m7m(bytes, limits),
         other if office::MEDIA_TYPES.contains(&other) => office::extract(bytes, other, limits),
         other if ocr::IMAGE_TYPES.contains(&other) => {
             let pages = ocr::probe_image(bytes, other)?;

@@ -29,8 +29,8 @@ pub const MAX_TIFF_PAGES: usize = 2_000;
 /// A rasterised PDF page's longer side, in pixels: 300 dpi for A4, whatever the page's
 /// declared size, so a page that claims to be a kilometre wide is still a bounded image.
 pub const RASTER_LONG_SIDE: u32 = 3_508;
-/// Largest image read back from `pdftoppm` (an 8-bit grey A4 page at 300 dpi is 8.7 MB raw;
-/// PNG is smaller).
+/// Largest image read back from `pdftoppm` (an 8-bit grey A4 page at 300 dpi is 8.7 MB; the
+/// longer side is bounded by [`RASTER_LONG_SIDE`], so a page of any shape is at most 12.3 MB).
 const MAX_RASTER_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest text read back from Tesseract for one page.
 const MAX_TSV_BYTES: u64 = 16 * 1024 * 1024;
@@ -126,8 +126,9 @@ pub fn recognise_page(
                     page.to_string(),
                     "-scale-to".into(),
                     RASTER_LONG_SIDE.to_string(),
+                    // Grey PGM: no compression to pay for on either side of the pipe
+                    // (PNG's costs more than Tesseract's reading of the page).
                     "-gray".into(),
-                    "-png".into(),
                     "-singlefile".into(),
                     "-".into(),
                 ],

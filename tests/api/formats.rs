@@ -918,3 +918,205 @@ Si chiede la proroga dei termini per la consegna della relazione paesaggistica, 
         .await;
     assert_eq!(found["hits"][0]["document_id"], id, "{found}");
 }
+
+/// A DER element: tag, definite length, value.
+fn der(tag: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let n = value.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes = n.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+/// An RFC 5544 `.tsd`: `content` with one time-stamp token (the token of a reply).
+fn tsd(content: &[u8], token: &[u8]) -> Vec<u8> {
+    // id-ct-timestampedData 1.2.840.113549.1.9.16.1.31
+    let oid = [
+        0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x1f,
+    ];
+    let evidence = der(0xa0, &der(0x30, token));
+    let mut body = der(0x02, &[1]);
+    body.extend(der(0x04, content));
+    body.extend(evidence);
+    let mut info = oid.to_vec();
+    info.extend(der(0xa0, &der(0x30, &body)));
+    der(0x30, &info)
+}
+
+fn base64_lines(bytes: &[u8]) -> String {
+    base64(bytes)
+        .as_bytes()
+        .chunks(76)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// An `.m7m`: the `.p7m` and the time-stamp reply in one MIME message.
+fn m7m(p7m: &[u8], reply: &[u8]) -> Vec<u8> {
+    format!(
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m7m\"\r\n\r\n\
+         --m7m\r\nContent-Type: application/pkcs7-mime; name=\"verbale.pdf.p7m\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+         --m7m\r\nContent-Type: application/timestamp-reply; name=\"verbale.tsr\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--m7m--\r\n",
+        base64_lines(p7m),
+        base64_lines(reply)
+    )
+    .into_bytes()
+}
+
+/// A time-stamp authority (OpenSSL's `ts`) stamping `input` into `reply` (and `token`).
+fn time_stamp(kit: &std::path::Path, input: &str, reply: &str, token: &str) {
+    if !kit.join("tsa.pem").exists() {
+        openssl(
+            kit,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "tsa.key",
+                "-out",
+                "tsa.pem",
+                "-days",
+                "365",
+                "-subj",
+                "/C=IT/O=Certificatore di prova S.p.A./CN=TSA di prova",
+                "-addext",
+                "extendedKeyUsage=critical,timeStamping",
+            ],
+        );
+        std::fs::write(kit.join("tsaserial"), "01\n").unwrap();
+        std::fs::write(
+            kit.join("tsa.cnf"),
+            "[ tsa ]\ndefault_tsa = tsa1\n[ tsa1 ]\nserial = ./tsaserial\n\
+             crypto_device = builtin\nsigner_cert = ./tsa.pem\nsigner_key = ./tsa.key\n\
+             signer_digest = sha256\ndefault_policy = 1.2.3.4.1\ndigests = sha256\n\
+             accuracy = secs:1\nordering = yes\ntsa_name = yes\ness_cert_id_chain = no\n\
+             ess_cert_id_alg = sha256\n",
+        )
+        .unwrap();
+    }
+    openssl(
+        kit,
+        &[
+            "ts", "-query", "-data", input, "-sha256", "-cert", "-out", "q.tsq",
+        ],
+    );
+    openssl(
+        kit,
+        &[
+            "ts",
+            "-reply",
+            "-config",
+            "tsa.cnf",
+            "-queryfile",
+            "q.tsq",
+            "-out",
+            reply,
+        ],
+    );
+    openssl(
+        kit,
+        &["ts", "-reply", "-in", reply, "-token_out", "-out", token],
+    );
+}
+
+/// Time-stamped envelopes (`.tsd`, `.m7m`) are unwrapped like a `.p7m`: the signed file
+/// inside is read and found, its signer listed, and each time stamp described; a time stamp
+/// made for other bytes is called invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs openssl"]
+async fn time_stamped_envelopes_are_unwrapped_and_their_time_stamps_checked() {
+    let kit = signing_kit();
+    let k = kit.path();
+    let original = crate::helpers::sample_pdf("verbale marcato nespolo");
+    std::fs::write(k.join("verbale.pdf"), &original).unwrap();
+    sign(k, "verbale.pdf", "verbale.pdf.p7m", false);
+    time_stamp(k, "verbale.pdf.p7m", "verbale.tsr", "verbale.tst");
+    std::fs::write(k.join("altro.txt"), "altro").unwrap();
+    time_stamp(k, "altro.txt", "altro.tsr", "altro.tst");
+    let read = |name: &str| std::fs::read(k.join(name)).unwrap();
+    let p7m = read("verbale.pdf.p7m");
+    let files = [
+        (
+            "verbale.pdf.p7m.tsd",
+            tsd(&p7m, &read("verbale.tst")),
+            "tsd",
+            true,
+        ),
+        ("verbale.m7m", m7m(&p7m, &read("verbale.tsr")), "m7m", true),
+        // A time stamp for other bytes beside a valid signature.
+        ("scambiato.m7m", m7m(&p7m, &read("altro.tsr")), "m7m", false),
+    ];
+    let app = spawn_app().await;
+    let (staff, dossier) = staff_and_dossier(&app, 6080).await;
+    for (name, bytes, format, valid) in files {
+        let doc = upload_as(
+            &app,
+            &staff,
+            &dossier,
+            bytes,
+            name,
+            "application/octet-stream",
+        )
+        .await;
+        let expected = if format == "tsd" {
+            "application/timestamped-data"
+        } else {
+            "application/x-m7m"
+        };
+        assert_eq!(doc["media_type"], expected, "{name}: {doc}");
+        let id = doc["id"].as_str().unwrap().to_owned();
+        let doc = extracted(&app, &staff, &id).await;
+        let extraction = &doc["extraction"];
+        assert_eq!(extraction["status"], "done", "{name}: {doc}");
+        assert_eq!(extraction["method"], "signed+timestamped", "{name}");
+        let meta = &extraction["meta"];
+        assert_eq!(
+            meta["signers"][0]["codice_fiscale"], "RSSMRA80A01H501U",
+            "{meta}"
+        );
+        assert_eq!(meta["signers"][0]["status"], "valid", "{meta}");
+        let stamped = &meta["timestamped"];
+        assert_eq!(stamped["format"], format);
+        assert_eq!(stamped["chain_checked"], false);
+        let stamp = &stamped["timestamps"][0];
+        assert_eq!(stamp["authority"], "TSA di prova", "{stamp}");
+        assert!(stamp["time"].as_str().unwrap().starts_with("20"), "{stamp}");
+        if valid {
+            assert_eq!(stamp["status"], "valid", "{name}: {stamp}");
+        } else {
+            assert_eq!(stamp["status"], "invalid", "{name}: {stamp}");
+            assert!(
+                stamp["reason"].as_str().unwrap().contains("other bytes"),
+                "{stamp}"
+            );
+        }
+        // The PDF signed inside is kept and served alone.
+        let inner = app
+            .get(&staff, &format!("/v1/documents/{id}/signed-content"))
+            .await;
+        assert_eq!(inner.status(), 200, "{name}");
+        assert_eq!(inner.bytes().await.unwrap().as_ref(), original.as_slice());
+    }
+    let (found, _) = app
+        .search_until(
+            &staff,
+            &[("q", "nespolo")],
+            3,
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(found["total"], 3, "{found}");
+}
