@@ -395,33 +395,6 @@ async fn formats(sandbox: &Sandbox, pdf: &[u8], n: usize, rounds: usize) {
     );
 }
 
-/// A PDF from numbered object bodies (object i+1 = bodies[i]) with a correct xref table.
-fn pdf_of(bodies: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in bodies.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\nendobj\n");
-    }
-    let xref = out.len();
-    out.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).as_bytes(),
-    );
-    for o in offsets {
-        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            bodies.len() + 1
-        )
-        .as_bytes(),
-    );
-    out
-}
-
 /// A scanned PDF: each JPEG drawn over a whole A4 page.
 fn scanned_pdf(jpegs: &[Vec<u8>]) -> Vec<u8> {
     let mut bodies = vec![b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(), Vec::new()];
@@ -457,7 +430,7 @@ fn scanned_pdf(jpegs: &[Vec<u8>]) -> Vec<u8> {
         bodies.push(image);
     }
     bodies[1] = format!("<< /Type /Pages /Kids [{kids}] /Count {} >>", jpegs.len()).into_bytes();
-    pdf_of(&bodies)
+    corpus::pdf_of(&bodies)
 }
 
 /// The share of `source`'s words found among `read`'s (each occurrence counted once).

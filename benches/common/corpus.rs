@@ -787,6 +787,11 @@ pub fn pdf(text: &str, pages: usize) -> Vec<u8> {
         kids.push_str(&format!("{} 0 R ", bodies.len()));
     }
     bodies[1] = format!("<< /Type /Pages /Kids [{kids}] /Count {pages} >>").into_bytes();
+    pdf_of(&bodies)
+}
+
+/// A PDF from numbered object bodies (object i+1 = bodies[i]) with a correct xref table.
+pub fn pdf_of(bodies: &[Vec<u8>]) -> Vec<u8> {
     let mut out = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     for (i, body) in bodies.iter().enumerate() {

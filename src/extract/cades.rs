@@ -2,9 +2,9 @@
 //! unwrapped and read by the extractor of its own type, recursively, and each signature is
 //! verified — the message digest against the content, and the signature over the signed
 //! attributes with the signer's certificate (RSA with SHA-256, what Italian qualified
-//! signatures use). Each signer is described: name, codice fiscale (the certificate's
-//! `serialNumber`, `TINIT-` prefix), issuer, signing time, whether the certificate was valid
-//! then, and `valid` or `invalid` with the reason. The chain up to the EU trusted lists is
+//! signatures use, or ECDSA on P-256 with SHA-256). Each signer is described: name, codice
+//! fiscale (the certificate's `serialNumber`, `TINIT-` prefix), issuer, signing time, whether
+//! the certificate was valid then, and `valid` or `invalid` with the reason. The chain up to the EU trusted lists is
 //! not checked, and the metadata says so.
 //!
 //! Parsing is RustCrypto's `cms` and `x509-cert`. Italian signing tools often write BER with
@@ -30,6 +30,8 @@ const ID_SIGNING_TIME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 pub(super) const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const SERIAL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.5");
 pub(super) const ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
@@ -303,22 +305,31 @@ fn verify(
         );
     }
     let algorithm = info.signature_algorithm.oid;
-    if algorithm != RSA_ENCRYPTION && algorithm != SHA256_WITH_RSA {
-        return Err(format!("signature algorithm {algorithm} is not supported"));
-    }
     let spki = cert
         .tbs_certificate
         .subject_public_key_info
         .to_der()
         .map_err(|e| e.to_string())?;
-    let key = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&spki)
-        .map_err(|e| format!("the certificate's key: {e}"))?;
     let signed = attrs.to_der().map_err(|e| e.to_string())?;
-    let signature = rsa::pkcs1v15::Signature::try_from(info.signature.as_bytes())
-        .map_err(|e| format!("signature: {e}"))?;
-    rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key)
-        .verify(&signed, &signature)
-        .map_err(|_| "the signature does not verify with the signer's certificate".to_owned())
+    let failed = |_| "the signature does not verify with the signer's certificate".to_owned();
+    if algorithm == RSA_ENCRYPTION || algorithm == SHA256_WITH_RSA {
+        let key = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&spki)
+            .map_err(|e| format!("the certificate's key: {e}"))?;
+        let signature = rsa::pkcs1v15::Signature::try_from(info.signature.as_bytes())
+            .map_err(|e| format!("signature: {e}"))?;
+        rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key)
+            .verify(&signed, &signature)
+            .map_err(failed)
+    } else if algorithm == ECDSA_WITH_SHA256 || algorithm == EC_PUBLIC_KEY {
+        let key =
+            <p256::ecdsa::VerifyingKey as p256::pkcs8::DecodePublicKey>::from_public_key_der(&spki)
+                .map_err(|e| format!("the certificate's key (a P-256 key expected): {e}"))?;
+        let signature = p256::ecdsa::Signature::from_der(info.signature.as_bytes())
+            .map_err(|e| format!("signature: {e}"))?;
+        key.verify(&signed, &signature).map_err(failed)
+    } else {
+        Err(format!("signature algorithm {algorithm} is not supported"))
+    }
 }
 
 /// Opens one envelope: its signers, verified against its content (inside it, or `detached`

@@ -677,24 +677,42 @@ pub(crate) async fn get_signed_content(
     {
         filename = stem;
     }
-    let size = bytes.len();
+    let size = bytes.len() as u64;
     let mut response = Response::new(Body::from(bytes));
-    insert(&mut response, header::ETAG, &format!("\"{sha256}\""));
-    insert(&mut response, header::CONTENT_TYPE, media_type);
-    insert(&mut response, header::CONTENT_LENGTH, &size.to_string());
-    insert(
+    download_headers(
         &mut response,
+        &format!("\"{sha256}\""),
+        media_type,
+        size,
+        filename,
+    );
+    Ok(response)
+}
+
+/// The headers of every download: its tag, type and length, an `attachment` disposition,
+/// and what keeps a browser from running it as a page of this origin.
+fn download_headers(
+    response: &mut Response,
+    etag: &str,
+    media_type: &str,
+    length: u64,
+    filename: &str,
+) {
+    insert(response, header::ETAG, etag);
+    insert(response, header::CONTENT_TYPE, media_type);
+    insert(response, header::CONTENT_LENGTH, &length.to_string());
+    insert(
+        response,
         header::CONTENT_DISPOSITION,
         &content_disposition(filename),
     );
-    insert(&mut response, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    insert(response, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     insert(
-        &mut response,
+        response,
         header::CONTENT_SECURITY_POLICY,
         "default-src 'none'; sandbox",
     );
-    insert(&mut response, header::CACHE_CONTROL, "private, no-cache");
-    Ok(response)
+    insert(response, header::CACHE_CONTROL, "private, no-cache");
 }
 
 /// Serves a blob with `ETag`, conditional and range requests, and a download-only
@@ -753,26 +771,8 @@ async fn serve_content(
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    insert(&mut response, header::ETAG, &etag);
-    insert(&mut response, header::CONTENT_TYPE, media_type);
-    insert(
-        &mut response,
-        header::CONTENT_LENGTH,
-        &(end - start).to_string(),
-    );
+    download_headers(&mut response, &etag, media_type, end - start, filename);
     insert(&mut response, header::ACCEPT_RANGES, "bytes");
-    insert(
-        &mut response,
-        header::CONTENT_DISPOSITION,
-        &content_disposition(filename),
-    );
-    insert(&mut response, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    insert(
-        &mut response,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; sandbox",
-    );
-    insert(&mut response, header::CACHE_CONTROL, "private, no-cache");
     if status == StatusCode::PARTIAL_CONTENT {
         insert(
             &mut response,

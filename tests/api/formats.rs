@@ -561,6 +561,42 @@ pub(crate) fn signing_kit() -> tempfile::TempDir {
             "365",
         ],
     );
+    // A second signer whose certificate holds an elliptic-curve key (P-256).
+    openssl(
+        p,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ec.key",
+            "-out",
+            "ec.csr",
+            "-subj",
+            "/C=IT/CN=VERDI ANNA/serialNumber=TINIT-VRDNNA85M41L219X",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "ec.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "ec.pem",
+            "-days",
+            "365",
+        ],
+    );
     dir
 }
 
@@ -788,6 +824,48 @@ async fn signed_files_are_unwrapped_verified_and_their_signers_shown() {
         )
         .await;
     assert_eq!(none.status(), 404);
+    // A signature with an elliptic-curve key (ECDSA on P-256) verifies the same way.
+    std::fs::write(
+        k.join("gelso.pdf"),
+        crate::helpers::sample_pdf("verbale gelso"),
+    )
+    .unwrap();
+    openssl(
+        k,
+        &[
+            "cms",
+            "-sign",
+            "-binary",
+            "-nodetach",
+            "-cades",
+            "-md",
+            "sha256",
+            "-in",
+            "gelso.pdf",
+            "-signer",
+            "ec.pem",
+            "-inkey",
+            "ec.key",
+            "-outform",
+            "DER",
+            "-out",
+            "gelso.pdf.p7m",
+        ],
+    );
+    let ec = upload_as(
+        &app,
+        &staff,
+        dossier,
+        std::fs::read(k.join("gelso.pdf.p7m")).unwrap(),
+        "gelso.pdf.p7m",
+        "application/octet-stream",
+    )
+    .await;
+    let ec = extracted(&app, &staff, ec["id"].as_str().unwrap()).await;
+    let signer = &ec["extraction"]["meta"]["signers"][0];
+    assert_eq!(signer["name"], "VERDI ANNA", "{ec}");
+    assert_eq!(signer["codice_fiscale"], "VRDNNA85M41L219X");
+    assert_eq!(signer["status"], "valid", "{ec}");
 }
 
 /// Signs `input` into `output` as a PAdES signature with the kit's signer (pyHanko), and

@@ -8,41 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{TestApp, cf, spawn_app_with};
-
-/// A PDF from numbered object bodies (object i+1 = bodies[i]) with a correct xref table.
-fn pdf(bodies: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in bodies.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\nendobj\n");
-    }
-    let xref = out.len();
-    out.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).as_bytes(),
-    );
-    for o in offsets {
-        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            bodies.len() + 1
-        )
-        .as_bytes(),
-    );
-    out
-}
-
-fn stream(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut body = format!("<< {dict} /Length {} >>\nstream\n", data.len()).into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(b"\nendstream");
-    body
-}
+use crate::helpers::{TestApp, cf, pdf, spawn_app_with, stream};
 
 /// Text drawn with a PDF font: Latin-1 bytes (WinAnsi agrees on the accented vowels),
 /// parentheses and backslashes escaped.
@@ -114,6 +80,27 @@ fn draw(pdf: &[u8], format: &str, dpi: u32) -> Vec<u8> {
 /// line in the text layer (as a protocol stamp is added to a scan).
 fn scanned_pdf(jpeg: &[u8], stamp: Option<&str>) -> Vec<u8> {
     let size = imagesize::blob_size(jpeg).expect("a JPEG");
+    let image = format!(
+        "/Type /XObject /Subtype /Image /Width {} /Height {} /ColorSpace /DeviceRGB \
+         /BitsPerComponent 8 /Filter /DCTDecode",
+        size.width, size.height
+    );
+    page_with_image(&stream(&image, jpeg), stamp)
+}
+
+/// A PDF page drawing a white image of raw grey pixels, with a stamped line: what the text
+/// step sees of a scan (it reads no pixel).
+fn scanned_pdf_raw(width: usize, height: usize, stamp: &str) -> Vec<u8> {
+    let image = format!(
+        "/Type /XObject /Subtype /Image /Width {width} /Height {height} \
+         /ColorSpace /DeviceGray /BitsPerComponent 8"
+    );
+    page_with_image(&stream(&image, &vec![255u8; width * height]), Some(stamp))
+}
+
+/// An A4 page drawing `image` (an image XObject) over its whole surface, and `stamp` in its
+/// text layer.
+fn page_with_image(image: &[u8], stamp: Option<&str>) -> Vec<u8> {
     let mut content = b"q 595 0 0 842 0 0 cm /Im0 Do Q".to_vec();
     if let Some(stamp) = stamp {
         content.extend_from_slice(b" BT /F1 9 Tf 380 820 Td ");
@@ -127,14 +114,7 @@ fn scanned_pdf(jpeg: &[u8], stamp: Option<&str>) -> Vec<u8> {
           /Resources << /XObject << /Im0 5 0 R >> /Font << /F1 6 0 R >> >> >>"
             .to_vec(),
         stream("", &content),
-        stream(
-            &format!(
-                "/Type /XObject /Subtype /Image /Width {} /Height {} /ColorSpace /DeviceRGB \
-                 /BitsPerComponent 8 /Filter /DCTDecode",
-                size.width, size.height
-            ),
-            jpeg,
-        ),
+        image.to_vec(),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
             .to_vec(),
     ])
@@ -279,31 +259,6 @@ async fn pages_to_read_wait_for_ocr_while_text_is_found_at_once() {
         .search_until(&citizen, &[("q", "4521")], 1, within)
         .await;
     assert_eq!(found["hits"][0]["document_id"], scan["id"], "{found}");
-}
-
-/// A PDF page drawing a white image of raw pixels, with a stamped line: what the text step
-/// sees of a scan (it reads no pixel).
-fn scanned_pdf_raw(width: usize, height: usize, stamp: &str) -> Vec<u8> {
-    let pixels = vec![255u8; width * height];
-    let mut content = b"q 595 0 0 842 0 0 cm /Im0 Do Q BT /F1 9 Tf 380 820 Td ".to_vec();
-    content.extend_from_slice(&pdf_string(stamp));
-    content.extend_from_slice(b" Tj ET");
-    pdf(&[
-        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R \
-          /Resources << /XObject << /Im0 5 0 R >> /Font << /F1 6 0 R >> >> >>"
-            .to_vec(),
-        stream("", &content),
-        stream(
-            &format!(
-                "/Type /XObject /Subtype /Image /Width {width} /Height {height} \
-                 /ColorSpace /DeviceGray /BitsPerComponent 8",
-            ),
-            &pixels,
-        ),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
-    ])
 }
 
 const PERMESSO: &[&str] = &[
