@@ -1,6 +1,6 @@
 //! RTF, read as its specification's reference reader reads it: groups, control words and
 //! text, with the destinations that hold no text (font, colour and style tables, document
-//! information, pictures, field instructions, every `\*` destination) skipped, `\'hh` bytes
+//! information, pictures, field instructions, every `\*` destination but comments) skipped, `\'hh` bytes
 //! decoded in the document's code page (`\ansicpg`, Windows-1252 by default) and `\uN`
 //! characters with their `\ucN` fallbacks dropped.
 //!
@@ -42,6 +42,9 @@ const SKIPPED: &[&str] = &[
     "nonshppict",
 ];
 
+/// Ignorable (`\*`) destinations that hold text of the document: comments.
+const KEPT: &[&str] = &["annotation"];
+
 #[derive(Clone, Copy)]
 struct Group {
     skip: bool,
@@ -65,6 +68,8 @@ pub fn text(bytes: &[u8]) -> Result<String, ExtractError> {
     let mut drop_next = 0usize;
     // True right after `{`: a `\*` or a destination word there names the group.
     let mut group_start = false;
+    // True right after `{\*`: the destination word that follows may be one to keep.
+    let mut after_star = false;
     let mut i = 0;
     let flush =
         |pending: &mut Vec<u8>, out: &mut String, encoding: &'static encoding_rs::Encoding| {
@@ -84,6 +89,7 @@ pub fn text(bytes: &[u8]) -> Result<String, ExtractError> {
                 }
                 stack.push(group);
                 group_start = true;
+                after_star = false;
                 i += 1;
                 continue;
             }
@@ -93,6 +99,7 @@ pub fn text(bytes: &[u8]) -> Result<String, ExtractError> {
                     .pop()
                     .ok_or_else(|| error("a group closed that was never opened"))?;
                 drop_next = 0;
+                after_star = false;
                 i += 1;
             }
             b'\\' => {
@@ -128,7 +135,11 @@ pub fn text(bytes: &[u8]) -> Result<String, ExtractError> {
                     if group_start && SKIPPED.contains(&word) {
                         group.skip = true;
                     }
+                    if after_star && KEPT.contains(&word) {
+                        group.skip = stack.last().is_some_and(|outer| outer.skip);
+                    }
                     group_start = false;
+                    after_star = false;
                     if word == "bin" {
                         // Binary data: skipped whole.
                         i = i.saturating_add(usize::try_from(parameter.unwrap_or(0)).unwrap_or(0));
@@ -188,10 +199,12 @@ pub fn text(bytes: &[u8]) -> Result<String, ExtractError> {
                 i += 2;
                 match next {
                     b'*' => {
-                        // An ignorable destination: this reader knows none worth reading.
+                        // An ignorable destination: skipped, unless it is a comment.
                         if group_start {
                             group.skip = true;
+                            after_star = true;
                         }
+                        group_start = false;
                         continue;
                     }
                     b'\'' => {
@@ -258,6 +271,7 @@ mod tests {
 {\pict\pngblip\picw10\pich10 89504e470d0a1a0a0000000d49484452}
 \trowd\cellx3000\cellx6000 Foglio\cell 12\cell\row
 {\field{\*\fldinst HYPERLINK https://example.it}{\fldrslt sito del Comune}}\par
+{\*\atnid GB}{\*\atnauthor Geom. Bianchi}{\*\annotation{\*\atndate 1}\pard verificare la quota\par}
 \pard Citt\'e0 di Ciri\'e8, perch\'e9 \'e8 cos\'ec: \ldblquote sanatoria\rdblquote  \'80 50.\par
 }";
 
@@ -270,6 +284,7 @@ mod tests {
              Il tecnico incaricato attesta la conformità dell'intervento.\n\
              Foglio\t12\n\
              sito del Comune\n\
+             verificare la quota\n\
              Città di Ciriè, perché è così: “sanatoria” € 50."
         );
     }
