@@ -3,6 +3,8 @@
 //! kept in the commit payload so indexing resumes exactly where it stopped.
 
 mod cache;
+#[cfg(test)]
+mod differential;
 pub use cache::FilterKey;
 mod facets;
 mod phrase;
@@ -306,6 +308,9 @@ pub struct SearchIndex {
     parallel: tantivy::Executor,
     /// How many threads `parallel` has.
     cores: usize,
+    /// Searches over at least this many documents run on every core (a setting so that the
+    /// tests can reach the multi-core path with a small index).
+    parallel_from_docs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -363,7 +368,21 @@ impl SearchIndex {
             caches,
             parallel: tantivy::Executor::multi_thread(cores, "fascicolo-search-")?,
             cores,
+            parallel_from_docs: std::sync::atomic::AtomicU64::new(search::PARALLEL_FROM_DOCS),
         })
+    }
+
+    /// Lowers the index size from which searches run on every core (tests reach that path
+    /// with a small index this way).
+    #[doc(hidden)]
+    pub fn set_parallel_from_docs(&self, docs: u64) {
+        self.parallel_from_docs
+            .store(docs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn parallel_from_docs(&self) -> u64 {
+        self.parallel_from_docs
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The schema's fields.

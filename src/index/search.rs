@@ -19,7 +19,7 @@ use super::snippet::Snippets;
 use super::{IndexError, SearchIndex, StoredDoc};
 
 /// Searches over at least this many documents run on every core...
-const PARALLEL_FROM_DOCS: u64 = 100_000;
+pub(super) const PARALLEL_FROM_DOCS: u64 = 100_000;
 /// ...unless the query can match fewer than this many.
 const PARALLEL_FROM_MATCHES: u64 = 10_000;
 /// A page of at least this many hits is read on every core, on an index of
@@ -322,7 +322,7 @@ impl SearchIndex {
         // one another hit of the page has already brought in): a full page is read on every
         // core.
         let parallel =
-            searcher.num_docs() >= PARALLEL_FROM_DOCS && page.len() >= PARALLEL_PAGE_FROM;
+            searcher.num_docs() >= self.parallel_from_docs() && page.len() >= PARALLEL_PAGE_FROM;
         let mut hits = self.read_page(&searcher, page, snippets, parallel)?;
         for (i, hit) in hits.iter_mut().enumerate() {
             hit.rank = request.offset + i + 1;
@@ -436,7 +436,7 @@ impl SearchIndex {
         // A large index is searched on every core, unless the permission or the rarest term
         // every match must hold (a word or a filter) leaves few documents to look at.
         let parallel = !m.narrow
-            && searcher.num_docs() >= PARALLEL_FROM_DOCS
+            && searcher.num_docs() >= self.parallel_from_docs()
             && !{
                 let mut least = match m.user_query {
                     Some(q) => most_matches(searcher, q)?,
