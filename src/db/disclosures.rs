@@ -139,3 +139,58 @@ pub fn history_clause() -> String {
 pub fn detail_pattern(dossier: &str) -> String {
     format!("%\"{dossier}\"%")
 }
+
+/// One row of a dossier's access history.
+#[derive(Clone, Debug)]
+pub struct AccessRow {
+    /// Position in the audit chain.
+    pub seq: i64,
+    /// When (ms).
+    pub at: i64,
+    /// Who.
+    pub actor_id: Option<String>,
+    /// Their role.
+    pub actor_role: Option<String>,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// Outcome.
+    pub outcome: String,
+    /// From where.
+    pub client_address: Option<String>,
+}
+
+/// Every event of the trail about a dossier, in chain order: reads of it and its documents,
+/// searches and listings that disclosed it (as far as the disclosure index has `covered`),
+/// and changes.
+pub async fn dossier_accesses(
+    db: &Db,
+    dossier: &str,
+    covered: i64,
+) -> Result<Vec<AccessRow>, DbError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select seq, at, actor_id, actor_role, action, target, outcome, client_address \
+         from audit_event where {} order by seq",
+        history_clause()
+    )))
+    .bind(dossier.to_owned())
+    .bind(covered)
+    .bind(detail_pattern(dossier))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AccessRow {
+                seq: r.try_get("seq")?,
+                at: r.try_get("at")?,
+                actor_id: r.try_get("actor_id")?,
+                actor_role: r.try_get("actor_role")?,
+                action: r.try_get("action")?,
+                target: r.try_get("target")?,
+                outcome: r.try_get("outcome")?,
+                client_address: r.try_get("client_address")?,
+            })
+        })
+        .collect()
+}

@@ -421,3 +421,64 @@ pub async fn rate(
 pub fn status_of(text: &str) -> Result<DossierStatus, DbError> {
     parse_stored(text, "status")
 }
+
+/// A procedure's legal deadline, in days.
+pub async fn deadline_days(db: &Db, tenant: &str, procedure: &str) -> Result<i64, DbError> {
+    let days: i32 = sqlx::query_scalar(
+        "select deadline_days from procedure_kind where tenant = $1 and code = $2",
+    )
+    .bind(tenant.to_owned())
+    .bind(procedure.to_owned())
+    .fetch_one(db.pool())
+    .await?;
+    Ok(i64::from(days))
+}
+
+/// When a dossier was concluded, if it was.
+pub async fn concluded_at(db: &Db, dossier: DossierId) -> Result<Option<i64>, DbError> {
+    Ok(
+        sqlx::query_scalar("select concluded_at from dossier where id = $1")
+            .bind(dossier.to_string())
+            .fetch_one(db.pool())
+            .await?,
+    )
+}
+
+/// Files a proposal or complaint with its audit record, in one transaction; returns its id.
+pub async fn file_proposal(
+    db: &Db,
+    tenant: &str,
+    user: UserId,
+    kind: &str,
+    text: &str,
+    actor: &Actor,
+) -> Result<String, DbError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut tx = db.begin_write().await?;
+    sqlx::query(
+        "insert into proposal (id, tenant, user_id, kind, text, created_at) \
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(tenant.to_owned())
+    .bind(user.to_string())
+    .bind(kind.to_owned())
+    .bind(text.to_owned())
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    crate::audit::append_in_tx(
+        db,
+        &mut tx,
+        &[actor.event(
+            "proposal.create",
+            format!("proposal:{id}"),
+            None,
+            "ok",
+            serde_json::json!({ "kind": kind }),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}

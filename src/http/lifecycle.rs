@@ -298,23 +298,6 @@ pub struct Timeline {
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Legal deadline of a procedure, in days.
-async fn deadline_days(
-    services: &Services,
-    tenant: &str,
-    procedure: &str,
-) -> Result<i64, ApiError> {
-    let days: i32 = sqlx::query_scalar(
-        "select deadline_days from procedure_kind where tenant = $1 and code = $2",
-    )
-    .bind(tenant.to_owned())
-    .bind(procedure.to_owned())
-    .fetch_one(services.db.pool())
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(i64::from(days))
-}
-
 #[utoipa::path(get, path = "/v1/dossiers/{id}/timeline",
     params(("id" = String, Path, description = "Dossier id")),
     responses((status = 200, body = Timeline), (status = 404, body = super::error::ErrorBody)),
@@ -341,7 +324,8 @@ pub(crate) async fn timeline(
     let staff_view = matches!(caller.role(), Role::Staff | Role::Auditor);
     let events = lifecycle::events(&services.db, id, staff_view).await?;
     let (running, suspended) = lifecycle::clock(&events, now_ms());
-    let deadline = deadline_days(&services, caller.tenant(), &dossier.procedure).await?;
+    let deadline =
+        lifecycle::deadline_days(&services.db, caller.tenant(), &dossier.procedure).await?;
     let elapsed = running / DAY_MS;
     Ok(Json(Timeline {
         status: dossier.status,
@@ -442,12 +426,7 @@ pub(crate) async fn rate(
             "only the applicant rates the service".into(),
         ));
     }
-    let concluded: Option<i64> =
-        sqlx::query_scalar("select concluded_at from dossier where id = $1")
-            .bind(id.to_string())
-            .fetch_one(services.db.pool())
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
+    let concluded = lifecycle::concluded_at(&services.db, id).await?;
     if concluded.is_none() || dossier.status == DossierStatus::Withdrawn {
         return Err(ApiError::Conflict(
             "a dossier is rated after its conclusion".into(),
@@ -503,32 +482,14 @@ async fn propose(
     }
     let text = clean_text(&body.text, "text", 8000)
         .map_err(|e| ApiError::bad_request("invalid_body", e))?;
-    let id = uuid::Uuid::now_v7().to_string();
-    let mut tx = services.db.begin_write().await?;
-    sqlx::query("insert into proposal (id, tenant, user_id, kind, text, created_at) values ($1, $2, $3, $4, $5, $6)")
-        .bind(&id)
-        .bind(caller.tenant().to_owned())
-        .bind(caller.id().to_string())
-        .bind(body.kind.clone())
-        .bind(text)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    crate::audit::append_in_tx(
+    let id = lifecycle::file_proposal(
         &services.db,
-        &mut tx,
-        &[Actor::of(&caller, client).event(
-            "proposal.create",
-            format!("proposal:{id}"),
-            None,
-            "ok",
-            serde_json::json!({"kind": body.kind}),
-        )],
+        caller.tenant(),
+        caller.id(),
+        &body.kind,
+        &text,
+        &Actor::of(&caller, client),
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({"id": id}))).into_response())
 }

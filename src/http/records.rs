@@ -289,32 +289,21 @@ async fn documents_with_versions(
 async fn accesses(services: &Services, id: DossierId) -> Result<Vec<AccessRecord>, ApiError> {
     services.auditor.flush().await;
     let covered = crate::db::disclosures::position(&services.db).await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select seq, at, actor_id, actor_role, action, target, outcome, client_address \
-         from audit_event where {} order by seq",
-        crate::db::disclosures::history_clause()
-    )))
-    .bind(id.to_string())
-    .bind(covered)
-    .bind(crate::db::disclosures::detail_pattern(&id.to_string()))
-    .fetch_all(services.db.pool())
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
-    rows.iter()
-        .map(|r| -> Result<AccessRecord, sqlx::Error> {
-            Ok(AccessRecord {
-                seq: r.try_get("seq")?,
-                at: rfc3339(r.try_get("at")?),
-                actor_id: r.try_get("actor_id")?,
-                actor_role: r.try_get("actor_role")?,
-                action: r.try_get("action")?,
-                target: r.try_get("target")?,
-                outcome: r.try_get("outcome")?,
-                client_address: r.try_get("client_address")?,
-            })
+    let rows =
+        crate::db::disclosures::dossier_accesses(&services.db, &id.to_string(), covered).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AccessRecord {
+            seq: r.seq,
+            at: rfc3339(r.at),
+            actor_id: r.actor_id,
+            actor_role: r.actor_role,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            client_address: r.client_address,
         })
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::Internal(e.into()))
+        .collect())
 }
 
 #[utoipa::path(get, path = "/v1/dossiers/{id}/history",
@@ -422,12 +411,7 @@ pub(crate) async fn export(
     )
     .await?;
     let dossier = dossier.ok_or(ApiError::NotFound)?;
-    let closed_at: Option<i64> =
-        sqlx::query_scalar("select concluded_at from dossier where id = $1")
-            .bind(id.to_string())
-            .fetch_one(services.db.pool())
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
+    let closed_at = crate::db::lifecycle::concluded_at(&services.db, id).await?;
     let staff_view = matches!(caller.role(), Role::Staff | Role::Auditor);
     // Every file of the archive, by its path in it.
     let mut entries: Vec<(String, Entry)> = Vec::new();
