@@ -146,11 +146,48 @@ fn the_binary_serves_and_stops_gracefully_on_sigterm() {
     assert!(dir.path().join("fascicolo.db").exists());
 }
 
+/// The two commands of the README's "Two commands": the server's (`cargo run --release --`
+/// and the binary's arguments) and the tests'.
+fn readme_commands() -> (Vec<String>, String) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Two commands")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Two commands section");
+    let commands: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|block| block.lines().next())
+        .map(str::trim)
+        .collect();
+    let server = commands
+        .iter()
+        .find_map(|c| c.strip_prefix("cargo run --release -- "))
+        .expect("the server's command runs the release binary");
+    let tests = commands
+        .iter()
+        .find(|c| c.starts_with("cargo test"))
+        .expect("the tests' command");
+    (
+        server.split_whitespace().map(str::to_owned).collect(),
+        (*tests).to_owned(),
+    )
+}
+
+/// The README's server command, run as it is written (on port 0, so tests can run side by
+/// side): the demo it starts prints working tokens and sign-ins for each role. The README's
+/// test command is plain `cargo test`, the command that runs this.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_prints_working_tokens_and_sign_ins_for_each_role() {
+    let (server, tests) = readme_commands();
+    assert_eq!(server, ["serve", "--demo"], "the README's server command");
+    assert_eq!(tests, "cargo test", "the README's test command");
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fascicolo"))
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(&server)
+        .args(["--listen", "127.0.0.1:0"])
         .env("FASCICOLO_DATA_DIR", dir.path())
         .env("RUST_LOG", "warn")
         .env_remove("FASCICOLO_DATABASE_URL")
