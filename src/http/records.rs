@@ -550,7 +550,9 @@ async fn stream_zip(services: &Services, entries: Vec<(String, Entry)>) -> Resul
     }
     let (pieces, mut received) = tokio::sync::mpsc::channel::<Piece>(16);
     let (out, archive) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let sink = ChannelWriter {
             out: out.clone(),
             buffer: Vec::with_capacity(ARCHIVE_CHUNK),

@@ -213,7 +213,9 @@ pub(crate) async fn search(
     // thread: the hit count goes to the journal as soon as the matches are counted, and is
     // written while the page's documents are read, their snippets made and the body
     // serialised.
+    let span = tracing::Span::current();
     let (read, outcome) = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let outcome = index.search(&request, permission);
         // The result names every document whose text the answer carries, with its dossier:
         // the dossier's history lists this search (see `audit::append_in_tx`).
