@@ -203,6 +203,20 @@ impl Services {
                 config.pdftoppm.display()
             )
         })?;
+        // A language Tesseract lacks would fail every page: wait for it to be installed.
+        let listed = std::process::Command::new(&tesseract)
+            .arg("--list-langs")
+            .env_clear()
+            .output()
+            .map_err(|e| format!("running {}: {e}", tesseract.display()))?;
+        let installed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        for language in config.ocr_languages.split('+') {
+            if !installed.lines().any(|l| l.trim() == language) {
+                return Err(format!(
+                    "Tesseract has no {language:?} language data (Debian: tesseract-ocr-{language})"
+                ));
+            }
+        }
         let exe = match &config.extractor {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(|e| format!("locating the worker: {e}"))?,

@@ -494,3 +494,41 @@ async fn known_item_search_finds_scanned_italian_pages() {
     let recall = found as f64 / PAGES.len() as f64;
     assert!(recall >= 0.9, "recall@10 {recall}");
 }
+
+/// OCR stays off, and says why, when Tesseract, pdftoppm or a language is missing: pages then
+/// wait as pending instead of failing one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocr_waits_when_its_programs_or_languages_are_missing() {
+    let app = spawn_app_with(|c| {
+        c.ocr_workers = 1;
+        c.ocr_languages = "ita+tlh".into();
+    })
+    .await;
+    let pipeline = app.services.pipeline().unwrap();
+    let why = app.services.ocr_service(&pipeline).unwrap_err();
+    // Without Tesseract at all the reason is that; with it, the missing language.
+    assert!(
+        why.contains("\"tlh\"") || why.contains("tesseract not found"),
+        "{why}"
+    );
+    let mut config = (*app.services.config).clone();
+    config.tesseract = "/nonexistent/tesseract".into();
+    let services = fascicolo::app::Services {
+        config: std::sync::Arc::new(config),
+        ..app.services.clone()
+    };
+    let why = services.ocr_service(&pipeline).unwrap_err();
+    assert!(why.contains("/nonexistent/tesseract not found"), "{why}");
+    let mut config = (*app.services.config).clone();
+    config.ocr_workers = 0;
+    let services = fascicolo::app::Services {
+        config: std::sync::Arc::new(config),
+        ..app.services.clone()
+    };
+    assert!(
+        services
+            .ocr_service(&pipeline)
+            .unwrap_err()
+            .contains("switched off")
+    );
+}
