@@ -1,21 +1,13 @@
 //! Exact facet counts over the matching documents, read from fast fields.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
 
-use super::cache::{Combo, Combos, SegmentCaches, SegmentFacets};
-
-/// String fields counted by term.
-pub const STRING_FACETS: [&str; 3] = ["procedure", "kind", "status"];
-
-/// Every facet: the string fields, then the numeric year.
-pub const FACETS: [&str; 4] = ["procedure", "kind", "status", "year"];
-
-/// Counts per value, per facet.
-pub type FacetCounts = BTreeMap<String, BTreeMap<String, u64>>;
+use super::cache::SegmentCaches;
+pub use super::facet_table::FacetCounts;
+use super::facet_table::{Combo, Combos, SegmentFacets};
 
 /// Counts `procedure`, `kind`, `status` and `year` of every matching document, through the
 /// segments' facet tables ([`SegmentCaches::facets`]).
@@ -421,7 +413,7 @@ mod tests {
     /// beyond: both count the same matches alike, block by block and document by document.
     #[test]
     fn two_and_four_byte_combinations_count_alike() {
-        use super::super::cache::{Combos, SegmentFacets};
+        use super::super::facet_table::{Combos, SegmentFacets};
         use super::{FacetSegment, LANES, zeroed};
         use tantivy::collector::SegmentCollector;
 

@@ -6,7 +6,9 @@ mod cache;
 #[cfg(test)]
 mod differential;
 pub use cache::FilterKey;
+mod facet_table;
 mod facets;
+mod filter;
 mod phrase;
 pub mod search;
 mod snippet;

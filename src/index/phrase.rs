@@ -37,7 +37,8 @@ use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DocId, DocSet, Score, SeekDangerResult, TERMINATED};
 
-use super::cache::{MATCH_BLOCK, PhraseMatches, SegmentCaches, prune_scorer};
+use super::cache::{MATCH_BLOCK, PhraseMatches, SegmentCaches};
+use super::filter::prune_scorer;
 
 /// A segment's words are walked here when the most frequent is in at most this many times as
 /// many documents as the rarest: then a match is likely in most blocks of every word, and

@@ -12,8 +12,8 @@ use tantivy::query::{
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, Executor, Order, Searcher, Term};
 
-use super::cache::{CachedFilter, CountedTop};
 use super::facets::{FacetCollector, FacetCounts};
+use super::filter::{CachedFilter, CountedTop};
 use super::phrase::{FrequentPhrase, exact_phrases};
 use super::snippet::Snippets;
 use super::{IndexError, SearchIndex, StoredDoc};
