@@ -464,17 +464,19 @@ impl FilterKey {
     }
 }
 
+/// A segment's bitset admitting `docs` of `max_doc`, for tests.
+#[cfg(test)]
+pub(super) fn bits(docs: &[DocId], max_doc: u32) -> Arc<DocBits> {
+    let mut b = DocBits::empty(max_doc, 0);
+    for &d in docs {
+        b.insert(d);
+    }
+    Arc::new(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bits(docs: &[DocId], max_doc: u32) -> Arc<DocBits> {
-        let mut b = DocBits::empty(max_doc, 0);
-        for &d in docs {
-            b.insert(d);
-        }
-        Arc::new(b)
-    }
 
     #[test]
     fn filters_are_evicted_least_recently_used_first_within_their_budget() {

@@ -1087,15 +1087,8 @@ const LEAD_COST: u64 = 2;
 
 #[cfg(test)]
 mod tests {
+    use super::super::cache::bits;
     use super::*;
-
-    fn bits(docs: &[DocId], max_doc: u32) -> Arc<DocBits> {
-        let mut b = DocBits::empty(max_doc, 0);
-        for &d in docs {
-            b.insert(d);
-        }
-        Arc::new(b)
-    }
 
     #[test]
     fn the_bit_docset_advances_and_seeks_like_a_sorted_list() {
