@@ -13,7 +13,7 @@ use crate::access::Caller;
 use crate::app::Services;
 use crate::domain::{DocumentKind, DossierId, DossierStatus, Role};
 use crate::index::IndexError;
-use crate::index::search::{SearchRequest, SearchResult, SortBy, Stop, stopped};
+use crate::index::search::{Filters, SearchRequest, SearchResult, SortBy, Stop, stopped};
 
 /// Routes of this resource.
 pub fn router() -> Router<Services> {
@@ -115,40 +115,44 @@ pub(crate) async fn search(
         ));
     }
     let q = parsed.to_engine();
-    let mut terms = Vec::new();
-    if let Some(p) = query.procedure {
-        terms.push(("procedure", p));
-    }
-    if let Some(o) = query.office {
-        terms.push(("office", o));
-    }
-    if let Some(k) = query.kind {
-        let kind: DocumentKind = k.parse().map_err(bad)?;
-        terms.push(("kind", kind.as_str().to_owned()));
-    }
-    if let Some(s) = query.status {
-        let status: DossierStatus = s.parse().map_err(bad)?;
-        terms.push(("status", status.as_str().to_owned()));
-    }
-    if let Some(d) = query.dossier {
-        let id = DossierId::parse(&d).ok_or_else(|| bad("dossier is not a dossier id"))?;
-        terms.push(("dossier_id", id.to_string()));
-    }
-    match query.signed {
-        Some(true) => terms.push(("signed", "yes".to_owned())),
-        Some(false) => return Err(bad("signed can only be true")),
-        None => {}
-    }
-    if let Some(cf) = query.signer {
-        if !matches!(caller.role(), Role::Staff | Role::Auditor) {
+    let signer = match query.signer {
+        None => None,
+        Some(_) if !matches!(caller.role(), Role::Staff | Role::Auditor) => {
             return Err(bad("the signer filter is for office staff and auditors"));
         }
-        let cf = cf.trim().to_ascii_uppercase();
-        if cf.is_empty() || cf.len() > 32 || !cf.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(bad("signer must be a codice fiscale"));
+        Some(cf) => {
+            let cf = cf.trim().to_ascii_uppercase();
+            if cf.is_empty() || cf.len() > 32 || !cf.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(bad("signer must be a codice fiscale"));
+            }
+            Some(cf)
         }
-        terms.push(("signer", cf));
-    }
+    };
+    let filters = Filters {
+        procedure: query.procedure,
+        office: query.office,
+        kind: query
+            .kind
+            .map(|k| k.parse::<DocumentKind>())
+            .transpose()
+            .map_err(bad)?,
+        status: query
+            .status
+            .map(|s| s.parse::<DossierStatus>())
+            .transpose()
+            .map_err(bad)?,
+        dossier: query
+            .dossier
+            .map(|d| DossierId::parse(&d).ok_or_else(|| bad("dossier is not a dossier id")))
+            .transpose()?,
+        year: query.year,
+        signed: match query.signed {
+            Some(true) => true,
+            Some(false) => return Err(bad("signed can only be true")),
+            None => false,
+        },
+        signer,
+    };
     let sort = match query.sort.as_deref() {
         None => None,
         Some("relevance") => Some(SortBy::Relevance),
@@ -161,8 +165,7 @@ pub(crate) async fn search(
     };
     let request = SearchRequest {
         q,
-        terms,
-        year: query.year,
+        filters,
         from_ms: query
             .from
             .as_deref()
@@ -179,7 +182,8 @@ pub(crate) async fn search(
     let detail = serde_json::json!({
         "query": typed,
         "filters": request
-            .terms
+            .filters
+            .named()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>(),

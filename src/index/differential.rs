@@ -191,10 +191,12 @@ fn reference(
         user.as_ref()
             .map_or_else(|| Box::new(AllQuery) as Box<dyn Query>, |q| q.box_clone()),
     ));
-    for (name, value) in &request.terms {
-        clauses.push((Occur::Must, constant(term(index, name, value))));
+    for (name, value) in request.filters.named() {
+        if name != "year" {
+            clauses.push((Occur::Must, constant(term(index, name, &value))));
+        }
     }
-    if let Some(year) = request.year {
+    if let Some(year) = request.filters.year {
         let field = index.fields().year;
         clauses.push((
             Occur::Must,
@@ -323,15 +325,13 @@ fn the_whole_search_answers_like_plain_tantivy() {
                 ..SearchRequest::default()
             };
             if rng.random_bool(0.25) {
-                request
-                    .terms
-                    .push(("procedure", format!("proc{}", rng.random_range(0..6))));
+                request.filters.procedure = Some(format!("proc{}", rng.random_range(0..6)));
             }
             if rng.random_bool(0.15) {
-                request.terms.push(("kind", "plan".to_owned()));
+                request.filters.kind = Some("plan".parse().expect("a kind"));
             }
             if rng.random_bool(0.15) {
-                request.year = Some(2023 + rng.random_range(0..4));
+                request.filters.year = Some(2023 + rng.random_range(0..4));
             }
             let who = round % 4;
             let (name, query, kept, narrow, broad) = permission(&index, who);
@@ -350,8 +350,8 @@ fn the_whole_search_answers_like_plain_tantivy() {
             let (total, facets, ids) = reference(&index, &request, reference_query);
             let our_ids: Vec<String> = ours.hits.iter().map(|h| h.document_id.clone()).collect();
             let context = format!(
-                "{name}, parallel {parallel}: q {:?} terms {:?} year {:?} sort {:?} limit {} offset {}",
-                request.q, request.terms, request.year, request.sort, request.limit, request.offset
+                "{name}, parallel {parallel}: q {:?} filters {:?} sort {:?} limit {} offset {}",
+                request.q, request.filters, request.sort, request.limit, request.offset
             );
             assert_eq!(ours.total, total, "total, {context}");
             assert_eq!(nonzero(ours.facets), nonzero(facets), "facets, {context}");

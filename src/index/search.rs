@@ -35,15 +35,84 @@ pub enum SortBy {
     Date,
 }
 
+/// The exact-match filters of a search, typed: each one a term every hit must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filters {
+    /// Procedure code.
+    pub procedure: Option<String>,
+    /// Office code.
+    pub office: Option<String>,
+    /// Document kind.
+    pub kind: Option<crate::domain::DocumentKind>,
+    /// Dossier status.
+    pub status: Option<crate::domain::DossierStatus>,
+    /// One dossier.
+    pub dossier: Option<crate::domain::DossierId>,
+    /// Year the dossier was opened.
+    pub year: Option<u64>,
+    /// Only signed files.
+    pub signed: bool,
+    /// Only files one person signed: their codice fiscale, upper case.
+    pub signer: Option<String>,
+}
+
+impl Filters {
+    /// Each filter as the field it matches and its value (the year as text), in a fixed
+    /// order: what the search's audit record lists, and what becomes its terms.
+    pub fn named(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.procedure {
+            out.push(("procedure", p.clone()));
+        }
+        if let Some(o) = &self.office {
+            out.push(("office", o.clone()));
+        }
+        if let Some(k) = self.kind {
+            out.push(("kind", k.as_str().to_owned()));
+        }
+        if let Some(s) = self.status {
+            out.push(("status", s.as_str().to_owned()));
+        }
+        if let Some(d) = self.dossier {
+            out.push(("dossier_id", d.to_string()));
+        }
+        if self.signed {
+            out.push(("signed", "yes".to_owned()));
+        }
+        if let Some(cf) = &self.signer {
+            out.push(("signer", cf.clone()));
+        }
+        if let Some(y) = self.year {
+            out.push(("year", y.to_string()));
+        }
+        out
+    }
+
+    /// The terms every hit must hold.
+    pub fn terms(&self, fields: &super::Fields) -> Vec<Term> {
+        self.named()
+            .into_iter()
+            .map(|(name, value)| match name {
+                "year" => Term::from_field_u64(fields.year, self.year.unwrap_or_default()),
+                "procedure" => Term::from_field_text(fields.procedure, &value),
+                "office" => Term::from_field_text(fields.office, &value),
+                "kind" => Term::from_field_text(fields.kind, &value),
+                "status" => Term::from_field_text(fields.status, &value),
+                "dossier_id" => Term::from_field_text(fields.dossier_id, &value),
+                "signed" => Term::from_field_text(fields.signed, &value),
+                _ => Term::from_field_text(fields.signer, &value),
+            })
+            .collect()
+    }
+}
+
 /// A search, already validated.
 #[derive(Clone, Debug, Default)]
 pub struct SearchRequest {
     /// The user's query; empty matches everything the caller may see.
     pub q: String,
-    /// Exact-match filters: (field name, value).
-    pub terms: Vec<(&'static str, String)>,
-    /// Dossier year.
-    pub year: Option<u64>,
+    /// The exact-match filters.
+    pub filters: Filters,
     /// Newest version at or after (ms).
     pub from_ms: Option<i64>,
     /// Newest version before (ms).
@@ -265,15 +334,7 @@ impl SearchIndex {
                 )
             })
         };
-        // Exact-match filters: the procedure, kind, status, office, dossier and year.
-        let mut filter_terms = Vec::with_capacity(request.terms.len() + 1);
-        for (name, value) in &request.terms {
-            let field = self.index().schema().get_field(name)?;
-            filter_terms.push(Term::from_field_text(field, value));
-        }
-        if let Some(year) = request.year {
-            filter_terms.push(Term::from_field_u64(f.year, year));
-        }
+        let filter_terms = request.filters.terms(&f);
         let sort = request.sort.unwrap_or(if user_query.is_some() {
             SortBy::Relevance
         } else {
@@ -807,7 +868,10 @@ pub(crate) mod tests {
             {
                 let request = SearchRequest {
                     q: q.to_owned(),
-                    year,
+                    filters: Filters {
+                        year,
+                        ..Filters::default()
+                    },
                     sort,
                     limit: 15,
                     offset,

@@ -361,6 +361,12 @@ async fn an_oversize_upload_is_413_and_leaves_nothing_behind() {
     assert_eq!(response.status(), 413);
 
     assert_eq!(app.blob_count().await, 0, "nothing stored");
+    // The refused upload's handler may still be unwinding when its 413 arrives (the
+    // connection answers once the body stops); its spool file goes when it ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app.spool_files().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
         app.spool_files().is_empty(),
         "spool files left: {:?}",
