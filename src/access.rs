@@ -9,21 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::db::users::{self, UserRecord};
 use crate::db::{Db, DbError, Sql, now_ms};
 use crate::domain::{
-    Channel, CodiceFiscale, DocumentKind, DossierStatus, OfficeCode, Procedure, Role, Side,
-    TokenId, UserId, Visibility,
+    Channel, CodiceFiscale, DocumentKind, DossierStatus, OfficeCode, Procedure, Role, SearchScope,
+    Side, TokenId, UserId, Visibility,
 };
-use crate::index::FilterKey;
 
 /// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
 const TOKEN_PREFIX: &str = "fsc_";
-/// Citizens and professionals in more dossiers than this have their search permission kept
-/// per index segment (see `index::cache`).
-const CACHED_FROM_DOSSIERS: usize = 32;
 
 /// How long a node trusts what it has read about a token: its owner and their rights, and the
 /// dossiers they take part in. A change committed through this node (a token revoked, an
@@ -83,8 +78,6 @@ impl Known {
 struct Members {
     /// Sorted, without repeats.
     ids: Arc<[String]>,
-    /// Under which the permission's matches are kept, when they are many enough to keep.
-    key: Option<FilterKey>,
     /// The first end of validity among the delegations behind them.
     valid_until: Option<i64>,
 }
@@ -528,102 +521,34 @@ pub enum Refused {
 }
 
 impl Caller {
-    /// The clause every search is ANDed with: the documents this caller may read. Dossier
-    /// membership of applicants and professionals comes from the database, not the index, so
-    /// a revoked delegation is out of the next search through this node without any
-    /// reindexing (through another node once it applies the change, or [`TRUSTED_FOR`]).
+    /// What this caller's searches may find: every document of the tenant for auditors and
+    /// staff of every office, their offices' for other staff, the public documents of the
+    /// dossiers they take part in for citizens and professionals, nothing for admins.
+    pub async fn search_scope(&self, db: &Db) -> Result<SearchScope, DbError> {
+        let tenant = self.user.tenant.as_str().to_owned();
+        Ok(match self.user.role {
+            Role::Auditor => SearchScope::Tenant { tenant },
+            Role::Staff if self.user.all_offices => SearchScope::Tenant { tenant },
+            Role::Admin => SearchScope::Nothing,
+            Role::Staff => SearchScope::offices(
+                &tenant,
+                self.user.offices.iter().map(|o| o.as_str().to_owned()),
+            ),
+            Role::Citizen | Role::Professional => SearchScope::PublicOf {
+                tenant,
+                dossiers: self.members(db).await?.ids.clone(),
+            },
+        })
+    }
+
+    /// The search permission of this caller: its [`Self::search_scope`] as the index renders it.
     pub async fn search_permission(
         &self,
         db: &Db,
         fields: &crate::index::Fields,
     ) -> Result<crate::index::search::Permission, DbError> {
-        use tantivy::Term;
-        use tantivy::query::{BooleanQuery, EmptyQuery, Occur, Query, TermQuery};
-        use tantivy::schema::IndexRecordOption;
-
-        use crate::index::search::{Deferred, Permission};
-
-        let term = |field, value: &str| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_field_text(field, value),
-                IndexRecordOption::Basic,
-            ))
-        };
-        let tenant_id = self.user.tenant.as_str();
-        let tenant = term(fields.tenant, tenant_id);
-        // Keys name exactly what a permission selects, so equal keys select equal documents.
-        let tenant_wide = |query| Permission {
-            query,
-            cache_key: Some(FilterKey::of(&format!("tenant\0{tenant_id}"))),
-            narrow: false,
-            broad: true,
-        };
-        let (scope, cache_key, narrow): (Box<dyn Query>, Option<FilterKey>, bool) =
-            match self.user.role {
-                Role::Auditor => return Ok(tenant_wide(tenant)),
-                Role::Staff if self.user.all_offices => return Ok(tenant_wide(tenant)),
-                Role::Admin => {
-                    return Ok(Permission {
-                        query: Box::new(EmptyQuery),
-                        cache_key: None,
-                        narrow: true,
-                        broad: false,
-                    });
-                }
-                Role::Staff => {
-                    let mut offices: Vec<String> = self
-                        .user
-                        .offices
-                        .iter()
-                        .map(|o| o.as_str().to_owned())
-                        .collect();
-                    offices.sort();
-                    offices.dedup();
-                    let key =
-                        FilterKey::of(&format!("offices\0{tenant_id}\0{}", offices.join("\0")));
-                    (any_of(fields.office, offices), Some(key), false)
-                }
-                Role::Citizen | Role::Professional => {
-                    let members = self.members(db).await?;
-                    if members.ids.is_empty() {
-                        return Ok(Permission {
-                            query: Box::new(EmptyQuery),
-                            cache_key: None,
-                            narrow: true,
-                            broad: false,
-                        });
-                    }
-                    let (dossier, visibility) = (fields.dossier_id, fields.visibility);
-                    let scope = move |ids: &[String]| -> Box<dyn Query> {
-                        Box::new(BooleanQuery::new(vec![
-                            (Occur::Must, any_of(dossier, ids.iter().cloned())),
-                            (Occur::Must, term(visibility, Visibility::Public.as_str())),
-                        ]))
-                    };
-                    // A few dossiers are a few term look-ups: cheaper than a filter per
-                    // segment, and their documents too few to be worth spreading over the
-                    // cores.
-                    let query: Box<dyn Query> = match members.key {
-                        None => scope(&members.ids),
-                        // Kept per segment: built only for a segment whose filter is not.
-                        Some(_) => {
-                            let ids = members.ids.clone();
-                            Box::new(Deferred::new(move || scope(&ids)))
-                        }
-                    };
-                    (query, members.key, members.key.is_none())
-                }
-            };
-        Ok(Permission {
-            query: Box::new(BooleanQuery::new(vec![
-                (Occur::Must, tenant),
-                (Occur::Must, scope),
-            ])),
-            cache_key,
-            narrow,
-            // An office's documents, not a citizen's or a professional's dossiers.
-            broad: self.user.role == Role::Staff,
-        })
+        let scope = self.search_scope(db).await?;
+        Ok(crate::index::search::Permission::of(&scope, fields))
     }
 
     /// The dossiers this citizen or professional takes part in: kept with their token while
@@ -655,86 +580,21 @@ impl Caller {
         let Some(cf) = &self.user.codice_fiscale else {
             return Ok(Members {
                 ids: Arc::new([]),
-                key: None,
                 valid_until: None,
             });
         };
         let tenant = self.user.tenant.clone();
-        let cf = cf.as_str().to_owned();
-        // One row with the ids joined: a busy professional has hundreds of dossiers, and each
-        // row of a result is a hand-off from the connection's thread (dossier ids never hold
-        // a comma).
-        let joined = match db.backend() {
-            crate::db::Backend::Sqlite => "group_concat(id, ',')",
-            crate::db::Backend::Postgres => "string_agg(id, ',')",
-        };
-        let mut sql = Sql::new(&format!(
-            "select {joined} as ids, min(until) as until from (select d.id as id, \
-             cast(null as bigint) as until from dossier d where d.tenant = "
-        ));
-        sql.bind(tenant.clone())
-            .push(" and d.applicant_cf = ")
-            .bind(cf.clone());
-        if !self.user.verified {
-            // Only what the account started itself; a delegation names a codice fiscale, and
-            // an unproven one is anybody's.
-            sql.push(" and d.created_by = ")
-                .bind(self.user.id.to_string());
-        } else if self.user.role == Role::Professional {
-            // Dossier ids are unique across tenants, and the search ANDs the tenant anyway:
-            // this half reads the professional's delegations through their index alone.
-            // `union all`: the ids are sorted and deduplicated below anyway.
-            sql.push(
-                " union all select g.dossier_id as id, g.valid_until as until from delegation g \
-                 where g.professional_cf = ",
-            )
-            .bind(cf)
-            .push(" and g.revoked_at is null and (g.valid_until is null or g.valid_until > ")
-            .bind(now_ms())
-            .push(")");
-        }
-        sql.push(") member");
-        let row = sql.query().fetch_one(db.pool()).await?;
-        let joined: Option<String> = row.try_get("ids")?;
-        let valid_until: Option<i64> = row.try_get("until")?;
-        let mut ids: Vec<String> = joined
-            .map(|ids| ids.split(',').map(str::to_owned).collect())
-            .unwrap_or_default();
-        ids.sort();
-        ids.dedup();
-        let key = (ids.len() > CACHED_FROM_DOSSIERS)
-            .then(|| FilterKey::of(&format!("dossiers\0{tenant}\0{}", ids.join("\0"))));
+        let (ids, valid_until) = crate::db::delegations::member_dossiers(
+            db,
+            &tenant,
+            cf.as_str(),
+            (!self.user.verified).then_some(self.user.id),
+            self.user.verified && self.user.role == Role::Professional,
+        )
+        .await?;
         Ok(Members {
             ids: ids.into(),
-            key,
             valid_until,
         })
     }
-}
-
-/// Documents whose `field` is any of `values`. A handful of terms is a union of term queries;
-/// only large sets pay for building the automaton of a term-set query.
-fn any_of(
-    field: tantivy::schema::Field,
-    values: impl IntoIterator<Item = String>,
-) -> Box<dyn tantivy::query::Query> {
-    use tantivy::Term;
-    use tantivy::query::{BooleanQuery, Query, TermQuery, TermSetQuery};
-    use tantivy::schema::IndexRecordOption;
-
-    let terms: Vec<Term> = values
-        .into_iter()
-        .map(|v| Term::from_field_text(field, &v))
-        .collect();
-    if terms.len() > 2048 {
-        return Box::new(TermSetQuery::new(terms));
-    }
-    let mut clauses: Vec<Box<dyn Query>> = terms
-        .into_iter()
-        .map(|t| Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>)
-        .collect();
-    if clauses.len() == 1 {
-        return clauses.remove(0);
-    }
-    Box::new(BooleanQuery::union(clauses))
 }

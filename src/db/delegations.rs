@@ -174,3 +174,56 @@ pub async fn list(db: &Db, dossier: DossierId) -> Result<Vec<DelegationRecord>, 
         })
         .collect()
 }
+
+/// The dossiers a citizen or professional takes part in, sorted and without repeats, and the
+/// first end of validity among the delegations behind them: the dossiers filed under `cf`
+/// (only those `created_by` started, when given: an unproven account's), and with
+/// `delegated`, those delegated to `cf` and in force. Written as a union so each half uses its
+/// index instead of scanning the tenant's dossiers.
+pub async fn member_dossiers(
+    db: &Db,
+    tenant: &str,
+    cf: &str,
+    created_by: Option<crate::domain::UserId>,
+    delegated: bool,
+) -> Result<(Vec<String>, Option<i64>), DbError> {
+    // One row with the ids joined: a busy professional has hundreds of dossiers, and each
+    // row of a result is a hand-off from the connection's thread (dossier ids never hold
+    // a comma).
+    let joined = match db.backend() {
+        super::Backend::Sqlite => "group_concat(id, ',')",
+        super::Backend::Postgres => "string_agg(id, ',')",
+    };
+    let mut sql = super::Sql::new(&format!(
+        "select {joined} as ids, min(until) as until from (select d.id as id, \
+         cast(null as bigint) as until from dossier d where d.tenant = "
+    ));
+    sql.bind(tenant.to_owned())
+        .push(" and d.applicant_cf = ")
+        .bind(cf.to_owned());
+    if let Some(user) = created_by {
+        sql.push(" and d.created_by = ").bind(user.to_string());
+    } else if delegated {
+        // Dossier ids are unique across tenants, and the search ANDs the tenant anyway:
+        // this half reads the professional's delegations through their index alone.
+        // `union all`: the ids are sorted and deduplicated below anyway.
+        sql.push(
+            " union all select g.dossier_id as id, g.valid_until as until from delegation g \
+             where g.professional_cf = ",
+        )
+        .bind(cf.to_owned())
+        .push(" and g.revoked_at is null and (g.valid_until is null or g.valid_until > ")
+        .bind(now_ms())
+        .push(")");
+    }
+    sql.push(") member");
+    let row = sql.query().fetch_one(db.pool()).await?;
+    let joined: Option<String> = row.try_get("ids")?;
+    let valid_until: Option<i64> = row.try_get("until")?;
+    let mut ids: Vec<String> = joined
+        .map(|ids| ids.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids.dedup();
+    Ok((ids, valid_until))
+}

@@ -10,6 +10,7 @@ mod facet_table;
 mod facets;
 mod filter;
 mod phrase;
+mod scope;
 pub mod search;
 mod snippet;
 mod stem;
