@@ -143,20 +143,25 @@ pub fn signers_of(meta: &serde_json::Value) -> Option<Vec<String>> {
     if meta["signed"] != true {
         return None;
     }
-    let direct = meta["signers"].as_array().into_iter().flatten();
-    let in_pdf = meta["signatures"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["signers"].as_array().into_iter().flatten());
-    let mut cfs: Vec<String> = direct
-        .chain(in_pdf)
+    let mut cfs: Vec<String> = signer_records(meta)
         .filter_map(|s| s["codice_fiscale"].as_str())
         .map(str::to_ascii_uppercase)
         .collect();
     cfs.sort();
     cfs.dedup();
     Some(cfs)
+}
+
+/// Every signer described in extraction metadata: a CAdES envelope's (`signers`) and each
+/// PAdES signature's (`signatures[].signers`).
+pub fn signer_records(meta: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    let direct = meta["signers"].as_array().into_iter().flatten();
+    let in_pdf = meta["signatures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["signers"].as_array().into_iter().flatten());
+    direct.chain(in_pdf)
 }
 
 /// Appends `piece` to `text` up to the limit; returns false once the limit is reached.

@@ -801,14 +801,7 @@ impl SignerView {
         let Some(meta) = meta else {
             return Vec::new();
         };
-        let direct = meta["signers"].as_array().into_iter().flatten();
-        let in_pdf = meta["signatures"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s["signers"].as_array().into_iter().flatten());
-        direct
-            .chain(in_pdf)
+        crate::extract::signer_records(meta)
             .map(|s| {
                 let valid = s["status"] == "valid";
                 let text = |key: &str| s[key].as_str().unwrap_or_default().to_owned();

@@ -41,7 +41,7 @@ async fn staff_and_dossier(app: &TestApp, n: u32) -> (String, String) {
 }
 
 /// The document once its extraction ended.
-async fn extracted(app: &TestApp, token: &str, id: &str) -> Value {
+pub(crate) async fn extracted(app: &TestApp, token: &str, id: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let doc: Value = app

@@ -1317,14 +1317,8 @@ async fn a_signed_file_shows_its_signers_and_opens_what_was_signed() {
     let signed = std::fs::read(kit.path().join("relazione.pdf.p7m")).unwrap();
     let app = spawn_app_with(|_| {}).await;
     let password = "una lunga frase segreta";
-    let (token, secret) = with_password(
-        &app,
-        fascicolo::domain::Role::Staff,
-        &["edilizia"],
-        "firme@comune.example.it",
-        password,
-    )
-    .await;
+    let (token, secret) =
+        staff_member(&app, &["edilizia"], "firme@comune.example.it", password).await;
     let d = app.open_dossier(&token, "cila", &cf(7310)).await;
     let r = app
         .upload(
