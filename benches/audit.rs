@@ -20,7 +20,7 @@
 //! record) and with [`CLIENTS`] (both cores saturated: what the audit's work takes from the
 //! throughput).
 //!
-//! `cargo bench --bench audit` (`FASCICOLO_BENCH_QUICK=1` for a short run).
+//! `cargo bench --bench audit --features bench` (`FASCICOLO_BENCH_QUICK=1` for a short run).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -349,7 +349,7 @@ async fn serve(dir: &std::path::Path, audited: bool) -> Running {
         fascicolo::audit::Auditor::start_journaled(services.db.clone(), &dir.join("audit"))
             .expect("journal")
     } else {
-        fascicolo::audit::Auditor::discarding_for_benchmarks()
+        fascicolo::audit::Auditor::recording_nothing()
     };
     start(services).await
 }

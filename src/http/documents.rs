@@ -427,17 +427,17 @@ async fn audited_document(
     action: &str,
     version: Option<i32>,
 ) -> Result<DocumentRecord, ApiError> {
-    let (read, document) = document_read(services, caller, client, id, action, version).await?;
-    read.durable()
+    let (receipt, document) = document_read(services, caller, client, id, action, version).await?;
+    receipt
+        .durable()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     document.ok_or(ApiError::NotFound)
 }
 
-/// Begins the audited read of document `id` before it is looked up, so the journal writes
-/// the read while the lookup (and what the caller does next, such as reading the bytes) runs;
-/// then looks the document up for the caller and gives the read its outcome and dossier.
-/// Answer only once the read is durable ([`crate::audit::Read::durable`]).
+/// Looks document `id` up for the caller and hands the read (or the miss) to the audit trail.
+/// The caller may go on with its work (reading the bytes) while the record is written, and
+/// answers only once it is durable ([`crate::audit::Receipt::durable`]).
 async fn document_read(
     services: &Services,
     caller: &Caller,
@@ -445,38 +445,30 @@ async fn document_read(
     id: crate::domain::DocumentId,
     action: &str,
     version: Option<i32>,
-) -> Result<(crate::audit::Read, Option<DocumentRecord>), ApiError> {
-    let actor = Actor::of(caller, client.0.clone());
-    let begun = actor.event(
+) -> Result<(crate::audit::Receipt, Option<DocumentRecord>), ApiError> {
+    let looked_up = documents::get(&services.db, caller, id).await;
+    let (outcome, dossier, detail) = match &looked_up {
+        Ok(Some(document)) => (
+            "ok",
+            Some(document.dossier_id.to_string()),
+            serde_json::json!({ "version": version.unwrap_or(document.version) }),
+        ),
+        Ok(None) => ("not_found", None, serde_json::json!({ "version": version })),
+        Err(_) => ("error", None, serde_json::json!({ "version": version })),
+    };
+    let event = Actor::of(caller, client.0.clone()).event(
         action,
         format!("document:{id}"),
-        None,
-        "ok",
-        serde_json::json!({}),
+        dossier,
+        outcome,
+        detail,
     );
-    let mut read = services
+    let receipt = services
         .auditor
-        .begin(begun)
+        .submit(event)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let document = match documents::get(&services.db, caller, id).await {
-        Ok(document) => document,
-        Err(e) => {
-            read.result("error", serde_json::Value::Null);
-            return Err(e.into());
-        }
-    };
-    let outcome = if document.is_some() {
-        "ok"
-    } else {
-        "not_found"
-    };
-    read.result_in(
-        outcome,
-        document.as_ref().map(|d| d.dossier_id.to_string()),
-        serde_json::json!({ "version": version.or(document.as_ref().map(|d| d.version)) }),
-    );
-    Ok((read, document))
+    Ok((receipt, looked_up?))
 }
 
 /// Every version of a document.
@@ -572,10 +564,11 @@ pub(crate) async fn get_content(
     DocumentPath(id): DocumentPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (read, document) =
+    let (receipt, document) =
         document_read(&services, &caller, &client, id, "document.download", None).await?;
     let Some(document) = document else {
-        read.durable()
+        receipt
+            .durable()
             .await
             .map_err(|e| ApiError::Internal(e.into()))?;
         return Err(ApiError::NotFound);
@@ -589,7 +582,7 @@ pub(crate) async fn get_content(
         &document.media_type,
         &document.filename,
     );
-    let (audited, response) = tokio::join!(read.durable(), content);
+    let (audited, response) = tokio::join!(receipt.durable(), content);
     audited.map_err(|e| ApiError::Internal(e.into()))?;
     response
 }

@@ -177,23 +177,13 @@ pub(crate) async fn search(
         sort,
         stop: None,
     };
-    // The search is recorded when it begins, so the journal writes it while it runs; its hit
-    // count follows as soon as the matches are counted.
-    let detail = serde_json::json!({
-        "query": typed,
-        "filters": request
-            .filters
-            .named()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>(),
-    });
+    let filters: Vec<String> = request
+        .filters
+        .named()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let actor = crate::audit::Actor::of(&caller, client.0.clone());
-    let mut read = services
-        .auditor
-        .begin(actor.event("search", "search".to_owned(), None, "ok", detail))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
     let permission = caller
         .search_permission(&services.db, index.fields())
         .await?;
@@ -213,41 +203,56 @@ pub(crate) async fn search(
             + std::time::Duration::from_millis(services.config.search_budget_ms),
         abandoned: abandoned.0.clone(),
     });
-    // The search, its result's audit line and the response body are made on one blocking
-    // thread: the hit count goes to the journal as soon as the matches are counted, and is
-    // written while the page's documents are read, their snippets made and the body
-    // serialised.
+    // The search, its audit record and the response body are made on one blocking thread: the
+    // record is handed to the journal as soon as the search is done, and written while the
+    // page's documents are read, their snippets made and the body serialised.
     let span = tracing::Span::current();
-    let (read, outcome) = tokio::task::spawn_blocking(move || {
+    let auditor = services.auditor.clone();
+    let (receipt, outcome) = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let outcome = index.search(&request, permission);
-        // The result names every document whose text the answer carries, with its dossier:
+        // The record names every document whose text the answer carries, with its dossier:
         // the dossier's history lists this search (see `audit::append_in_tx`).
-        if let Ok(result) = &outcome {
-            let disclosed: Vec<serde_json::Value> = result
-                .hits
-                .iter()
-                .map(|h| serde_json::json!({"document": h.document_id, "dossier": h.dossier_id}))
-                .collect();
-            read.result(
-                "ok",
-                serde_json::json!({ "total": result.total, "disclosed": disclosed }),
-            );
-        }
-        let outcome = outcome.map(|result| serde_json::to_vec(&result));
-        if let Err(e) = &outcome {
-            let failed = if matches!(e, IndexError::Query(_)) {
-                "rejected"
-            } else {
-                "error"
-            };
-            read.result(failed, serde_json::Value::Null);
-        }
-        (read, outcome)
+        let (result, detail) = match &outcome {
+            Ok(result) => {
+                let disclosed: Vec<serde_json::Value> = result
+                    .hits
+                    .iter()
+                    .map(
+                        |h| serde_json::json!({"document": h.document_id, "dossier": h.dossier_id}),
+                    )
+                    .collect();
+                (
+                    "ok",
+                    serde_json::json!({
+                        "query": typed, "filters": filters,
+                        "total": result.total, "disclosed": disclosed,
+                    }),
+                )
+            }
+            Err(e) => (
+                if matches!(e, IndexError::Query(_)) {
+                    "rejected"
+                } else {
+                    "error"
+                },
+                serde_json::json!({ "query": typed, "filters": filters }),
+            ),
+        };
+        let receipt = auditor.submit_blocking(actor.event(
+            "search",
+            "search".to_owned(),
+            None,
+            result,
+            detail,
+        ));
+        (receipt, outcome.map(|result| serde_json::to_vec(&result)))
     })
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;
-    read.durable()
+    receipt
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .durable()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     match outcome {

@@ -649,102 +649,43 @@ async fn the_trail_records_the_client_behind_trusted_proxies_only() {
     }
 }
 
-/// A read begun before its result is known is journaled at once and joined to its result in
-/// one row: results written long after their reads, in another order and in later journal
-/// segments; a read dropped before its result is recorded as abandoned; a read begun by an
-/// earlier process that never wrote its result (a crash) is recorded as unknown, and the
-/// result of an earlier read found after it still joins it.
+/// Each read is one line of the journal, on disk before the read is acknowledged (a process
+/// killed right after an answer leaves its read in the journal, and the next one moves it). A
+/// line torn by a crash, never acknowledged, is dropped and written over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_begun_read_is_one_row_with_its_result() {
+async fn each_read_is_one_journal_line_written_before_it_is_acknowledged() {
     use fascicolo::audit::Auditor;
-    use serde_json::json;
     let (_dir, db, journal) = journal_and_trail().await;
-    // What a process journaled before it was killed: read 3 without its result, read 4 with.
-    // The journal's own field order: the read's number first.
-    let begun = |n: u64, i: usize| {
-        let event = serde_json::to_string(&journal_event(i)).unwrap();
-        format!("{{\"read\":{n},\"event\":{event}}}")
-    };
-    let earlier = [
-        begun(3, 0),
-        begun(4, 1),
-        json!({ "amends": 4, "outcome": "not_found", "detail": { "total": 0 } }).to_string(),
-    ]
-    .join("\n")
-        + "\n";
-    std::fs::write(journal.join("journal-00000000000000000000.jsonl"), earlier).unwrap();
+    let segment = journal.join("journal-00000000000000000000.jsonl");
+    // What a process journaled before it was killed: two whole lines and a torn one.
+    let mut earlier = Vec::new();
+    for i in 0..2 {
+        serde_json::to_writer(&mut earlier, &journal_event(i)).unwrap();
+        earlier.push(b'\n');
+    }
+    let torn = serde_json::to_vec(&journal_event(99)).unwrap();
+    earlier.extend_from_slice(&torn[..torn.len() / 2]);
+    std::fs::write(&segment, &earlier).unwrap();
 
-    let auditor = Auditor::start_journaled_in_segments(db.clone(), &journal, 4096).unwrap();
-    let mut reads = Vec::new();
-    for i in 2..42 {
-        reads.push(auditor.begin(journal_event(i)).await.unwrap());
-        auditor.record(journal_event(100 + i)).await.unwrap();
+    let auditor = Auditor::start_journaled(db.clone(), &journal).unwrap();
+    let lines = || -> Vec<fascicolo::audit::AuditEvent> {
+        let bytes = std::fs::read(&segment).unwrap();
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        bytes[..end]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("every line is one whole event"))
+            .collect()
+    };
+    for i in 2..10 {
+        auditor.record(journal_event(i)).await.unwrap();
+        // Acknowledged: its line is in the file, after the lines before it.
+        let targets: Vec<String> = lines().into_iter().map(|e| e.target).collect();
+        let expected: Vec<String> = (0..=i).map(|j| format!("document:{j}")).collect();
+        assert_eq!(targets, expected);
     }
-    // Dropped before its result: the client went away.
-    drop(auditor.begin(journal_event(42)).await.unwrap());
-    // Counted, then failed: the second result's outcome stands, with the first's details.
-    let mut failed = auditor.begin(journal_event(43)).await.unwrap();
-    let failed = tokio::task::spawn_blocking(move || {
-        failed.result("ok", json!({ "total": 7 }));
-        failed.result("error", serde_json::Value::Null);
-        failed
-    })
-    .await
-    .unwrap();
-    failed.durable().await.unwrap();
-    // Results in the reverse order, each given on a blocking thread as a search gives it.
-    let mut waits = Vec::new();
-    while let Some(mut read) = reads.pop() {
-        let i = reads.len() + 2;
-        let read = tokio::task::spawn_blocking(move || {
-            read.result("ok", json!({ "total": i * 10 }));
-            read
-        })
-        .await
-        .unwrap();
-        waits.push(tokio::spawn(read.durable()));
-    }
-    for w in waits {
-        w.await.unwrap().unwrap();
-    }
-    let (_, newest, _) = journal_files(&journal);
-    assert!(newest >= 3 * 4096, "the journal rolled over: {newest}");
     auditor.flush().await;
-
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as("select target, outcome, detail from audit_event order by seq")
-            .fetch_all(db.pool())
-            .await
-            .unwrap();
-    assert_eq!(rows.len(), 2 + 40 + 40 + 2, "{rows:?}");
-    let row = |i: usize| {
-        let target = format!("document:{i}");
-        let found: Vec<_> = rows.iter().filter(|r| r.0 == target).collect();
-        assert_eq!(found.len(), 1, "{target} once: {rows:?}");
-        let detail: serde_json::Value = serde_json::from_str(&found[0].2).unwrap();
-        (found[0].1.clone(), detail)
-    };
-    assert_eq!(row(0), ("unknown".to_owned(), json!({ "i": 0 })));
-    assert_eq!(
-        row(1),
-        ("not_found".to_owned(), json!({ "i": 1, "total": 0 }))
-    );
-    for i in 2..42 {
-        assert_eq!(
-            row(i),
-            ("ok".to_owned(), json!({ "i": i, "total": i * 10 }))
-        );
-        assert_eq!(row(100 + i), ("ok".to_owned(), json!({ "i": 100 + i })));
-    }
-    assert_eq!(row(42), ("abandoned".to_owned(), json!({ "i": 42 })));
-    assert_eq!(
-        row(43),
-        ("error".to_owned(), json!({ "i": 43, "total": 7 }))
-    );
-    // In the chain in the order the reads began.
-    let position = |target: &str| rows.iter().position(|r| r.0 == target).unwrap();
-    assert!(position("document:2") < position("document:102"));
-    assert!(position("document:41") < position("document:141"));
+    assert_eq!(trail_rows(&db).await, (10, 10));
     let report = fascicolo::audit::verify(&db).await.unwrap();
     assert!(report.first_broken.is_none(), "{:?}", report.first_broken);
 }
