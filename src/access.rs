@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::db::users::{self, UserRecord};
-use crate::db::{Db, DbError, Sql, now_ms};
+use crate::db::{Db, DbError, now_ms};
 use crate::domain::{
-    Channel, CodiceFiscale, DocumentKind, DossierStatus, OfficeCode, Procedure, Role, SearchScope,
-    Side, TokenId, UserId, Visibility,
+    Channel, CodiceFiscale, DocumentKind, DossierStatus, OfficeCode, Procedure, Role, Scope, Side,
+    TokenId, UserId, Visibility,
 };
 
 /// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
@@ -339,80 +339,6 @@ impl Caller {
         }
     }
 
-    /// Appends `(…)`: the dossiers (table alias `d`) this caller may see.
-    /// Delegations are read at query time, so a revocation applies to the next request.
-    pub fn push_dossier_filter(&self, sql: &mut Sql) {
-        sql.push("(d.tenant = ")
-            .bind(self.user.tenant.clone())
-            .push(" and ");
-        match (self.user.role, &self.user.codice_fiscale) {
-            // A draft is its applicant's alone until it is filed.
-            (Role::Auditor, _) => {
-                sql.push("d.status <> 'draft'");
-            }
-            (Role::Staff, _) if self.user.all_offices => {
-                sql.push("d.status <> 'draft'");
-            }
-            (Role::Staff, _) if !self.user.offices.is_empty() => {
-                sql.push("d.status <> 'draft' and d.office_code in (");
-                for (i, office) in self.user.offices.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.bind(office.as_str().to_owned());
-                }
-                sql.push(")");
-            }
-            // An unproven codice fiscale opens only the dossiers the account started itself.
-            (Role::Citizen | Role::Professional, Some(cf)) if !self.user.verified => {
-                sql.push("d.created_by = ")
-                    .bind(self.user.id.to_string())
-                    .push(" and d.applicant_cf = ")
-                    .bind(cf.as_str().to_owned());
-            }
-            (Role::Citizen, Some(cf)) => {
-                sql.push("d.applicant_cf = ").bind(cf.as_str().to_owned());
-            }
-            (Role::Professional, Some(cf)) => {
-                sql.push("(d.applicant_cf = ")
-                    .bind(cf.as_str().to_owned())
-                    .push(
-                        " or d.status <> 'draft' and exists (select 1 from delegation g \
-                         where g.dossier_id = d.id and g.professional_cf = ",
-                    )
-                    .bind(cf.as_str().to_owned())
-                    .push(
-                        " and g.revoked_at is null and (g.valid_until is null or g.valid_until > ",
-                    )
-                    .bind(now_ms())
-                    .push(")))");
-            }
-            // Admins, staff without offices, and citizens without a code see no dossier.
-            _ => {
-                sql.push("1 = 0");
-            }
-        }
-        sql.push(")");
-    }
-
-    /// Appends `(…)`: the documents (table alias `doc`) this caller may see inside dossiers
-    /// they may see. Applicants and their professionals see public documents only.
-    pub fn push_document_filter(&self, sql: &mut Sql) {
-        match self.user.role {
-            Role::Citizen | Role::Professional => {
-                sql.push("(doc.visibility = ")
-                    .bind(Visibility::Public.as_str().to_owned())
-                    .push(")");
-            }
-            Role::Staff | Role::Auditor => {
-                sql.push("(1 = 1)");
-            }
-            Role::Admin => {
-                sql.push("(1 = 0)");
-            }
-        }
-    }
-
     /// May this caller open a dossier of `procedure` for `applicant`? Returns the channel it
     /// arrives by: online for applicants filing themselves, desk for staff filing from paper.
     pub fn may_open_dossier(
@@ -521,33 +447,34 @@ pub enum Refused {
 }
 
 impl Caller {
-    /// What this caller's searches may find: every document of the tenant for auditors and
-    /// staff of every office, their offices' for other staff, the public documents of the
-    /// dossiers they take part in for citizens and professionals, nothing for admins.
-    pub async fn search_scope(&self, db: &Db) -> Result<SearchScope, DbError> {
+    /// What this caller may read: every filed dossier of the tenant for auditors and staff of
+    /// every office, their offices' for other staff, the dossiers they take part in (public
+    /// documents only) for citizens and professionals, nothing for admins. The search renders
+    /// it as its permission clause, `db` as the SQL filter of listings and look-ups.
+    pub async fn scope(&self, db: &Db) -> Result<Scope, DbError> {
         let tenant = self.user.tenant.as_str().to_owned();
         Ok(match self.user.role {
-            Role::Auditor => SearchScope::Tenant { tenant },
-            Role::Staff if self.user.all_offices => SearchScope::Tenant { tenant },
-            Role::Admin => SearchScope::Nothing,
-            Role::Staff => SearchScope::offices(
+            Role::Auditor => Scope::Tenant { tenant },
+            Role::Staff if self.user.all_offices => Scope::Tenant { tenant },
+            Role::Admin => Scope::Nothing,
+            Role::Staff => Scope::offices(
                 &tenant,
                 self.user.offices.iter().map(|o| o.as_str().to_owned()),
             ),
-            Role::Citizen | Role::Professional => SearchScope::PublicOf {
+            Role::Citizen | Role::Professional => Scope::PublicOf {
                 tenant,
                 dossiers: self.members(db).await?.ids.clone(),
             },
         })
     }
 
-    /// The search permission of this caller: its [`Self::search_scope`] as the index renders it.
+    /// The search permission of this caller: its [`Self::scope`] as the index renders it.
     pub async fn search_permission(
         &self,
         db: &Db,
         fields: &crate::index::Fields,
     ) -> Result<crate::index::search::Permission, DbError> {
-        let scope = self.search_scope(db).await?;
+        let scope = self.scope(db).await?;
         Ok(crate::index::search::Permission::of(&scope, fields))
     }
 
@@ -573,7 +500,7 @@ impl Caller {
     }
 
     /// The dossiers a citizen or professional takes part in: as applicant, or through a
-    /// delegation in force. The same rule as [`Self::push_dossier_filter`], written as a union
+    /// delegation in force to a filed dossier (a draft is its applicant's alone); written as a union
     /// so each half uses its index instead of scanning the tenant's dossiers; the tenant of
     /// delegated dossiers is left to the search's own tenant clause.
     async fn read_members(&self, db: &Db) -> Result<Members, DbError> {

@@ -204,11 +204,13 @@ pub async fn member_dossiers(
     if let Some(user) = created_by {
         sql.push(" and d.created_by = ").bind(user.to_string());
     } else if delegated {
-        // Dossier ids are unique across tenants, and the search ANDs the tenant anyway:
-        // this half reads the professional's delegations through their index alone.
+        // Dossier ids are unique across tenants, and every rendering of the scope ANDs the
+        // tenant: this half reads the professional's delegations through their index, and
+        // each dossier by its key only to leave drafts out (a draft is its applicant's alone).
         // `union all`: the ids are sorted and deduplicated below anyway.
         sql.push(
             " union all select g.dossier_id as id, g.valid_until as until from delegation g \
+             join dossier dd on dd.id = g.dossier_id and dd.status <> 'draft' \
              where g.professional_cf = ",
         )
         .bind(cf.to_owned())

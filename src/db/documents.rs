@@ -494,7 +494,9 @@ pub async fn add_version(
     Ok(version)
 }
 
-fn select_documents(caller: &Caller) -> Sql {
+/// The documents `caller` may read, with their newest version (a `where` clause follows).
+async fn select_documents(db: &Db, caller: &Caller) -> Result<Sql, DbError> {
+    let scope = caller.scope(db).await?;
     let mut sql = Sql::new(&format!(
         "select {DOCUMENT_COLUMNS} from document doc \
          join dossier d on d.id = doc.dossier_id \
@@ -503,10 +505,10 @@ fn select_documents(caller: &Caller) -> Sql {
          left join ocr_job o on o.sha256 = v.sha256 \
          where "
     ));
-    caller.push_dossier_filter(&mut sql);
+    super::scope::push_dossiers(&mut sql, db.backend(), &scope);
     sql.push(" and ");
-    caller.push_document_filter(&mut sql);
-    sql
+    super::scope::push_documents(&mut sql, &scope);
+    Ok(sql)
 }
 
 /// The document, if it exists and the caller may see it.
@@ -515,7 +517,7 @@ pub async fn get(
     caller: &Caller,
     id: DocumentId,
 ) -> Result<Option<DocumentRecord>, DbError> {
-    let mut sql = select_documents(caller);
+    let mut sql = select_documents(db, caller).await?;
     sql.push(" and doc.id = ").bind(id.to_string());
     let row = sql.query().fetch_optional(db.pool()).await?;
     row.as_ref()
@@ -529,7 +531,7 @@ pub async fn list_for_dossier(
     caller: &Caller,
     dossier: DossierId,
 ) -> Result<Vec<DocumentRecord>, DbError> {
-    let mut sql = select_documents(caller);
+    let mut sql = select_documents(db, caller).await?;
     sql.push(" and doc.dossier_id = ")
         .bind(dossier.to_string())
         .push(" order by doc.id");

@@ -239,7 +239,7 @@ pub async fn get(
 ) -> Result<Option<DossierRecord>, DbError> {
     let mut sql = Sql::new(&format!("select {COLUMNS} from dossier d where d.id = "));
     sql.bind(id.to_string()).push(" and ");
-    caller.push_dossier_filter(&mut sql);
+    super::scope::push_dossiers(&mut sql, db.backend(), &caller.scope(db).await?);
     let row = sql.query().fetch_optional(db.pool()).await?;
     row.as_ref().map(from_row).transpose()
 }
@@ -263,7 +263,7 @@ pub async fn list(
     limit: u32,
 ) -> Result<(Vec<DossierRecord>, bool), DbError> {
     let mut sql = Sql::new(&format!("select {COLUMNS} from dossier d where "));
-    caller.push_dossier_filter(&mut sql);
+    super::scope::push_dossiers(&mut sql, db.backend(), &caller.scope(db).await?);
     if let Some(status) = filter.status {
         sql.push(" and d.status = ")
             .bind(status.as_str().to_owned());

@@ -482,3 +482,85 @@ pub async fn file_proposal(
     tx.commit().await?;
     Ok(id)
 }
+
+/// A dossier as the statistics count it.
+#[derive(Debug)]
+pub struct StatRow {
+    /// Its id.
+    pub id: String,
+    /// Its procedure's code.
+    pub procedure: String,
+    /// Its office.
+    pub office: String,
+    /// Its state.
+    pub status: String,
+    /// How it arrived.
+    pub channel: String,
+    /// Its applicant's rating, if any.
+    pub score: Option<i32>,
+}
+
+/// The dossiers `caller` may read, for the statistics, and their transitions by dossier
+/// (oldest first; only `at_ms` and `to` are filled).
+pub async fn stats_rows(
+    db: &Db,
+    caller: &crate::access::Caller,
+) -> Result<
+    (
+        Vec<StatRow>,
+        std::collections::BTreeMap<String, Vec<EventRecord>>,
+    ),
+    DbError,
+> {
+    let scope = caller.scope(db).await?;
+    let mut sql = super::Sql::new(
+        "select d.id, d.procedure_code, d.office_code, d.status, d.channel, r.score \
+         from dossier d left join rating r on r.dossier_id = d.id where ",
+    );
+    super::scope::push_dossiers(&mut sql, db.backend(), &scope);
+    let rows = sql
+        .query()
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(StatRow {
+                id: r.try_get("id")?,
+                procedure: r.try_get("procedure_code")?,
+                office: r.try_get("office_code")?,
+                status: r.try_get("status")?,
+                channel: r.try_get("channel")?,
+                score: r.try_get("score")?,
+            })
+        })
+        .collect::<Result<Vec<_>, DbError>>()?;
+    let mut sql = super::Sql::new(
+        "select e.dossier_id, e.at, e.to_status from dossier_event e \
+         join dossier d on d.id = e.dossier_id where e.kind = 'transition' and ",
+    );
+    super::scope::push_dossiers(&mut sql, db.backend(), &scope);
+    sql.push(" order by e.at, e.id");
+    let mut by_dossier: std::collections::BTreeMap<String, Vec<EventRecord>> =
+        std::collections::BTreeMap::new();
+    for e in sql.query().fetch_all(db.pool()).await? {
+        by_dossier
+            .entry(e.try_get("dossier_id")?)
+            .or_default()
+            .push(EventRecord {
+                at: String::new(),
+                kind: "transition".into(),
+                from: None,
+                to: e.try_get("to_status")?,
+                actor_role: String::new(),
+                actor_name: None,
+                note: None,
+                internal_note: None,
+                outcome: None,
+                document_id: None,
+                notifications: Vec::new(),
+                at_ms: e.try_get("at")?,
+                id: String::new(),
+            });
+    }
+    Ok((rows, by_dossier))
+}

@@ -12,6 +12,7 @@ pub mod notices;
 pub mod ocr;
 pub mod outbox;
 pub mod registrations;
+pub mod scope;
 pub mod users;
 pub mod web;
 

@@ -175,7 +175,7 @@ pub async fn enqueue(
     let now = now_ms();
     let dossier = notice.dossier.to_string();
     let (values, office) = values_of(tx, notice, now).await?;
-    // Who may see the dossier, as `access::Caller::push_dossier_filter` decides: the account
+    // Who may see the dossier, as `access::Caller::scope` decides: the account
     // that filed it online, verified accounts of the applicant's codice fiscale, and
     // professionals with a delegation in force (verified: a delegation names a code).
     let mut recipients = recipients(tx, &dossier, now).await?;
@@ -628,13 +628,16 @@ pub async fn failed(
     caller: &crate::access::Caller,
     limit: i64,
 ) -> Result<Vec<MessageRecord>, DbError> {
-    let mut sql = failed_query(caller);
+    let mut sql = failed_query(db, caller).await?;
     sql.push(" order by m.id desc limit ").bind(limit);
     let rows = sql.query().fetch_all(db.pool()).await?;
     rows.iter().map(|r| message_from(r, true)).collect()
 }
 
-fn failed_query(caller: &crate::access::Caller) -> super::Sql {
+async fn failed_query(
+    db: &super::Db,
+    caller: &crate::access::Caller,
+) -> Result<super::Sql, DbError> {
     let mut sql = super::Sql::new(&format!(
         "select {MESSAGE_COLUMNS} from notification_outbox m \
          left join dossier d on d.id = m.dossier_id where m.status = 'failed' and m.tenant = "
@@ -642,9 +645,9 @@ fn failed_query(caller: &crate::access::Caller) -> super::Sql {
     sql.bind(caller.tenant().to_owned());
     if caller.role() != crate::domain::Role::Admin {
         sql.push(" and ");
-        caller.push_dossier_filter(&mut sql);
+        super::scope::push_dossiers(&mut sql, db.backend(), &caller.scope(db).await?);
     }
-    sql
+    Ok(sql)
 }
 
 /// Puts a failed message the caller may handle back in the queue, attempts from zero.
@@ -655,7 +658,7 @@ pub async fn retry_failed(
     id: &str,
     actor: &crate::audit::Actor,
 ) -> Result<Option<MessageRecord>, DbError> {
-    let mut sql = failed_query(caller);
+    let mut sql = failed_query(db, caller).await?;
     sql.push(" and m.id = ").bind(id.to_owned());
     let Some(row) = sql.query().fetch_optional(db.pool()).await? else {
         return Ok(None);
@@ -761,13 +764,16 @@ pub struct PostalTask {
     pub done_at: Option<String>,
 }
 
-fn postal_query(caller: &crate::access::Caller) -> super::Sql {
+async fn postal_query(
+    db: &super::Db,
+    caller: &crate::access::Caller,
+) -> Result<super::Sql, DbError> {
     let mut sql = super::Sql::new(
         "select t.id, t.dossier_id, d.number, d.applicant_cf, t.office_code, t.event, \
          t.created_at, t.done_at from postal_task t join dossier d on d.id = t.dossier_id where ",
     );
-    caller.push_dossier_filter(&mut sql);
-    sql
+    super::scope::push_dossiers(&mut sql, db.backend(), &caller.scope(db).await?);
+    Ok(sql)
 }
 
 fn postal_from(r: &sqlx::any::AnyRow) -> Result<PostalTask, DbError> {
@@ -790,7 +796,7 @@ pub async fn postal_tasks(
     done: bool,
     limit: i64,
 ) -> Result<Vec<PostalTask>, DbError> {
-    let mut sql = postal_query(caller);
+    let mut sql = postal_query(db, caller).await?;
     sql.push(if done {
         " and t.done_at is not null"
     } else {
@@ -809,7 +815,7 @@ pub async fn postal_done(
     id: &str,
     actor: &crate::audit::Actor,
 ) -> Result<Option<bool>, DbError> {
-    let mut sql = postal_query(caller);
+    let mut sql = postal_query(db, caller).await?;
     sql.push(" and t.id = ").bind(id.to_owned());
     let Some(row) = sql.query().fetch_optional(db.pool()).await? else {
         return Ok(None);

@@ -18,7 +18,7 @@ pub use codice_fiscale::{CodiceFiscale, CodiceFiscaleError};
 pub use hash::{ContentHash, ContentHashError};
 pub use ids::{DocumentId, DossierId, TokenId, UserId};
 pub use media::{judge_media_type, sanitize_filename, sniff_media_type};
-pub use scope::SearchScope;
+pub use scope::Scope;
 
 /// A value outside a closed set of names; the message lists the accepted ones.
 #[derive(Debug, thiserror::Error)]

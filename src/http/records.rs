@@ -11,7 +11,6 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use sqlx::Row;
 
 use super::error::ApiError;
 use super::extract::{ClientAddress, DossierPath};
@@ -21,7 +20,7 @@ use crate::db::delegations::{self, DelegationRecord};
 use crate::db::documents::{self, VersionRecord};
 use crate::db::dossiers::{self, DossierRecord, rfc3339};
 use crate::db::lifecycle::{self, EventRecord};
-use crate::db::{Sql, now_ms};
+use crate::db::now_ms;
 use crate::domain::{ContentHash, DossierId, Role};
 
 const DAY_MS: i64 = 86_400_000;
@@ -83,51 +82,9 @@ pub(crate) async fn stats(
     caller: Caller,
     client: super::extract::ClientAddress,
 ) -> Result<Json<Stats>, ApiError> {
-    let mut sql = Sql::new(
-        "select d.id, d.procedure_code, d.office_code, d.status, d.channel, r.score \
-         from dossier d left join rating r on r.dossier_id = d.id where ",
-    );
-    caller.push_dossier_filter(&mut sql);
-    let rows = sql
-        .query()
-        .fetch_all(services.db.pool())
+    let (rows, by_dossier) = lifecycle::stats_rows(&services.db, &caller)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let mut sql = Sql::new(
-        "select e.dossier_id, e.at, e.to_status from dossier_event e join dossier d on d.id = e.dossier_id \
-         where e.kind = 'transition' and ",
-    );
-    caller.push_dossier_filter(&mut sql);
-    sql.push(" order by e.at, e.id");
-    let events = sql
-        .query()
-        .fetch_all(services.db.pool())
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let mut by_dossier: BTreeMap<String, Vec<EventRecord>> = BTreeMap::new();
-    for e in &events {
-        let id: String = e
-            .try_get("dossier_id")
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        let at: i64 = e.try_get("at").map_err(|e| ApiError::Internal(e.into()))?;
-        by_dossier.entry(id).or_default().push(EventRecord {
-            at: String::new(),
-            kind: "transition".into(),
-            from: None,
-            to: e
-                .try_get("to_status")
-                .map_err(|e| ApiError::Internal(e.into()))?,
-            actor_role: String::new(),
-            actor_name: None,
-            note: None,
-            internal_note: None,
-            outcome: None,
-            document_id: None,
-            notifications: Vec::new(),
-            at_ms: at,
-            id: String::new(),
-        });
-    }
     struct Acc {
         office: String,
         by_status: BTreeMap<String, u64>,
@@ -139,21 +96,15 @@ pub(crate) async fn stats(
     }
     let now = now_ms();
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
-    for r in &rows {
-        let get = |c: &str| {
-            r.try_get::<String, _>(c)
-                .map_err(|e| ApiError::Internal(e.into()))
-        };
-        let (id, procedure, office, status, channel) = (
-            get("id")?,
-            get("procedure_code")?,
-            get("office_code")?,
-            get("status")?,
-            get("channel")?,
-        );
-        let score: Option<i32> = r
-            .try_get("score")
-            .map_err(|e| ApiError::Internal(e.into()))?;
+    for row in rows {
+        let lifecycle::StatRow {
+            id,
+            procedure,
+            office,
+            status,
+            channel,
+            score,
+        } = row;
         let deadline = services
             .catalogue
             .procedure(&procedure)

@@ -1,6 +1,6 @@
-//! A [`SearchScope`] rendered as a search's permission clause: the tantivy query selecting its
+//! A [`Scope`] rendered as a search's permission clause: the tantivy query selecting its
 //! documents, and, when its matches are worth keeping per segment, the key they are kept under,
-//! made from the scope itself ([`SearchScope::name`]).
+//! made from the scope itself ([`Scope::name`]).
 
 use tantivy::Term;
 use tantivy::query::{BooleanQuery, EmptyQuery, Occur, Query, TermQuery, TermSetQuery};
@@ -9,7 +9,7 @@ use tantivy::schema::{Field, IndexRecordOption};
 use super::Fields;
 use super::cache::FilterKey;
 use super::search::{Deferred, Permission};
-use crate::domain::{SearchScope, Visibility};
+use crate::domain::{Scope, Visibility};
 
 /// Scopes of more dossiers than this have their matches kept per index segment; fewer are a
 /// few term look-ups, cheaper than a filter per segment, and their documents too few to be
@@ -18,7 +18,7 @@ pub const KEPT_FROM_DOSSIERS: usize = 32;
 
 impl Permission {
     /// The permission clause of `scope`.
-    pub fn of(scope: &SearchScope, fields: &Fields) -> Self {
+    pub fn of(scope: &Scope, fields: &Fields) -> Self {
         let kept = |query: Box<dyn Query>, broad| Self {
             query,
             cache_key: Some(FilterKey::of(&scope.name())),
@@ -26,17 +26,17 @@ impl Permission {
             broad,
         };
         match scope {
-            SearchScope::Nothing => nothing(),
-            SearchScope::Tenant { tenant } => kept(term(fields.tenant, tenant), true),
-            SearchScope::Offices { tenant, offices } => kept(
+            Scope::Nothing => nothing(),
+            Scope::Tenant { tenant } => kept(term(fields.tenant, tenant), true),
+            Scope::Offices { tenant, offices } => kept(
                 both(
                     term(fields.tenant, tenant),
                     any_of(fields.office, offices.iter().cloned()),
                 ),
                 true,
             ),
-            SearchScope::PublicOf { dossiers, .. } if dossiers.is_empty() => nothing(),
-            SearchScope::PublicOf { tenant, dossiers } => {
+            Scope::PublicOf { dossiers, .. } if dossiers.is_empty() => nothing(),
+            Scope::PublicOf { tenant, dossiers } => {
                 let (tenant_field, dossier, visibility) =
                     (fields.tenant, fields.dossier_id, fields.visibility);
                 let tenant = tenant.clone();

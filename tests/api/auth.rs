@@ -185,20 +185,25 @@ async fn a_professional_sees_delegated_dossiers_until_the_delegation_is_revoked(
     let path = format!("/v1/dossiers/{id}");
     assert_eq!(app.get(&professional, &path).await.status(), 404);
 
-    // Delegations get their API in the access issue; the read rule already honours them.
-    sqlx::query("insert into delegation (dossier_id, professional_cf, granted_by, created_at) select id, $1, created_by, 0 from dossier where id = $2")
-        .bind(cf(25))
-        .bind(id)
-        .execute(app.services.db.pool())
+    let granted = app
+        .client
+        .post(app.url(&format!("/v1/dossiers/{id}/delegations")))
+        .bearer_auth(&citizen)
+        .json(&serde_json::json!({ "professional_cf": cf(25) }))
+        .send()
         .await
         .unwrap();
+    assert_eq!(granted.status(), 201, "{:?}", granted.text().await);
     assert_eq!(app.get(&professional, &path).await.status(), 200);
 
-    sqlx::query("update delegation set revoked_at = 1 where dossier_id = $1")
-        .bind(id)
-        .execute(app.services.db.pool())
+    let revoked = app
+        .client
+        .delete(app.url(&format!("/v1/dossiers/{id}/delegations/{}", cf(25))))
+        .bearer_auth(&citizen)
+        .send()
         .await
         .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
     assert_eq!(
         app.get(&professional, &path).await.status(),
         404,
