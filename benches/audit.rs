@@ -679,15 +679,19 @@ async fn mover_cost() -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let services = Services::open(config(dir.path())).await.expect("services");
     let db = services.db.clone();
+    let actors: Vec<_> = (0..50).map(|_| fascicolo::domain::UserId::new()).collect();
+    let dossiers: Vec<_> = (0..700)
+        .map(|_| fascicolo::domain::DossierId::new())
+        .collect();
     let events: Vec<fascicolo::audit::AuditEvent> = (0..20_000usize)
         .map(|i| fascicolo::audit::AuditEvent {
             at: Some(1_790_000_000_000 + i as i64),
             tenant: "comune".to_owned(),
-            actor_id: Some(format!("0193f0c2-7b1a-7c3e-9d2f-{:012}", i % 50)),
+            actor_id: Some(actors[i % 50]),
             actor_role: Some("staff".to_owned()),
             action: if i % 2 == 0 { "search" } else { "document.download" }.to_owned(),
             target: format!("document:0193f0c2-7b1a-7c3e-9d2f-{i:012}"),
-            dossier_id: Some(format!("0193f0c2-7b1a-7c3e-9d2f-{:012}", i % 700)),
+            dossier_id: Some(dossiers[i % 700]),
             outcome: "ok".to_owned(),
             client_address: Some("127.0.0.1".to_owned()),
             detail: serde_json::json!({ "query": "permesso di costruire", "filters": ["office=edilizia"], "total": i }),

@@ -227,15 +227,18 @@ async fn main() {
     )
     .await;
 
-    let docs = if quick { 2_000 } else { 20_000 };
+    let docs: usize = if quick { 2_000 } else { 20_000 };
     let index_dir = tempfile::tempdir().expect("temp dir");
     let index = SearchIndex::open(index_dir.path()).expect("index");
+    let dossiers: Vec<fascicolo::domain::DossierId> = (0..docs.div_ceil(5))
+        .map(|_| fascicolo::domain::DossierId::new())
+        .collect();
     let prepared: Vec<IndexedDoc> = (0..docs)
         .map(|i| IndexedDoc {
             signed: false,
             signers: Vec::new(),
-            doc_id: format!("doc-{i}"),
-            dossier_id: format!("dossier-{}", i / 5),
+            doc_id: fascicolo::domain::DocumentId::new(),
+            dossier_id: dossiers[i / 5],
             dossier_number: format!("2026/{:06}", i / 5),
             tenant: "c_c722".into(),
             office: ["edilizia", "tributi", "suap", "anagrafe"][i % 4].into(),

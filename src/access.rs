@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use crate::db::users::{self, UserRecord};
 use crate::db::{Db, DbError, now_ms};
 use crate::domain::{
-    Channel, CodiceFiscale, DocumentKind, DossierStatus, OfficeCode, Procedure, Role, Scope, Side,
-    TokenId, UserId, Visibility,
+    Channel, CodiceFiscale, DocumentKind, DossierId, DossierStatus, OfficeCode, Procedure, Role,
+    Scope, Side, TokenId, UserId, Visibility,
 };
 
 /// Prefix of every token secret, so a leaked one is recognisable in logs and scanners.
@@ -77,7 +77,7 @@ impl Known {
 #[derive(Debug)]
 struct Members {
     /// Sorted, without repeats.
-    ids: Arc<[String]>,
+    ids: Arc<[DossierId]>,
     /// The first end of validity among the delegations behind them.
     valid_until: Option<i64>,
 }

@@ -267,7 +267,11 @@ impl Pipeline {
             for (id, doc) in docs {
                 match doc {
                     Some(doc) => index.upsert(&doc)?,
-                    None => index.delete(&id),
+                    None => match crate::domain::DocumentId::parse(&id) {
+                        Some(id) => index.delete(id),
+                        // Never indexed: the index holds typed ids only.
+                        None => tracing::warn!(id, "a change names a document id that is not one"),
+                    },
                 }
             }
             Ok::<_, crate::index::IndexError>(())
@@ -282,7 +286,7 @@ impl Pipeline {
         let outcome = self.text_for(&loaded.sha256, &loaded.media_type).await?;
         let recorded = (loaded.status == "pending").then(|| {
             Recorded::of(
-                &loaded.doc.doc_id,
+                &loaded.doc.doc_id.to_string(),
                 loaded.version,
                 &loaded.sha256,
                 &loaded.media_type,
@@ -439,18 +443,23 @@ async fn load_many(
         sql.push(")");
         for row in sql.query().fetch_all(db.pool()).await? {
             let loaded = loaded(&row)?;
-            found.insert(loaded.doc.doc_id.clone(), loaded);
+            found.insert(loaded.doc.doc_id.to_string(), loaded);
         }
     }
     Ok(found)
+}
+
+/// A stored id, typed.
+fn parse_id<T>(text: String, parse: fn(&str) -> Option<T>) -> Result<T, PipelineError> {
+    parse(&text).ok_or_else(|| DbError::Corrupt(format!("stored id {text:?}")).into())
 }
 
 fn loaded(row: &sqlx::any::AnyRow) -> Result<Loaded, PipelineError> {
     let year: i32 = row.try_get("year")?;
     Ok(Loaded {
         doc: IndexedDoc {
-            doc_id: row.try_get("id")?,
-            dossier_id: row.try_get("dossier_id")?,
+            doc_id: parse_id(row.try_get("id")?, crate::domain::DocumentId::parse)?,
+            dossier_id: parse_id(row.try_get("dossier_id")?, crate::domain::DossierId::parse)?,
             dossier_number: row.try_get("number")?,
             tenant: row.try_get("tenant")?,
             office: row.try_get("office_code")?,

@@ -16,21 +16,33 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// serial already).
 const CHAIN_LOCK: i64 = 0x6175_6469_7400;
 
-fn canonical(seq: i64, at: i64, e: &AuditEvent, detail: &str) -> String {
+/// A row's columns as the table holds them (text), which is what its hash covers.
+struct RowText<'a> {
+    tenant: &'a str,
+    actor_id: Option<&'a str>,
+    actor_role: Option<&'a str>,
+    action: &'a str,
+    target: &'a str,
+    dossier_id: Option<&'a str>,
+    outcome: &'a str,
+    client_address: Option<&'a str>,
+}
+
+fn canonical(seq: i64, at: i64, r: &RowText<'_>, detail: &str) -> String {
     // A JSON array has one serialisation for given values: the canonical form. Serialised
     // from a tuple of references: the same text as a `serde_json::Value` array, without
     // copying every field into one first (the mover does this for every event it moves).
     let row = (
         seq,
         at,
-        &e.tenant,
-        &e.actor_id,
-        &e.actor_role,
-        &e.action,
-        &e.target,
-        &e.dossier_id,
-        &e.outcome,
-        &e.client_address,
+        r.tenant,
+        r.actor_id,
+        r.actor_role,
+        r.action,
+        r.target,
+        r.dossier_id,
+        r.outcome,
+        r.client_address,
         detail,
     );
     serde_json::to_string(&row).expect("integers and strings always serialise")
@@ -83,15 +95,27 @@ pub async fn append_in_tx(
             seq += 1;
             let at = e.at.unwrap_or(at);
             let detail = e.detail.to_string();
-            let hash = chain_hash(&prev, &canonical(seq, at, e, &detail));
+            let actor_id = e.actor_id.map(|id| id.to_string());
+            let dossier_id = e.dossier_id.map(|id| id.to_string());
+            let text = RowText {
+                tenant: &e.tenant,
+                actor_id: actor_id.as_deref(),
+                actor_role: e.actor_role.as_deref(),
+                action: &e.action,
+                target: &e.target,
+                dossier_id: dossier_id.as_deref(),
+                outcome: &e.outcome,
+                client_address: e.client_address.as_deref(),
+            };
+            let hash = chain_hash(&prev, &canonical(seq, at, &text, &detail));
             row.value(seq)
                 .value(at)
                 .value(e.tenant.clone())
-                .value(e.actor_id.clone())
+                .value(actor_id)
                 .value(e.actor_role.clone())
                 .value(e.action.clone())
                 .value(e.target.clone())
-                .value(e.dossier_id.clone())
+                .value(dossier_id)
                 .value(e.outcome.clone())
                 .value(e.client_address.clone())
                 .value(detail)
@@ -185,21 +209,32 @@ pub async fn verify(db: &Db) -> Result<ChainReport, DbError> {
             return broken("its previous hash does not match the row before it".into());
         }
         let detail: String = row.try_get("detail")?;
-        let event = AuditEvent {
-            at: None,
-            tenant: row.try_get("tenant")?,
-            actor_id: row.try_get("actor_id")?,
-            actor_role: row.try_get("actor_role")?,
-            action: row.try_get("action")?,
-            target: row.try_get("target")?,
-            dossier_id: row.try_get("dossier_id")?,
-            outcome: row.try_get("outcome")?,
-            client_address: row.try_get("client_address")?,
-            detail: serde_json::Value::Null,
+        let column = |name: &str| row.try_get::<Option<String>, _>(name);
+        let (tenant, actor_id, actor_role, action) = (
+            column("tenant")?.unwrap_or_default(),
+            column("actor_id")?,
+            column("actor_role")?,
+            column("action")?.unwrap_or_default(),
+        );
+        let (target, dossier_id, outcome, client_address) = (
+            column("target")?.unwrap_or_default(),
+            column("dossier_id")?,
+            column("outcome")?.unwrap_or_default(),
+            column("client_address")?,
+        );
+        let text = RowText {
+            tenant: &tenant,
+            actor_id: actor_id.as_deref(),
+            actor_role: actor_role.as_deref(),
+            action: &action,
+            target: &target,
+            dossier_id: dossier_id.as_deref(),
+            outcome: &outcome,
+            client_address: client_address.as_deref(),
         };
         let at: i64 = row.try_get("at")?;
         let hash: String = row.try_get("hash")?;
-        if chain_hash(&prev, &canonical(seq, at, &event, &detail)) != hash {
+        if chain_hash(&prev, &canonical(seq, at, &text, &detail)) != hash {
             return broken("its content does not match its hash".into());
         }
         prev = hash;
@@ -294,18 +329,17 @@ mod tests {
             "\u{7f}\u{2028}\u{2029}",
         ];
         for (i, text) in tricky.iter().enumerate() {
-            let some = |s: &str| (i % 2 == 0).then(|| s.to_owned());
-            let event = AuditEvent {
-                at: None,
-                tenant: text.to_string(),
+            let some = |s: &'static str| (i % 2 == 0).then_some(s);
+            let (action, target) = (format!("{text}.read"), format!("document:{text}"));
+            let event = RowText {
+                tenant: text,
                 actor_id: some(text),
                 actor_role: some("staff"),
-                action: format!("{text}.read"),
-                target: format!("document:{text}"),
+                action: &action,
+                target: &target,
                 dossier_id: some(text),
-                outcome: text.to_string(),
-                client_address: (i % 3 == 0).then(|| "::1".to_owned()),
-                detail: serde_json::Value::Null,
+                outcome: text,
+                client_address: (i % 3 == 0).then_some("::1"),
             };
             let detail = serde_json::json!({ "query": text, "total": i }).to_string();
             for (seq, at) in [(1, 0), (i64::MAX, i64::MIN), (42, -1)] {

@@ -27,6 +27,7 @@ pub use chain::{
 pub use mover::{ACTION_JOURNAL_CORRUPT, QUARANTINE_DIR};
 
 use crate::db::{Db, DbError, now_ms};
+use crate::domain::{DossierId, UserId};
 
 /// One event to record.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -36,8 +37,8 @@ pub struct AuditEvent {
     pub at: Option<i64>,
     /// Municipality.
     pub tenant: String,
-    /// Who (user id), if authenticated.
-    pub actor_id: Option<String>,
+    /// Who, if authenticated.
+    pub actor_id: Option<UserId>,
     /// Their role.
     pub actor_role: Option<String>,
     /// What, e.g. `document.download`.
@@ -45,7 +46,7 @@ pub struct AuditEvent {
     /// On what, e.g. `document:<id>`.
     pub target: String,
     /// The dossier concerned.
-    pub dossier_id: Option<String>,
+    pub dossier_id: Option<DossierId>,
     /// `ok`, `denied`, `not_found`, `error`; for a search, `rejected` (a malformed query).
     pub outcome: String,
     /// Client network address.
@@ -245,8 +246,8 @@ impl Receipt {
 pub struct Actor {
     /// Municipality.
     pub tenant: String,
-    /// User id.
-    pub id: Option<String>,
+    /// The user, if authenticated.
+    pub id: Option<UserId>,
     /// Role.
     pub role: Option<String>,
     /// Client network address.
@@ -258,17 +259,17 @@ impl Actor {
     pub fn of(caller: &crate::access::Caller, client: Option<String>) -> Self {
         Self {
             tenant: caller.tenant().to_owned(),
-            id: Some(caller.id().to_string()),
+            id: Some(caller.id()),
             role: Some(caller.role().to_string()),
             client,
         }
     }
 
     /// A tool acting as a system user (import, demo).
-    pub fn system(tenant: &str, user: crate::domain::UserId, tool: &str) -> Self {
+    pub fn system(tenant: &str, user: UserId, tool: &str) -> Self {
         Self {
             tenant: tenant.to_owned(),
-            id: Some(user.to_string()),
+            id: Some(user),
             role: Some(format!("system:{tool}")),
             client: None,
         }
@@ -299,14 +300,14 @@ impl Actor {
         &self,
         action: &str,
         target: String,
-        dossier_id: Option<String>,
+        dossier_id: Option<DossierId>,
         outcome: &str,
         detail: serde_json::Value,
     ) -> AuditEvent {
         AuditEvent {
             at: None,
             tenant: self.tenant.clone(),
-            actor_id: self.id.clone(),
+            actor_id: self.id,
             actor_role: self.role.clone(),
             action: action.to_owned(),
             target,

@@ -77,7 +77,7 @@ pub async fn grant(
         &[actor.event(
             "delegation.grant",
             format!("dossier:{dossier}"),
-            Some(dossier.to_string()),
+            Some(dossier),
             "ok",
             serde_json::json!({"professional_cf": professional.as_str(), "until": until_ms}),
         )],
@@ -143,7 +143,7 @@ pub async fn revoke(
         &[actor.event(
             "delegation.revoke",
             format!("dossier:{dossier}"),
-            Some(dossier.to_string()),
+            Some(dossier),
             "ok",
             serde_json::json!({"professional_cf": professional.as_str()}),
         )],
@@ -186,7 +186,7 @@ pub async fn member_dossiers(
     cf: &str,
     created_by: Option<crate::domain::UserId>,
     delegated: bool,
-) -> Result<(Vec<String>, Option<i64>), DbError> {
+) -> Result<(Vec<crate::domain::DossierId>, Option<i64>), DbError> {
     // One row with the ids joined: a busy professional has hundreds of dossiers, and each
     // row of a result is a hand-off from the connection's thread (dossier ids never hold
     // a comma).
@@ -222,9 +222,16 @@ pub async fn member_dossiers(
     let row = sql.query().fetch_one(db.pool()).await?;
     let joined: Option<String> = row.try_get("ids")?;
     let valid_until: Option<i64> = row.try_get("until")?;
-    let mut ids: Vec<String> = joined
-        .map(|ids| ids.split(',').map(str::to_owned).collect())
-        .unwrap_or_default();
+    let mut ids = joined
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            crate::domain::DossierId::parse(id)
+                .ok_or_else(|| DbError::Corrupt(format!("dossier id {id:?}")))
+        })
+        .collect::<Result<Vec<_>, DbError>>()?;
     ids.sort();
     ids.dedup();
     Ok((ids, valid_until))

@@ -416,7 +416,7 @@ pub async fn create(
     let event = actor.event(
         "document.create",
         format!("document:{id}"),
-        Some(new.dossier.to_string()),
+        Some(new.dossier),
         "ok",
         serde_json::json!({"sha256": content.blob.hash.to_hex(), "size": content.blob.size, "visibility": new.visibility.as_str(), "kind": new.kind.as_str()}),
     );
@@ -484,7 +484,7 @@ pub async fn add_version(
         &[actor.event(
             "document.version",
             format!("document:{document}"),
-            Some(dossier),
+            Some(dossier_id),
             "ok",
             serde_json::json!({"version": version, "sha256": content.blob.hash.to_hex(), "size": content.blob.size}),
         )],

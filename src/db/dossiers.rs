@@ -187,7 +187,7 @@ pub async fn create(
         &[actor.event(
             "dossier.create",
             format!("dossier:{id}"),
-            Some(id.to_string()),
+            Some(id),
             "ok",
             serde_json::json!({"number": number, "procedure": new.procedure.code.as_str(), "channel": new.channel.as_str(), "draft": new.draft}),
         )],

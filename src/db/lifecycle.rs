@@ -145,7 +145,7 @@ pub async fn transition(db: &Db, t: Transition<'_>, actor: &Actor) -> Result<boo
         &[actor.event(
             "dossier.transition",
             format!("dossier:{}", t.dossier),
-            Some(t.dossier.to_string()),
+            Some(t.dossier),
             "ok",
             serde_json::json!({"from": t.from.as_str(), "to": t.to.as_str(), "outcome": t.outcome}),
         )],
@@ -407,7 +407,7 @@ pub async fn rate(
         &[actor.event(
             "dossier.rating",
             format!("dossier:{dossier}"),
-            Some(dossier.to_string()),
+            Some(dossier),
             "ok",
             serde_json::json!({"score": score}),
         )],

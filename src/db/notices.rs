@@ -414,7 +414,7 @@ pub async fn receipt_to_address(
         &[actor.event(
             "dossier.receipt",
             format!("dossier:{}", notice.dossier),
-            Some(notice.dossier.to_string()),
+            Some(notice.dossier),
             "ok",
             serde_json::json!({"channel": "email"}),
         )],
@@ -681,7 +681,7 @@ pub async fn retry_failed(
         &[actor.event(
             "notification.retry",
             format!("notification:{id}"),
-            record.dossier_id.clone(),
+            record.dossier_id.as_deref().and_then(DossierId::parse),
             "ok",
             serde_json::json!({"channel": record.channel, "last_error": record.last_error}),
         )],
@@ -839,7 +839,7 @@ pub async fn postal_done(
         &[actor.event(
             "postal_task.done",
             format!("postal_task:{id}"),
-            Some(task.dossier_id.clone()),
+            DossierId::parse(&task.dossier_id),
             "ok",
             serde_json::json!({"event": task.event}),
         )],

@@ -30,6 +30,15 @@ macro_rules! typed_id {
             }
         }
 
+        #[cfg(test)]
+        #[allow(dead_code, reason = "tests number the ids of some types only")]
+        impl $name {
+            /// The id whose 128 bits are `n`: distinct, ordered ids for tests.
+            pub(crate) fn numbered(n: u128) -> Self {
+                Self(Uuid::from_u128(n))
+            }
+        }
+
         impl Default for $name {
             fn default() -> Self {
                 Self::new()

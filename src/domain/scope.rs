@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use super::DossierId;
+
 /// The dossiers and documents a caller may read. Drafts are their applicant's alone: a scope
 /// of the tenant or of offices leaves them out, and the index never holds them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -30,7 +32,7 @@ pub enum Scope {
         /// The municipality.
         tenant: String,
         /// Dossier ids, sorted, without repeats.
-        dossiers: Arc<[String]>,
+        dossiers: Arc<[DossierId]>,
     },
 }
 
@@ -72,11 +74,11 @@ mod tests {
         assert_ne!(tenant.name(), a.name());
         let few = Scope::PublicOf {
             tenant: "t".into(),
-            dossiers: vec!["p1".to_owned()].into(),
+            dossiers: vec![DossierId::numbered(1)].into(),
         };
         let other = Scope::PublicOf {
             tenant: "t".into(),
-            dossiers: vec!["p2".to_owned()].into(),
+            dossiers: vec![DossierId::numbered(2)].into(),
         };
         assert_ne!(few.name(), other.name());
     }

@@ -152,7 +152,7 @@ pub(crate) async fn list(
         &client,
         "delegations.list",
         format!("dossier:{id}"),
-        dossier.as_ref().map(|_| id.to_string()),
+        dossier.as_ref().map(|_| id),
         dossier.is_some(),
         serde_json::json!({"count": items.len()}),
     )

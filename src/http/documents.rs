@@ -450,7 +450,7 @@ async fn document_read(
     let (outcome, dossier, detail) = match &looked_up {
         Ok(Some(document)) => (
             "ok",
-            Some(document.dossier_id.to_string()),
+            Some(document.dossier_id),
             serde_json::json!({ "version": version.unwrap_or(document.version) }),
         ),
         Ok(None) => ("not_found", None, serde_json::json!({ "version": version })),

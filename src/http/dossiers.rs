@@ -146,7 +146,7 @@ pub(crate) async fn get_dossier(
         &client,
         "dossier.read",
         format!("dossier:{id}"),
-        record.as_ref().map(|_| id.to_string()),
+        record.as_ref().map(|_| id),
         record.is_some(),
         serde_json::json!({}),
     )
@@ -260,7 +260,7 @@ pub(crate) async fn list_documents(
         &client,
         "dossier.documents",
         format!("dossier:{id}"),
-        visible.then(|| id.to_string()),
+        visible.then_some(id),
         visible,
         serde_json::json!({}),
     )

@@ -315,7 +315,7 @@ pub(crate) async fn timeline(
         &client,
         "dossier.timeline",
         format!("dossier:{id}"),
-        dossier.as_ref().map(|_| id.to_string()),
+        dossier.as_ref().map(|_| id),
         dossier.is_some(),
         serde_json::json!({}),
     )
@@ -383,7 +383,7 @@ pub(crate) async fn integration_requests(
         &client,
         "integration_requests.list",
         format!("dossier:{id}"),
-        dossier.as_ref().map(|_| id.to_string()),
+        dossier.as_ref().map(|_| id),
         dossier.is_some(),
         serde_json::json!({"count": items.len()}),
     )

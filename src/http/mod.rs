@@ -225,7 +225,7 @@ pub(crate) async fn audit_read(
     client: &extract::ClientAddress,
     action: &str,
     target: String,
-    dossier: Option<String>,
+    dossier: Option<crate::domain::DossierId>,
     found: bool,
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {

@@ -279,7 +279,7 @@ pub(crate) async fn history(
         &client,
         "dossier.history",
         format!("dossier:{id}"),
-        dossier.as_ref().map(|_| id.to_string()),
+        dossier.as_ref().map(|_| id),
         dossier.is_some(),
         serde_json::json!({}),
     )
@@ -356,7 +356,7 @@ pub(crate) async fn export(
         &client,
         "dossier.export",
         format!("dossier:{id}"),
-        dossier.as_ref().map(|_| id.to_string()),
+        dossier.as_ref().map(|_| id),
         dossier.is_some(),
         serde_json::json!({}),
     )

@@ -77,8 +77,8 @@ fn document(rng: &mut ChaCha8Rng, i: usize) -> IndexedDoc {
     let length = rng.random_range(3..60);
     let text: Vec<&str> = (0..length).map(|_| word(rng)).collect();
     IndexedDoc {
-        doc_id: format!("d{i}"),
-        dossier_id: format!("p{}", i / 4),
+        doc_id: crate::domain::DocumentId::numbered(i as u128),
+        dossier_id: crate::domain::DossierId::numbered((i / 4) as u128),
         dossier_number: format!("2026/{:06}", i / 4),
         tenant: "t".into(),
         office: ["edilizia", "suap", "tributi"][rng.random_range(0..3)].into(),
@@ -132,8 +132,17 @@ fn term(index: &SearchIndex, field: &str, value: &str) -> Box<dyn Query> {
 fn permission(index: &SearchIndex, who: usize) -> (String, Box<dyn Query>, bool, bool, bool) {
     let dossiers = |ids: &mut dyn Iterator<Item = usize>| -> Box<dyn Query> {
         Box::new(BooleanQuery::new(
-            ids.map(|p| (Occur::Should, term(index, "dossier_id", &format!("p{p}"))))
-                .collect(),
+            ids.map(|p| {
+                (
+                    Occur::Should,
+                    term(
+                        index,
+                        "dossier_id",
+                        &crate::domain::DossierId::numbered(p as u128).to_string(),
+                    ),
+                )
+            })
+            .collect(),
         ))
     };
     match who {
@@ -298,7 +307,7 @@ fn the_whole_search_answers_like_plain_tantivy() {
             if rng.random_bool(0.5) {
                 index.upsert(&document(&mut rng, old)).expect("replaced");
             } else {
-                index.delete(&format!("d{old}"));
+                index.delete(crate::domain::DocumentId::numbered(old as u128));
             }
         }
         index.commit(segment).expect("committed");
@@ -348,7 +357,11 @@ fn the_whole_search_answers_like_plain_tantivy() {
                 .expect("searched");
             let (_, reference_query, ..) = permission(&index, who);
             let (total, facets, ids) = reference(&index, &request, reference_query);
-            let our_ids: Vec<String> = ours.hits.iter().map(|h| h.document_id.clone()).collect();
+            let our_ids: Vec<String> = ours
+                .hits
+                .iter()
+                .map(|h| h.document_id.to_string())
+                .collect();
             let context = format!(
                 "{name}, parallel {parallel}: q {:?} filters {:?} sort {:?} limit {} offset {}",
                 request.q, request.filters, request.sort, request.limit, request.offset

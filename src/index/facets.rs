@@ -224,8 +224,8 @@ mod tests {
         IndexedDoc {
             signed: false,
             signers: Vec::new(),
-            doc_id: format!("d{i}"),
-            dossier_id: format!("p{i}"),
+            doc_id: crate::domain::DocumentId::numbered(i as u128),
+            dossier_id: crate::domain::DossierId::numbered(i as u128),
             dossier_number: format!("{i}"),
             tenant: "t".into(),
             office: "o".into(),
@@ -373,7 +373,7 @@ mod tests {
         let deleted = |i: usize| i % 13 == 6;
         for (i, d) in docs.iter().enumerate() {
             if deleted(i) {
-                index.delete(&d.doc_id);
+                index.delete(d.doc_id);
             }
         }
         index.commit(2).expect("committed");

@@ -18,6 +18,7 @@ mod stem;
 use std::path::Path;
 use std::sync::Mutex;
 
+use crate::domain::{DocumentId, DossierId};
 use serde::{Deserialize, Serialize};
 use tantivy::directory::MmapDirectory;
 use tantivy::schema::{
@@ -259,9 +260,9 @@ mod candidates {
 #[derive(Clone, Debug)]
 pub struct IndexedDoc {
     /// Document id.
-    pub doc_id: String,
+    pub doc_id: DocumentId,
     /// Dossier id.
-    pub dossier_id: String,
+    pub dossier_id: DossierId,
     /// Dossier number.
     pub dossier_number: String,
     /// Municipality.
@@ -408,7 +409,7 @@ impl SearchIndex {
     pub fn upsert(&self, d: &IndexedDoc) -> Result<(), IndexError> {
         let f = &self.fields;
         let writer = self.writer();
-        writer.delete_term(Term::from_field_text(f.doc_id, &d.doc_id));
+        writer.delete_term(Term::from_field_text(f.doc_id, &d.doc_id.to_string()));
         writer.add_document(self.document(d))?;
         Ok(())
     }
@@ -422,8 +423,8 @@ impl SearchIndex {
     fn document(&self, d: &IndexedDoc) -> TantivyDocument {
         let f = &self.fields;
         let mut document = doc!(
-            f.doc_id => d.doc_id.as_str(),
-            f.dossier_id => d.dossier_id.as_str(),
+            f.doc_id => d.doc_id.to_string(),
+            f.dossier_id => d.dossier_id.to_string(),
             f.dossier_number => d.dossier_number.as_str(),
             f.tenant => d.tenant.as_str(),
             f.office => d.office.as_str(),
@@ -449,9 +450,11 @@ impl SearchIndex {
     }
 
     /// Removes a document.
-    pub fn delete(&self, doc_id: &str) {
-        self.writer()
-            .delete_term(Term::from_field_text(self.fields.doc_id, doc_id));
+    pub fn delete(&self, doc_id: DocumentId) {
+        self.writer().delete_term(Term::from_field_text(
+            self.fields.doc_id,
+            &doc_id.to_string(),
+        ));
     }
 
     /// Removes every document (before a full rebuild).

@@ -973,7 +973,7 @@ mod tests {
             index.commit(segment).expect("committed");
         }
         for i in (5..1300).step_by(11) {
-            index.delete(&format!("d{i}"));
+            index.delete(crate::domain::DocumentId::numbered(i as u128));
         }
         index.commit(4).expect("committed");
         let searcher = index.searcher();

@@ -45,7 +45,7 @@ impl Permission {
                     both(
                         term(tenant_field, &tenant),
                         both(
-                            any_of(dossier, ids.iter().cloned()),
+                            any_of(dossier, ids.iter().map(ToString::to_string)),
                             term(visibility, Visibility::Public.as_str()),
                         ),
                     )

@@ -212,9 +212,11 @@ impl<C: Collector> Collector for Stoppable<'_, C> {
 #[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Hit {
     /// Document id.
-    pub document_id: String,
+    #[schema(value_type = String)]
+    pub document_id: crate::domain::DocumentId,
     /// Dossier id.
-    pub dossier_id: String,
+    #[schema(value_type = String)]
+    pub dossier_id: crate::domain::DossierId,
     /// Dossier number.
     pub dossier_number: String,
     /// Title.
@@ -468,9 +470,14 @@ impl SearchIndex {
             Some((passage, marks)) => highlight(passage, &marks),
             None => lead(text),
         };
+        let corrupt = |what: &str| {
+            tantivy::TantivyError::InternalError(format!("a stored {what} id that is not an id"))
+        };
         Ok(Hit {
-            document_id: text_of(f.doc_id),
-            dossier_id: text_of(f.dossier_id),
+            document_id: crate::domain::DocumentId::parse(&text_of(f.doc_id))
+                .ok_or_else(|| corrupt("document"))?,
+            dossier_id: crate::domain::DossierId::parse(&text_of(f.dossier_id))
+                .ok_or_else(|| corrupt("dossier"))?,
             dossier_number: text_of(f.dossier_number),
             title: text_of(f.title),
             kind: text_of(f.kind),
@@ -785,8 +792,8 @@ pub(crate) mod tests {
         IndexedDoc {
             signed: false,
             signers: Vec::new(),
-            doc_id: format!("d{i}"),
-            dossier_id: format!("p{}", i / 3),
+            doc_id: crate::domain::DocumentId::numbered(i as u128),
+            dossier_id: crate::domain::DossierId::numbered((i / 3) as u128),
             dossier_number: format!("{i}"),
             tenant: "t".into(),
             office: ["a", "b", "c"][i % 3].into(),
@@ -829,7 +836,7 @@ pub(crate) mod tests {
             }
             index.commit(segment).expect("committed");
         }
-        index.delete("d7");
+        index.delete(crate::domain::DocumentId::numbered(7));
         index.commit(3).expect("committed");
         let term = |field: &str, value: &str| -> Box<dyn Query> {
             let field = index.index().schema().get_field(field).expect("field");
@@ -840,9 +847,17 @@ pub(crate) mod tests {
         };
         let dossiers = || -> Box<dyn Query> {
             Box::new(BooleanQuery::new(
-                ["p5", "p77", "p150", "p201"]
-                    .iter()
-                    .map(|p| (Occur::Should, term("dossier_id", p)))
+                [5, 77, 150, 201]
+                    .into_iter()
+                    .map(|p| {
+                        (
+                            Occur::Should,
+                            term(
+                                "dossier_id",
+                                &crate::domain::DossierId::numbered(p).to_string(),
+                            ),
+                        )
+                    })
                     .collect(),
             ))
         };
@@ -889,7 +904,7 @@ pub(crate) mod tests {
                             },
                         )
                         .expect("searched");
-                    let hits: Vec<(String, f32)> = found
+                    let hits: Vec<(crate::domain::DocumentId, f32)> = found
                         .hits
                         .into_iter()
                         .map(|h| (h.document_id, h.score))
@@ -940,9 +955,17 @@ pub(crate) mod tests {
                 "three dossiers",
                 Box::new(|| {
                     Box::new(BooleanQuery::new(
-                        ["p5", "p77", "p150"]
-                            .iter()
-                            .map(|p| (Occur::Should, term("dossier_id", p)))
+                        [5, 77, 150]
+                            .into_iter()
+                            .map(|p| {
+                                (
+                                    Occur::Should,
+                                    term(
+                                        "dossier_id",
+                                        &crate::domain::DossierId::numbered(p).to_string(),
+                                    ),
+                                )
+                            })
                             .collect(),
                     ))
                 }),
@@ -962,7 +985,8 @@ pub(crate) mod tests {
                 broad: true,
             };
             let found = index.search(&request, permission).expect("searched");
-            let ids: Vec<String> = found.hits.into_iter().map(|h| h.document_id).collect();
+            let ids: Vec<crate::domain::DocumentId> =
+                found.hits.into_iter().map(|h| h.document_id).collect();
             (found.total, found.facets, ids)
         };
         let check = |round: &str, expected_totals: [u64; 3]| {
@@ -980,13 +1004,13 @@ pub(crate) mod tests {
         // leaves. The kept counts follow the segments' deletions.
         index.upsert(&doc(3, 500_000)).expect("replaced");
         index.upsert(&doc(15, 96_000)).expect("replaced");
-        index.delete("d0");
-        index.delete("d301");
-        index.delete("d600");
+        index.delete(crate::domain::DocumentId::numbered(0));
+        index.delete(crate::domain::DocumentId::numbered(301));
+        index.delete(crate::domain::DocumentId::numbered(600));
         index.commit(4).expect("committed");
         check("after deletions", [637, 212, 9]);
         let newest = search("office a", term("office", "a"), 0, 1, false);
-        assert_eq!(newest.2, ["d3"]);
+        assert_eq!(newest.2, [crate::domain::DocumentId::numbered(3)]);
     }
 
     /// A page read on every core holds the same hits, snippets and scores, in the page's
@@ -1028,9 +1052,12 @@ pub(crate) mod tests {
                     .read_page(&searcher, page.clone(), snippets, true)
                     .expect("every core");
                 assert_eq!(one.len(), len);
-                let ids: Vec<&str> = all.iter().map(|h| h.document_id.as_str()).collect();
-                let expected: Vec<String> =
-                    page.iter().map(|(_, a)| format!("d{}", a.doc_id)).collect();
+                let ids: Vec<crate::domain::DocumentId> =
+                    all.iter().map(|h| h.document_id).collect();
+                let expected: Vec<crate::domain::DocumentId> = page
+                    .iter()
+                    .map(|(_, a)| crate::domain::DocumentId::numbered(u128::from(a.doc_id)))
+                    .collect();
                 assert_eq!(ids, expected, "page of {len}");
                 assert_eq!(
                     serde_json::to_value(&one).expect("json"),

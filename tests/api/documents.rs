@@ -475,7 +475,7 @@ async fn documents_created_together_commit_together_and_are_refused_alone() {
     };
     let actor = fascicolo::audit::Actor {
         tenant: app.config.tenant.clone(),
-        id: Some(user.id.to_string()),
+        id: Some(user.id),
         role: Some("citizen".to_owned()),
         client: None,
     };
