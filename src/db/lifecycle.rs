@@ -206,7 +206,7 @@ pub struct EventRecord {
     /// How the applicant side was told of this step: channel and time (staff also see
     /// unsent and failed messages, with the reason).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notifications: Vec<super::notices::StepNotice>,
+    pub notifications: Vec<super::messages::StepNotice>,
     /// Raw time (ms), for arithmetic.
     #[serde(skip)]
     pub at_ms: i64,
@@ -230,7 +230,7 @@ pub async fn events(
     .bind(dossier.to_string())
     .fetch_all(db.pool())
     .await?;
-    let mut notices = super::notices::by_step(db, dossier, show_internal).await?;
+    let mut notices = super::messages::by_step(db, dossier, show_internal).await?;
     let mut out = Vec::new();
     for r in rows {
         let id: String = r.try_get("id")?;

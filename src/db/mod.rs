@@ -8,6 +8,7 @@ pub mod documents;
 pub mod dossiers;
 mod ingest;
 pub mod lifecycle;
+pub mod messages;
 pub mod notices;
 pub mod ocr;
 pub mod outbox;

@@ -24,7 +24,7 @@ pub fn router(upload_limit: usize) -> Router<Services> {
         .route(
             "/dossiers/{id}/documents",
             get(list_documents).merge(
-                post(super::documents::add_document)
+                post(super::uploads::add_document)
                     .layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
             ),
         )

@@ -13,6 +13,8 @@ pub(crate) mod procedures;
 pub(crate) mod records;
 pub(crate) mod search;
 pub mod serve;
+pub(crate) mod uploads;
+pub(crate) mod users;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Request, StatusCode};
@@ -41,13 +43,13 @@ use crate::app::Services;
     paths(
         health,
         dossiers::open_dossier, dossiers::get_dossier, dossiers::list_dossiers, dossiers::list_documents,
-        documents::add_document, documents::add_version, documents::get_document,
+        uploads::add_document, uploads::add_version, documents::get_document,
         documents::list_versions, documents::get_content, documents::get_text, documents::get_signed_content, documents::get_version_content,
         procedures::list_procedures, procedures::me, search::search,
         delegations::grant, delegations::list, delegations::revoke,
-        identities::register, identities::activate, identities::list_tokens, identities::create_token,
-        identities::revoke_token, identities::list_users, identities::create_user, identities::set_offices,
-        identities::disable_user, identities::verify_identity,
+        identities::register, identities::activate, users::list_tokens, users::create_token,
+        users::revoke_token, users::list_users, users::create_user, users::set_offices,
+        users::disable_user, users::verify_identity,
         lifecycle::transition, lifecycle::timeline, lifecycle::integration_requests, lifecycle::rate,
         lifecycle::propose, records::stats, records::history, records::export, records::audit_head,
         notifications::list_mine, notifications::list_failed, notifications::retry,
@@ -134,14 +136,14 @@ fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
 
 /// The whole router, with tracing and request ids.
 pub fn router(services: Services) -> Router {
-    let body_limit = documents::upload_body_limit(services.config.max_upload_bytes);
+    let body_limit = uploads::upload_body_limit(services.config.max_upload_bytes);
     let v1 = Router::new()
         .merge(dossiers::router(body_limit))
         .merge(documents::router(body_limit))
         .merge(procedures::router())
         .merge(search::router())
         .merge(delegations::router())
-        .merge(identities::router())
+        .merge(users::router())
         .merge(identities::public_router())
         .merge(lifecycle::router())
         .merge(records::router())

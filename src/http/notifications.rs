@@ -15,7 +15,8 @@ use crate::access::{self, Caller};
 use crate::app::Services;
 use crate::audit::Actor;
 use crate::db::contacts::{self, Confirmed, Contacts, NewConfirmation};
-use crate::db::notices::{self, CHANNELS, Event, MessageRecord, PostalTask};
+use crate::db::messages::{self, MessageRecord, PostalTask};
+use crate::db::notices::{CHANNELS, Event};
 use crate::db::now_ms;
 use crate::domain::Role;
 
@@ -77,7 +78,7 @@ async fn list_mine(
 ) -> Result<Json<MessageList>, ApiError> {
     let limit = page(query.limit)?;
     let items =
-        notices::for_user(&services.db, caller.id(), query.before.as_deref(), limit).await?;
+        messages::for_user(&services.db, caller.id(), query.before.as_deref(), limit).await?;
     super::audit_read(
         &services,
         &caller,
@@ -112,7 +113,7 @@ async fn list_failed(
 ) -> Result<Json<MessageList>, ApiError> {
     may_handle_failures(&caller)?;
     let limit = page(query.limit)?;
-    let items = notices::failed(&services.db, &caller, limit).await?;
+    let items = messages::failed(&services.db, &caller, limit).await?;
     super::audit_read(
         &services,
         &caller,
@@ -139,7 +140,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<MessageRecord>, ApiError> {
     may_handle_failures(&caller)?;
-    let record = notices::retry_failed(&services.db, &caller, &id, &Actor::of(&caller, client))
+    let record = messages::retry_failed(&services.db, &caller, &id, &Actor::of(&caller, client))
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(Json(record))
@@ -456,7 +457,7 @@ async fn list_postal(
     may_see_postal(&caller)?;
     let limit = page(query.limit)?;
     let items =
-        notices::postal_tasks(&services.db, &caller, query.done.unwrap_or(false), limit).await?;
+        messages::postal_tasks(&services.db, &caller, query.done.unwrap_or(false), limit).await?;
     super::audit_read(
         &services,
         &caller,
@@ -487,7 +488,7 @@ async fn postal_done(
         may_see_postal(&caller)?;
         return Err(ApiError::Forbidden("auditors change nothing".into()));
     }
-    match notices::postal_done(&services.db, &caller, &id, &Actor::of(&caller, client)).await? {
+    match messages::postal_done(&services.db, &caller, &id, &Actor::of(&caller, client)).await? {
         None => Err(ApiError::NotFound),
         Some(false) => Err(ApiError::Conflict("the task is done already".into())),
         Some(true) => Ok(StatusCode::NO_CONTENT),

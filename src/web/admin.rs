@@ -15,7 +15,7 @@ use super::visitor::Visitor;
 use super::{Layout, WebError, italian_date, render, see_other};
 use crate::app::Services;
 use crate::http::extract::{ApiJson, ApiQuery};
-use crate::http::{ApiError, ClientAddress, identities};
+use crate::http::{ApiError, ClientAddress, users};
 
 /// Routes of the administrators' pages.
 pub fn router() -> Router<Services> {
@@ -70,11 +70,11 @@ async fn accounts(
 ) -> Result<Response, WebError> {
     let caller = visitor.caller("/amministrazione")?;
     caller.may_administer()?;
-    let Json(list) = identities::list_users(
+    let Json(list) = users::list_users(
         State(services.clone()),
         caller,
         ClientAddress(visitor.client.clone()),
-        ApiQuery(identities::UsersQuery {
+        ApiQuery(users::UsersQuery {
             codice_fiscale: None,
         }),
     )
@@ -140,11 +140,11 @@ async fn create(
     let caller = visitor.caller("/amministrazione")?;
     visitor.check_csrf(&form.csrf)?;
     let email = form.email.trim().to_lowercase();
-    identities::create_user(
+    users::create_user(
         State(services),
         caller,
         ClientAddress(visitor.client.clone()),
-        ApiJson(identities::CreateUserBody {
+        ApiJson(users::CreateUserBody {
             role: form.role,
             name: form.name,
             codice_fiscale: form
@@ -187,11 +187,11 @@ async fn account(
     let user = crate::db::users::user_by_id(&services.db, caller.tenant(), id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let Json(list) = identities::list_users(
+    let Json(list) = users::list_users(
         State(services.clone()),
         caller.clone(),
         ClientAddress(visitor.client.clone()),
-        ApiQuery(identities::UsersQuery {
+        ApiQuery(users::UsersQuery {
             codice_fiscale: None,
         }),
     )
@@ -200,11 +200,11 @@ async fn account(
         .items
         .iter()
         .any(|u| u.id == raw && u.disabled_at.is_some());
-    let Json(tokens) = identities::list_tokens(
+    let Json(tokens) = users::list_tokens(
         State(services.clone()),
         caller,
         ClientAddress(visitor.client.clone()),
-        ApiQuery(identities::TokensQuery {
+        ApiQuery(users::TokensQuery {
             user: Some(raw.clone()),
         }),
     )
@@ -259,12 +259,12 @@ async fn offices(
 ) -> Result<Response, WebError> {
     let caller = visitor.caller("/amministrazione")?;
     visitor.check_csrf(&form.csrf)?;
-    identities::set_offices(
+    users::set_offices(
         State(services),
         caller,
         ClientAddress(visitor.client.clone()),
         Path(raw.clone()),
-        ApiJson(identities::OfficesBody {
+        ApiJson(users::OfficesBody {
             offices: ticked_offices(&form.rest),
         }),
     )
@@ -285,7 +285,7 @@ async fn disable(
 ) -> Result<Response, WebError> {
     let caller = visitor.caller("/amministrazione")?;
     visitor.check_csrf(&form.csrf)?;
-    identities::disable_user(
+    users::disable_user(
         State(services),
         caller,
         ClientAddress(visitor.client.clone()),
@@ -309,7 +309,7 @@ async fn revoke_token(
 ) -> Result<Response, WebError> {
     let caller = visitor.caller("/amministrazione")?;
     visitor.check_csrf(&form.csrf)?;
-    identities::revoke_token(
+    users::revoke_token(
         State(services),
         caller,
         ClientAddress(visitor.client.clone()),

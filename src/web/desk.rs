@@ -14,7 +14,7 @@ use super::{Layout, WebError, italian_date, render, see_other, status_badge};
 use crate::app::Services;
 use crate::domain::{DossierId, Role};
 use crate::http::extract::{ApiJson, DossierPath};
-use crate::http::{ApiError, ClientAddress, dossiers, identities};
+use crate::http::{ApiError, ClientAddress, dossiers, users};
 
 /// Routes of the front office.
 pub fn router() -> Router<Services> {
@@ -109,12 +109,12 @@ async fn verify(
 ) -> Result<Response, WebError> {
     let caller = visitor.caller("/sportello/identita")?;
     visitor.check_csrf(&form.csrf)?;
-    identities::verify_identity(
+    users::verify_identity(
         State(services),
         caller,
         ClientAddress(visitor.client.clone()),
         axum::extract::Path(form.user),
-        ApiJson(identities::VerifyIdentityBody {
+        ApiJson(users::VerifyIdentityBody {
             document_kind: form.document_kind,
             document_number: form.document_number,
             name: form.name.filter(|n| !n.trim().is_empty()),

@@ -11,6 +11,7 @@ mod assets;
 mod audit;
 mod citizen;
 mod desk;
+mod document;
 mod error;
 mod office;
 mod public;
@@ -35,12 +36,13 @@ pub const BI: &str = "/static/bootstrap-italia-2.18.3";
 
 /// The routes of every page, with the security headers and the form-origin check.
 pub fn router(services: &Services) -> Router<Services> {
-    let body_limit = crate::http::documents::upload_body_limit(services.config.max_upload_bytes);
+    let body_limit = crate::http::uploads::upload_body_limit(services.config.max_upload_bytes);
     Router::new()
         .merge(assets::router())
         .merge(public::router())
         .merge(signin::router())
         .merge(citizen::router(body_limit))
+        .merge(document::router())
         .merge(office::router())
         .merge(audit::router())
         .merge(desk::router())
