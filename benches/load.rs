@@ -61,6 +61,11 @@ struct Settings {
     /// Queries per role and class with one client.
     per_class: usize,
     concurrent_for: Duration,
+    /// `FASCICOLO_BENCH_AB`: the search paths to measure against tantivy's own parts, one A/B
+    /// each (`filters`, `phrases`, `facets`, `snippets`, or `all` for all of them at once).
+    ab: Vec<String>,
+    /// `FASCICOLO_BENCH_AB_ROUNDS`: rounds of each A/B, the arms' order alternating.
+    ab_rounds: usize,
     postgres: Option<String>,
     pg_per_class: usize,
     pg_budget: Duration,
@@ -95,6 +100,14 @@ impl Settings {
             clients: 8,
             per_class: if quick { 20 } else { 200 },
             concurrent_for: Duration::from_secs(if quick { 3 } else { 20 }),
+            ab: std::env::var("FASCICOLO_BENCH_AB")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            ab_rounds: number("FASCICOLO_BENCH_AB_ROUNDS", 4),
             postgres,
             pg_per_class: if quick { 5 } else { 10 },
             pg_budget: Duration::from_secs(if quick { 10 } else { 15 }),
@@ -160,6 +173,92 @@ fn queries(corpus: &Corpus, class: &str, office: &str, count: usize) -> Vec<Quer
             }
         })
         .collect()
+}
+
+/// `count` queries of `class`, none the same as another nor as any of `queries` (which draws
+/// from a few frequent words and the fixed phrases): what users send, mostly distinct, so that
+/// nothing kept for an earlier query (a phrase's matches, a filter) serves it. Phrases are two
+/// or three consecutive words of a random document, so each is found somewhere.
+fn distinct_queries(
+    corpus: &Corpus,
+    class: &str,
+    office: &str,
+    count: usize,
+    seed: u64,
+) -> Vec<Query> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xD157 ^ class.len() as u64);
+    let v = &corpus.vocabulary;
+    let office_procedures: Vec<&corpus::Procedure> = corpus
+        .procedures
+        .iter()
+        .filter(|p| p.office == office)
+        .collect();
+    let asked: std::collections::HashSet<(String, Option<String>, Option<i32>)> =
+        queries(corpus, class, office, 50)
+            .into_iter()
+            .map(|q| (q.q, q.procedure, q.year))
+            .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(count);
+    let plain = |q: String| Query {
+        q,
+        procedure: None,
+        year: None,
+    };
+    // Bounded: a class with fewer distinct queries than asked for gives what it has.
+    for _ in 0..count * 50 {
+        if out.len() == count {
+            break;
+        }
+        let q = match class {
+            // Frequent words: the 600 most frequent, one by one.
+            "common" => plain(v[rng.random_range(0..600.min(v.len()))].clone()),
+            "rare" => plain(v[rng.random_range(3_000.min(v.len() - 1)..v.len())].clone()),
+            "and" => plain(format!(
+                "{} {}",
+                v[rng.random_range(30..600)],
+                v[rng.random_range(30..600)]
+            )),
+            "phrase" => {
+                let text = corpus.document(rng.random_range(0..corpus.documents)).text;
+                let words: Vec<&str> = text
+                    .split(|c: char| !c.is_alphabetic())
+                    .filter(|w| w.chars().count() >= 3)
+                    .collect();
+                if words.len() < 4 {
+                    continue;
+                }
+                let length = rng.random_range(2..=3);
+                let at = rng.random_range(0..words.len() - length);
+                plain(format!("\"{}\"", words[at..at + length].join(" ")))
+            }
+            "filtered" => Query {
+                q: v[rng.random_range(0..600)].clone(),
+                procedure: Some(
+                    office_procedures[rng.random_range(0..office_procedures.len())]
+                        .code
+                        .clone(),
+                ),
+                year: Some(2019 + rng.random_range(0..8)),
+            },
+            // Browsing without words: a procedure and a year, or a procedure alone.
+            _ => Query {
+                q: String::new(),
+                procedure: Some(
+                    office_procedures[rng.random_range(0..office_procedures.len())]
+                        .code
+                        .clone(),
+                ),
+                year: rng.random_bool(0.8).then(|| 2019 + rng.random_range(0..8)),
+            },
+        };
+        let key = (q.q.clone(), q.procedure.clone(), q.year);
+        if !asked.contains(&key) && seen.insert(key) {
+            out.push(q);
+        }
+    }
+    out
 }
 
 #[tokio::main]
@@ -271,26 +370,12 @@ async fn main() {
     )
     .expect("queries");
 
-    // Warm up: every query once per role. The first search of each distinct query is timed:
-    // nothing is kept for it yet (a phrase's matches, a permission's filter on first use).
-    println!(
-        "\nfascicolo, the first search of each distinct query after start (nothing kept for it yet), ms:"
-    );
-    println!("| role | class | n | hits (median) | p50 | p90 | p99 | max |");
-    println!("|---|---|---|---|---|---|---|---|");
+    // Warm up: every query of the cells once per role.
     for role in ROLES {
         for class in CLASSES {
-            let mut seen = std::collections::HashSet::new();
-            let (mut times, mut totals) = (Vec::new(), Vec::new());
             for q in &sets[class] {
-                let t = Instant::now();
-                let total = search(&client, &server.base, &roles.tokens[role], q).await;
-                if seen.insert((&q.q, &q.procedure, q.year)) {
-                    times.push(t.elapsed().as_secs_f64() * 1000.0);
-                    totals.push(total as f64);
-                }
+                search(&client, &server.base, &roles.tokens[role], q).await;
             }
-            row(role, class, &sorted(times), totals, 2);
         }
     }
 
@@ -328,6 +413,40 @@ async fn main() {
         percentile(&all, 90.0),
         percentile(&all, 99.0),
         percentile(&all, 100.0)
+    );
+
+    // The stream of distinct queries: per role and class, queries nobody asked before (each
+    // role its own), so nothing kept serves them; beside the warm cells.
+    println!(
+        "\nfascicolo, one client, warm cells (a set of queries replayed) beside a stream of distinct queries, ms:"
+    );
+    println!(
+        "| role | class | warm p50 | warm p99 | distinct n | hits (median) | distinct p50 | distinct p99 | distinct max |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let streams = distinct_cells(&client, &server.base, &roles, &corpus, &settings, 0).await;
+    let mut distinct_all = Vec::new();
+    for ((role, class), (times, totals)) in &streams {
+        let warm = &ours[&(*role, *class)];
+        println!(
+            "| {role} | {class} | {:.2} | {:.2} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            percentile(warm, 50.0),
+            percentile(warm, 99.0),
+            times.len(),
+            percentile(totals, 50.0),
+            percentile(times, 50.0),
+            percentile(times, 99.0),
+            percentile(times, 100.0)
+        );
+        distinct_all.extend(times.iter().copied());
+    }
+    let distinct_all = sorted(distinct_all);
+    println!(
+        "distinct stream, all roles and classes: n {}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        distinct_all.len(),
+        percentile(&distinct_all, 50.0),
+        percentile(&distinct_all, 99.0),
+        percentile(&distinct_all, 100.0)
     );
 
     // Concurrent clients: throughput over the whole mix.
@@ -442,8 +561,178 @@ async fn main() {
     )
     .await;
 
+    // Each path of the engine against tantivy's own part, one server per arm and round.
+    let server = if settings.ab.is_empty() {
+        server
+    } else {
+        drop(server);
+        for path in &settings.ab {
+            ab(&client, &dir, &roles, &sets, &corpus, &settings, path).await;
+        }
+        let server = Server::start(&dir, &[]);
+        wait_ready(&client, &server.base).await;
+        server
+    };
+
     // Ingest last: it adds documents to the corpus.
     ingest(&client, &server, &roles, &corpus, &settings).await;
+}
+
+/// Latencies (sorted) and totals (sorted) of a cell.
+type Cell = (Vec<f64>, Vec<f64>);
+
+/// One client, per role and class: `per_class` queries of a stream where none repeats (each
+/// role its own, `round` choosing another stream), timed.
+async fn distinct_cells(
+    client: &reqwest::Client,
+    base: &str,
+    roles: &Roles,
+    corpus: &Corpus,
+    settings: &Settings,
+    round: u64,
+) -> BTreeMap<(&'static str, &'static str), Cell> {
+    let mut cells = BTreeMap::new();
+    for (r, role) in ROLES.iter().enumerate() {
+        for class in CLASSES {
+            let stream = distinct_queries(
+                corpus,
+                class,
+                &roles.office,
+                settings.per_class,
+                settings
+                    .seed
+                    .wrapping_add(round * 104_729 + r as u64 * 7_919),
+            );
+            let (mut times, mut totals) = (Vec::new(), Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for q in &stream {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let t = Instant::now();
+                let total = search(client, base, &roles.tokens[*role], q).await;
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                totals.push(total as f64);
+            }
+            cells.insert((*role, class), (sorted(times), sorted(totals)));
+        }
+    }
+    cells
+}
+
+/// One client, per role and class: the cell's queries replayed `per_class` times, timed.
+async fn warm_cells(
+    client: &reqwest::Client,
+    base: &str,
+    roles: &Roles,
+    sets: &BTreeMap<&'static str, Vec<Query>>,
+    settings: &Settings,
+) -> BTreeMap<(&'static str, &'static str), Vec<f64>> {
+    let mut cells = BTreeMap::new();
+    for role in ROLES {
+        for class in CLASSES {
+            for q in &sets[class] {
+                search(client, base, &roles.tokens[role], q).await;
+            }
+            let mut times = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for i in 0..settings.per_class {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let q = &sets[class][i % sets[class].len()];
+                let t = Instant::now();
+                search(client, base, &roles.tokens[role], q).await;
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            cells.insert((role, class), times);
+        }
+    }
+    cells
+}
+
+/// An A/B of one search path (`FASCICOLO_SEARCH_PLAIN=path`) against the engine as built:
+/// each round starts a server for each arm in turn, the order alternating, and measures the
+/// warm cells, a stream of distinct queries (the same for both arms of a round, a new one each
+/// round) and the throughput of eight clients. Prints, per cell, both arms' p50 and p99 over
+/// all rounds and what the path gains (the plain arm's time over ours, minus one).
+async fn ab(
+    client: &reqwest::Client,
+    dir: &Path,
+    roles: &Roles,
+    sets: &BTreeMap<&'static str, Vec<Query>>,
+    corpus: &Corpus,
+    settings: &Settings,
+    path: &str,
+) {
+    type Pooled = BTreeMap<(&'static str, &'static str), Vec<f64>>;
+    // [ours, plain]
+    let mut warm: [Pooled; 2] = Default::default();
+    let mut distinct: [Pooled; 2] = Default::default();
+    let mut rates: [Vec<f64>; 2] = Default::default();
+    for round in 0..settings.ab_rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for arm in order {
+            let plain = if arm == 0 {
+                String::new()
+            } else {
+                path.to_owned()
+            };
+            let server = Server::start(dir, &[("FASCICOLO_SEARCH_PLAIN", plain)]);
+            wait_ready(client, &server.base).await;
+            for (cell, times) in warm_cells(client, &server.base, roles, sets, settings).await {
+                warm[arm].entry(cell).or_default().extend(times);
+            }
+            let streams = distinct_cells(
+                client,
+                &server.base,
+                roles,
+                corpus,
+                settings,
+                round as u64 + 1,
+            )
+            .await;
+            for (cell, (times, _)) in streams {
+                distinct[arm].entry(cell).or_default().extend(times);
+            }
+            let (count, elapsed, _) = concurrent(client, &server.base, roles, sets, settings).await;
+            rates[arm].push(count as f64 / elapsed.as_secs_f64());
+        }
+    }
+    println!(
+        "\nA/B of the path {path:?} against tantivy's own part, {} rounds alternated, one client, ms \
+         (gain: the plain arm's time over ours, minus one):",
+        settings.ab_rounds
+    );
+    println!(
+        "| role | class | warm p50 ours / plain | gain | warm p99 ours / plain | distinct p50 ours / plain | gain | distinct p99 ours / plain | gain |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let gain = |ours: f64, plain: f64| (plain / ours - 1.0) * 100.0;
+    for cell in warm[0].keys() {
+        let at = |pooled: &Pooled, p: f64| percentile(&sorted(pooled[cell].clone()), p);
+        let (w50, p50) = (at(&warm[0], 50.0), at(&warm[1], 50.0));
+        let (w99, p99) = (at(&warm[0], 99.0), at(&warm[1], 99.0));
+        let (d50, q50) = (at(&distinct[0], 50.0), at(&distinct[1], 50.0));
+        let (d99, q99) = (at(&distinct[0], 99.0), at(&distinct[1], 99.0));
+        println!(
+            "| {} | {} | {w50:.2} / {p50:.2} | {:+.0} % | {w99:.2} / {p99:.2} | {d50:.2} / {q50:.2} | {:+.0} % | {d99:.2} / {q99:.2} | {:+.0} % |",
+            cell.0,
+            cell.1,
+            gain(w50, p50),
+            gain(d50, q50),
+            gain(d99, q99)
+        );
+    }
+    let (ours, plain) = (sorted(rates[0].clone()), sorted(rates[1].clone()));
+    println!(
+        "{} clients, searches/s per round: ours {:?}, plain {:?}; medians {:.0} / {:.0}",
+        settings.clients,
+        ours.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        plain.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        percentile(&ours, 50.0),
+        percentile(&plain, 50.0)
+    );
 }
 
 /// One line of a latency table: queries, median hits, p50, p90, p99 and max of `times`

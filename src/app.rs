@@ -91,9 +91,15 @@ impl Services {
 
     /// Opens this node's search index (taking its writer lock).
     pub fn open_index(&mut self) -> anyhow::Result<Arc<SearchIndex>> {
+        let plain = crate::index::Plain::parse(&self.config.search_plain)
+            .map_err(|e| anyhow::anyhow!("FASCICOLO_SEARCH_PLAIN: {e}"))?;
         let index = Arc::new(
             SearchIndex::open(&self.config.index_dir()).context("opening the search index")?,
         );
+        index.set_plain(plain);
+        if plain != crate::index::Plain::default() {
+            tracing::warn!(?plain, "search paths replaced by tantivy's own parts");
+        }
         self.index = Some(index.clone());
         Ok(index)
     }

@@ -22,7 +22,7 @@ use tantivy::{DocAddress, Order, Term};
 use super::cache::FilterKey;
 use super::facets::FacetCounts;
 use super::search::{Permission, SearchRequest, SortBy};
-use super::{IndexedDoc, SearchIndex, StoredDoc};
+use super::{IndexedDoc, Plain, SearchIndex, StoredDoc};
 
 /// Words of the corpus, most frequent first (drawn with a skew, so some words are in most
 /// documents and some in few).
@@ -277,6 +277,16 @@ fn reference(
     (total, facets, ids)
 }
 
+/// The words a snippet marks, in order.
+fn marked(snippet: &str) -> String {
+    snippet
+        .split("<mark>")
+        .skip(1)
+        .filter_map(|piece| piece.split_once("</mark>").map(|(word, _)| word))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Facet counts without the values counted zero times.
 fn nonzero(facets: FacetCounts) -> FacetCounts {
     facets
@@ -290,9 +300,33 @@ fn nonzero(facets: FacetCounts) -> FacetCounts {
         .collect()
 }
 
+/// The configurations every query runs in: our paths on one core and on every core, each of
+/// them replaced by tantivy's own part ([`Plain`]), and all of them replaced.
+fn configurations() -> Vec<(bool, Plain)> {
+    let mut all = vec![(false, Plain::default()), (true, Plain::default())];
+    for name in Plain::NAMES {
+        all.push((false, Plain::parse(name).expect("a path")));
+    }
+    all.push((false, Plain::all()));
+    all.push((true, Plain::all()));
+    all
+}
+
+/// A number from the environment, for a longer run (`.ci/run`), or `default`.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[test]
 fn the_whole_search_answers_like_plain_tantivy() {
-    let mut rng = ChaCha8Rng::seed_from_u64(20261207);
+    // `FASCICOLO_DIFFERENTIAL_SEED` and `_ROUNDS` make a longer run (`.ci/run`).
+    let seed = setting("FASCICOLO_DIFFERENTIAL_SEED", 20261207);
+    let rounds = setting("FASCICOLO_DIFFERENTIAL_ROUNDS", 60);
+    println!("differential search test: seed {seed}, {rounds} rounds");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
     let index = SearchIndex::open(dir.path()).expect("index");
     // Three segments, larger than a window of 1 024 documents; replacements and deletions.
@@ -314,10 +348,8 @@ fn the_whole_search_answers_like_plain_tantivy() {
     }
     let mut compared = 0;
     let mut matched_something = 0;
-    for parallel in [false, true] {
-        // The multi-core path from 1 document, or never.
-        index.set_parallel_from_docs(if parallel { 1 } else { u64::MAX });
-        for round in 0..150 {
+    for round in 0..rounds {
+        {
             let mut request = SearchRequest {
                 q: query(&mut rng),
                 limit: rng.random_range(1..25),
@@ -342,43 +374,62 @@ fn the_whole_search_answers_like_plain_tantivy() {
             if rng.random_bool(0.15) {
                 request.filters.year = Some(2023 + rng.random_range(0..4));
             }
-            let who = round % 4;
-            let (name, query, kept, narrow, broad) = permission(&index, who);
-            let ours = index
-                .search(
-                    &request,
-                    Permission {
-                        query,
-                        cache_key: kept.then(|| FilterKey::of(&name)),
-                        narrow,
-                        broad,
-                    },
-                )
-                .expect("searched");
+            let who = (round % 4) as usize;
             let (_, reference_query, ..) = permission(&index, who);
             let (total, facets, ids) = reference(&index, &request, reference_query);
-            let our_ids: Vec<String> = ours
-                .hits
-                .iter()
-                .map(|h| h.document_id.to_string())
-                .collect();
-            let context = format!(
-                "{name}, parallel {parallel}: q {:?} filters {:?} sort {:?} limit {} offset {}",
-                request.q, request.filters, request.sort, request.limit, request.offset
-            );
-            assert_eq!(ours.total, total, "total, {context}");
-            assert_eq!(nonzero(ours.facets), nonzero(facets), "facets, {context}");
-            assert_eq!(our_ids, ids, "hits, {context}");
-            compared += 1;
+            let mut first_snippets: Option<Vec<String>> = None;
+            for (parallel, plain) in configurations() {
+                // The multi-core path from 1 document, or never.
+                index.set_parallel_from_docs(if parallel { 1 } else { u64::MAX });
+                index.set_plain(plain);
+                let (name, query, kept, narrow, broad) = permission(&index, who);
+                let ours = index
+                    .search(
+                        &request,
+                        Permission {
+                            query,
+                            cache_key: kept.then(|| FilterKey::of(&name)),
+                            narrow,
+                            broad,
+                        },
+                    )
+                    .expect("searched");
+                let our_ids: Vec<String> = ours
+                    .hits
+                    .iter()
+                    .map(|h| h.document_id.to_string())
+                    .collect();
+                let context = format!(
+                    "{name}, parallel {parallel}, plain {plain:?}: q {:?} filters {:?} sort {:?} limit {} offset {}",
+                    request.q, request.filters, request.sort, request.limit, request.offset
+                );
+                assert_eq!(ours.total, total, "total, {context}");
+                assert_eq!(
+                    nonzero(ours.facets),
+                    nonzero(facets.clone()),
+                    "facets, {context}"
+                );
+                assert_eq!(our_ids, ids, "hits, {context}");
+                // Our passage finder chooses the passage as tantivy's generator does: the same
+                // words marked, in the same order (a passage may start one elision earlier:
+                // ours keeps "dell'" before "atto", tantivy cuts at "atto").
+                let snippets: Vec<String> = ours.hits.iter().map(|h| marked(&h.snippet)).collect();
+                match &first_snippets {
+                    None => first_snippets = Some(snippets),
+                    Some(first) => assert_eq!(&snippets, first, "snippets, {context}"),
+                }
+                compared += 1;
+            }
             if total > 0 {
                 matched_something += 1;
             }
         }
     }
-    assert_eq!(compared, 300);
+    index.set_plain(Plain::default());
+    assert_eq!(compared, rounds as usize * configurations().len());
     // The queries are not all empty answers.
     assert!(
-        matched_something > 150,
-        "{matched_something} of 300 matched"
+        matched_something > rounds / 2,
+        "{matched_something} of {rounds} matched"
     );
 }

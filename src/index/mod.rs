@@ -9,6 +9,7 @@ pub use cache::FilterKey;
 mod facet_table;
 mod facets;
 mod filter;
+mod paths;
 mod phrase;
 mod scope;
 pub mod search;
@@ -19,6 +20,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::domain::{DocumentId, DossierId};
+pub use paths::Plain;
 use serde::{Deserialize, Serialize};
 use tantivy::directory::MmapDirectory;
 use tantivy::schema::{
@@ -315,6 +317,8 @@ pub struct SearchIndex {
     /// Searches over at least this many documents run on every core (a setting so that the
     /// tests can reach the multi-core path with a small index).
     parallel_from_docs: std::sync::atomic::AtomicU64,
+    /// The paths replaced by tantivy's own parts ([`Plain`], as bits).
+    plain: std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -373,6 +377,7 @@ impl SearchIndex {
             parallel: tantivy::Executor::multi_thread(cores, "fascicolo-search-")?,
             cores,
             parallel_from_docs: std::sync::atomic::AtomicU64::new(search::PARALLEL_FROM_DOCS),
+            plain: std::sync::atomic::AtomicU8::new(0),
         })
     }
 
@@ -382,6 +387,18 @@ impl SearchIndex {
     pub fn set_parallel_from_docs(&self, docs: u64) {
         self.parallel_from_docs
             .store(docs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Replaces the paths of `plain` by tantivy's own parts, for the searches that start
+    /// from now on.
+    pub fn set_plain(&self, plain: Plain) {
+        self.plain
+            .store(plain.bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The paths replaced by tantivy's own parts.
+    pub fn plain(&self) -> Plain {
+        Plain::from_bits(self.plain.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn parallel_from_docs(&self) -> u64 {

@@ -12,7 +12,7 @@ use tantivy::query::{
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, Executor, Order, Searcher, Term};
 
-use super::facets::{FacetCollector, FacetCounts};
+use super::facets::{FacetCollector, FacetCounts, Facets, PlainFacets};
 use super::filter::{CachedFilter, CountedTop};
 use super::phrase::{FrequentPhrase, exact_phrases};
 use super::snippet::Snippets;
@@ -294,20 +294,7 @@ impl SearchIndex {
         request: &SearchRequest,
         permission: Permission,
     ) -> Result<SearchResult, IndexError> {
-        self.search_counted(request, permission, |_| ())
-            .map(|(result, ())| result)
-    }
-
-    /// [`SearchIndex::search`], calling `counted` with the exact total as soon as the matches
-    /// are counted, before the page's documents are read and their snippets made, and
-    /// returning what it returned: the server hands the search's audit record to the journal
-    /// there, so that its flush overlaps that work.
-    pub fn search_counted<R>(
-        &self,
-        request: &SearchRequest,
-        permission: Permission,
-        counted: impl FnOnce(u64) -> R,
-    ) -> Result<(SearchResult, R), IndexError> {
+        let plain = self.plain();
         let f = self.fields;
         let searcher = self.searcher();
         let user_query: Option<Box<dyn Query>> = if request.q.trim().is_empty() {
@@ -323,7 +310,7 @@ impl SearchIndex {
                 .map_err(|e| IndexError::Query(format!("malformed query: {e}")))?;
             // Exact phrases run on the scorer for frequent words where it pays: not over the
             // few documents of a narrow permission, which the phrase is only asked about.
-            Some(if permission.narrow {
+            Some(if permission.narrow || plain.phrases {
                 parsed
             } else {
                 exact_phrases(
@@ -343,7 +330,7 @@ impl SearchIndex {
             SortBy::Date
         });
         let narrow = permission.narrow;
-        let permission = match permission.cache_key {
+        let permission = match permission.cache_key.filter(|_| !plain.filters) {
             Some(key) => Scope::Kept(CachedFilter::new(
                 key,
                 permission.query,
@@ -373,12 +360,11 @@ impl SearchIndex {
                     narrow,
                     sort,
                 };
-                self.collect(&searcher, request, matches)?
+                self.collect(&searcher, request, matches, plain.facets)?
             }
         };
-        let reported = counted(total);
         let snippets = match &user_query {
-            Some(q) => Some(snippets_for(&searcher, q.as_ref(), f.body)?),
+            Some(q) => Some(snippets_for(&searcher, q.as_ref(), f.body, plain.snippets)?),
             None => None,
         };
         // On a large index each hit is a block of the document store to decompress (rarely
@@ -390,14 +376,11 @@ impl SearchIndex {
         for (i, hit) in hits.iter_mut().enumerate() {
             hit.rank = request.offset + i + 1;
         }
-        Ok((
-            SearchResult {
-                total,
-                hits,
-                facets,
-            },
-            reported,
-        ))
+        Ok(SearchResult {
+            total,
+            hits,
+            facets,
+        })
     }
 }
 
@@ -427,7 +410,7 @@ impl SearchIndex {
         &self,
         searcher: &Searcher,
         page: Page,
-        snippets: Option<Snippets>,
+        snippets: Option<Highlighter>,
         parallel: bool,
     ) -> Result<Vec<Hit>, IndexError> {
         let read = |part: &[(f32, DocAddress)]| -> tantivy::Result<Vec<Hit>> {
@@ -449,7 +432,7 @@ impl SearchIndex {
     fn hit(
         &self,
         searcher: &Searcher,
-        snippets: Option<&mut Snippets>,
+        snippets: Option<&mut Highlighter>,
         score: f32,
         address: DocAddress,
     ) -> tantivy::Result<Hit> {
@@ -496,6 +479,7 @@ impl SearchIndex {
         searcher: &Searcher,
         request: &SearchRequest,
         m: Matches<'_>,
+        plain_facets: bool,
     ) -> Result<(u64, FacetCounts, Page), IndexError> {
         let f = self.fields;
         // The permission and the filters select; only the user's words score.
@@ -568,14 +552,20 @@ impl SearchIndex {
             });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
         }
+        let plain_facets = plain_facets && kept.is_none();
         let query: Box<dyn Query> = match kept {
             Some(cached) => Box::new(cached.admit(Box::new(BooleanQuery::new(clauses)))),
             None => Box::new(BooleanQuery::new(clauses)),
         };
         let query = query.as_ref();
         let top = TopDocs::with_limit(request.limit.max(1)).and_offset(request.offset);
-        let facets = FacetCollector {
-            caches: &self.caches,
+        // A kept filter counts its facets through the segments' tables (`Admitted`).
+        let facets = if plain_facets {
+            Facets::Plain(PlainFacets)
+        } else {
+            Facets::Table(FacetCollector {
+                caches: &self.caches,
+            })
         };
         let (total, facets, page) = match m.sort {
             SortBy::Relevance => {
@@ -716,11 +706,54 @@ fn fewest(least: Option<u64>, n: u64) -> Option<u64> {
 /// The snippet finder for the terms of `query` in the `searched` field, each weighted by its
 /// rarity, with the analyzer that stems only the words that could match (see
 /// [`super::snippet_analyzer`]).
+/// What finds a hit's best passage: our passage finder, or tantivy's snippet generator.
+#[derive(Clone)]
+enum Highlighter {
+    Ours(Snippets),
+    /// The generator's inputs: it is not `Clone`, so each thread of a page makes its own.
+    Tantivy {
+        words: std::collections::BTreeMap<String, f32>,
+        analyzer: tantivy::tokenizer::TextAnalyzer,
+        field: tantivy::schema::Field,
+    },
+}
+
+impl Highlighter {
+    /// The best passage of `text` and where the query's words are in it.
+    fn best<'t>(&mut self, text: &'t str) -> Option<(&'t str, Vec<std::ops::Range<usize>>)> {
+        match self {
+            Self::Ours(snippets) => snippets.best(text),
+            Self::Tantivy {
+                words,
+                analyzer,
+                field,
+            } => {
+                let snippet = tantivy::snippet::SnippetGenerator::new(
+                    words.clone(),
+                    analyzer.clone(),
+                    *field,
+                    SNIPPET_CHARS,
+                )
+                .snippet(text);
+                if snippet.is_empty() {
+                    return None;
+                }
+                let range = snippet.fragment_range();
+                Some((&text[range], snippet.highlighted().to_vec()))
+            }
+        }
+    }
+}
+
+/// The longest passage a snippet shows, in bytes.
+const SNIPPET_CHARS: usize = 240;
+
 fn snippets_for(
     searcher: &tantivy::Searcher,
     query: &dyn Query,
     searched: tantivy::schema::Field,
-) -> Result<Snippets, IndexError> {
+    plain: bool,
+) -> Result<Highlighter, IndexError> {
     let mut terms = std::collections::BTreeSet::new();
     query.query_terms(&mut |term, _| {
         if term.field() == searched {
@@ -737,8 +770,19 @@ fn snippets_for(
             words.push((text, 1.0 / (1.0 + doc_freq as f32)));
         }
     }
+    if plain {
+        return Ok(Highlighter::Tantivy {
+            words: words.into_iter().collect(),
+            analyzer: searcher.index().tokenizer_for_field(searched)?,
+            field: searched,
+        });
+    }
     let stems: Vec<String> = words.iter().map(|(w, _)| w.clone()).collect();
-    Ok(Snippets::new(super::snippet_analyzer(&stems), words, 240))
+    Ok(Highlighter::Ours(Snippets::new(
+        super::snippet_analyzer(&stems),
+        words,
+        SNIPPET_CHARS,
+    )))
 }
 
 /// The start of a text, escaped, when no passage matched (a title-only hit).
@@ -1034,7 +1078,8 @@ pub(crate) mod tests {
         let query = QueryParser::for_index(index.index(), vec![index.fields.body])
             .parse_query("parere favorevole")
             .expect("query");
-        let finder = || snippets_for(&searcher, query.as_ref(), index.fields.body).expect("finder");
+        let finder =
+            || snippets_for(&searcher, query.as_ref(), index.fields.body, false).expect("finder");
         // Addresses out of order and across the store's blocks, as a ranking leaves them.
         let every: Page = (0..300u32)
             .rev()

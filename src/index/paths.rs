@@ -1,0 +1,94 @@
+//! Which of the engine's own search paths run, and which are replaced by tantivy's own parts:
+//! a switch read at start (`FASCICOLO_SEARCH_PLAIN`), so that one build measures both arms of
+//! an A/B in one run. Every combination answers alike (the differential test runs them all);
+//! only the time differs. By default every path of ours runs.
+
+/// The paths replaced by tantivy's own parts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Plain {
+    /// Permission filters are evaluated with each search as ordinary clauses, instead of kept
+    /// per segment as bitsets (with their browsing, windowed counting and top-of-page paths).
+    pub filters: bool,
+    /// Exact phrases run on tantivy's `PhraseScorer`, instead of the walk over frequent words'
+    /// postings and the kept phrase matches.
+    pub phrases: bool,
+    /// Facets are counted value by value from the fast fields, instead of through the
+    /// segments' tables of value combinations (where filters are evaluated with the search;
+    /// a kept filter counts through its tables).
+    pub facets: bool,
+    /// Snippets come from tantivy's `SnippetGenerator`, instead of our passage finder.
+    pub snippets: bool,
+}
+
+impl Plain {
+    /// The names [`Plain::parse`] takes.
+    pub const NAMES: [&str; 4] = ["filters", "phrases", "facets", "snippets"];
+
+    /// Parses a comma-separated list of [`Plain::NAMES`] (or `all`); empty is none.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut plain = Self::default();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "filters" => plain.filters = true,
+                "phrases" => plain.phrases = true,
+                "facets" => plain.facets = true,
+                "snippets" => plain.snippets = true,
+                "all" => plain = Self::all(),
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a search path; the paths are {} (or all)",
+                        Self::NAMES.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(plain)
+    }
+
+    /// Every path replaced.
+    pub fn all() -> Self {
+        Self {
+            filters: true,
+            phrases: true,
+            facets: true,
+            snippets: true,
+        }
+    }
+
+    pub(super) fn bits(self) -> u8 {
+        u8::from(self.filters)
+            | u8::from(self.phrases) << 1
+            | u8::from(self.facets) << 2
+            | u8::from(self.snippets) << 3
+    }
+
+    pub(super) fn from_bits(bits: u8) -> Self {
+        Self {
+            filters: bits & 1 != 0,
+            phrases: bits & 2 != 0,
+            facets: bits & 4 != 0,
+            snippets: bits & 8 != 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_of_paths_parse_and_round_trip() {
+        assert_eq!(Plain::parse("").expect("empty"), Plain::default());
+        let two = Plain::parse("phrases, snippets").expect("two");
+        assert!(two.phrases && two.snippets && !two.filters && !two.facets);
+        assert_eq!(Plain::parse("all").expect("all"), Plain::all());
+        assert!(
+            Plain::parse("phrase")
+                .expect_err("not a path")
+                .contains("not a search path")
+        );
+        for bits in 0..16 {
+            assert_eq!(Plain::from_bits(bits).bits(), bits);
+        }
+    }
+}
