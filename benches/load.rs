@@ -370,40 +370,17 @@ async fn main() {
     )
     .expect("queries");
 
-    // Warm up: every query of the cells once per role.
-    for role in ROLES {
-        for class in CLASSES {
-            for q in &sets[class] {
-                search(&client, &server.base, &roles.tokens[role], q).await;
-            }
-        }
-    }
-
-    // One client: latency per role and class.
+    // One client: latency per role and class, each cell's queries asked once first.
     println!("\nfascicolo, one client over HTTP (top 10, exact total, 4 facets, snippets), ms:");
     println!("| role | class | n | hits (median) | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|---|---|");
     let sampler = Sampler::start(server.pid());
     let mut ours: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
-    for role in ROLES {
-        for class in CLASSES {
-            let mut times = Vec::new();
-            let mut totals = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            for i in 0..settings.per_class {
-                if Instant::now() > deadline {
-                    break;
-                }
-                let q = &sets[class][i % sets[class].len()];
-                let t = Instant::now();
-                let total = search(&client, &server.base, &roles.tokens[role], q).await;
-                times.push(t.elapsed().as_secs_f64() * 1000.0);
-                totals.push(total as f64);
-            }
-            let times = sorted(times);
-            row(role, class, &times, totals, 2);
-            ours.insert((role, class), times);
-        }
+    for ((role, class), (times, totals)) in
+        warm_cells(&client, &server.base, &roles, &sets, &settings).await
+    {
+        row(role, class, &times, totals, 2);
+        ours.insert((role, class), times);
     }
     let all: Vec<f64> = sorted(ours.values().flatten().copied().collect());
     println!(
@@ -603,52 +580,60 @@ async fn distinct_cells(
                     .seed
                     .wrapping_add(round * 104_729 + r as u64 * 7_919),
             );
-            let (mut times, mut totals) = (Vec::new(), Vec::new());
-            let deadline = Instant::now() + Duration::from_secs(60);
-            for q in &stream {
-                if Instant::now() > deadline {
-                    break;
-                }
-                let t = Instant::now();
-                let total = search(client, base, &roles.tokens[*role], q).await;
-                times.push(t.elapsed().as_secs_f64() * 1000.0);
-                totals.push(total as f64);
-            }
-            cells.insert((*role, class), (sorted(times), sorted(totals)));
+            cells.insert(
+                (*role, class),
+                timed(client, base, &roles.tokens[*role], stream.iter()).await,
+            );
         }
     }
     cells
 }
 
-/// One client, per role and class: the cell's queries replayed `per_class` times, timed.
+/// One client, per role and class: the cell's queries asked once, then replayed `per_class`
+/// times, timed.
 async fn warm_cells(
     client: &reqwest::Client,
     base: &str,
     roles: &Roles,
     sets: &BTreeMap<&'static str, Vec<Query>>,
     settings: &Settings,
-) -> BTreeMap<(&'static str, &'static str), Vec<f64>> {
+) -> BTreeMap<(&'static str, &'static str), Cell> {
     let mut cells = BTreeMap::new();
     for role in ROLES {
         for class in CLASSES {
             for q in &sets[class] {
                 search(client, base, &roles.tokens[role], q).await;
             }
-            let mut times = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            for i in 0..settings.per_class {
-                if Instant::now() > deadline {
-                    break;
-                }
-                let q = &sets[class][i % sets[class].len()];
-                let t = Instant::now();
-                search(client, base, &roles.tokens[role], q).await;
-                times.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            cells.insert((role, class), times);
+            let queries = (0..settings.per_class).map(|i| &sets[class][i % sets[class].len()]);
+            cells.insert(
+                (role, class),
+                timed(client, base, &roles.tokens[role], queries).await,
+            );
         }
     }
     cells
+}
+
+/// Asks `queries` one after the other as `token`, for at most a minute: the latencies and the
+/// totals, each sorted.
+async fn timed(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    queries: impl Iterator<Item = &Query>,
+) -> Cell {
+    let (mut times, mut totals) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for q in queries {
+        if Instant::now() > deadline {
+            break;
+        }
+        let t = Instant::now();
+        let total = search(client, base, token, q).await;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        totals.push(total as f64);
+    }
+    (sorted(times), sorted(totals))
 }
 
 /// An A/B of one search path (`FASCICOLO_SEARCH_PLAIN=path`) against the engine as built:
@@ -680,7 +665,8 @@ async fn ab(
             };
             let server = Server::start(dir, &[("FASCICOLO_SEARCH_PLAIN", plain)]);
             wait_ready(client, &server.base).await;
-            for (cell, times) in warm_cells(client, &server.base, roles, sets, settings).await {
+            for (cell, (times, _)) in warm_cells(client, &server.base, roles, sets, settings).await
+            {
                 warm[arm].entry(cell).or_default().extend(times);
             }
             let streams = distinct_cells(
