@@ -204,8 +204,8 @@ pub(crate) async fn search(
         abandoned: abandoned.0.clone(),
     });
     // The search, its audit record and the response body are made on one blocking thread: the
-    // record is handed to the journal as soon as the search is done, and written while the
-    // page's documents are read, their snippets made and the body serialised.
+    // record is handed to the journal once the search is done (it names the hits), and is
+    // written while the body is serialised.
     let span = tracing::Span::current();
     let auditor = services.auditor.clone();
     let (receipt, outcome) = tokio::task::spawn_blocking(move || {

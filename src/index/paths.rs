@@ -1,7 +1,7 @@
 //! Which of the engine's own search paths run, and which are replaced by tantivy's own parts:
 //! a switch read at start (`FASCICOLO_SEARCH_PLAIN`), so that one build measures both arms of
-//! an A/B in one run. Every combination answers alike (the differential test runs them all);
-//! only the time differs. By default every path of ours runs.
+//! an A/B in one run. They answer alike (the differential test runs each path replaced alone
+//! and all of them at once); only the time differs. By default every path of ours runs.
 
 /// The paths replaced by tantivy's own parts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
