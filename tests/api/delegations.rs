@@ -194,11 +194,14 @@ async fn delegations_expire_and_only_the_applicant_or_the_office_grant_them() {
     assert_eq!(r.status(), 201);
     let path = format!("/v1/dossiers/{id}");
     assert_eq!(app.get(&professional, &path).await.status(), 200);
+    // Its end date passes: the row is moved back in time. The server learns of rights changed
+    // by its own writes; one made behind its back is announced as those are.
     sqlx::query("update delegation set valid_until = 1 where dossier_id = $1")
         .bind(id)
         .execute(app.services.db.pool())
         .await
         .unwrap();
+    app.services.db.access_changed();
     assert_eq!(
         app.get(&professional, &path).await.status(),
         404,
