@@ -136,15 +136,20 @@ struct Query {
     year: Option<i32>,
 }
 
+/// The procedures `office` handles.
+fn procedures_of<'c>(corpus: &'c Corpus, office: &str) -> Vec<&'c corpus::Procedure> {
+    corpus
+        .procedures
+        .iter()
+        .filter(|p| p.office == office)
+        .collect()
+}
+
 fn queries(corpus: &Corpus, class: &str, office: &str, count: usize) -> Vec<Query> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xC1A55 ^ class.len() as u64);
     let v = &corpus.vocabulary;
-    let office_procedures: Vec<&corpus::Procedure> = corpus
-        .procedures
-        .iter()
-        .filter(|p| p.office == office)
-        .collect();
+    let office_procedures = procedures_of(corpus, office);
     (0..count)
         .map(|i| {
             let plain = |q: String| Query {
@@ -189,11 +194,7 @@ fn distinct_queries(
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xD157 ^ class.len() as u64);
     let v = &corpus.vocabulary;
-    let office_procedures: Vec<&corpus::Procedure> = corpus
-        .procedures
-        .iter()
-        .filter(|p| p.office == office)
-        .collect();
+    let office_procedures = procedures_of(corpus, office);
     let asked: std::collections::HashSet<(String, Option<String>, Option<i32>)> =
         queries(corpus, class, office, 50)
             .into_iter()
