@@ -832,6 +832,21 @@ pub(crate) mod tests {
     use crate::index::cache::FilterKey;
     use tantivy::query::BooleanQuery;
 
+    /// The documents of any of the dossiers numbered `ids`, as a permission query.
+    fn any_dossier(index: &SearchIndex, ids: &[u128]) -> Box<dyn Query> {
+        let field = index.fields().dossier_id;
+        Box::new(BooleanQuery::new(
+            ids.iter()
+                .map(|&p| {
+                    let id = crate::domain::DossierId::numbered(p).to_string();
+                    let term =
+                        TermQuery::new(Term::from_field_text(field, &id), IndexRecordOption::Basic);
+                    (Occur::Should, Box::new(term) as Box<dyn Query>)
+                })
+                .collect(),
+        ))
+    }
+
     pub(crate) fn doc(i: usize, date_ms: i64) -> IndexedDoc {
         IndexedDoc {
             signed: false,
@@ -889,22 +904,7 @@ pub(crate) mod tests {
                 IndexRecordOption::Basic,
             ))
         };
-        let dossiers = || -> Box<dyn Query> {
-            Box::new(BooleanQuery::new(
-                [5, 77, 150, 201]
-                    .into_iter()
-                    .map(|p| {
-                        (
-                            Occur::Should,
-                            term(
-                                "dossier_id",
-                                &crate::domain::DossierId::numbered(p).to_string(),
-                            ),
-                        )
-                    })
-                    .collect(),
-            ))
-        };
+        let dossiers = || any_dossier(&index, &[5, 77, 150, 201]);
         let requests = [
             ("facciata", None, None),
             ("tettoia", None, Some(SortBy::Date)),
@@ -997,22 +997,7 @@ pub(crate) mod tests {
             ("office a", Box::new(|| term("office", "a"))),
             (
                 "three dossiers",
-                Box::new(|| {
-                    Box::new(BooleanQuery::new(
-                        [5, 77, 150]
-                            .into_iter()
-                            .map(|p| {
-                                (
-                                    Occur::Should,
-                                    term(
-                                        "dossier_id",
-                                        &crate::domain::DossierId::numbered(p).to_string(),
-                                    ),
-                                )
-                            })
-                            .collect(),
-                    ))
-                }),
+                Box::new(|| any_dossier(&index, &[5, 77, 150])),
             ),
         ];
         let search = |key: &str, query: Box<dyn Query>, offset, limit, visit: bool| {
