@@ -25,7 +25,11 @@
 //! - `FASCICOLO_BENCH_DIR`: keep the loaded data directory there and reuse it (and a kept
 //!   PostgreSQL database) when it holds the same corpus. The roles' tokens
 //!   (`bench-roles.json`) and each class's queries (`bench-queries.json`) are written into it,
-//!   so a cell can be replayed by hand against a server started on it.
+//!   so a cell can be replayed by hand against a server started on it;
+//! - `FASCICOLO_BENCH_AB=<paths>` (`FASCICOLO_BENCH_AB_ROUNDS`, default 4): an A/B per path, a
+//!   server per arm and round, the order alternating: each search path of ours against
+//!   tantivy's own part (`filters`, `phrases`, `facets`, `snippets`, `all`), or this build
+//!   against another (`binary:<path to its fascicolo>`, which must read the same index).
 
 #[path = "common/corpus.rs"]
 mod corpus;
@@ -62,7 +66,8 @@ struct Settings {
     per_class: usize,
     concurrent_for: Duration,
     /// `FASCICOLO_BENCH_AB`: the search paths to measure against tantivy's own parts, one A/B
-    /// each (`filters`, `phrases`, `facets`, `snippets`, or `all` for all of them at once).
+    /// each (`filters`, `phrases`, `facets`, `snippets`, or `all` for all of them at once), or
+    /// `binary:<path>` to measure this build against another build of the server.
     ab: Vec<String>,
     /// `FASCICOLO_BENCH_AB_ROUNDS`: rounds of each A/B, the arms' order alternating.
     ab_rounds: usize,
@@ -637,8 +642,9 @@ async fn timed(
     (sorted(times), sorted(totals))
 }
 
-/// An A/B of one search path (`FASCICOLO_SEARCH_PLAIN=path`) against the engine as built:
-/// each round starts a server for each arm in turn, the order alternating, and measures the
+/// An A/B of one search path (`FASCICOLO_SEARCH_PLAIN=path`), or of another build of the
+/// server (`binary:<path>`), against the engine as built: each round starts a server for each
+/// arm in turn, the order alternating, and measures the
 /// warm cells, a stream of distinct queries (the same for both arms of a round, a new one each
 /// round) and the throughput of eight clients. Prints, per cell, both arms' p50 and p99 over
 /// all rounds and what the path gains (the plain arm's time over ours, minus one).
@@ -659,12 +665,12 @@ async fn ab(
     for round in 0..settings.ab_rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for arm in order {
-            let plain = if arm == 0 {
-                String::new()
-            } else {
-                path.to_owned()
+            // `binary:<path>`: the other arm is another build of the server, as it runs.
+            let server = match (arm, path.strip_prefix("binary:")) {
+                (0, _) => Server::start(dir, &[]),
+                (_, Some(other)) => Server::start_binary(Path::new(other), dir, &[]),
+                (_, None) => Server::start(dir, &[("FASCICOLO_SEARCH_PLAIN", path.to_owned())]),
             };
-            let server = Server::start(dir, &[("FASCICOLO_SEARCH_PLAIN", plain)]);
             wait_ready(client, &server.base).await;
             for (cell, (times, _)) in warm_cells(client, &server.base, roles, sets, settings).await
             {
@@ -687,8 +693,8 @@ async fn ab(
         }
     }
     println!(
-        "\nA/B of the path {path:?} against tantivy's own part, {} rounds alternated, one client, ms \
-         (gain: the plain arm's time over ours, minus one):",
+        "\nA/B of {path:?} (ours) against the other arm (plain), {} rounds alternated, one client, \
+         ms (gain: the plain arm's time over ours, minus one):",
         settings.ab_rounds
     );
     println!(

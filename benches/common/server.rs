@@ -93,8 +93,13 @@ impl Server {
     /// searches a second); the connection, body and search limits are the defaults.
     /// `FASCICOLO_BENCH_BINARY` runs another build of the server (an A/B against a baseline).
     pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Self {
+        Self::start_binary(&binary(), data_dir, env)
+    }
+
+    /// [`Server::start`] with the server binary at `binary`.
+    pub fn start_binary(binary: &Path, data_dir: &Path, env: &[(&str, String)]) -> Self {
         let started = Instant::now();
-        let mut command = Command::new(binary());
+        let mut command = Command::new(binary);
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("FASCICOLO_DATA_DIR", data_dir)

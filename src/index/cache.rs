@@ -7,9 +7,8 @@
 //! reload brings a segment in, filters and the date order on first use), and dropped when
 //! their segment leaves the index. What depends on deletions too (the facet counts of what a
 //! filter admits) is kept with the number of deletions it was counted at, and counted again
-//! when that number grows. The matches of a phrase of frequent words are kept too, once walked
-//! (see [`PhraseMatches`]), and the documents of a word found in most of a segment, as a bitmap
-//! (see [`WordDocs`]), each within their own memory budget.
+//! when that number grows. The matches of a phrase are kept too, once found (see
+//! [`PhraseMatches`]), within their own memory budget.
 //!
 //! This module is the store: the caches, their memory budgets and what they hold. The facet
 //! table is built in [`super::facet_table`]; kept filters are evaluated and read in
@@ -21,27 +20,21 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 use tantivy::index::SegmentId;
-use tantivy::postings::BlockSegmentPostings;
 use tantivy::query::{EnableScoring, Query, Weight};
-use tantivy::schema::IndexRecordOption;
-use tantivy::{DocId, SegmentReader, Term};
+use tantivy::{DocId, SegmentReader};
 
-use super::facet_table::SegmentFacets;
+use super::facet_table::{FacetCounts, SegmentFacets};
 
 /// Memory the permission filters may take, over all segments and callers.
 const FILTER_BYTES: usize = 64 * 1024 * 1024;
 /// Memory the matches of phrases may take, over all segments.
 const PHRASE_BYTES: usize = 64 * 1024 * 1024;
-/// Memory the bitmaps of frequent words may take, over all segments: 128 words over a
-/// million documents.
-const WORD_BYTES: usize = 16 * 1024 * 1024;
 
 /// The per-segment caches of one index.
 pub struct SegmentCaches {
     facets: Mutex<HashMap<SegmentId, Arc<SegmentFacets>>>,
     filters: Mutex<Kept<DocBits>>,
     phrases: Mutex<Kept<PhraseMatches>>,
-    words: Mutex<Kept<WordDocs>>,
 }
 
 impl Default for SegmentCaches {
@@ -50,7 +43,6 @@ impl Default for SegmentCaches {
             facets: Mutex::default(),
             filters: Mutex::new(Kept::new(FILTER_BYTES)),
             phrases: Mutex::new(Kept::new(PHRASE_BYTES)),
-            words: Mutex::new(Kept::new(WORD_BYTES)),
         }
     }
 }
@@ -85,8 +77,7 @@ impl SegmentCaches {
         if let Some(bits) = lock(&self.filters).get(id, key) {
             return Ok(bits);
         }
-        let combinations = self.facets(segment)?.combinations();
-        let mut bits = DocBits::empty(segment.max_doc(), combinations);
+        let mut bits = DocBits::empty(segment.max_doc());
         inner.get()?.for_each_no_score(segment, &mut |docs| {
             for &doc in docs {
                 bits.insert(doc);
@@ -102,32 +93,6 @@ impl SegmentCaches {
         lock(&self.facets).retain(|id, _| live.contains(id));
         lock(&self.filters).retain(live);
         lock(&self.phrases).retain(live);
-        lock(&self.words).retain(live);
-    }
-
-    /// The documents of `segment` holding `word` (its key [`WordDocs::key`]) when it is in
-    /// more than half of them; built now if not kept. `None` for a rarer word.
-    pub(super) fn word_docs(
-        &self,
-        segment: &SegmentReader,
-        word: &Term,
-        key: &[u8; 32],
-    ) -> tantivy::Result<Option<Arc<WordDocs>>> {
-        let index = segment.inverted_index(word.field())?;
-        let Some(info) = index.get_term_info(word)? else {
-            return Ok(None);
-        };
-        if u64::from(info.doc_freq).saturating_mul(FREQUENT_WORD) <= u64::from(segment.max_doc()) {
-            return Ok(None);
-        }
-        let id = segment.segment_id();
-        if let Some(docs) = lock(&self.words).get(id, key) {
-            return Ok(Some(docs));
-        }
-        let postings = index.read_block_postings_from_terminfo(&info, IndexRecordOption::Basic)?;
-        let docs = Arc::new(WordDocs::build(segment.max_doc(), postings));
-        lock(&self.words).insert(id, *key, docs.clone());
-        Ok(Some(docs))
     }
 
     /// The matches of the phrase named `key` in `segment`, if kept.
@@ -158,36 +123,30 @@ impl tantivy::Warmer for SegmentCaches {
     }
 }
 
-/// A word in more than one document in this many of a segment is kept there as a bitmap of its
-/// documents ([`WordDocs`]).
-const FREQUENT_WORD: u64 = 2;
-
 /// The documents of a segment a filter admits.
 pub struct DocBits {
     pub(super) words: Box<[u64]>,
     pub(super) len: u32,
     pub(super) max_doc: u32,
-    /// Facet combinations of the segment: the size of [`DocBits::counts`].
-    combinations: usize,
     /// What browsing counts, kept for the segment's deletions when they were counted.
     counts: Mutex<Option<Arc<AliveCounts>>>,
 }
 
-/// How many of the admitted documents not deleted have each facet combination.
+/// How many of the admitted documents are not deleted, and their facets.
 pub(super) struct AliveCounts {
     /// The segment's deleted documents when counted. A segment's deletions only grow, so
     /// the same number means the same documents.
     deleted: u32,
-    pub(super) counts: Vec<u32>,
+    pub(super) total: u64,
+    pub(super) facets: FacetCounts,
 }
 
 impl DocBits {
-    pub(super) fn empty(max_doc: u32, combinations: usize) -> Self {
+    pub(super) fn empty(max_doc: u32) -> Self {
         Self {
             words: vec![0; (max_doc as usize).div_ceil(64)].into_boxed_slice(),
             len: 0,
             max_doc,
-            combinations,
             counts: Mutex::new(None),
         }
     }
@@ -197,17 +156,6 @@ impl DocBits {
         self.words
             .get((doc / 64) as usize)
             .is_some_and(|w| w & (1 << (doc % 64)) != 0)
-    }
-
-    /// The admission of the 64 documents from `first` on, the first in the lowest bit.
-    pub(super) fn word_at(&self, first: DocId) -> u64 {
-        let word = |i: usize| self.words.get(i).copied().unwrap_or(0);
-        let (i, shift) = ((first / 64) as usize, first % 64);
-        if shift == 0 {
-            word(i)
-        } else {
-            (word(i) >> shift) | (word(i + 1) << (64 - shift))
-        }
     }
 
     /// The admitted documents in order.
@@ -224,31 +172,31 @@ impl DocBits {
         })
     }
 
-    /// The facet combinations of the admitted documents `segment` has not deleted, counted
-    /// once per state of its deletions.
+    /// How many of the admitted documents `segment` has not deleted, and their facets as
+    /// `count` counts them (given them in order), counted once per state of its deletions.
     pub(super) fn alive_counts(
         &self,
         segment: &SegmentReader,
-        table: &SegmentFacets,
-    ) -> Arc<AliveCounts> {
+        count: impl FnOnce(&[DocId]) -> tantivy::Result<FacetCounts>,
+    ) -> tantivy::Result<Arc<AliveCounts>> {
         let deleted = segment.num_deleted_docs();
         if let Some(counts) = lock(&self.counts).as_ref()
             && counts.deleted == deleted
         {
-            return counts.clone();
+            return Ok(counts.clone());
         }
-        let mut counts = vec![0u32; table.combinations()];
         let alive = segment.alive_bitset();
-        for doc in self.iter() {
-            if alive.is_none_or(|a| a.is_alive(doc))
-                && let Some(c) = table.combo_of(doc).and_then(|c| counts.get_mut(c))
-            {
-                *c += 1;
-            }
-        }
-        let counts = Arc::new(AliveCounts { deleted, counts });
+        let docs: Vec<DocId> = self
+            .iter()
+            .filter(|&doc| alive.is_none_or(|a| a.is_alive(doc)))
+            .collect();
+        let counts = Arc::new(AliveCounts {
+            deleted,
+            total: docs.len() as u64,
+            facets: count(&docs)?,
+        });
         *lock(&self.counts) = Some(counts.clone());
-        counts
+        Ok(counts)
     }
 
     pub(super) fn insert(&mut self, doc: DocId) {
@@ -263,7 +211,7 @@ impl DocBits {
 }
 
 /// Every document of a segment holding a phrase, in order, with how many times it holds it:
-/// what a pair index would store for the phrase, found by walking the words' positions once.
+/// what a pair index would store for the phrase, found once per segment.
 /// A segment never changes, so they stay true until it is merged away; deleted documents are
 /// among them, and are left out when matches are collected, as for any query.
 #[derive(Debug, Default)]
@@ -292,63 +240,13 @@ pub trait Weighed {
     fn bytes(&self) -> usize;
 }
 
+/// The kept facet counts of a filter's documents in a segment, as weighed: a few hundred
+/// values.
+const COUNTS_BYTES: usize = 16 * 1024;
+
 impl Weighed for DocBits {
     fn bytes(&self) -> usize {
-        self.words.len() * 8 + self.combinations * 4
-    }
-}
-
-/// The documents of a segment holding a word found in more than half of them
-/// ([`FREQUENT_WORD`]), a bit each: counting such a word under a broad filter reads 64
-/// documents at a time from it instead of every document from the word's postings (see
-/// [`AdmittedWeight::count_frequent_word`]). Like an index that stores dense postings as a
-/// bitmap, built the first time the word is counted in the segment; deleted documents are
-/// among them.
-pub struct WordDocs {
-    pub(super) words: Box<[u64]>,
-}
-
-impl WordDocs {
-    /// The key a word's bitmap is kept under.
-    pub(super) fn key(word: &Term) -> [u8; 32] {
-        let mut key = Sha256::new();
-        key.update(word.field().field_id().to_le_bytes());
-        key.update(word.serialized_value_bytes());
-        key.finalize().into()
-    }
-
-    /// The word's documents, from its postings.
-    fn build(max_doc: DocId, mut postings: BlockSegmentPostings) -> Self {
-        let mut words = vec![0u64; (max_doc as usize).div_ceil(64)].into_boxed_slice();
-        // The documents of one 64-document word gathered in a register: postings are in order.
-        let (mut at, mut held) = (0usize, 0u64);
-        loop {
-            let docs = postings.docs();
-            if docs.is_empty() {
-                break;
-            }
-            for &doc in docs {
-                let here = (doc / 64) as usize;
-                if here != at {
-                    if let Some(w) = words.get_mut(at) {
-                        *w = held;
-                    }
-                    (at, held) = (here, 0);
-                }
-                held |= 1 << (doc % 64);
-            }
-            postings.advance();
-        }
-        if let Some(w) = words.get_mut(at) {
-            *w = held;
-        }
-        Self { words }
-    }
-}
-
-impl Weighed for WordDocs {
-    fn bytes(&self) -> usize {
-        self.words.len() * 8
+        self.words.len() * 8 + COUNTS_BYTES
     }
 }
 
@@ -467,7 +365,7 @@ impl FilterKey {
 /// A segment's bitset admitting `docs` of `max_doc`, for tests.
 #[cfg(test)]
 pub(super) fn bits(docs: &[DocId], max_doc: u32) -> Arc<DocBits> {
-    let mut b = DocBits::empty(max_doc, 0);
+    let mut b = DocBits::empty(max_doc);
     for &d in docs {
         b.insert(d);
     }
@@ -482,7 +380,7 @@ mod tests {
     fn filters_are_evicted_least_recently_used_first_within_their_budget() {
         let mut filters = Kept::new(FILTER_BYTES);
         let segment = SegmentId::generate_random();
-        let big = |n: usize| bits(&[], (FILTER_BYTES / 2 * 8 - 64 * n) as u32);
+        let big = |n: usize| bits(&[], ((FILTER_BYTES / 2 - COUNTS_BYTES) * 8 - 64 * n) as u32);
         filters.insert(segment, [1; 32], big(0));
         filters.insert(segment, [2; 32], big(1));
         assert!(filters.get(segment, &[1; 32]).is_some());

@@ -203,13 +203,6 @@ impl SegmentCollector for FacetSegment {
     }
 }
 
-/// The facets of a segment's matches counted per combination (`counts`, by combination).
-pub fn of_counts(table: &SegmentFacets, counts: &[u32]) -> FacetCounts {
-    let mut by_slot = table.by_slot();
-    table.tally_all(counts, &mut by_slot);
-    table.named(&by_slot)
-}
-
 /// Counts `procedure`, `kind`, `status` and `year` of every matching document value by value,
 /// straight from the fast fields: tantivy's own way, beside which the tables are measured
 /// ([`super::Plain::facets`]).
@@ -302,6 +295,17 @@ pub enum Facets<'a> {
 pub enum FacetsSegment {
     Table(FacetSegment),
     Plain(PlainSegment),
+}
+
+impl Facets<'_> {
+    /// The facets of `docs`, in order, of `segment`.
+    pub fn of_docs(&self, segment: &SegmentReader, docs: &[DocId]) -> tantivy::Result<FacetCounts> {
+        let mut counting = self.for_segment(0, segment)?;
+        for block in docs.chunks(tantivy::COLLECT_BLOCK_BUFFER_LEN) {
+            counting.collect_block(block);
+        }
+        Ok(counting.harvest())
+    }
 }
 
 impl Collector for Facets<'_> {
@@ -490,14 +494,13 @@ mod tests {
         }
     }
 
-    /// A word in most documents of a segment is counted from a bitmap of its documents: by the
-    /// admitted documents that lack it (scattered, in whole runs of 64 and more, and the
-    /// segment's last ones) when they are fewer than its matches, by its matches otherwise
-    /// ("muro", in few documents of `proc1`). Some documents are deleted. The totals and
-    /// facets equal those counted by hand, under a permission evaluated with the search (which
-    /// counts every match) and two kept ones, and again once the bitmaps are kept.
+    /// A word in most documents of a segment ("facciata", lacking from scattered documents,
+    /// whole runs of them and the segment's last ones) and one in few documents of `proc1`
+    /// ("muro") are counted exactly, some documents deleted: the totals and facets equal those
+    /// counted by hand, under a permission evaluated with the search and two kept ones, and
+    /// again once the filters are kept.
     #[test]
-    fn frequent_words_are_counted_from_bitmaps_of_their_documents() {
+    fn frequent_and_rare_words_are_counted_exactly_under_every_permission() {
         let lacks = |i: usize| i % 7 == 3 || (i / 100) % 9 == 4 || i >= 4_930;
         let wall = |i: usize| i % 3 != 1 || i.is_multiple_of(10);
         let docs: Vec<IndexedDoc> = (0..5_000)

@@ -11,6 +11,7 @@ mod facets;
 mod filter;
 mod paths;
 mod phrase;
+mod request;
 mod scope;
 pub mod search;
 mod snippet;
@@ -156,106 +157,6 @@ pub fn italian_analyzer() -> TextAnalyzer {
         .filter(StopWordFilter::remove(stop_words))
         .filter(stem::ItalianStemmer)
         .build()
-}
-
-/// The analyzer snippets are highlighted with: the Italian analyzer, except that only words
-/// that could stem to one of the query's terms are stemmed (the others are blanked, and never
-/// match). The Italian stemmer only removes or rewrites endings, and a rewrite changes at most
-/// the stem's last letter (*-enza* becomes *-ente*), so a word that does not begin with a
-/// query term's stem minus its last letter (at least three letters) cannot match; skipping
-/// the stemmer for those makes highlighting several times cheaper.
-pub fn snippet_analyzer(query_terms: &[String]) -> TextAnalyzer {
-    let prefixes: Vec<String> = query_terms
-        .iter()
-        .map(|t| {
-            let letters = t.chars().count();
-            t.chars()
-                .take(letters.saturating_sub(1).max(3).min(letters))
-                .collect()
-        })
-        .collect();
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(48))
-        .filter(LowerCaser)
-        .filter(AsciiFoldingFilter)
-        .filter(candidates::KeepCandidates::new(prefixes))
-        .filter(stem::ItalianStemmer)
-        .build()
-}
-
-mod candidates {
-    //! A token filter that blanks the tokens starting with none of a set of prefixes.
-
-    use std::sync::Arc;
-
-    use tantivy::tokenizer::{Token, TokenFilter, TokenStream, Tokenizer};
-
-    #[derive(Clone)]
-    pub struct KeepCandidates(Arc<Vec<String>>);
-
-    impl KeepCandidates {
-        pub fn new(prefixes: Vec<String>) -> Self {
-            Self(Arc::new(prefixes))
-        }
-    }
-
-    impl TokenFilter for KeepCandidates {
-        type Tokenizer<T: Tokenizer> = Wrapper<T>;
-
-        fn transform<T: Tokenizer>(self, inner: T) -> Wrapper<T> {
-            Wrapper {
-                prefixes: self.0,
-                inner,
-            }
-        }
-    }
-
-    #[derive(Clone)]
-    pub struct Wrapper<T> {
-        prefixes: Arc<Vec<String>>,
-        inner: T,
-    }
-
-    impl<T: Tokenizer> Tokenizer for Wrapper<T> {
-        type TokenStream<'a> = Stream<'a, T::TokenStream<'a>>;
-
-        fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
-            Stream {
-                prefixes: &self.prefixes,
-                tail: self.inner.token_stream(text),
-            }
-        }
-    }
-
-    pub struct Stream<'a, S> {
-        prefixes: &'a [String],
-        tail: S,
-    }
-
-    impl<S: TokenStream> TokenStream for Stream<'_, S> {
-        fn advance(&mut self) -> bool {
-            if !self.tail.advance() {
-                return false;
-            }
-            let token = self.tail.token_mut();
-            if !self
-                .prefixes
-                .iter()
-                .any(|p| token.text.starts_with(p.as_str()))
-            {
-                token.text.clear();
-            }
-            true
-        }
-
-        fn token(&self) -> &Token {
-            self.tail.token()
-        }
-
-        fn token_mut(&mut self) -> &mut Token {
-            self.tail.token_mut()
-        }
-    }
 }
 
 /// One indexed document.
@@ -534,6 +435,7 @@ pub(crate) type StoredDoc = TantivyDocument;
 mod tests {
     use tantivy::tokenizer::TokenStream;
 
+    use super::snippet::snippet_analyzer;
     use super::*;
 
     /// The tokens `analyzer` makes of `text`.

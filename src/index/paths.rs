@@ -7,14 +7,13 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Plain {
     /// Permission filters are evaluated with each search as ordinary clauses, instead of kept
-    /// per segment as bitsets (with their browsing, windowed counting and top-of-page paths).
+    /// per segment as bitsets (with their browsing and counting paths).
     pub filters: bool,
-    /// Exact phrases run on tantivy's `PhraseScorer`, instead of the walk over frequent words'
-    /// postings and the kept phrase matches.
+    /// Exact phrases run on tantivy's `PhraseScorer`, instead of their matches kept per
+    /// segment.
     pub phrases: bool,
     /// Facets are counted value by value from the fast fields, instead of through the
-    /// segments' tables of value combinations (where filters are evaluated with the search;
-    /// a kept filter counts through its tables).
+    /// segments' tables of value combinations.
     pub facets: bool,
     /// Snippets come from tantivy's `SnippetGenerator`, instead of our passage finder.
     pub snippets: bool,

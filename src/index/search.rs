@@ -3,7 +3,6 @@
 
 use std::ops::Bound;
 
-use serde::Serialize;
 use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::query::{
     AllQuery, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, PhraseQuery, Query, QueryParser,
@@ -14,8 +13,11 @@ use tantivy::{DocAddress, Executor, Order, Searcher, Term};
 
 use super::facets::{FacetCollector, FacetCounts, Facets, PlainFacets};
 use super::filter::{CachedFilter, CountedTop};
-use super::phrase::{FrequentPhrase, exact_phrases};
-use super::snippet::Snippets;
+use super::phrase::{KeptPhrase, exact_phrases};
+pub use super::request::{
+    Deferred, Filters, Hit, Permission, SearchRequest, SearchResult, SortBy, Stop, stopped,
+};
+use super::snippet::{Highlighter, highlight, lead, snippets_for};
 use super::{IndexError, SearchIndex, StoredDoc};
 
 /// Searches over at least this many documents run on every core...
@@ -25,147 +27,6 @@ const PARALLEL_FROM_MATCHES: u64 = 10_000;
 /// A page of at least this many hits is read on every core, on an index of
 /// [`PARALLEL_FROM_DOCS`] or more.
 const PARALLEL_PAGE_FROM: usize = 4;
-
-/// How hits are ordered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SortBy {
-    /// Best match first.
-    Relevance,
-    /// Newest first.
-    Date,
-}
-
-/// The exact-match filters of a search, typed: each one a term every hit must hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filters {
-    /// Procedure code.
-    pub procedure: Option<String>,
-    /// Office code.
-    pub office: Option<String>,
-    /// Document kind.
-    pub kind: Option<crate::domain::DocumentKind>,
-    /// Dossier status.
-    pub status: Option<crate::domain::DossierStatus>,
-    /// One dossier.
-    pub dossier: Option<crate::domain::DossierId>,
-    /// Year the dossier was opened.
-    pub year: Option<u64>,
-    /// Only signed files.
-    pub signed: bool,
-    /// Only files one person signed: their codice fiscale, upper case.
-    pub signer: Option<String>,
-}
-
-impl Filters {
-    /// Each filter as the field it matches and its value (the year as text), in a fixed
-    /// order: what the search's audit record lists, and what becomes its terms.
-    pub fn named(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if let Some(p) = &self.procedure {
-            out.push(("procedure", p.clone()));
-        }
-        if let Some(o) = &self.office {
-            out.push(("office", o.clone()));
-        }
-        if let Some(k) = self.kind {
-            out.push(("kind", k.as_str().to_owned()));
-        }
-        if let Some(s) = self.status {
-            out.push(("status", s.as_str().to_owned()));
-        }
-        if let Some(d) = self.dossier {
-            out.push(("dossier_id", d.to_string()));
-        }
-        if self.signed {
-            out.push(("signed", "yes".to_owned()));
-        }
-        if let Some(cf) = &self.signer {
-            out.push(("signer", cf.clone()));
-        }
-        if let Some(y) = self.year {
-            out.push(("year", y.to_string()));
-        }
-        out
-    }
-
-    /// The terms every hit must hold.
-    pub fn terms(&self, fields: &super::Fields) -> Vec<Term> {
-        self.named()
-            .into_iter()
-            .map(|(name, value)| match name {
-                "year" => Term::from_field_u64(fields.year, self.year.unwrap_or_default()),
-                "procedure" => Term::from_field_text(fields.procedure, &value),
-                "office" => Term::from_field_text(fields.office, &value),
-                "kind" => Term::from_field_text(fields.kind, &value),
-                "status" => Term::from_field_text(fields.status, &value),
-                "dossier_id" => Term::from_field_text(fields.dossier_id, &value),
-                "signed" => Term::from_field_text(fields.signed, &value),
-                _ => Term::from_field_text(fields.signer, &value),
-            })
-            .collect()
-    }
-}
-
-/// A search, already validated.
-#[derive(Clone, Debug, Default)]
-pub struct SearchRequest {
-    /// The user's query; empty matches everything the caller may see.
-    pub q: String,
-    /// The exact-match filters.
-    pub filters: Filters,
-    /// Newest version at or after (ms).
-    pub from_ms: Option<i64>,
-    /// Newest version before (ms).
-    pub to_ms: Option<i64>,
-    /// Page size.
-    pub limit: usize,
-    /// Hits skipped.
-    pub offset: usize,
-    /// Order.
-    pub sort: Option<SortBy>,
-    /// When to give up: a time budget, and a flag the server sets when the client goes away.
-    pub stop: Option<Stop>,
-}
-
-/// When a search stops: checked before each segment is visited.
-#[derive(Clone, Debug)]
-pub struct Stop {
-    /// Past this, the search stops.
-    pub deadline: std::time::Instant,
-    /// Set when nobody waits for the answer any more.
-    pub abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Stop {
-    fn check(&self) -> tantivy::Result<()> {
-        if self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(tantivy::TantivyError::InternalError(
-                STOPPED_ABANDONED.into(),
-            ));
-        }
-        if std::time::Instant::now() >= self.deadline {
-            return Err(tantivy::TantivyError::InternalError(STOPPED_BUDGET.into()));
-        }
-        Ok(())
-    }
-}
-
-/// The error texts of a stopped search, told apart by [`stopped`].
-const STOPPED_BUDGET: &str = "search stopped: over its time budget";
-const STOPPED_ABANDONED: &str = "search stopped: the client went away";
-
-/// Whether `e` is a search stopped by its [`Stop`], and which way: over budget (`true`) or
-/// abandoned (`false`).
-pub fn stopped(e: &IndexError) -> Option<bool> {
-    let IndexError::Tantivy(tantivy::TantivyError::InternalError(text)) = e else {
-        return None;
-    };
-    match text.as_str() {
-        STOPPED_BUDGET => Some(true),
-        STOPPED_ABANDONED => Some(false),
-        _ => None,
-    }
-}
 
 /// A collector that checks a [`Stop`] before each segment, then lets `inner` collect it.
 struct Stoppable<'a, C> {
@@ -208,85 +69,6 @@ impl<C: Collector> Collector for Stoppable<'_, C> {
     }
 }
 
-/// One hit.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Hit {
-    /// Document id.
-    #[schema(value_type = String)]
-    pub document_id: crate::domain::DocumentId,
-    /// Dossier id.
-    #[schema(value_type = String)]
-    pub dossier_id: crate::domain::DossierId,
-    /// Dossier number.
-    pub dossier_number: String,
-    /// Title.
-    pub title: String,
-    /// Kind.
-    pub kind: String,
-    /// Place in the whole result, from 1.
-    pub rank: usize,
-    /// Relevance score (0 when sorted by date or searching without words). Not sent: it is
-    /// computed from statistics over documents the caller may not read.
-    #[serde(skip)]
-    pub score: f32,
-    /// HTML: the best passage, matches in `<mark>`, everything else escaped.
-    pub snippet: String,
-}
-
-/// The answer.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct SearchResult {
-    /// Exact number of matching documents the caller may read.
-    pub total: u64,
-    /// The requested page.
-    pub hits: Vec<Hit>,
-    /// Counts per value of `procedure`, `kind`, `year`, `status`.
-    #[schema(value_type = Object)]
-    pub facets: FacetCounts,
-}
-
-/// What a caller may find: a query selecting the documents, and a key naming exactly what it
-/// selects when it is worth keeping per segment (see [`super::cache`]).
-pub struct Permission {
-    /// The documents the caller may read.
-    pub query: Box<dyn Query>,
-    /// For broad or costly permissions: the role, tenant and scope it was built from.
-    pub cache_key: Option<super::cache::FilterKey>,
-    /// The permission admits only the documents of a few dossiers: a search over so few is
-    /// cheaper on the calling thread than handed to every core.
-    pub narrow: bool,
-    /// The permission admits a large part of the index (the tenant, an office): its searches
-    /// visit most of a phrase's matches anyway, and walk a segment's whole to keep them.
-    pub broad: bool,
-}
-
-/// A query built only when a search evaluates it. A kept permission's query (a term per
-/// dossier, hundreds for a busy professional) is not needed while its filters are kept.
-#[derive(Clone)]
-pub struct Deferred(std::sync::Arc<dyn Fn() -> Box<dyn Query> + Send + Sync>);
-
-impl Deferred {
-    /// The query `build` returns, built anew each time it is evaluated.
-    pub fn new(build: impl Fn() -> Box<dyn Query> + Send + Sync + 'static) -> Self {
-        Self(std::sync::Arc::new(build))
-    }
-}
-
-impl std::fmt::Debug for Deferred {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Deferred")
-    }
-}
-
-impl Query for Deferred {
-    fn weight(
-        &self,
-        scoring: EnableScoring<'_>,
-    ) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
-        (self.0)().weight(scoring)
-    }
-}
-
 impl SearchIndex {
     /// Runs a search restricted by `permission` (from `access`).
     pub fn search(
@@ -308,8 +90,8 @@ impl SearchIndex {
             let parsed = parser
                 .parse_query(&q)
                 .map_err(|e| IndexError::Query(format!("malformed query: {e}")))?;
-            // Exact phrases run on the scorer for frequent words where it pays: not over the
-            // few documents of a narrow permission, which the phrase is only asked about.
+            // Exact phrases' matches are kept per segment: not over the few documents of a
+            // narrow permission, which the phrase is only asked about.
             Some(if permission.narrow || plain.phrases {
                 parsed
             } else {
@@ -319,7 +101,7 @@ impl SearchIndex {
                     f.body,
                     "body",
                     || self.index().tokenizers().get(super::ITALIAN),
-                    Some((&self.caches, permission.broad)),
+                    (&self.caches, permission.broad),
                 )
             })
         };
@@ -348,7 +130,12 @@ impl SearchIndex {
                     && request.to_ms.is_none()
                     && sort == SortBy::Date =>
             {
-                let browsed = filter.browse(&searcher, request.offset, request.limit.max(1))?;
+                let browsed = filter.browse(
+                    &searcher,
+                    request.offset,
+                    request.limit.max(1),
+                    &self.facets(plain.facets),
+                )?;
                 let page = browsed.page.into_iter().map(|a| (0.0, a)).collect();
                 (browsed.total, browsed.facets, page)
             }
@@ -472,6 +259,17 @@ impl SearchIndex {
 }
 
 impl SearchIndex {
+    /// How facets are counted: through the segments' tables, or value by value.
+    fn facets(&self, plain: bool) -> Facets<'_> {
+        if plain {
+            Facets::Plain(PlainFacets)
+        } else {
+            Facets::Table(FacetCollector {
+                caches: &self.caches,
+            })
+        }
+    }
+
     /// Counts, facets and ranks the matches of the user's query, the permission and the
     /// filters, visiting every match.
     fn collect(
@@ -502,7 +300,7 @@ impl SearchIndex {
         // Words alone, ranked, for a caller whose permission is kept: the count and facets
         // visit every match without scoring, and the page is ranked apart, where tantivy
         // skips the blocks of postings that cannot reach it (block-max WAND; see
-        // `CachedFilter::top`). Two passes cost less than one that scores every match; they
+        // `Admitted`). Two passes cost less than one that scores every match; they
         // run one after the other over each segment (`CountedTop`).
         if let (Scope::Kept(cached), Some(q), SortBy::Relevance) =
             (&m.permission, m.user_query, m.sort)
@@ -511,14 +309,14 @@ impl SearchIndex {
             && request.to_ms.is_none()
             && prunable(q)
         {
-            let facets = FacetCollector {
-                caches: &self.caches,
-            };
+            let facets = self.facets(plain_facets);
             let counted = cached.admit(q.box_clone());
-            let top = cached.top(searcher, request.offset, request.limit.max(1));
+            let top = TopDocs::with_limit(request.limit.max(1))
+                .and_offset(request.offset)
+                .order_by_score();
             let (total, facets, page) = self.run(
                 searcher,
-                q,
+                &counted,
                 &CountedTop::new(&counted, searcher, facets, top)?,
                 parallel,
                 request.stop.as_ref(),
@@ -552,21 +350,13 @@ impl SearchIndex {
             });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
         }
-        let plain_facets = plain_facets && kept.is_none();
         let query: Box<dyn Query> = match kept {
             Some(cached) => Box::new(cached.admit(Box::new(BooleanQuery::new(clauses)))),
             None => Box::new(BooleanQuery::new(clauses)),
         };
         let query = query.as_ref();
         let top = TopDocs::with_limit(request.limit.max(1)).and_offset(request.offset);
-        // A kept filter counts its facets through the segments' tables (`Admitted`).
-        let facets = if plain_facets {
-            Facets::Plain(PlainFacets)
-        } else {
-            Facets::Table(FacetCollector {
-                caches: &self.caches,
-            })
-        };
+        let facets = self.facets(plain_facets);
         let (total, facets, page) = match m.sort {
             SortBy::Relevance => {
                 let (total, facets, hits) = self.run(
@@ -654,11 +444,10 @@ fn most_matches(searcher: &Searcher, query: &dyn Query) -> tantivy::Result<Optio
     let mut least = None;
     if let Some(term) = query.downcast_ref::<TermQuery>() {
         least = Some(searcher.doc_freq(term.term())?);
-    } else if let Some(phrase) = query.downcast_ref::<PhraseQuery>().or_else(|| {
-        query
-            .downcast_ref::<FrequentPhrase>()
-            .map(FrequentPhrase::phrase)
-    }) {
+    } else if let Some(phrase) = query
+        .downcast_ref::<PhraseQuery>()
+        .or_else(|| query.downcast_ref::<KeptPhrase>().map(KeptPhrase::phrase))
+    {
         for term in phrase.phrase_terms() {
             least = fewest(least, searcher.doc_freq(&term)?);
         }
@@ -684,8 +473,8 @@ fn most_matches(searcher: &Searcher, query: &dyn Query) -> tantivy::Result<Optio
 fn prunable(query: &dyn Query) -> bool {
     if query.is::<TermQuery>()
         || query
-            .downcast_ref::<FrequentPhrase>()
-            .is_some_and(FrequentPhrase::keeps)
+            .downcast_ref::<KeptPhrase>()
+            .is_some_and(KeptPhrase::finds)
     {
         return true;
     }
@@ -701,128 +490,6 @@ fn prunable(query: &dyn Query) -> bool {
 /// The smaller of a bound, if any, and `n`.
 fn fewest(least: Option<u64>, n: u64) -> Option<u64> {
     Some(least.map_or(n, |l| l.min(n)))
-}
-
-/// The snippet finder for the terms of `query` in the `searched` field, each weighted by its
-/// rarity, with the analyzer that stems only the words that could match (see
-/// [`super::snippet_analyzer`]).
-/// What finds a hit's best passage: our passage finder, or tantivy's snippet generator.
-#[derive(Clone)]
-enum Highlighter {
-    Ours(Snippets),
-    /// The generator's inputs: it is not `Clone`, so each thread of a page makes its own.
-    Tantivy {
-        words: std::collections::BTreeMap<String, f32>,
-        analyzer: tantivy::tokenizer::TextAnalyzer,
-        field: tantivy::schema::Field,
-    },
-}
-
-impl Highlighter {
-    /// The best passage of `text` and where the query's words are in it.
-    fn best<'t>(&mut self, text: &'t str) -> Option<(&'t str, Vec<std::ops::Range<usize>>)> {
-        match self {
-            Self::Ours(snippets) => snippets.best(text),
-            Self::Tantivy {
-                words,
-                analyzer,
-                field,
-            } => {
-                let snippet = tantivy::snippet::SnippetGenerator::new(
-                    words.clone(),
-                    analyzer.clone(),
-                    *field,
-                    SNIPPET_CHARS,
-                )
-                .snippet(text);
-                if snippet.is_empty() {
-                    return None;
-                }
-                let range = snippet.fragment_range();
-                Some((&text[range], snippet.highlighted().to_vec()))
-            }
-        }
-    }
-}
-
-/// The longest passage a snippet shows, in bytes.
-const SNIPPET_CHARS: usize = 240;
-
-fn snippets_for(
-    searcher: &tantivy::Searcher,
-    query: &dyn Query,
-    searched: tantivy::schema::Field,
-    plain: bool,
-) -> Result<Highlighter, IndexError> {
-    let mut terms = std::collections::BTreeSet::new();
-    query.query_terms(&mut |term, _| {
-        if term.field() == searched {
-            terms.insert(term.clone());
-        }
-    });
-    let mut words = Vec::new();
-    for term in terms {
-        let Some(text) = term.value().as_str().map(str::to_owned) else {
-            continue;
-        };
-        let doc_freq = searcher.doc_freq(&term)?;
-        if doc_freq > 0 {
-            words.push((text, 1.0 / (1.0 + doc_freq as f32)));
-        }
-    }
-    if plain {
-        return Ok(Highlighter::Tantivy {
-            words: words.into_iter().collect(),
-            analyzer: searcher.index().tokenizer_for_field(searched)?,
-            field: searched,
-        });
-    }
-    let stems: Vec<String> = words.iter().map(|(w, _)| w.clone()).collect();
-    Ok(Highlighter::Ours(Snippets::new(
-        super::snippet_analyzer(&stems),
-        words,
-        SNIPPET_CHARS,
-    )))
-}
-
-/// The start of a text, escaped, when no passage matched (a title-only hit).
-fn lead(text: &str) -> String {
-    let cut: String = text.chars().take(240).collect();
-    escape(cut.trim())
-}
-
-/// Escapes `fragment` and wraps the highlighted byte ranges in `<mark>`.
-fn highlight(fragment: &str, ranges: &[std::ops::Range<usize>]) -> String {
-    let mut out = String::with_capacity(fragment.len() + ranges.len() * 13);
-    let mut at = 0;
-    for r in ranges {
-        if r.start < at || r.end > fragment.len() {
-            continue;
-        }
-        out.push_str(&escape(&fragment[at..r.start]));
-        out.push_str("<mark>");
-        out.push_str(&escape(&fragment[r.start..r.end]));
-        out.push_str("</mark>");
-        at = r.end;
-    }
-    out.push_str(&escape(&fragment[at..]));
-    out
-}
-
-/// HTML-escapes text for element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -10,7 +10,12 @@
 
 use std::ops::Range;
 
-use tantivy::tokenizer::{TextAnalyzer, TokenStream};
+use tantivy::query::Query;
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer, TokenStream,
+};
+
+use super::IndexError;
 
 /// Words of this many bytes or more are not tokens (the analyzers' `RemoveLongFilter`).
 const LONGEST: usize = 48;
@@ -136,6 +141,231 @@ impl Snippets {
     }
 }
 
+/// What finds a hit's best passage: our passage finder, or tantivy's snippet generator.
+#[derive(Clone)]
+pub(super) enum Highlighter {
+    Ours(Snippets),
+    /// The generator's inputs: it is not `Clone`, so each thread of a page makes its own.
+    Tantivy {
+        words: std::collections::BTreeMap<String, f32>,
+        analyzer: tantivy::tokenizer::TextAnalyzer,
+        field: tantivy::schema::Field,
+    },
+}
+
+impl Highlighter {
+    /// The best passage of `text` and where the query's words are in it.
+    pub(super) fn best<'t>(
+        &mut self,
+        text: &'t str,
+    ) -> Option<(&'t str, Vec<std::ops::Range<usize>>)> {
+        match self {
+            Self::Ours(snippets) => snippets.best(text),
+            Self::Tantivy {
+                words,
+                analyzer,
+                field,
+            } => {
+                let snippet = tantivy::snippet::SnippetGenerator::new(
+                    words.clone(),
+                    analyzer.clone(),
+                    *field,
+                    SNIPPET_CHARS,
+                )
+                .snippet(text);
+                if snippet.is_empty() {
+                    return None;
+                }
+                let range = snippet.fragment_range();
+                Some((&text[range], snippet.highlighted().to_vec()))
+            }
+        }
+    }
+}
+
+/// The longest passage a snippet shows, in bytes.
+const SNIPPET_CHARS: usize = 240;
+
+/// The snippet finder for the terms of `query` in the `searched` field, each weighted by its
+/// rarity: ours with the analyzer that stems only the words that could match (see
+/// [`snippet_analyzer`]), or tantivy's when `plain`.
+pub(super) fn snippets_for(
+    searcher: &tantivy::Searcher,
+    query: &dyn Query,
+    searched: tantivy::schema::Field,
+    plain: bool,
+) -> Result<Highlighter, IndexError> {
+    let mut terms = std::collections::BTreeSet::new();
+    query.query_terms(&mut |term, _| {
+        if term.field() == searched {
+            terms.insert(term.clone());
+        }
+    });
+    let mut words = Vec::new();
+    for term in terms {
+        let Some(text) = term.value().as_str().map(str::to_owned) else {
+            continue;
+        };
+        let doc_freq = searcher.doc_freq(&term)?;
+        if doc_freq > 0 {
+            words.push((text, 1.0 / (1.0 + doc_freq as f32)));
+        }
+    }
+    if plain {
+        return Ok(Highlighter::Tantivy {
+            words: words.into_iter().collect(),
+            analyzer: searcher.index().tokenizer_for_field(searched)?,
+            field: searched,
+        });
+    }
+    let stems: Vec<String> = words.iter().map(|(w, _)| w.clone()).collect();
+    Ok(Highlighter::Ours(Snippets::new(
+        snippet_analyzer(&stems),
+        words,
+        SNIPPET_CHARS,
+    )))
+}
+
+/// The start of a text, escaped, when no passage matched (a title-only hit).
+pub(super) fn lead(text: &str) -> String {
+    let cut: String = text.chars().take(240).collect();
+    escape(cut.trim())
+}
+
+/// Escapes `fragment` and wraps the highlighted byte ranges in `<mark>`.
+pub(super) fn highlight(fragment: &str, ranges: &[std::ops::Range<usize>]) -> String {
+    let mut out = String::with_capacity(fragment.len() + ranges.len() * 13);
+    let mut at = 0;
+    for r in ranges {
+        if r.start < at || r.end > fragment.len() {
+            continue;
+        }
+        out.push_str(&escape(&fragment[at..r.start]));
+        out.push_str("<mark>");
+        out.push_str(&escape(&fragment[r.start..r.end]));
+        out.push_str("</mark>");
+        at = r.end;
+    }
+    out.push_str(&escape(&fragment[at..]));
+    out
+}
+
+/// HTML-escapes text for element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The analyzer snippets are highlighted with: the Italian analyzer, except that only words
+/// that could stem to one of the query's terms are stemmed (the others are blanked, and never
+/// match). The Italian stemmer only removes or rewrites endings, and a rewrite changes at most
+/// the stem's last letter (*-enza* becomes *-ente*), so a word that does not begin with a
+/// query term's stem minus its last letter (at least three letters) cannot match; skipping
+/// the stemmer for those makes highlighting several times cheaper.
+pub fn snippet_analyzer(query_terms: &[String]) -> TextAnalyzer {
+    let prefixes: Vec<String> = query_terms
+        .iter()
+        .map(|t| {
+            let letters = t.chars().count();
+            t.chars()
+                .take(letters.saturating_sub(1).max(3).min(letters))
+                .collect()
+        })
+        .collect();
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(48))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(candidates::KeepCandidates::new(prefixes))
+        .filter(super::stem::ItalianStemmer)
+        .build()
+}
+
+mod candidates {
+    //! A token filter that blanks the tokens starting with none of a set of prefixes.
+
+    use std::sync::Arc;
+
+    use tantivy::tokenizer::{Token, TokenFilter, TokenStream, Tokenizer};
+
+    #[derive(Clone)]
+    pub struct KeepCandidates(Arc<Vec<String>>);
+
+    impl KeepCandidates {
+        pub fn new(prefixes: Vec<String>) -> Self {
+            Self(Arc::new(prefixes))
+        }
+    }
+
+    impl TokenFilter for KeepCandidates {
+        type Tokenizer<T: Tokenizer> = Wrapper<T>;
+
+        fn transform<T: Tokenizer>(self, inner: T) -> Wrapper<T> {
+            Wrapper {
+                prefixes: self.0,
+                inner,
+            }
+        }
+    }
+
+    #[derive(Clone)]
+    pub struct Wrapper<T> {
+        prefixes: Arc<Vec<String>>,
+        inner: T,
+    }
+
+    impl<T: Tokenizer> Tokenizer for Wrapper<T> {
+        type TokenStream<'a> = Stream<'a, T::TokenStream<'a>>;
+
+        fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+            Stream {
+                prefixes: &self.prefixes,
+                tail: self.inner.token_stream(text),
+            }
+        }
+    }
+
+    pub struct Stream<'a, S> {
+        prefixes: &'a [String],
+        tail: S,
+    }
+
+    impl<S: TokenStream> TokenStream for Stream<'_, S> {
+        fn advance(&mut self) -> bool {
+            if !self.tail.advance() {
+                return false;
+            }
+            let token = self.tail.token_mut();
+            if !self
+                .prefixes
+                .iter()
+                .any(|p| token.text.starts_with(p.as_str()))
+            {
+                token.text.clear();
+            }
+            true
+        }
+
+        fn token(&self) -> &Token {
+            self.tail.token()
+        }
+
+        fn token_mut(&mut self) -> &mut Token {
+            self.tail.token_mut()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +373,7 @@ mod tests {
     fn snippets(words: &[(&str, f32)], max_chars: usize) -> Snippets {
         let stems: Vec<String> = words.iter().map(|(w, _)| (*w).to_owned()).collect();
         Snippets::new(
-            crate::index::snippet_analyzer(&stems),
+            snippet_analyzer(&stems),
             words.iter().map(|(w, s)| ((*w).to_owned(), *s)).collect(),
             max_chars,
         )
