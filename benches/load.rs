@@ -28,8 +28,9 @@
 //!   so a cell can be replayed by hand against a server started on it;
 //! - `FASCICOLO_BENCH_AB=<paths>` (`FASCICOLO_BENCH_AB_ROUNDS`, default 4): an A/B per path, a
 //!   server per arm and round, the order alternating: each search path of ours against
-//!   tantivy's own part (`filters`, `phrases`, `facets`, `snippets`, `all`), or this build
-//!   against another (`binary:<path to its fascicolo>`, which must read the same index).
+//!   tantivy's own part (`filters`, `phrases`, `facets`, `snippets`, `all`; `stems` times
+//!   `reindex` in each arm, which write the same index), or this build against another (`binary:<path to its
+//!   fascicolo>`, which must read the same index).
 
 #[path = "common/corpus.rs"]
 mod corpus;
@@ -657,6 +658,9 @@ async fn ab(
     settings: &Settings,
     path: &str,
 ) {
+    if path == "stems" {
+        return ab_stems(dir, settings);
+    }
     type Pooled = BTreeMap<(&'static str, &'static str), Vec<f64>>;
     // [ours, plain]
     let mut warm: [Pooled; 2] = Default::default();
@@ -725,6 +729,29 @@ async fn ab(
         plain.iter().map(|r| r.round()).collect::<Vec<_>>(),
         percentile(&ours, 50.0),
         percentile(&plain, 50.0)
+    );
+}
+
+/// The A/B of our stemmer, which remembers its stems, against tantivy's: what it is for is
+/// indexing, so each arm rebuilds the whole index (`fascicolo reindex`), the order alternating.
+fn ab_stems(dir: &Path, settings: &Settings) {
+    let mut times: [Vec<f64>; 2] = Default::default();
+    for round in 0..settings.ab_rounds {
+        let order = if round % 2 == 0 { [1, 0] } else { [0, 1] };
+        for arm in order {
+            let plain = if arm == 0 { "" } else { "stems" };
+            let started = Instant::now();
+            server::cli_with(dir, &["reindex"], &[("FASCICOLO_SEARCH_PLAIN", plain)]);
+            times[arm].push(started.elapsed().as_secs_f64());
+        }
+    }
+    let (ours, plain) = (sorted(times[0].clone()), sorted(times[1].clone()));
+    println!(
+        "\nA/B of \"stems\": reindex, s per round: ours {ours:.1?}, tantivy's stemmer {plain:.1?}; \
+         medians {:.1} / {:.1} (gain {:+.0} %)",
+        percentile(&ours, 50.0),
+        percentile(&plain, 50.0),
+        (percentile(&plain, 50.0) / percentile(&ours, 50.0) - 1.0) * 100.0
     );
 }
 

@@ -144,19 +144,32 @@ fn build_schema() -> (Schema, Fields) {
 /// The Italian analyzer: split on anything not a letter or digit (which also splits elisions
 /// such as "dell'atto" and "l’istanza"), lower-case, fold accents, drop stop words, stem.
 pub fn italian_analyzer() -> TextAnalyzer {
+    italian_analyzer_stemming(false)
+}
+
+/// [`italian_analyzer`], stemming with tantivy's own Italian stemmer when `plain`
+/// ([`Plain::stems`]).
+fn italian_analyzer_stemming(plain: bool) -> TextAnalyzer {
     let stop_words: Vec<String> = STOP_WORDS
         .lines()
         .filter(|l| !l.starts_with('#'))
         .flat_map(|l| l.split_whitespace())
         .map(str::to_owned)
         .collect();
-    TextAnalyzer::builder(SimpleTokenizer::default())
+    let unstemmed = TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(48))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
-        .filter(StopWordFilter::remove(stop_words))
-        .filter(stem::ItalianStemmer)
-        .build()
+        .filter(StopWordFilter::remove(stop_words));
+    if plain {
+        unstemmed
+            .filter(tantivy::tokenizer::Stemmer::new(
+                tantivy::tokenizer::Language::Italian,
+            ))
+            .build()
+    } else {
+        unstemmed.filter(stem::ItalianStemmer).build()
+    }
 }
 
 /// One indexed document.
@@ -291,8 +304,13 @@ impl SearchIndex {
     }
 
     /// Replaces the paths of `plain` by tantivy's own parts, for the searches that start
-    /// from now on.
+    /// from now on (the stemmer: for the segments written from now on too).
     pub fn set_plain(&self, plain: Plain) {
+        if plain.stems != self.plain().stems {
+            self.index
+                .tokenizers()
+                .register(ITALIAN, italian_analyzer_stemming(plain.stems));
+        }
         self.plain
             .store(plain.bits(), std::sync::atomic::Ordering::Relaxed);
     }

@@ -17,11 +17,14 @@ pub struct Plain {
     pub facets: bool,
     /// Snippets come from tantivy's `SnippetGenerator`, instead of our passage finder.
     pub snippets: bool,
+    /// Words are stemmed by tantivy's Italian stemmer, instead of ours, which remembers the
+    /// stems it has computed (indexing and queries alike; the stems are the same).
+    pub stems: bool,
 }
 
 impl Plain {
     /// The names [`Plain::parse`] takes.
-    pub const NAMES: [&str; 4] = ["filters", "phrases", "facets", "snippets"];
+    pub const NAMES: [&str; 5] = ["filters", "phrases", "facets", "snippets", "stems"];
 
     /// Parses a comma-separated list of [`Plain::NAMES`] (or `all`); empty is none.
     pub fn parse(list: &str) -> Result<Self, String> {
@@ -32,6 +35,7 @@ impl Plain {
                 "phrases" => plain.phrases = true,
                 "facets" => plain.facets = true,
                 "snippets" => plain.snippets = true,
+                "stems" => plain.stems = true,
                 "all" => plain = Self::all(),
                 other => {
                     return Err(format!(
@@ -51,6 +55,7 @@ impl Plain {
             phrases: true,
             facets: true,
             snippets: true,
+            stems: true,
         }
     }
 
@@ -59,6 +64,7 @@ impl Plain {
             | u8::from(self.phrases) << 1
             | u8::from(self.facets) << 2
             | u8::from(self.snippets) << 3
+            | u8::from(self.stems) << 4
     }
 
     pub(super) fn from_bits(bits: u8) -> Self {
@@ -67,6 +73,7 @@ impl Plain {
             phrases: bits & 2 != 0,
             facets: bits & 4 != 0,
             snippets: bits & 8 != 0,
+            stems: bits & 16 != 0,
         }
     }
 }
@@ -86,7 +93,7 @@ mod tests {
                 .expect_err("not a path")
                 .contains("not a search path")
         );
-        for bits in 0..16 {
+        for bits in 0..32 {
             assert_eq!(Plain::from_bits(bits).bits(), bits);
         }
     }
