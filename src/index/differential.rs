@@ -329,7 +329,8 @@ fn the_whole_search_answers_like_plain_tantivy() {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
     let index = SearchIndex::open(dir.path()).expect("index");
-    // Three segments, larger than a window of 1 024 documents; replacements and deletions.
+    // Three segments, with more matches than facets count one by one (1 024); replacements
+    // and deletions.
     let mut next = 0;
     for (segment, size) in [(1, 2600), (2, 1400), (3, 300)] {
         for _ in 0..size {

@@ -295,8 +295,9 @@ impl SearchIndex {
         })
     }
 
-    /// Lowers the index size from which searches run on every core (tests reach that path
-    /// with a small index this way).
+    /// Lowers the index size from which searches run on every core, and with it the matches
+    /// below which they do not (a tenth of it): tests reach that path with a small index this
+    /// way.
     #[doc(hidden)]
     pub fn set_parallel_from_docs(&self, docs: u64) {
         self.parallel_from_docs

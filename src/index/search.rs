@@ -20,10 +20,10 @@ pub use super::request::{
 use super::snippet::{Highlighter, highlight, lead, snippets_for};
 use super::{IndexError, SearchIndex, StoredDoc};
 
-/// Searches over at least this many documents run on every core...
+/// Searches over at least this many documents run on every core, unless the query can match
+/// fewer than a tenth of that many (a setting: tests lower both with
+/// [`SearchIndex::set_parallel_from_docs`]).
 pub(super) const PARALLEL_FROM_DOCS: u64 = 100_000;
-/// ...unless the query can match fewer than this many.
-const PARALLEL_FROM_MATCHES: u64 = 10_000;
 /// A page of at least this many hits is read on every core, on an index of
 /// [`PARALLEL_FROM_DOCS`] or more.
 const PARALLEL_PAGE_FROM: usize = 4;
@@ -295,7 +295,7 @@ impl SearchIndex {
                 for term in &m.filter_terms {
                     least = fewest(least, searcher.doc_freq(term)?);
                 }
-                least.is_some_and(|n| n < PARALLEL_FROM_MATCHES)
+                least.is_some_and(|n| n < self.parallel_from_docs() / 10)
             };
         // Words alone, ranked, for a caller whose permission is kept: the count and facets
         // visit every match without scoring, and the page is ranked apart, where tantivy
