@@ -204,33 +204,40 @@ pub(crate) async fn search(
         abandoned: abandoned.0.clone(),
     });
     // The search, its audit record and the response body are made on one blocking thread: the
-    // record is handed to the journal once the search is done (it names the hits), and is
-    // written while the body is serialised.
+    // record is handed to the journal once the page is read (it names the hits), and is
+    // written while the snippets are made and the body is serialised.
     let span = tracing::Span::current();
     let auditor = services.auditor.clone();
     let (receipt, outcome) = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let outcome = index.search(&request, permission);
+        let record = |result: &str, detail: serde_json::Value| {
+            auditor.submit_blocking(actor.event(
+                "search",
+                "search".to_owned(),
+                None,
+                result,
+                detail,
+            ))
+        };
         // The record names every document whose text the answer carries, with its dossier:
         // the dossier's history lists this search (see `audit::append_in_tx`).
-        let (result, detail) = match &outcome {
-            Ok(result) => {
-                let disclosed: Vec<serde_json::Value> = result
-                    .hits
-                    .iter()
-                    .map(
-                        |h| serde_json::json!({"document": h.document_id, "dossier": h.dossier_id}),
-                    )
-                    .collect();
-                (
-                    "ok",
-                    serde_json::json!({
-                        "query": typed, "filters": filters,
-                        "total": result.total, "disclosed": disclosed,
-                    }),
-                )
-            }
-            Err(e) => (
+        let disclosed = |total: u64, hits: &[crate::index::search::Hit]| {
+            let disclosed: Vec<serde_json::Value> = hits
+                .iter()
+                .map(|h| serde_json::json!({"document": h.document_id, "dossier": h.dossier_id}))
+                .collect();
+            serde_json::json!({
+                "query": typed, "filters": filters, "total": total, "disclosed": disclosed,
+            })
+        };
+        let mut receipt = None;
+        let outcome = index.search_disclosing(&request, permission, &mut |total, hits| {
+            receipt = Some(record("ok", disclosed(total, hits)));
+        });
+        let receipt = match (receipt, &outcome) {
+            (Some(receipt), _) => receipt,
+            (None, Ok(result)) => record("ok", disclosed(result.total, &result.hits)),
+            (None, Err(e)) => record(
                 if matches!(e, IndexError::Query(_)) {
                     "rejected"
                 } else {
@@ -239,13 +246,6 @@ pub(crate) async fn search(
                 serde_json::json!({ "query": typed, "filters": filters }),
             ),
         };
-        let receipt = auditor.submit_blocking(actor.event(
-            "search",
-            "search".to_owned(),
-            None,
-            result,
-            detail,
-        ));
         (receipt, outcome.map(|result| serde_json::to_vec(&result)))
     })
     .await

@@ -76,6 +76,19 @@ impl SearchIndex {
         request: &SearchRequest,
         permission: Permission,
     ) -> Result<SearchResult, IndexError> {
+        self.search_disclosing(request, permission, &mut |_, _| {})
+    }
+
+    /// [`SearchIndex::search`], calling `disclose` with the total and the page's hits (their
+    /// snippets not yet made) as soon as they are read: the audit record of what the search
+    /// discloses is written while the snippets are made. Once it is called, the search
+    /// answers.
+    pub fn search_disclosing(
+        &self,
+        request: &SearchRequest,
+        permission: Permission,
+        disclose: &mut dyn FnMut(u64, &[Hit]),
+    ) -> Result<SearchResult, IndexError> {
         let plain = self.plain();
         let f = self.fields;
         let searcher = self.searcher();
@@ -155,11 +168,13 @@ impl SearchIndex {
             None => None,
         };
         // On a large index each hit is a block of the document store to decompress (rarely
-        // one another hit of the page has already brought in): a full page is read on every
-        // core.
+        // one another hit of the page has already brought in): a full page is read, and its
+        // snippets made, on every core.
         let parallel =
             searcher.num_docs() >= self.parallel_from_docs() && page.len() >= PARALLEL_PAGE_FROM;
-        let mut hits = self.read_page(&searcher, page, snippets, parallel)?;
+        let mut hits = self.read_page(&searcher, &page, snippets, parallel, &mut |hits| {
+            disclose(total, hits);
+        })?;
         for (i, hit) in hits.iter_mut().enumerate() {
             hit.rank = request.offset + i + 1;
         }
@@ -191,38 +206,66 @@ struct Matches<'a> {
 type Page = Vec<(f32, DocAddress)>;
 
 impl SearchIndex {
-    /// The page's documents as hits, each with its snippet; on every core when `parallel`,
-    /// each thread reading a run of consecutive hits.
+    /// The page's documents as hits, handed to `disclose` once read, then each given its
+    /// snippet; on every core when `parallel`, each thread taking a run of consecutive hits.
     fn read_page(
         &self,
         searcher: &Searcher,
-        page: Page,
+        page: &[(f32, DocAddress)],
         snippets: Option<Highlighter>,
         parallel: bool,
-    ) -> Result<Vec<Hit>, IndexError> {
-        let read = |part: &[(f32, DocAddress)]| -> tantivy::Result<Vec<Hit>> {
-            let mut snippets = snippets.clone();
+        disclose: &mut dyn FnMut(&[Hit]),
+    ) -> tantivy::Result<Vec<Hit>> {
+        let read = self.on_cores(parallel, page, |part| {
             part.iter()
-                .map(|&(score, address)| self.hit(searcher, snippets.as_mut(), score, address))
+                .map(|&(score, address)| self.hit(searcher, score, address))
                 .collect()
-        };
-        if !parallel || self.cores < 2 || page.len() < 2 {
-            return Ok(read(&page)?);
+        })?;
+        let (mut hits, texts): (Vec<Hit>, Vec<String>) = read.into_iter().unzip();
+        disclose(&hits);
+        let snippets = self.on_cores(parallel, &texts, |part| {
+            let mut snippets = snippets.clone();
+            Ok(part
+                .iter()
+                .map(|text| match snippets.as_mut().and_then(|s| s.best(text)) {
+                    Some((passage, marks)) => highlight(passage, &marks),
+                    None => lead(text),
+                })
+                .collect())
+        })?;
+        for (hit, snippet) in hits.iter_mut().zip(snippets) {
+            hit.snippet = snippet;
         }
-        // One run of consecutive hits per thread; joined in order, they are the page.
-        let per_part = page.len().div_ceil(self.cores);
-        let parts = self.parallel.map(read, page.chunks(per_part))?;
-        Ok(parts.concat())
+        Ok(hits)
     }
 
-    /// One document of a page, with its snippet when the search has words.
+    /// `part` over `items` cut in runs of consecutive items, joined in order: on every core
+    /// when `parallel`, a run per thread.
+    fn on_cores<T: Sync, U: Send>(
+        &self,
+        parallel: bool,
+        items: &[T],
+        part: impl Fn(&[T]) -> tantivy::Result<Vec<U>> + Sync,
+    ) -> tantivy::Result<Vec<U>> {
+        if !parallel || self.cores < 2 || items.len() < 2 {
+            return part(items);
+        }
+        let per_part = items.len().div_ceil(self.cores);
+        Ok(self
+            .parallel
+            .map(part, items.chunks(per_part))?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// One document of a page, its snippet not yet made, and its text.
     fn hit(
         &self,
         searcher: &Searcher,
-        snippets: Option<&mut Highlighter>,
         score: f32,
         address: DocAddress,
-    ) -> tantivy::Result<Hit> {
+    ) -> tantivy::Result<(Hit, String)> {
         let f = self.fields;
         let stored: StoredDoc = searcher.doc(address)?;
         let text_of = |field| {
@@ -232,18 +275,10 @@ impl SearchIndex {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let text = stored
-            .get_first(f.text)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
-        let snippet = match snippets.and_then(|s| s.best(text)) {
-            Some((passage, marks)) => highlight(passage, &marks),
-            None => lead(text),
-        };
         let corrupt = |what: &str| {
             tantivy::TantivyError::InternalError(format!("a stored {what} id that is not an id"))
         };
-        Ok(Hit {
+        let hit = Hit {
             document_id: crate::domain::DocumentId::parse(&text_of(f.doc_id))
                 .ok_or_else(|| corrupt("document"))?,
             dossier_id: crate::domain::DossierId::parse(&text_of(f.dossier_id))
@@ -253,8 +288,9 @@ impl SearchIndex {
             kind: text_of(f.kind),
             rank: 0,
             score,
-            snippet,
-        })
+            snippet: String::new(),
+        };
+        Ok((hit, text_of(f.text)))
     }
 }
 
@@ -742,11 +778,14 @@ pub(crate) mod tests {
         for len in [0, 1, 2, 3, 10, every.len()] {
             let page: Page = every[..len].to_vec();
             for snippets in [Some(finder()), None] {
+                let mut disclosed = Vec::new();
                 let one = index
-                    .read_page(&searcher, page.clone(), snippets.clone(), false)
+                    .read_page(&searcher, &page, snippets.clone(), false, &mut |_| {})
                     .expect("one core");
                 let all = index
-                    .read_page(&searcher, page.clone(), snippets, true)
+                    .read_page(&searcher, &page, snippets, true, &mut |hits| {
+                        disclosed = hits.iter().map(|h| h.document_id).collect();
+                    })
                     .expect("every core");
                 assert_eq!(one.len(), len);
                 let ids: Vec<crate::domain::DocumentId> =
@@ -756,6 +795,7 @@ pub(crate) mod tests {
                     .map(|(_, a)| crate::domain::DocumentId::numbered(u128::from(a.doc_id)))
                     .collect();
                 assert_eq!(ids, expected, "page of {len}");
+                assert_eq!(disclosed, expected, "disclosed, page of {len}");
                 assert_eq!(
                     serde_json::to_value(&one).expect("json"),
                     serde_json::to_value(&all).expect("json"),
