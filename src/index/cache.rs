@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sha2::{Digest, Sha256};
 use tantivy::index::SegmentId;
 use tantivy::query::{EnableScoring, Query, Weight};
-use tantivy::{DocId, SegmentReader};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DocId, DocSet, SegmentReader, TERMINATED, Term};
 
 use super::facet_table::{FacetCounts, SegmentFacets};
 
@@ -29,12 +30,23 @@ use super::facet_table::{FacetCounts, SegmentFacets};
 const FILTER_BYTES: usize = 64 * 1024 * 1024;
 /// Memory the matches of phrases may take, over all segments.
 const PHRASE_BYTES: usize = 64 * 1024 * 1024;
+/// Phrases remembered as searched for (32 bytes each).
+const SEEN_PHRASES: usize = 65_536;
+/// Memory the bitmaps of frequent words may take, over all segments: 128 words over a
+/// million documents.
+const WORD_BYTES: usize = 16 * 1024 * 1024;
+/// A word in more than one document in this many of a segment is kept there as a bitmap of
+/// its documents ([`SegmentCaches::word_docs`]).
+const FREQUENT_WORD: u64 = 2;
 
 /// The per-segment caches of one index.
 pub struct SegmentCaches {
     facets: Mutex<HashMap<SegmentId, Arc<SegmentFacets>>>,
     filters: Mutex<Kept<DocBits>>,
     phrases: Mutex<Kept<PhraseMatches>>,
+    words: Mutex<Kept<DocBits>>,
+    /// The phrases searched for lately ([`SegmentCaches::seen_before`]).
+    seen: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl Default for SegmentCaches {
@@ -43,6 +55,8 @@ impl Default for SegmentCaches {
             facets: Mutex::default(),
             filters: Mutex::new(Kept::new(FILTER_BYTES)),
             phrases: Mutex::new(Kept::new(PHRASE_BYTES)),
+            words: Mutex::new(Kept::new(WORD_BYTES)),
+            seen: Mutex::default(),
         }
     }
 }
@@ -93,6 +107,54 @@ impl SegmentCaches {
         lock(&self.facets).retain(|id, _| live.contains(id));
         lock(&self.filters).retain(live);
         lock(&self.phrases).retain(live);
+        lock(&self.words).retain(live);
+    }
+
+    /// The documents of `segment` holding `word` when it is in more than half of them, as a
+    /// bitmap (like an index storing dense postings so), built the first time and kept;
+    /// deleted documents are among them. `None` for a rarer word.
+    pub(super) fn word_docs(
+        &self,
+        segment: &SegmentReader,
+        word: &Term,
+    ) -> tantivy::Result<Option<Arc<DocBits>>> {
+        let index = segment.inverted_index(word.field())?;
+        let Some(info) = index.get_term_info(word)? else {
+            return Ok(None);
+        };
+        if u64::from(info.doc_freq).saturating_mul(FREQUENT_WORD) <= u64::from(segment.max_doc()) {
+            return Ok(None);
+        }
+        let mut key = Sha256::new();
+        key.update(word.field().field_id().to_le_bytes());
+        key.update(word.serialized_value_bytes());
+        let (id, key) = (segment.segment_id(), key.finalize().into());
+        if let Some(docs) = lock(&self.words).get(id, &key) {
+            return Ok(Some(docs));
+        }
+        let mut docs = DocBits::empty(segment.max_doc());
+        let mut postings = index.read_postings_from_terminfo(&info, IndexRecordOption::Basic)?;
+        while postings.doc() != TERMINATED {
+            docs.insert(postings.doc());
+            postings.advance();
+        }
+        let docs = Arc::new(docs);
+        lock(&self.words).insert(id, key, docs.clone());
+        Ok(Some(docs))
+    }
+
+    /// Whether the phrase named `key` was searched for lately, noting that it is now (the
+    /// last [`SEEN_PHRASES`] or so).
+    pub fn seen_before(&self, key: [u8; 32]) -> bool {
+        let mut seen = lock(&self.seen);
+        if seen.contains(&key) {
+            return true;
+        }
+        if seen.len() >= SEEN_PHRASES {
+            seen.clear();
+        }
+        seen.insert(key);
+        false
     }
 
     /// The matches of the phrase named `key` in `segment`, if kept.

@@ -41,6 +41,24 @@ pub fn merge(fruits: Vec<FacetCounts>) -> FacetCounts {
     merged
 }
 
+/// `all` without `some`, the counts of some of the same documents.
+pub fn without(mut all: FacetCounts, some: &FacetCounts) -> FacetCounts {
+    for (facet, counts) in some {
+        let Some(into) = all.get_mut(facet) else {
+            continue;
+        };
+        for (value, n) in counts {
+            if let Some(m) = into.get_mut(value) {
+                *m = m.saturating_sub(*n);
+                if *m == 0 {
+                    into.remove(value);
+                }
+            }
+        }
+    }
+    all
+}
+
 /// Matches up to which a segment's facets are summed from the matches' own combinations.
 const FEW: usize = 1024;
 

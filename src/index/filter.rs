@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::query::{
-    AllScorer, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight,
-    intersect_scorers,
+    AllScorer, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, TermQuery,
+    Weight, intersect_scorers,
 };
 use tantivy::{
     COLLECT_BLOCK_BUFFER_LEN, DocAddress, DocId, DocSet, Score, Searcher, SeekDangerResult,
-    SegmentOrdinal, SegmentReader, TERMINATED,
+    SegmentOrdinal, SegmentReader, TERMINATED, Term,
 };
 
 use super::cache::{DocBits, FilterKey, LazyWeight, SegmentCaches};
@@ -205,9 +205,15 @@ impl<T: Collector<Fruit = Ranked>> Collector for CountedTop<'_, T> {
         segment_ord: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<<Self::Child as SegmentCollector>::Fruit> {
-        let (count, facets) = self
-            .counting
-            .collect_segment(&self.counted, segment_ord, segment)?;
+        let (count, facets) = match self
+            .counted
+            .count_frequent_word(segment, &self.counting.1)?
+        {
+            Some(counted) => counted,
+            None => self
+                .counting
+                .collect_segment(&self.counted, segment_ord, segment)?,
+        };
         let page = self.top.collect_segment(weight, segment_ord, segment)?;
         Ok((count, facets, page))
     }
@@ -336,6 +342,7 @@ impl Admitted {
         Ok(AdmittedWeight {
             filter: CachedFilterWeight::new(&self.filter, scoring.schema()),
             query: self.query.weight(scoring)?,
+            word: (self.query.downcast_ref::<TermQuery>()).map(|t| t.term().clone()),
         })
     }
 }
@@ -343,6 +350,66 @@ impl Admitted {
 struct AdmittedWeight {
     filter: CachedFilterWeight,
     query: Box<dyn Weight>,
+    /// When the query is a single word: the word.
+    word: Option<Term>,
+}
+
+/// A filter admitting fewer than one document in this many of a segment leaves counting a
+/// frequent word to the intersection of the filter with the word's postings.
+const BITMAP_COUNT_DENSITY: u32 = 8;
+
+impl AdmittedWeight {
+    /// Counts and facets the admitted documents holding a word found in most of the segment
+    /// from the word's bitmap ([`SegmentCaches::word_docs`]), 64 documents at a time: the
+    /// matches themselves when they are fewer than the admitted documents lacking the word,
+    /// otherwise those, taken off the admitted documents' own counts, which the filter keeps
+    /// ([`DocBits::alive_counts`]). `None` when the query is not a single word, the word is
+    /// not that frequent here, or the filter admits few documents.
+    ///
+    /// Measured gain (BENCHMARKS.md, A/B at 1 M documents of a build without it): the most
+    /// frequent words 25–40 % faster at p50 for the auditor and staff, when asked again.
+    fn count_frequent_word(
+        &self,
+        reader: &SegmentReader,
+        facets: &Facets<'_>,
+    ) -> tantivy::Result<Option<(usize, FacetCounts)>> {
+        let Some(word) = &self.word else {
+            return Ok(None);
+        };
+        let bits = self.filter.bits(reader)?;
+        if bits.len.saturating_mul(BITMAP_COUNT_DENSITY) < reader.max_doc() {
+            return Ok(None);
+        }
+        let Some(held) = self.filter.caches.word_docs(reader, word)? else {
+            return Ok(None);
+        };
+        let pairs = || bits.words.iter().zip(held.words.iter());
+        let matched: u32 = pairs().map(|(a, h)| (a & h).count_ones()).sum();
+        // Matches, or admitted documents lacking the word: whichever are fewer are visited.
+        let by_absence = bits.len - matched < matched;
+        let lacking = if by_absence { !0 } else { 0 };
+        let alive = reader.alive_bitset();
+        let mut docs = Vec::new();
+        for (at, (admitted, holds)) in pairs().enumerate() {
+            let mut rest = admitted & (holds ^ lacking);
+            while rest != 0 {
+                let doc = at as DocId * 64 + rest.trailing_zeros();
+                rest &= rest - 1;
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    docs.push(doc);
+                }
+            }
+        }
+        let visited = facets.of_docs(reader, &docs)?;
+        if !by_absence {
+            return Ok(Some((docs.len(), visited)));
+        }
+        let all = bits.alive_counts(reader, |docs| facets.of_docs(reader, docs))?;
+        Ok(Some((
+            (all.total as usize).saturating_sub(docs.len()),
+            super::facets::without(all.facets.clone(), &visited),
+        )))
+    }
 }
 
 /// How an [`AdmittedWeight`] runs in one segment.

@@ -1,11 +1,11 @@
 //! Exact phrases whose matches are kept per segment.
 //!
 //! A search over an office or the whole tenant (a broad permission) visits most of a phrase's
-//! matches anyway. The first time it meets a phrase in a segment it finds them all, each with
-//! how many times its document holds the phrase, and keeps them ([`PhraseMatches`]); later
-//! searches, whoever makes them, read those like a word's postings, and rank from them skipping
-//! blocks of matches whose best possible score cannot reach the page. A search that may not
-//! find a segment's whole reads what is kept, or runs tantivy's `PhraseScorer`.
+//! matches anyway. When it meets a phrase asked before and nothing is kept of it in a segment,
+//! it finds all its matches there, each with how many times its document holds the phrase, and
+//! keeps them ([`PhraseMatches`]); later searches, whoever makes them, read those like a word's
+//! postings, and rank from them skipping blocks of matches whose best possible score cannot
+//! reach the page. Other searches read what is kept, or run tantivy's `PhraseScorer`.
 //!
 //! Measured gain (BENCHMARKS.md, A/B at 1 M documents against `PhraseScorer`): a phrase
 //! searched again is 4–10× faster at p50; a new phrase is no faster, so the matches are found
@@ -418,7 +418,12 @@ fn rewrite(
 ) -> Box<dyn Query> {
     if let Some(phrase) = query.downcast_ref::<PhraseQuery>() {
         if let Some([Some(terms)]) = readings.get(&phrase.phrase_terms()).map(Vec::as_slice) {
-            return Box::new(KeptPhrase::new(terms.clone(), kept.0.clone(), kept.1));
+            let (caches, finds) = kept;
+            let phrase = KeptPhrase::new(terms.clone(), caches.clone(), false);
+            // A phrase's matches are found for keeping when it is asked again: the first
+            // search of a phrase only asks it about what that search visits.
+            let finds = finds && caches.seen_before(phrase.key());
+            return Box::new(KeptPhrase { finds, ..phrase });
         }
         return query;
     }
@@ -658,7 +663,8 @@ mod tests {
     }
 
     /// The phrases of a user's query become [`KeptPhrase`]s with the words' positions in
-    /// the phrase, stop words counted; phrases with slop stay tantivy's.
+    /// the phrase, stop words counted, found for keeping once asked again; phrases with slop
+    /// stay tantivy's.
     #[test]
     fn user_phrases_are_read_with_their_gaps() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -697,6 +703,15 @@ mod tests {
             .collect();
         assert_eq!(phrases.len(), 1);
         assert_eq!(phrases[0].terms[1], (1, body_term(&index, "favorevol")));
+        // Its matches are found for keeping by a search that may, once it is asked again.
+        assert!(!phrase.finds(), "asked once");
+        let again = rewritten("\"permesso di costruire\"");
+        assert!(
+            again
+                .downcast_ref::<KeptPhrase>()
+                .expect("a phrase")
+                .finds()
+        );
         // A phrase with slop is left to tantivy.
         let query = rewritten("\"parere favorevole\"~2");
         assert!(query.is::<PhraseQuery>());
