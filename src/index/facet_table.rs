@@ -1,6 +1,11 @@
 //! The facet table of a segment: each document's combination of facet values (procedure,
 //! kind, status, year) as one number, and per combination the slots it counts in. Built once
 //! per segment when a reader reload brings it in (see [`super::cache::SegmentCaches`]).
+//!
+//! Measured gain (BENCHMARKS.md, A/B at 1 M documents against counting each value from the
+//! fast fields, `FASCICOLO_SEARCH_PLAIN=facets`): 10 of 24 cells ≥ 10 % faster at p50 on
+//! repeated queries and 14 on distinct ones (a broad caller's most frequent words 3–7×), eight
+//! clients 1 679 against 636 searches/s.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};

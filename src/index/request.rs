@@ -1,8 +1,9 @@
 //! A search as the index takes it and answers it: the typed request, its filters, when it
-//! stops, the caller's permission, the hits.
+//! stops (and the collector that checks it), the caller's permission, the hits.
 
 use serde::Serialize;
 use tantivy::Term;
+use tantivy::collector::Collector;
 use tantivy::query::{EnableScoring, Query};
 
 use super::IndexError;
@@ -146,6 +147,47 @@ pub fn stopped(e: &IndexError) -> Option<bool> {
         STOPPED_BUDGET => Some(true),
         STOPPED_ABANDONED => Some(false),
         _ => None,
+    }
+}
+
+/// A collector that checks a [`Stop`] before each segment, then lets `inner` collect it.
+pub(super) struct Stoppable<'a, C> {
+    pub(super) inner: &'a C,
+    pub(super) stop: &'a Stop,
+}
+
+impl<C: Collector> Collector for Stoppable<'_, C> {
+    type Fruit = C::Fruit;
+    type Child = C::Child;
+
+    fn for_segment(
+        &self,
+        segment_local_id: tantivy::SegmentOrdinal,
+        segment: &tantivy::SegmentReader,
+    ) -> tantivy::Result<Self::Child> {
+        self.stop.check()?;
+        self.inner.for_segment(segment_local_id, segment)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.inner.requires_scoring()
+    }
+
+    fn merge_fruits(
+        &self,
+        segment_fruits: Vec<<Self::Child as tantivy::collector::SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<Self::Fruit> {
+        self.inner.merge_fruits(segment_fruits)
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn tantivy::query::Weight,
+        segment_ord: tantivy::SegmentOrdinal,
+        reader: &tantivy::SegmentReader,
+    ) -> tantivy::Result<<Self::Child as tantivy::collector::SegmentCollector>::Fruit> {
+        self.stop.check()?;
+        self.inner.collect_segment(weight, segment_ord, reader)
     }
 }
 

@@ -14,6 +14,7 @@ use tantivy::{DocAddress, Executor, Order, Searcher, Term};
 use super::facets::{FacetCollector, FacetCounts, Facets, PlainFacets};
 use super::filter::{CachedFilter, CountedTop};
 use super::phrase::{KeptPhrase, exact_phrases};
+use super::request::Stoppable;
 pub use super::request::{
     Deferred, Filters, Hit, Permission, SearchRequest, SearchResult, SortBy, Stop, stopped,
 };
@@ -27,47 +28,6 @@ pub(super) const PARALLEL_FROM_DOCS: u64 = 100_000;
 /// A page of at least this many hits is read on every core, on an index of
 /// [`PARALLEL_FROM_DOCS`] or more.
 const PARALLEL_PAGE_FROM: usize = 4;
-
-/// A collector that checks a [`Stop`] before each segment, then lets `inner` collect it.
-struct Stoppable<'a, C> {
-    inner: &'a C,
-    stop: &'a Stop,
-}
-
-impl<C: Collector> Collector for Stoppable<'_, C> {
-    type Fruit = C::Fruit;
-    type Child = C::Child;
-
-    fn for_segment(
-        &self,
-        segment_local_id: tantivy::SegmentOrdinal,
-        segment: &tantivy::SegmentReader,
-    ) -> tantivy::Result<Self::Child> {
-        self.stop.check()?;
-        self.inner.for_segment(segment_local_id, segment)
-    }
-
-    fn requires_scoring(&self) -> bool {
-        self.inner.requires_scoring()
-    }
-
-    fn merge_fruits(
-        &self,
-        segment_fruits: Vec<<Self::Child as tantivy::collector::SegmentCollector>::Fruit>,
-    ) -> tantivy::Result<Self::Fruit> {
-        self.inner.merge_fruits(segment_fruits)
-    }
-
-    fn collect_segment(
-        &self,
-        weight: &dyn tantivy::query::Weight,
-        segment_ord: tantivy::SegmentOrdinal,
-        reader: &tantivy::SegmentReader,
-    ) -> tantivy::Result<<Self::Child as tantivy::collector::SegmentCollector>::Fruit> {
-        self.stop.check()?;
-        self.inner.collect_segment(weight, segment_ord, reader)
-    }
-}
 
 impl SearchIndex {
     /// Runs a search restricted by `permission` (from `access`).

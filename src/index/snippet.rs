@@ -7,6 +7,10 @@
 //! compared as the analyzer leaves them (already lower-cased), against the few words of the
 //! query in a list, with no allocation per word: highlighting the hits of a page costs a
 //! tokenisation of their texts and little else.
+//!
+//! Measured gain (BENCHMARKS.md, A/B at 1 M documents against tantivy's `SnippetGenerator`,
+//! `FASCICOLO_SEARCH_PLAIN=snippets`): 17 of 24 cells ≥ 10 % faster at p50 on repeated queries
+//! and 16 on distinct ones, eight clients 1 722 against 971 searches/s.
 
 use std::ops::Range;
 

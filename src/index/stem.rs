@@ -3,6 +3,9 @@
 //! Stemming is a third of the CPU of a full rebuild, and prose repeats its words (a few
 //! thousand forms make up most of any text), so each analyzer instance remembers the stems it
 //! has computed, up to [`MAX_WORDS`] words, and starts over when full.
+//!
+//! Measured gain (BENCHMARKS.md, A/B at 1 M documents against tantivy's Italian stemmer,
+//! `FASCICOLO_SEARCH_PLAIN=stems`): `reindex` in 110.6 s against 139.9 s.
 
 use std::collections::HashMap;
 
