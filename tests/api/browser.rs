@@ -26,6 +26,8 @@ use crate::web::{
 struct Chrome {
     client: Client,
     driver: Child,
+    /// Chromium's profile: every process of this browser names it on its command line.
+    profile: tempfile::TempDir,
     shots: PathBuf,
     journey: &'static str,
     visited: usize,
@@ -67,13 +69,15 @@ impl Chrome {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+        let profile = tempfile::tempdir().unwrap();
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
             json!({
                 "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1280,1024", "--lang=it-IT"],
+                         "--window-size=1280,1024", "--lang=it-IT",
+                         format!("--user-data-dir={}", profile.path().display())],
             }),
         );
         let mut client = None;
@@ -94,6 +98,7 @@ impl Chrome {
         Chrome {
             client: client.expect("a WebDriver session with chromedriver"),
             driver,
+            profile,
             shots,
             journey,
             visited: 0,
@@ -285,9 +290,16 @@ impl Chrome {
 }
 
 impl Drop for Chrome {
+    /// Ends chromedriver and every Chromium process of this browser: killed, chromedriver
+    /// leaves them behind, and they would go on using the processor after the tests.
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(self.profile.path())
+            .status();
     }
 }
 
