@@ -469,7 +469,7 @@ mod tests {
 
     #[test]
     fn counts_are_exact_search_after_search_on_one_thread() {
-        // More documents than a window of 1 024 and many blocks of postings.
+        // Many blocks of postings, and more matches than are counted one by one.
         let docs: Vec<IndexedDoc> = (0..4500).map(doc).collect();
         let (_dir, index) = indexed(&docs);
         // Every document, evaluated with the search or kept per segment; a third of them, kept
@@ -490,7 +490,7 @@ mod tests {
             |pick: &dyn Fn(&IndexedDoc) -> bool| counted_by_hand(docs.iter().filter(|d| pick(d)));
         // Each search reuses the count arrays the one before gave back: 4 500 or 1 500 matches
         // are summed from every combination, 900 or 300 from their own, none from nothing.
-        // Both words, under a kept permission, are matched window by window.
+        // Both words, under a kept permission.
         for which in [0, 1, 2] {
             let admitted = |d: &IndexedDoc| which < 2 || d.procedure == "proc0";
             let all = expected(&|d| admitted(d));

@@ -239,7 +239,7 @@ pub struct Permission {
     /// cheaper on the calling thread than handed to every core.
     pub narrow: bool,
     /// The permission admits a large part of the index (the tenant, an office): its searches
-    /// visit most of a phrase's matches anyway, and walk a segment's whole to keep them.
+    /// visit most of a phrase's matches anyway, and find a segment's whole to keep them.
     pub broad: bool,
 }
 

@@ -545,7 +545,7 @@ pub(crate) mod tests {
             "silenzio assenso",
             "parere favorevole",
         ];
-        // Segments longer than a window of 1 024 documents, their words in many blocks.
+        // Segments of thousands of documents, their words in many blocks.
         for (segment, range) in [(1, 0..2600), (2, 2600..3300)] {
             for i in range {
                 let mut d = doc(i, (i % 50) as i64 * 1000);
