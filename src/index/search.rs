@@ -411,25 +411,20 @@ impl SearchIndex {
         } else {
             &Executor::SingleThread
         };
-        if let Some(stop) = stop {
-            stop.check()?;
-            let stoppable = Stoppable {
-                inner: collector,
-                stop,
-            };
-            let scoring = if collector.requires_scoring() {
-                EnableScoring::enabled_from_searcher(searcher)
-            } else {
-                EnableScoring::disabled_from_searcher(searcher)
-            };
-            return searcher.search_with_executor(query, &stoppable, executor, scoring);
-        }
         // Scores are computed only for a collector that ranks by them.
         let scoring = if collector.requires_scoring() {
             EnableScoring::enabled_from_searcher(searcher)
         } else {
             EnableScoring::disabled_from_searcher(searcher)
         };
+        if let Some(stop) = stop {
+            stop.check()?;
+            let stoppable = Stoppable {
+                inner: collector,
+                stop,
+            };
+            return searcher.search_with_executor(query, &stoppable, executor, scoring);
+        }
         searcher.search_with_executor(query, collector, executor, scoring)
     }
 }
