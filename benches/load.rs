@@ -30,7 +30,9 @@
 //!   server per arm and round, the order alternating: each search path of ours against
 //!   tantivy's own part (`filters`, `phrases`, `facets`, `snippets`, `all`; `stems` times
 //!   `reindex` in each arm, which write the same index), or this build against another (`binary:<path to its
-//!   fascicolo>`, which must read the same index).
+//!   fascicolo>`, which must read the same index; `binary:<path>@<data dir>` when it cannot: the
+//!   other build serves the same corpus loaded by its own benchmark into that directory, with
+//!   that directory's tokens).
 
 #[path = "common/corpus.rs"]
 mod corpus;
@@ -127,6 +129,7 @@ impl Settings {
 }
 
 /// The people the queries run as.
+#[derive(Clone)]
 struct Roles {
     tokens: BTreeMap<&'static str, String>,
     citizen: u32,
@@ -662,6 +665,21 @@ async fn ab(
         return ab_stems(dir, settings);
     }
     type Pooled = BTreeMap<(&'static str, &'static str), Vec<f64>>;
+    // `binary:<path>@<data dir>`: the other build on its own copy of the corpus, with its tokens.
+    let other = path
+        .strip_prefix("binary:")
+        .map(|other| match other.split_once('@') {
+            Some((binary, dir)) => {
+                let dir = PathBuf::from(dir);
+                let saved: Value = serde_json::from_str(
+                    &std::fs::read_to_string(dir.join("bench-roles.json"))
+                        .expect("the other roles"),
+                )
+                .expect("roles json");
+                (PathBuf::from(binary), dir, roles_from(&saved))
+            }
+            None => (PathBuf::from(other), dir.to_owned(), roles.clone()),
+        });
     // [ours, plain]
     let mut warm: [Pooled; 2] = Default::default();
     let mut distinct: [Pooled; 2] = Default::default();
@@ -670,10 +688,13 @@ async fn ab(
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for arm in order {
             // `binary:<path>`: the other arm is another build of the server, as it runs.
-            let server = match (arm, path.strip_prefix("binary:")) {
-                (0, _) => Server::start(dir, &[]),
-                (_, Some(other)) => Server::start_binary(Path::new(other), dir, &[]),
-                (_, None) => Server::start(dir, &[("FASCICOLO_SEARCH_PLAIN", path.to_owned())]),
+            let (server, roles) = match (arm, &other) {
+                (0, _) => (Server::start(dir, &[]), roles),
+                (_, Some((binary, dir, roles))) => (Server::start_binary(binary, dir, &[]), roles),
+                (_, None) => (
+                    Server::start(dir, &[("FASCICOLO_SEARCH_PLAIN", path.to_owned())]),
+                    roles,
+                ),
             };
             wait_ready(client, &server.base).await;
             for (cell, (times, _)) in warm_cells(client, &server.base, roles, sets, settings).await

@@ -269,11 +269,12 @@ async fn an_activation_code_arrives_by_email_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_waits_while_the_smtp_server_is_down_and_arrives_once_it_is_back() {
-    // Reserve a port, then close it: nothing listens there for now.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Bind a port without listening: connections to it are refused for now, and no other
+    // test's `bind(0)` can be given it meanwhile (a port that was merely closed could be, and
+    // that test's sink would then receive this one's message).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let app = app_sending_to(port).await;
     register(&app, 4010, "paziente@example.it").await;
     let db = app.services.db.clone();
@@ -289,7 +290,7 @@ async fn a_message_waits_while_the_smtp_server_is_down_and_arrives_once_it_is_ba
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(db);
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = socket.listen(16).unwrap();
     let sink = Sink::start_on(listener, &[]).await;
     wait_for(
         "delivery after the server came back",
