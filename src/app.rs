@@ -326,12 +326,12 @@ impl App {
         let pipeline = self.services.pipeline()?;
         {
             let sandbox = pipeline.sandbox().clone();
+            // Beside the spool directory, not in it: whatever is in the spool is an upload.
             let scratch = self
                 .services
                 .config
                 .data_dir
-                .join("tmp")
-                .join("sandbox-probe");
+                .join(format!("sandbox-probe-{}", uuid::Uuid::now_v7().simple()));
             tokio::spawn(async move { sandbox.log_probe(&scratch).await });
         }
         let stop_ocr = Arc::new(Notify::new());

@@ -6,6 +6,7 @@
 //! Needs `chromium`, `chromium-driver` and `npm ci` in `tests/browser` (axe-core); `.ci/run`
 //! installs them and runs these with `--ignored`.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -36,16 +37,25 @@ struct Chrome {
 
 impl Chrome {
     async fn start(journey: &'static str) -> Self {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        // chromedriver picks its own free port and says which: a port chosen here and closed
+        // again could be given to another test before chromedriver binds it.
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver (Debian's chromium-driver) on the PATH");
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        let port: u16 = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                let (_, port) = line.split_once("started successfully on port ")?;
+                port.trim_end_matches('.').parse().ok()
+            })
+            .expect("chromedriver says the port it listens on");
+        // Whatever else it prints is read, so that it never waits on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         let axe_path = std::env::var("FASCICOLO_AXE_JS").unwrap_or_else(|_| {
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
