@@ -23,6 +23,45 @@ use crate::web::{
     totp_now, with_password,
 };
 
+/// Starts chromedriver on a port it picks itself, and says which.
+///
+/// A port chosen here and closed again could be given to another test before chromedriver
+/// binds it. Given `--port=0`, chromedriver takes a free port on `::1` and then binds the same
+/// number on 127.0.0.1, where one of the other tests' servers may already listen: it then
+/// says "IPv4 port not available" and exits. So it is started again, a few times at most.
+fn start_chromedriver() -> (Child, u16) {
+    let mut last = Vec::new();
+    for _ in 0..5 {
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver) on the PATH");
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        last.clear();
+        let port = lines.by_ref().map_while(Result::ok).find_map(|line| {
+            let port = line
+                .split_once("started successfully on port ")
+                .and_then(|(_, port)| port.trim_end_matches('.').parse::<u16>().ok());
+            last.push(line);
+            port
+        });
+        match port {
+            Some(port) => {
+                // Whatever else it prints is read, so that it never waits on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return (driver, port);
+            }
+            None => {
+                let _ = driver.kill();
+                let _ = driver.wait();
+            }
+        }
+    }
+    panic!("chromedriver did not start; it said: {last:?}")
+}
+
 /// Chromium under WebDriver, with the checks every page gets.
 struct Chrome {
     client: Client,
@@ -37,25 +76,7 @@ struct Chrome {
 
 impl Chrome {
     async fn start(journey: &'static str) -> Self {
-        // chromedriver picks its own free port and says which: a port chosen here and closed
-        // again could be given to another test before chromedriver binds it.
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver) on the PATH");
-        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
-        let port: u16 = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                let (_, port) = line.split_once("started successfully on port ")?;
-                port.trim_end_matches('.').parse().ok()
-            })
-            .expect("chromedriver says the port it listens on");
-        // Whatever else it prints is read, so that it never waits on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let (driver, port) = start_chromedriver();
         let axe_path = std::env::var("FASCICOLO_AXE_JS").unwrap_or_else(|_| {
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
