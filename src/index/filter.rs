@@ -142,22 +142,27 @@ pub struct CountedTop<'a, T> {
     /// The admitted matches, unscored ([`CachedFilter::admit`]).
     counted: AdmittedWeight,
     counting: (tantivy::collector::Count, Facets<'a>),
+    /// Whether a single frequent word is counted from its bitmap ([`super::Plain::bitmaps`]).
+    bitmaps: bool,
     /// Ranks the admitted matches, scored: the weight the search runs with.
     top: T,
 }
 
 impl<'a, T> CountedTop<'a, T> {
     /// Counts and facets what `counted` matches in `searcher`; ranks with `top` (tantivy's
-    /// top documents by score, which let the weight skip what cannot reach the page).
+    /// top documents by score, which let the weight skip what cannot reach the page); counts a
+    /// single frequent word from its bitmap when `bitmaps`.
     pub fn new(
         counted: &Admitted,
         searcher: &Searcher,
         facets: Facets<'a>,
         top: T,
+        bitmaps: bool,
     ) -> tantivy::Result<Self> {
         Ok(Self {
             counted: counted.admitted_weight(EnableScoring::disabled_from_searcher(searcher))?,
             counting: (tantivy::collector::Count, facets),
+            bitmaps,
             top,
         })
     }
@@ -206,10 +211,13 @@ impl<T: Collector<Fruit = Ranked>> Collector for CountedTop<'_, T> {
         segment_ord: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<<Self::Child as SegmentCollector>::Fruit> {
-        let (count, facets) = match self
-            .counted
-            .count_frequent_word(segment, &self.counting.1)?
-        {
+        let by_bitmap = match self.bitmaps {
+            true => self
+                .counted
+                .count_frequent_word(segment, &self.counting.1)?,
+            false => None,
+        };
+        let (count, facets) = match by_bitmap {
             Some(counted) => counted,
             None => self
                 .counting

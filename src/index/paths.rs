@@ -20,11 +20,16 @@ pub struct Plain {
     /// Words are stemmed by tantivy's Italian stemmer, instead of ours, which remembers the
     /// stems it has computed (indexing and queries alike; the stems are the same).
     pub stems: bool,
+    /// A single frequent word's admitted matches are counted through postings, instead of
+    /// from the word's bitmap ([`super::filter`]'s `count_frequent_word`).
+    pub bitmaps: bool,
 }
 
 impl Plain {
     /// The names [`Plain::parse`] takes.
-    pub const NAMES: [&str; 5] = ["filters", "phrases", "facets", "snippets", "stems"];
+    pub const NAMES: [&str; 6] = [
+        "filters", "phrases", "facets", "snippets", "stems", "bitmaps",
+    ];
 
     /// Parses a comma-separated list of [`Plain::NAMES`] (or `all`); empty is none.
     pub fn parse(list: &str) -> Result<Self, String> {
@@ -36,6 +41,7 @@ impl Plain {
                 "facets" => plain.facets = true,
                 "snippets" => plain.snippets = true,
                 "stems" => plain.stems = true,
+                "bitmaps" => plain.bitmaps = true,
                 "all" => plain = Self::all(),
                 other => {
                     return Err(format!(
@@ -56,6 +62,7 @@ impl Plain {
             facets: true,
             snippets: true,
             stems: true,
+            bitmaps: true,
         }
     }
 
@@ -65,6 +72,7 @@ impl Plain {
             | u8::from(self.facets) << 2
             | u8::from(self.snippets) << 3
             | u8::from(self.stems) << 4
+            | u8::from(self.bitmaps) << 5
     }
 
     pub(super) fn from_bits(bits: u8) -> Self {
@@ -74,6 +82,7 @@ impl Plain {
             facets: bits & 4 != 0,
             snippets: bits & 8 != 0,
             stems: bits & 16 != 0,
+            bitmaps: bits & 32 != 0,
         }
     }
 }

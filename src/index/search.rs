@@ -19,7 +19,7 @@ pub use super::request::{
     Deferred, Filters, Hit, Permission, SearchRequest, SearchResult, SortBy, Stop, stopped,
 };
 use super::snippet::{Highlighter, highlight, lead, snippets_for};
-use super::{IndexError, SearchIndex, StoredDoc};
+use super::{IndexError, Plain, SearchIndex, StoredDoc};
 
 /// Searches over at least this many documents run on every core, unless the query can match
 /// fewer than a tenth of that many (a setting: tests lower both with
@@ -120,7 +120,7 @@ impl SearchIndex {
                     narrow,
                     sort,
                 };
-                self.collect(&searcher, request, matches, plain.facets)?
+                self.collect(&searcher, request, matches, plain)?
             }
         };
         let snippets = match &user_query {
@@ -273,7 +273,7 @@ impl SearchIndex {
         searcher: &Searcher,
         request: &SearchRequest,
         m: Matches<'_>,
-        plain_facets: bool,
+        plain: Plain,
     ) -> Result<(u64, FacetCounts, Page), IndexError> {
         let f = self.fields;
         // The permission and the filters select; only the user's words score.
@@ -305,7 +305,7 @@ impl SearchIndex {
             && request.to_ms.is_none()
             && prunable(q)
         {
-            let facets = self.facets(plain_facets);
+            let facets = self.facets(plain.facets);
             let counted = cached.admit(q.box_clone());
             let top = TopDocs::with_limit(request.limit.max(1))
                 .and_offset(request.offset)
@@ -313,7 +313,7 @@ impl SearchIndex {
             let (total, facets, page) = self.run(
                 searcher,
                 &counted,
-                &CountedTop::new(&counted, searcher, facets, top)?,
+                &CountedTop::new(&counted, searcher, facets, top, !plain.bitmaps)?,
                 parallel,
                 request.stop.as_ref(),
             )?;
@@ -352,7 +352,7 @@ impl SearchIndex {
         };
         let query = query.as_ref();
         let top = TopDocs::with_limit(request.limit.max(1)).and_offset(request.offset);
-        let facets = self.facets(plain_facets);
+        let facets = self.facets(plain.facets);
         let (total, facets, page) = match m.sort {
             SortBy::Relevance => {
                 let (total, facets, hits) = self.run(
