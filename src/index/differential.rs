@@ -390,18 +390,18 @@ fn the_whole_search_answers_like_plain_tantivy() {
                 ..SearchRequest::default()
             };
             if round < 8 {
-                // Ranked, unfiltered: the searches that count a word from its bitmap.
+                // Ranked and unfiltered: the searches that count a word from its bitmap.
                 request.sort = None;
-                request.filters = Default::default();
-            }
-            if round >= 8 && rng.random_bool(0.25) {
-                request.filters.procedure = Some(format!("proc{}", rng.random_range(0..6)));
-            }
-            if round >= 8 && rng.random_bool(0.15) {
-                request.filters.kind = Some("plan".parse().expect("a kind"));
-            }
-            if round >= 8 && rng.random_bool(0.15) {
-                request.filters.year = Some(2023 + rng.random_range(0..4));
+            } else {
+                if rng.random_bool(0.25) {
+                    request.filters.procedure = Some(format!("proc{}", rng.random_range(0..6)));
+                }
+                if rng.random_bool(0.15) {
+                    request.filters.kind = Some("plan".parse().expect("a kind"));
+                }
+                if rng.random_bool(0.15) {
+                    request.filters.year = Some(2023 + rng.random_range(0..4));
+                }
             }
             let who = (round % 4) as usize;
             let (_, reference_query, ..) = permission(&index, who);

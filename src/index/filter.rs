@@ -211,11 +211,11 @@ impl<T: Collector<Fruit = Ranked>> Collector for CountedTop<'_, T> {
         segment_ord: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<<Self::Child as SegmentCollector>::Fruit> {
-        let by_bitmap = match self.bitmaps {
-            true => self
-                .counted
-                .count_frequent_word(segment, &self.counting.1)?,
-            false => None,
+        let by_bitmap = if self.bitmaps {
+            self.counted
+                .count_frequent_word(segment, &self.counting.1)?
+        } else {
+            None
         };
         let (count, facets) = match by_bitmap {
             Some(counted) => counted,
