@@ -326,12 +326,9 @@ impl App {
         let pipeline = self.services.pipeline()?;
         {
             let sandbox = pipeline.sandbox().clone();
-            // Beside the spool directory, not in it: whatever is in the spool is an upload.
-            let scratch = self
-                .services
-                .config
-                .data_dir
-                .join(format!("sandbox-probe-{}", uuid::Uuid::now_v7().simple()));
+            // Beside the spool directory, not in it: whatever is in the spool is an upload. One
+            // name, so that what a server killed during the probe left is reused and removed.
+            let scratch = self.services.config.data_dir.join("sandbox-probe");
             tokio::spawn(async move { sandbox.log_probe(&scratch).await });
         }
         let stop_ocr = Arc::new(Notify::new());
