@@ -32,7 +32,10 @@
 //!   times `reindex` in each arm, which write the same index), or this build against another
 //!   (`binary:<path to its fascicolo>`, which must read the same index; `binary:<path>@<data
 //!   dir>` when it cannot: the other build serves the same corpus loaded by its own benchmark
-//!   into that directory, with that directory's tokens).
+//!   into that directory, with that directory's tokens), or the server with its limits
+//!   (`limits`: the connection, header, body, rate and search concurrency limits at their
+//!   defaults, the rate limits counting but set above what the benchmark sends) against the
+//!   same server with every one of them set to 0, which turns it off.
 
 #[path = "common/corpus.rs"]
 mod corpus;
@@ -646,8 +649,21 @@ async fn timed(
     (sorted(times), sorted(totals))
 }
 
+/// The server's limits, each set to 0, which turns it off: the other arm of the `limits` A/B.
+const LIMITS_OFF: [(&str, &str); 8] = [
+    ("FASCICOLO_MAX_CONNECTIONS", "0"),
+    ("FASCICOLO_HEADER_TIMEOUT_SECONDS", "0"),
+    ("FASCICOLO_BODY_IDLE_SECONDS", "0"),
+    ("FASCICOLO_BODY_MIN_RATE", "0"),
+    ("FASCICOLO_RATE_ANONYMOUS", "0"),
+    ("FASCICOLO_RATE_SEARCH", "0"),
+    ("FASCICOLO_RATE_UPLOAD", "0"),
+    ("FASCICOLO_SEARCH_CONCURRENCY", "0"),
+];
+
 /// An A/B of one search path (`FASCICOLO_SEARCH_PLAIN=path`), or of another build of the
-/// server (`binary:<path>`), against the engine as built: each round starts a server for each
+/// server (`binary:<path>`), or of the server's limits turned off (`limits`; the search time
+/// budget stays, a clock read between segments), against the engine as built: each round starts a server for each
 /// arm in turn, the order alternating, and measures the
 /// warm cells, a stream of distinct queries (the same for both arms of a round, a new one each
 /// round) and the throughput of eight clients. Prints, per cell, both arms' p50 and p99 over
@@ -684,6 +700,7 @@ async fn ab(
     let mut warm: [Pooled; 2] = Default::default();
     let mut distinct: [Pooled; 2] = Default::default();
     let mut rates: [Vec<f64>; 2] = Default::default();
+    let mut loaded: [Vec<f64>; 2] = Default::default();
     for round in 0..settings.ab_rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for arm in order {
@@ -691,6 +708,10 @@ async fn ab(
             let (server, roles) = match (arm, &other) {
                 (0, _) => (Server::start(dir, &[]), roles),
                 (_, Some((binary, dir, roles))) => (Server::start_binary(binary, dir, &[]), roles),
+                (_, None) if path == "limits" => (
+                    Server::start(dir, &LIMITS_OFF.map(|(k, v)| (k, v.to_owned()))),
+                    roles,
+                ),
                 (_, None) => (
                     Server::start(dir, &[("FASCICOLO_SEARCH_PLAIN", path.to_owned())]),
                     roles,
@@ -713,8 +734,10 @@ async fn ab(
             for (cell, (times, _)) in streams {
                 distinct[arm].entry(cell).or_default().extend(times);
             }
-            let (count, elapsed, _) = concurrent(client, &server.base, roles, sets, settings).await;
+            let (count, elapsed, latencies) =
+                concurrent(client, &server.base, roles, sets, settings).await;
             rates[arm].push(count as f64 / elapsed.as_secs_f64());
+            loaded[arm].extend(latencies);
         }
     }
     println!(
@@ -742,14 +765,32 @@ async fn ab(
             gain(d99, q99)
         );
     }
+    // All cells pooled: the p50 and p99 of every search each arm answered one client at a time.
+    for (name, pooled) in [("warm", &warm), ("distinct", &distinct)] {
+        let [ours, plain] =
+            [0, 1].map(|arm| sorted(pooled[arm].values().flatten().copied().collect()));
+        println!(
+            "all cells, {name}: p50 {:.2} / {:.2} ms, p99 {:.2} / {:.2} ms",
+            percentile(&ours, 50.0),
+            percentile(&plain, 50.0),
+            percentile(&ours, 99.0),
+            percentile(&plain, 99.0)
+        );
+    }
     let (ours, plain) = (sorted(rates[0].clone()), sorted(rates[1].clone()));
+    let [ours_loaded, plain_loaded] = loaded.map(sorted);
     println!(
-        "{} clients, searches/s per round: ours {:?}, plain {:?}; medians {:.0} / {:.0}",
+        "{} clients, searches/s per round: ours {:?}, plain {:?}; medians {:.0} / {:.0}; \
+         p50 {:.2} / {:.2} ms, p99 {:.2} / {:.2} ms",
         settings.clients,
         ours.iter().map(|r| r.round()).collect::<Vec<_>>(),
         plain.iter().map(|r| r.round()).collect::<Vec<_>>(),
         percentile(&ours, 50.0),
-        percentile(&plain, 50.0)
+        percentile(&plain, 50.0),
+        percentile(&ours_loaded, 50.0),
+        percentile(&plain_loaded, 50.0),
+        percentile(&ours_loaded, 99.0),
+        percentile(&plain_loaded, 99.0)
     );
 }
 

@@ -356,10 +356,11 @@ impl App {
                 .run(Arc::new(Notify::new()), stop_notifying.clone()),
         );
         let config = self.services.config.clone();
+        let seconds = |n: u64| (n > 0).then(|| std::time::Duration::from_secs(n));
         let limits = http::serve::ServeLimits {
-            max_connections: config.max_connections,
-            header_timeout: std::time::Duration::from_secs(config.header_timeout_seconds.max(1)),
-            body_idle: std::time::Duration::from_secs(config.body_idle_seconds.max(1)),
+            max_connections: (config.max_connections > 0).then_some(config.max_connections),
+            header_timeout: seconds(config.header_timeout_seconds),
+            body_idle: seconds(config.body_idle_seconds),
             body_min_rate: config.body_min_rate,
             rate_window: std::time::Duration::from_millis(config.body_rate_window_ms.max(1)),
         };

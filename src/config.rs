@@ -159,7 +159,7 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Connections served at once; more wait in the kernel's backlog (0: no limit).
     #[arg(
         long,
         env = "FASCICOLO_MAX_CONNECTIONS",
@@ -168,7 +168,7 @@ pub struct Config {
     )]
     pub max_connections: usize,
 
-    /// Seconds a client has to send a request's headers.
+    /// Seconds a client has to send a request's headers (0: no limit).
     #[arg(
         long,
         env = "FASCICOLO_HEADER_TIMEOUT_SECONDS",
@@ -177,7 +177,7 @@ pub struct Config {
     )]
     pub header_timeout_seconds: u64,
 
-    /// Seconds a request body may pause before it is cut off.
+    /// Seconds a request body may pause before it is cut off (0: no limit).
     #[arg(
         long,
         env = "FASCICOLO_BODY_IDLE_SECONDS",
@@ -187,7 +187,7 @@ pub struct Config {
     pub body_idle_seconds: u64,
 
     /// Slowest accepted body rate, bytes per second averaged over 10 s windows: a slow but steady
-    /// upload goes through, a trickle that only holds a connection does not.
+    /// upload goes through, a trickle that only holds a connection does not (0: no minimum).
     #[arg(
         long,
         env = "FASCICOLO_BODY_MIN_RATE",
@@ -206,7 +206,8 @@ pub struct Config {
     )]
     pub body_rate_window_ms: u64,
 
-    /// Requests to anonymous routes (registration, activation) per client address per minute.
+    /// Requests to anonymous routes (registration, activation) per client address per minute
+    /// (0: no limit).
     #[arg(
         long,
         env = "FASCICOLO_RATE_ANONYMOUS",
@@ -215,7 +216,7 @@ pub struct Config {
     )]
     pub rate_anonymous: u32,
 
-    /// Searches per caller per minute.
+    /// Searches per caller per minute (0: no limit).
     #[arg(
         long,
         env = "FASCICOLO_RATE_SEARCH",
@@ -224,7 +225,7 @@ pub struct Config {
     )]
     pub rate_search: u32,
 
-    /// Uploads (documents and versions) per caller per minute.
+    /// Uploads (documents and versions) per caller per minute (0: no limit).
     #[arg(
         long,
         env = "FASCICOLO_RATE_UPLOAD",
@@ -233,7 +234,7 @@ pub struct Config {
     )]
     pub rate_upload: u32,
 
-    /// Searches run at once; more wait their turn.
+    /// Searches run at once; more wait their turn (0: no limit).
     #[arg(
         long,
         env = "FASCICOLO_SEARCH_CONCURRENCY",

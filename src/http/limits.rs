@@ -36,14 +36,17 @@ pub struct Limits {
     upload: Option<DefaultKeyedRateLimiter<String>>,
     checks: AtomicU64,
     clock: DefaultClock,
-    /// Searches running at once.
-    pub searches: Semaphore,
+    /// Searches running at once (`None`: no limit).
+    pub searches: Option<Semaphore>,
 }
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limits")
-            .field("searches_available", &self.searches.available_permits())
+            .field(
+                "searches_available",
+                &self.searches.as_ref().map(Semaphore::available_permits),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -53,7 +56,7 @@ fn per_minute(n: u32) -> Option<DefaultKeyedRateLimiter<String>> {
 }
 
 impl Limits {
-    /// The limits `config` sets; a rate of 0 means no limit.
+    /// The limits `config` sets; a rate or a concurrency of 0 means no limit.
     pub fn new(config: &Config) -> Self {
         Self {
             anonymous: per_minute(config.rate_anonymous),
@@ -61,7 +64,8 @@ impl Limits {
             upload: per_minute(config.rate_upload),
             checks: AtomicU64::new(0),
             clock: DefaultClock::default(),
-            searches: Semaphore::new(config.search_concurrency.max(1)),
+            searches: (config.search_concurrency > 0)
+                .then(|| Semaphore::new(config.search_concurrency)),
         }
     }
 

@@ -9,6 +9,8 @@
 //!   steady upload of a large scan goes through, a trickle that only holds the connection does
 //!   not.
 //!
+//! Each limit set to 0 is off (what a benchmark of the limits' cost compares against).
+//!
 //! On shutdown the listener closes, requests in flight finish, and connections close.
 
 use std::pin::Pin;
@@ -34,13 +36,13 @@ const DRAIN: Duration = Duration::from_secs(30);
 /// What one client may hold.
 #[derive(Clone, Copy, Debug)]
 pub struct ServeLimits {
-    /// Connections open at once.
-    pub max_connections: usize,
-    /// Time to send a request's headers.
-    pub header_timeout: Duration,
-    /// Longest pause inside a request body.
-    pub body_idle: Duration,
-    /// Slowest average body rate over a window of `rate_window`, bytes per second.
+    /// Connections open at once (`None`: no limit).
+    pub max_connections: Option<usize>,
+    /// Time to send a request's headers (`None`: no limit).
+    pub header_timeout: Option<Duration>,
+    /// Longest pause inside a request body (`None`: no limit).
+    pub body_idle: Option<Duration>,
+    /// Slowest average body rate over a window of `rate_window`, bytes per second (0: none).
     pub body_min_rate: u64,
     /// How long a body's arrival rate is averaged over.
     pub rate_window: Duration,
@@ -53,21 +55,27 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let permits = limits
+        .max_connections
+        .map(|n| Arc::new(Semaphore::new(n.max(1))));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_headers(100);
+    let timed = limits.body_idle.is_some() || limits.body_min_rate > 0;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
+        let permit = match &permits {
+            Some(permits) => tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => Some(p),
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
             },
-            () = &mut shutdown => break,
+            None => None,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -84,7 +92,11 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(|body| Body::new(Timed::new(body, limits)));
+            let mut request = if timed {
+                request.map(|body| Body::new(Timed::new(body, limits)))
+            } else {
+                request.map(Body::new)
+            };
             request.extensions_mut().insert(ConnectInfo(peer));
             tower::ServiceExt::oneshot(router.clone(), request)
         });
@@ -120,9 +132,9 @@ pub enum BodyTimeout {
 /// A request body under the idle and minimum-rate limits.
 struct Timed {
     inner: Incoming,
-    idle: Duration,
+    idle: Option<Duration>,
     min_per_window: u64,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Option<Pin<Box<Sleep>>>,
     window: Duration,
     window_started: Instant,
     window_bytes: u64,
@@ -138,7 +150,9 @@ impl Timed {
             )
             .unwrap_or(u64::MAX),
             window: limits.rate_window,
-            deadline: Box::pin(tokio::time::sleep(limits.body_idle)),
+            deadline: limits
+                .body_idle
+                .map(|idle| Box::pin(tokio::time::sleep(idle))),
             window_started: Instant::now(),
             window_bytes: 0,
         }
@@ -167,15 +181,24 @@ impl http_body::Body for Timed {
                     this.window_started = now;
                     this.window_bytes = 0;
                 }
-                this.deadline.as_mut().reset(now + this.idle);
+                if let (Some(deadline), Some(idle)) = (&mut this.deadline, this.idle) {
+                    deadline.as_mut().reset(now + idle);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout::Idle.into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let stalled = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if stalled {
+                    Poll::Ready(Some(Err(BodyTimeout::Idle.into())))
+                } else {
+                    Poll::Pending
+                }
+            }
         }
     }
 

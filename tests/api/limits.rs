@@ -282,6 +282,81 @@ async fn slow_clients_are_cut_off_and_a_steady_upload_goes_through() {
     );
 }
 
+/// Every limit set to 0 is off: what the load benchmark's "limits" A/B compares against, and
+/// what an operator behind a proxy that already enforces them may choose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_set_to_zero_are_off() {
+    let app = spawn_app_with(|c| {
+        c.max_connections = 0;
+        c.header_timeout_seconds = 0;
+        c.body_idle_seconds = 0;
+        c.body_min_rate = 0;
+        c.body_rate_window_ms = 200;
+        c.search_concurrency = 0;
+    })
+    .await;
+    let citizen = app.citizen(3131).await;
+    let d = app.open_dossier(&citizen, "cila", &cf(3131)).await;
+    let d = d["id"].as_str().unwrap().to_owned();
+
+    // Headers begun and left unfinished for longer than the shortest limit (1 s) stay open,
+    // and are answered once they end; meanwhile two more connections are served.
+    let mut slow = TcpStream::connect(host(&app)).await.unwrap();
+    slow.write_all(format!("GET /health HTTP/1.1\r\nHost: {}\r\nX-Slow: ", host(&app)).as_bytes())
+        .await
+        .unwrap();
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let mut other = TcpStream::connect(host(&app)).await.unwrap();
+        other
+            .write_all(format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", host(&app)).as_bytes())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), other.read(&mut buf))
+            .await
+            .expect("a second connection is served while the first is open")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        others.push(other);
+    }
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_millis(1500)).await;
+    assert!(!closed, "no header timeout");
+    slow.write_all(b"1\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .expect("the finished headers are answered")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    // A body that pauses longer than the shortest idle limit, and arrives slower than any
+    // minimum rate, is stored.
+    let content = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nparere favorevole\r\n--XyZ--\r\n";
+    let mut upload = TcpStream::connect(host(&app)).await.unwrap();
+    upload
+        .write_all(
+            format!(
+                "POST /v1/dossiers/{d}/documents HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {citizen}\r\n\
+                 Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                host(&app),
+                content.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    upload.write_all(&content[..20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    upload.write_all(&content[20..]).await.unwrap();
+    let (answer, _) = read_until_closed(&mut upload, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    // Searches run without a concurrency limit.
+    let r = app.search(&citizen, &[("q", "parere")]).await;
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_past_its_time_budget_is_a_503() {
     let app = spawn_app_with(|c| c.search_budget_ms = 0).await;
