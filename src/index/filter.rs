@@ -449,22 +449,39 @@ impl AdmittedWeight {
         if bits.len == reader.max_doc() {
             return Ok(Admission::All);
         }
-        let query = self.query.scorer(reader, boost)?;
+        let mut admitted = BitsDocSet::new(bits.clone());
+        if admitted.doc() == TERMINATED {
+            return Ok(Admission::Sparse(Box::new(EmptyScorer)));
+        }
+        // The query's scorer starts at the first admitted document without looking further
+        // (tantivy's `scorer_danger`): a phrase's scorer made the ordinary way would first
+        // compare the positions of every document holding its words up to its first match,
+        // the whole segment for a phrase found nowhere in it.
+        let (mut found, query) = self.query.scorer_danger(reader, admitted.doc(), boost)?;
         // A phrase's cost counts the positions it compares, so a phrase over frequent words
         // is led by the admitted documents, whose candidates alone it then checks.
-        Ok(
-            if query.cost() <= u64::from(bits.len).saturating_mul(VISIT_RATIO) {
-                Admission::Dense(bits, query)
-            } else {
-                Admission::Sparse(intersect_scorers(
-                    vec![
-                        query,
-                        Box::new(ConstScorer::new(BitsDocSet::new(bits), 0.0)),
-                    ],
-                    reader.num_docs(),
-                ))
-            },
-        )
+        if query.cost() <= u64::from(bits.len).saturating_mul(VISIT_RATIO) {
+            let query = match found {
+                SeekDangerResult::Found => query,
+                // Run alone, the query needs a scorer in a valid state.
+                SeekDangerResult::SeekLowerBound(_) => self.query.scorer(reader, boost)?,
+            };
+            return Ok(Admission::Dense(bits, query));
+        }
+        // The two brought to their first common document, as tantivy's boolean query aligns
+        // its clauses, before they are intersected.
+        let mut query = query;
+        while let SeekDangerResult::SeekLowerBound(next) = found {
+            let doc = admitted.seek(next);
+            if doc == TERMINATED {
+                return Ok(Admission::Sparse(Box::new(EmptyScorer)));
+            }
+            found = query.seek_danger(doc);
+        }
+        Ok(Admission::Sparse(intersect_scorers(
+            vec![query, Box::new(ConstScorer::new(admitted, 0.0))],
+            reader.num_docs(),
+        )))
     }
 }
 

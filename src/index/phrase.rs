@@ -24,7 +24,7 @@ use tantivy::query::{
 use tantivy::query_grammar::{UserInputAst, UserInputLeaf, UserInputLiteral};
 use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{DocId, DocSet, Score, TERMINATED};
+use tantivy::{DocId, DocSet, Score, SeekDangerResult, TERMINATED};
 
 use super::cache::{MATCH_BLOCK, PhraseMatches, SegmentCaches};
 
@@ -167,6 +167,26 @@ impl Weight for KeptPhraseWeight {
             }),
             None => self.tantivy.scorer(reader, boost)?,
         })
+    }
+
+    /// Where nothing is kept, tantivy's phrase scorer started at `target` without looking for
+    /// its first match beyond it (which compares positions up to that match).
+    fn scorer_danger(
+        &self,
+        reader: &SegmentReader,
+        target: DocId,
+        boost: Score,
+    ) -> tantivy::Result<(SeekDangerResult, Box<dyn Scorer>)> {
+        if self.caches.phrase(reader.segment_id(), &self.key).is_none() && !self.finds {
+            return self.tantivy.scorer_danger(reader, target, boost);
+        }
+        let mut scorer = self.scorer(reader, boost)?;
+        let found = match scorer.doc() {
+            doc if doc < target => scorer.seek_danger(target),
+            doc if doc == target => SeekDangerResult::Found,
+            doc => SeekDangerResult::SeekLowerBound(doc),
+        };
+        Ok((found, scorer))
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {

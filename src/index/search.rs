@@ -346,8 +346,17 @@ impl SearchIndex {
             });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
         }
+        // A lone clause goes without its boolean query, which would align it by itself first:
+        // a phrase would then compare positions up to its first match in each segment, not
+        // starting where the kept permission admits documents (see `Admitted`).
+        let only = |mut clauses: Vec<(Occur, Box<dyn Query>)>| -> Box<dyn Query> {
+            match clauses.len() {
+                1 => clauses.remove(0).1,
+                _ => Box::new(BooleanQuery::new(clauses)),
+            }
+        };
         let query: Box<dyn Query> = match kept {
-            Some(cached) => Box::new(cached.admit(Box::new(BooleanQuery::new(clauses)))),
+            Some(cached) => Box::new(cached.admit(only(clauses))),
             None => Box::new(BooleanQuery::new(clauses)),
         };
         let query = query.as_ref();
