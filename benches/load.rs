@@ -663,10 +663,10 @@ const LIMITS_OFF: [(&str, &str); 8] = [
 
 /// An A/B of one search path (`FASCICOLO_SEARCH_PLAIN=path`), or of another build of the
 /// server (`binary:<path>`), or of the server's limits turned off (`limits`; the search time
-/// budget stays, a clock read between segments), against the engine as built: each round starts a server for each
-/// arm in turn, the order alternating, and measures the
-/// warm cells, a stream of distinct queries (the same for both arms of a round, a new one each
-/// round) and the throughput of eight clients. Prints, per cell, both arms' p50 and p99 over
+/// budget stays, a clock read between segments), against the engine as built: each round
+/// starts a server for each arm in turn, the order alternating, and measures the warm cells, a
+/// stream of distinct queries (the same for both arms of a round, a new one each round) and the
+/// throughput of eight clients. Prints, per cell, both arms' p50 and p99 over
 /// all rounds and what the path gains (the plain arm's time over ours, minus one).
 async fn ab(
     client: &reqwest::Client,

@@ -132,9 +132,9 @@ pub enum BodyTimeout {
 /// A request body under the idle and minimum-rate limits.
 struct Timed {
     inner: Incoming,
-    idle: Option<Duration>,
+    /// The longest pause, and when the current one runs out (`None`: no idle limit).
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
     min_per_window: u64,
-    deadline: Option<Pin<Box<Sleep>>>,
     window: Duration,
     window_started: Instant,
     window_bytes: u64,
@@ -144,15 +144,14 @@ impl Timed {
     fn new(inner: Incoming, limits: ServeLimits) -> Self {
         Self {
             inner,
-            idle: limits.body_idle,
+            idle: limits
+                .body_idle
+                .map(|idle| (idle, Box::pin(tokio::time::sleep(idle)))),
             min_per_window: u64::try_from(
                 u128::from(limits.body_min_rate) * limits.rate_window.as_millis() / 1000,
             )
             .unwrap_or(u64::MAX),
             window: limits.rate_window,
-            deadline: limits
-                .body_idle
-                .map(|idle| Box::pin(tokio::time::sleep(idle))),
             window_started: Instant::now(),
             window_bytes: 0,
         }
@@ -181,8 +180,8 @@ impl http_body::Body for Timed {
                     this.window_started = now;
                     this.window_bytes = 0;
                 }
-                if let (Some(deadline), Some(idle)) = (&mut this.deadline, this.idle) {
-                    deadline.as_mut().reset(now + idle);
+                if let Some((idle, deadline)) = &mut this.idle {
+                    deadline.as_mut().reset(now + *idle);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -190,9 +189,9 @@ impl http_body::Body for Timed {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let stalled = this
-                    .deadline
+                    .idle
                     .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                    .is_some_and(|(_, deadline)| deadline.as_mut().poll(cx).is_ready());
                 if stalled {
                     Poll::Ready(Some(Err(BodyTimeout::Idle.into())))
                 } else {

@@ -457,7 +457,7 @@ impl AdmittedWeight {
         // (tantivy's `scorer_danger`): a phrase's scorer made the ordinary way would first
         // compare the positions of every document holding its words up to its first match,
         // the whole segment for a phrase found nowhere in it.
-        let (mut found, query) = self.query.scorer_danger(reader, admitted.doc(), boost)?;
+        let (mut found, mut query) = self.query.scorer_danger(reader, admitted.doc(), boost)?;
         // A phrase's cost counts the positions it compares, so a phrase over frequent words
         // is led by the admitted documents, whose candidates alone it then checks.
         if query.cost() <= u64::from(bits.len).saturating_mul(VISIT_RATIO) {
@@ -470,7 +470,6 @@ impl AdmittedWeight {
         }
         // The two brought to their first common document, as tantivy's boolean query aligns
         // its clauses, before they are intersected.
-        let mut query = query;
         while let SeekDangerResult::SeekLowerBound(next) = found {
             let doc = admitted.seek(next);
             if doc == TERMINATED {
