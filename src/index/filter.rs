@@ -460,22 +460,19 @@ impl AdmittedWeight {
         let (mut found, mut query) = self.query.scorer_danger(reader, admitted.doc(), boost)?;
         // A phrase's cost counts the positions it compares, so a phrase over frequent words
         // is led by the admitted documents, whose candidates alone it then checks.
-        if query.cost() <= u64::from(bits.len).saturating_mul(VISIT_RATIO) {
-            let query = match found {
-                SeekDangerResult::Found => query,
-                // Run alone, the query needs a scorer in a valid state.
-                SeekDangerResult::SeekLowerBound(_) => self.query.scorer(reader, boost)?,
-            };
-            return Ok(Admission::Dense(bits, query));
-        }
-        // The two brought to their first common document, as tantivy's boolean query aligns
-        // its clauses, before they are intersected.
+        let dense = query.cost() <= u64::from(bits.len).saturating_mul(VISIT_RATIO);
+        // Brought to a document it matches: run alone, the first at or after the first
+        // admitted one; led by the admitted documents, the first they have in common (as
+        // tantivy's boolean query aligns its clauses).
         while let SeekDangerResult::SeekLowerBound(next) = found {
-            let doc = admitted.seek(next);
+            let doc = if dense { next } else { admitted.seek(next) };
             if doc == TERMINATED {
                 return Ok(Admission::Sparse(Box::new(EmptyScorer)));
             }
             found = query.seek_danger(doc);
+        }
+        if dense {
+            return Ok(Admission::Dense(bits, query));
         }
         Ok(Admission::Sparse(intersect_scorers(
             vec![query, Box::new(ConstScorer::new(admitted, 0.0))],
