@@ -150,17 +150,11 @@ pub fn italian_analyzer() -> TextAnalyzer {
 /// [`italian_analyzer`], stemming with tantivy's own Italian stemmer when `plain`
 /// ([`Plain::stems`]).
 fn italian_analyzer_stemming(plain: bool) -> TextAnalyzer {
-    let stop_words: Vec<String> = STOP_WORDS
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .flat_map(|l| l.split_whitespace())
-        .map(str::to_owned)
-        .collect();
     let unstemmed = TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(48))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
-        .filter(StopWordFilter::remove(stop_words));
+        .filter(stop_words());
     if plain {
         unstemmed
             .filter(tantivy::tokenizer::Stemmer::new(
@@ -170,6 +164,20 @@ fn italian_analyzer_stemming(plain: bool) -> TextAnalyzer {
     } else {
         unstemmed.filter(stem::ItalianStemmer).build()
     }
+}
+
+/// The stop words the analyzers drop (after lower-casing and folding), read once.
+fn stop_words() -> StopWordFilter {
+    static FILTER: std::sync::LazyLock<StopWordFilter> = std::sync::LazyLock::new(|| {
+        StopWordFilter::remove(
+            STOP_WORDS
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .flat_map(|l| l.split_whitespace())
+                .map(str::to_owned),
+        )
+    });
+    FILTER.clone()
 }
 
 /// One indexed document.

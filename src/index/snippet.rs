@@ -2,7 +2,7 @@
 //! are in it.
 //!
 //! The passage is chosen as tantivy's snippet generator chooses it (passages of at most
-//! `max_chars` bytes, cut at word starts; a passage scores the weights of the words of the
+//! `max_chars` bytes, cut at the starts of tokens, stop words being none; a passage scores the weights of the words of the
 //! query it holds, every occurrence; the best one wins, the earlier one on a tie). Words are
 //! compared as the analyzer leaves them (already lower-cased), against the few words of the
 //! query in a list, with no allocation per word: highlighting the hits of a page costs a
@@ -85,7 +85,8 @@ fn words(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
 impl Snippets {
     /// Passages of at most `max_chars` bytes, scored by `words` as `analyzer` leaves them.
     /// `analyzer` must analyse a word alone as it does in its text (its filters look at one
-    /// token at a time), lower-case and fold it, and blank the words that cannot match.
+    /// token at a time), lower-case and fold it, drop stop words as the indexed field does, and
+    /// blank the words that cannot match.
     pub fn new(analyzer: TextAnalyzer, words: Vec<(String, f32)>, max_chars: usize) -> Self {
         let initials = words
             .iter()
@@ -115,6 +116,10 @@ impl Snippets {
                 continue;
             }
             if word.end - current.start > self.max_chars {
+                // A stop word is no token: it neither cuts a passage nor starts one.
+                if !self.is_token(&text[word.clone()]) {
+                    continue;
+                }
                 std::mem::replace(&mut current, Passage::at(word.start)).offer(&mut best);
             }
             current.end = word.end;
@@ -127,8 +132,33 @@ impl Snippets {
             }
         }
         current.offer(&mut best);
-        let best = best?;
+        let mut best = best?;
+        best.end = self.last_token_end(&text[..best.end]);
         Some((text.get(best.start..best.end)?, best.marks))
+    }
+
+    /// Whether `word` is a token, not a stop word the analyzer drops.
+    fn is_token(&mut self, word: &str) -> bool {
+        self.analyzer.token_stream(word).advance()
+    }
+
+    /// Where the last token of `text` ends: a passage ends at its last token, as its stop
+    /// words are none.
+    fn last_token_end(&mut self, text: &str) -> usize {
+        let mut end = text.len();
+        while let Some(last) = text[..end].rfind(char::is_alphanumeric) {
+            let word_end = last + text[last..].chars().next().map_or(1, char::len_utf8);
+            let word_start = text[..word_end]
+                .rfind(|c: char| !c.is_alphanumeric())
+                .map_or(0, |at| {
+                    at + text[at..].chars().next().map_or(1, char::len_utf8)
+                });
+            if word_end - word_start < LONGEST && self.is_token(&text[word_start..word_end]) {
+                return word_end;
+            }
+            end = word_start;
+        }
+        text.len()
     }
 
     /// The weight of the query word `word` analyses to, if any.
@@ -270,7 +300,7 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// The analyzer snippets are highlighted with: the Italian analyzer, except that only words
+/// The analyzer snippets are highlighted with: the Italian analyzer (stop words dropped), except that only words
 /// that could stem to one of the query's terms are stemmed (the others are blanked, and never
 /// match). The Italian stemmer only removes or rewrites endings, and a rewrite changes at most
 /// the stem's last letter (*-enza* becomes *-ente*), so a word that does not begin with a
@@ -290,6 +320,7 @@ pub fn snippet_analyzer(query_terms: &[String]) -> TextAnalyzer {
         .filter(RemoveLongFilter::limit(48))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
+        .filter(super::stop_words())
         .filter(candidates::KeepCandidates::new(prefixes))
         .filter(super::stem::ItalianStemmer)
         .build()
@@ -462,6 +493,64 @@ mod tests {
         let mut s = snippets(&[("attiv", 1.0)], 240);
         let (passage, marks) = s.best(&texts[0]).expect("a passage");
         assert_eq!(marks.len(), 4, "{passage:?} {marks:?}");
+    }
+
+    #[test]
+    fn passages_are_those_of_tantivys_snippet_generator() {
+        // Stop words ("il", "della", "e", "di", "per", "la", "del") at every place a passage
+        // could begin or end: they are no tokens, so they neither cut a passage nor end one.
+        let texts = [
+            "Il comune della città e la pratica del comune, con il parere della commissione \
+             e del comune di Roma per la città di Roma e per il comune della pratica.",
+            "comune comune città di la per il comune comune città della pratica e il per la",
+            "di per la pratica della città e del comune, di per la, comune comune città e di",
+        ];
+        let queries: [&[&str]; 3] = [
+            &["comune", "città", "pratica"],
+            &["città"],
+            &["pratica", "roma"],
+        ];
+        let mut compared = 0;
+        for query in queries {
+            let mut words = Vec::new();
+            let mut analyzer = crate::index::italian_analyzer();
+            for (i, word) in query.iter().enumerate() {
+                let mut stream = analyzer.token_stream(word);
+                assert!(stream.advance(), "{word}");
+                words.push((stream.token().text.clone(), 1.0 / (2.0 + i as f32)));
+            }
+            for max_chars in [12, 20, 27, 33, 40, 60, 240] {
+                let mut s = snippets(
+                    &words
+                        .iter()
+                        .map(|(w, f)| (w.as_str(), *f))
+                        .collect::<Vec<_>>(),
+                    max_chars,
+                );
+                let generator = tantivy::snippet::SnippetGenerator::new(
+                    words.iter().cloned().collect(),
+                    crate::index::italian_analyzer(),
+                    tantivy::schema::Field::from_field_id(0),
+                    max_chars,
+                );
+                for text in texts {
+                    let theirs = generator.snippet(text);
+                    let ours = s.best(text);
+                    if theirs.is_empty() {
+                        assert_eq!(ours, None, "{query:?} {max_chars} {text:?}");
+                        continue;
+                    }
+                    let (passage, marks) = ours.expect("a passage");
+                    assert_eq!(
+                        (passage, marks.as_slice()),
+                        (&text[theirs.fragment_range()], theirs.highlighted()),
+                        "{query:?} {max_chars} {text:?}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 40, "{compared}");
     }
 
     #[test]
