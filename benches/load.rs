@@ -439,6 +439,8 @@ async fn main() {
         percentile(&distinct_all, 100.0)
     );
 
+    phrase_floor(&dir, &corpus, &roles, &settings);
+
     // Concurrent clients: throughput over the whole mix.
     let (count, elapsed, latencies) =
         concurrent(&client, &server.base, &roles, &sets, &settings).await;
@@ -566,6 +568,89 @@ async fn main() {
 
     // Ingest last: it adds documents to the corpus.
     ingest(&client, &server, &roles, &corpus, &settings).await;
+}
+
+/// What tantivy alone costs for the broad callers' new phrases, the cells whose p99 is over
+/// its target: the same stream of distinct phrases staff and the auditor were just asked,
+/// answered in-process by tantivy's own parts over the same index, on every core, the exact
+/// count and the ten best by relevance, with staff's office as an ordinary clause (a lower
+/// bound of staff's permission). No HTTP, facets, snippets, audit or kept permission: the
+/// floor of those cells with tantivy's phrase scorer, p50 / p99 / max.
+fn phrase_floor(dir: &Path, corpus: &Corpus, roles: &Roles, settings: &Settings) {
+    use tantivy::collector::{Count, TopDocs};
+    use tantivy::query::TermQuery;
+    use tantivy::query::{BooleanQuery, ConstScoreQuery, EnableScoring, Occur, QueryParser};
+    let index = tantivy::Index::open_in_dir(dir.join("index")).expect("the index");
+    index.tokenizers().register(
+        fascicolo::index::ITALIAN,
+        fascicolo::index::italian_analyzer(),
+    );
+    let reader = index
+        .reader_builder()
+        .reload_policy(tantivy::ReloadPolicy::Manual)
+        .try_into()
+        .expect("a reader");
+    let searcher: tantivy::Searcher = reader.searcher();
+    let field = |name| index.schema().get_field(name).expect("a field");
+    let (body, office) = (field("body"), field("office"));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let executor = tantivy::Executor::multi_thread(cores, "floor-").expect("threads");
+    let mut parser = QueryParser::for_index(&index, vec![body]);
+    parser.set_conjunction_by_default();
+    println!(
+        "\ntantivy alone, in-process, the same new phrases (count + top 10 by relevance), ms:"
+    );
+    for (r, role) in ROLES
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| ["staff", "auditor"].contains(r))
+    {
+        // The stream `distinct_cells` asked this role in round 0.
+        let stream = distinct_queries(
+            corpus,
+            "phrase",
+            &roles.office,
+            settings.per_class,
+            settings.seed.wrapping_add(r as u64 * 7_919),
+        );
+        let mut times = Vec::new();
+        for q in &stream {
+            let phrase = parser
+                .parse_query(&q.q.replace(['\'', '’', '‘'], " "))
+                .expect("a phrase");
+            let query: Box<dyn tantivy::query::Query> = if *role == "staff" {
+                let term = tantivy::Term::from_field_text(office, &roles.office);
+                let office = TermQuery::new(term, tantivy::schema::IndexRecordOption::Basic);
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, phrase),
+                    (
+                        Occur::Must,
+                        Box::new(ConstScoreQuery::new(Box::new(office), 0.0)),
+                    ),
+                ]))
+            } else {
+                phrase
+            };
+            let t = Instant::now();
+            searcher
+                .search_with_executor(
+                    query.as_ref(),
+                    &(Count, TopDocs::with_limit(10).order_by_score()),
+                    &executor,
+                    EnableScoring::enabled_from_searcher(&searcher),
+                )
+                .expect("a search");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let times = sorted(times);
+        println!(
+            "{role} phrase: n {}, p50 {:.2}, p99 {:.2}, max {:.2}",
+            times.len(),
+            percentile(&times, 50.0),
+            percentile(&times, 99.0),
+            percentile(&times, 100.0)
+        );
+    }
 }
 
 /// Latencies (sorted) and totals (sorted) of a cell.
