@@ -7,8 +7,8 @@
 //!    against the size of the text.
 //! 3. Times the start of `fascicolo serve` over the full index, then replays searches over HTTP
 //!    by role (citizen, professional, staff, auditor) and query class (common term, rare term,
-//!    two-term AND, phrase, filtered, faceted): one client for latencies, then several
-//!    concurrent clients for throughput, sampling the server's memory throughout.
+//!    two-term AND, phrase, a phrase and a word, filtered, faceted): one client for latencies,
+//!    then several concurrent clients for throughput, sampling the server's memory throughout.
 //! 4. Loads the same corpus into PostgreSQL (`tsvector` with the `italian` configuration, GIN
 //!    index) and runs the same queries with the same permission semantics: ranked top 10 with
 //!    the exact count, plus the four facets for the faceted class. Prints both and the ratios.
@@ -61,7 +61,15 @@ use server::{Sampler, Server, percentile};
 const CATALOGUE: &str = include_str!("../schema/procedures.json");
 const TENANT: &str = "c_c722";
 const ROLES: [&str; 4] = ["citizen", "professional", "staff", "auditor"];
-const CLASSES: [&str; 6] = ["common", "rare", "and", "phrase", "filtered", "faceted"];
+const CLASSES: [&str; 7] = [
+    "common",
+    "rare",
+    "and",
+    "phrase",
+    "phrase+word",
+    "filtered",
+    "faceted",
+];
 
 struct Settings {
     documents: usize,
@@ -181,6 +189,11 @@ fn queries(corpus: &Corpus, class: &str, office: &str, count: usize) -> Vec<Quer
                     "\"{}\"",
                     corpus::PHRASES[i % corpus::PHRASES.len()]
                 )),
+                "phrase+word" => plain(format!(
+                    "\"{}\" {}",
+                    corpus::PHRASES[i % corpus::PHRASES.len()],
+                    v[rng.random_range(30..600)]
+                )),
                 "filtered" => Query {
                     q: v[rng.random_range(0..100)].clone(),
                     procedure: Some(office_procedures[i % office_procedures.len()].code.clone()),
@@ -233,7 +246,8 @@ fn distinct_queries(
                 v[rng.random_range(30..600)],
                 v[rng.random_range(30..600)]
             )),
-            "phrase" => {
+            // A phrase and, for `phrase+word`, another word of the same document.
+            "phrase" | "phrase+word" => {
                 let text = corpus.document(rng.random_range(0..corpus.documents)).text;
                 let words: Vec<&str> = text
                     .split(|c: char| !c.is_alphabetic())
@@ -244,7 +258,13 @@ fn distinct_queries(
                 }
                 let length = rng.random_range(2..=3);
                 let at = rng.random_range(0..words.len() - length);
-                plain(format!("\"{}\"", words[at..at + length].join(" ")))
+                let phrase = words[at..at + length].join(" ");
+                if class == "phrase" {
+                    plain(format!("\"{phrase}\""))
+                } else {
+                    let other = words[rng.random_range(0..words.len())];
+                    plain(format!("\"{phrase}\" {other}"))
+                }
             }
             "filtered" => Query {
                 q: v[rng.random_range(0..600)].clone(),

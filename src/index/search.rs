@@ -356,7 +356,10 @@ impl SearchIndex {
             }
         };
         let query: Box<dyn Query> = match kept {
-            Some(cached) => Box::new(cached.admit(only(clauses))),
+            Some(cached) => match led_by(&cached, &clauses) {
+                Some(led) => led,
+                None => Box::new(cached.admit(only(clauses))),
+            },
             None => Box::new(BooleanQuery::new(clauses)),
         };
         let query = query.as_ref();
@@ -436,6 +439,38 @@ impl SearchIndex {
         }
         searcher.search_with_executor(query, collector, executor, scoring)
     }
+}
+
+/// A phrase among other clauses (the user's other words, filters) led by the kept `permission`
+/// as one more clause of one boolean query, the user's conjunction flattened into it: tantivy's
+/// boolean query starts each clause where the one before it stands (`scorer_danger`), so the
+/// phrase is asked only about admitted documents holding the rest. Under `Admitted` the boolean
+/// query, which has no `scorer_danger` of its own, would first align its clauses from the
+/// segment's start, comparing the phrase's positions up to its first match there. Only where
+/// at most two clauses score, so that the scores add up as they do without the permission
+/// among them; the permission scores 0 behind a constant-score query, which also keeps a
+/// segment it admits whole from being taken out of the intersection.
+fn led_by(
+    permission: &CachedFilter,
+    clauses: &[(Occur, Box<dyn Query>)],
+) -> Option<Box<dyn Query>> {
+    let permission = ConstScoreQuery::new(Box::new(permission.clone()), 0.0);
+    let mut led: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, Box::new(permission))];
+    for (occur, clause) in clauses {
+        match clause.downcast_ref::<BooleanQuery>() {
+            Some(b) if b.clauses().iter().all(|(o, _)| *o == Occur::Must) => {
+                led.extend(b.clauses().iter().map(|(o, q)| (*o, q.box_clone())));
+            }
+            _ => led.push((*occur, clause.box_clone())),
+        }
+    }
+    let phrase = |q: &dyn Query| q.is::<PhraseQuery>() || q.is::<KeptPhrase>();
+    let scoring = led
+        .iter()
+        .filter(|(_, q)| !q.is::<ConstScoreQuery>())
+        .count();
+    (led.len() > 2 && scoring <= 2 && led.iter().any(|(_, q)| phrase(q.as_ref())))
+        .then(|| Box::new(BooleanQuery::new(led)) as Box<dyn Query>)
 }
 
 /// At most how many documents `query` matches, when the rarest term every match must hold
