@@ -65,6 +65,8 @@ const WORDS: &[&str] = &[
     "proroga",
     "termine",
     "ricorso",
+    // A stop word: alone beside a phrase, the parser leaves a boolean query of one clause.
+    "che",
 ];
 
 /// See [`document`].
@@ -192,12 +194,13 @@ fn permission(index: &SearchIndex, who: usize) -> (String, Box<dyn Query>, bool,
     }
 }
 
-/// Total, facets and page of plain tantivy, the permission and filters as ordinary clauses.
+/// Total, facets and page of plain tantivy, the permission and filters as ordinary clauses;
+/// `None` when its parser refuses the query.
 fn reference(
     index: &SearchIndex,
     request: &SearchRequest,
     permission: Box<dyn Query>,
-) -> (u64, FacetCounts, Vec<String>) {
+) -> Option<(u64, FacetCounts, Vec<String>)> {
     let searcher = index.searcher();
     let body = index.fields().body;
     let user: Option<Box<dyn Query>> = if request.q.trim().is_empty() {
@@ -206,7 +209,8 @@ fn reference(
         let mut parser = QueryParser::for_index(index.index(), vec![body]);
         parser.set_conjunction_by_default();
         let q = request.q.replace(['\'', '’', '‘'], " ");
-        Some(parser.parse_query(&q).expect("parsed"))
+        // The parser refuses a query of only stop words beside an exclusion.
+        Some(parser.parse_query(&q).ok()?)
     };
     let constant = |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(ConstScoreQuery::new(q, 0.0)) };
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, constant(permission))];
@@ -289,7 +293,7 @@ fn reference(
                 .to_owned()
         })
         .collect();
-    (total, facets, ids)
+    Some((total, facets, ids))
 }
 
 /// The words a snippet marks, in order.
@@ -405,24 +409,32 @@ fn the_whole_search_answers_like_plain_tantivy() {
             }
             let who = (round % 4) as usize;
             let (_, reference_query, ..) = permission(&index, who);
-            let (total, facets, ids) = reference(&index, &request, reference_query);
+            let expected = reference(&index, &request, reference_query);
             let mut first_snippets: Option<Vec<String>> = None;
             for (parallel, plain) in configurations() {
                 // The multi-core path from 1 document, or never.
                 index.set_parallel_from_docs(if parallel { 1 } else { u64::MAX });
                 index.set_plain(plain);
                 let (name, query, kept, narrow, broad) = permission(&index, who);
-                let ours = index
-                    .search(
-                        &request,
-                        Permission {
-                            query,
-                            cache_key: kept.then(|| FilterKey::of(&name)),
-                            narrow,
-                            broad,
-                        },
-                    )
-                    .expect("searched");
+                let ours = index.search(
+                    &request,
+                    Permission {
+                        query,
+                        cache_key: kept.then(|| FilterKey::of(&name)),
+                        narrow,
+                        broad,
+                    },
+                );
+                let Some((total, facets, ids)) = &expected else {
+                    assert!(
+                        matches!(ours, Err(super::IndexError::Query(_))),
+                        "refused by the parser, but not by the search: {:?}",
+                        request.q
+                    );
+                    compared += 1;
+                    continue;
+                };
+                let ours = ours.expect("searched");
                 let our_ids: Vec<String> = ours
                     .hits
                     .iter()
@@ -432,13 +444,13 @@ fn the_whole_search_answers_like_plain_tantivy() {
                     "{name}, parallel {parallel}, plain {plain:?}: q {:?} filters {:?} sort {:?} limit {} offset {}",
                     request.q, request.filters, request.sort, request.limit, request.offset
                 );
-                assert_eq!(ours.total, total, "total, {context}");
+                assert_eq!(ours.total, *total, "total, {context}");
                 assert_eq!(
                     nonzero(ours.facets),
                     nonzero(facets.clone()),
                     "facets, {context}"
                 );
-                assert_eq!(our_ids, ids, "hits, {context}");
+                assert_eq!(&our_ids, ids, "hits, {context}");
                 // Our passage finder chooses the passage as tantivy's generator does: the same
                 // words marked, in the same order (a passage may start one elision earlier:
                 // ours keeps "dell'" before "atto", tantivy cuts at "atto").
@@ -449,7 +461,7 @@ fn the_whole_search_answers_like_plain_tantivy() {
                 }
                 compared += 1;
             }
-            if total > 0 {
+            if expected.is_some_and(|(total, ..)| total > 0) {
                 matched_something += 1;
             }
         }
