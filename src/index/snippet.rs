@@ -2,11 +2,11 @@
 //! are in it.
 //!
 //! The passage is chosen as tantivy's snippet generator chooses it (passages of at most
-//! `max_chars` bytes, cut at the starts of tokens, stop words being none; a passage scores the weights of the words of the
-//! query it holds, every occurrence; the best one wins, the earlier one on a tie). Words are
-//! compared as the analyzer leaves them (already lower-cased), against the few words of the
-//! query in a list, with no allocation per word: highlighting the hits of a page costs a
-//! tokenisation of their texts and little else.
+//! `max_chars` bytes, cut at the starts of tokens, stop words being none; a passage scores the
+//! weights of the words of the query it holds, every occurrence; the best one wins, the earlier
+//! one on a tie). Words are compared as the analyzer leaves them (already lower-cased), against
+//! the few words of the query in a list, with no allocation per word: highlighting the hits of
+//! a page costs a tokenisation of their texts and little else.
 //!
 //! Measured gain (BENCHMARKS.md, A/B at 1 M documents against tantivy's `SnippetGenerator`,
 //! `FASCICOLO_SEARCH_PLAIN=snippets`): 17 of 24 cells ≥ 10 % faster at p50 on repeated queries
@@ -82,6 +82,16 @@ fn words(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
     })
 }
 
+/// The byte range of the last word of `text`, as [`words`] cuts them.
+fn last_word(text: &str) -> Option<Range<usize>> {
+    let mut chars = text.char_indices().rev();
+    let (last, c) = chars.find(|(_, c)| c.is_alphanumeric())?;
+    let start = chars
+        .find(|(_, c)| !c.is_alphanumeric())
+        .map_or(0, |(at, c)| at + c.len_utf8());
+    Some(start..last + c.len_utf8())
+}
+
 impl Snippets {
     /// Passages of at most `max_chars` bytes, scored by `words` as `analyzer` leaves them.
     /// `analyzer` must analyse a word alone as it does in its text (its filters look at one
@@ -146,17 +156,11 @@ impl Snippets {
     /// words are none.
     fn last_token_end(&mut self, text: &str) -> usize {
         let mut end = text.len();
-        while let Some(last) = text[..end].rfind(char::is_alphanumeric) {
-            let word_end = last + text[last..].chars().next().map_or(1, char::len_utf8);
-            let word_start = text[..word_end]
-                .rfind(|c: char| !c.is_alphanumeric())
-                .map_or(0, |at| {
-                    at + text[at..].chars().next().map_or(1, char::len_utf8)
-                });
-            if word_end - word_start < LONGEST && self.is_token(&text[word_start..word_end]) {
-                return word_end;
+        while let Some(word) = last_word(&text[..end]) {
+            if word.len() < LONGEST && self.is_token(&text[word.clone()]) {
+                return word.end;
             }
-            end = word_start;
+            end = word.start;
         }
         text.len()
     }
@@ -300,8 +304,8 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// The analyzer snippets are highlighted with: the Italian analyzer (stop words dropped), except that only words
-/// that could stem to one of the query's terms are stemmed (the others are blanked, and never
+/// The analyzer snippets are highlighted with: the Italian analyzer (stop words dropped),
+/// except that only words that could stem to one of the query's terms are stemmed (the others are blanked, and never
 /// match). The Italian stemmer only removes or rewrites endings, and a rewrite changes at most
 /// the stem's last letter (*-enza* becomes *-ente*), so a word that does not begin with a
 /// query term's stem minus its last letter (at least three letters) cannot match; skipping
