@@ -631,7 +631,7 @@ fn phrase_floor(dir: &Path, corpus: &Corpus, roles: &Roles, settings: &Settings)
             "phrase",
             &roles.office,
             settings.per_class,
-            settings.seed.wrapping_add(r as u64 * 7_919),
+            stream_seed(settings.seed, 0, r),
         );
         let mut times = Vec::new();
         for q in &stream {
@@ -676,6 +676,11 @@ fn phrase_floor(dir: &Path, corpus: &Corpus, roles: &Roles, settings: &Settings)
 /// Latencies (sorted) and totals (sorted) of a cell.
 type Cell = (Vec<f64>, Vec<f64>);
 
+/// The seed of the distinct stream of round `round` for the role numbered `role`.
+fn stream_seed(seed: u64, round: u64, role: usize) -> u64 {
+    seed.wrapping_add(round * 104_729 + role as u64 * 7_919)
+}
+
 /// One client, per role and class: `per_class` queries of a stream where none repeats (each
 /// role its own, `round` choosing another stream), timed.
 async fn distinct_cells(
@@ -694,9 +699,7 @@ async fn distinct_cells(
                 class,
                 &roles.office,
                 settings.per_class,
-                settings
-                    .seed
-                    .wrapping_add(round * 104_729 + r as u64 * 7_919),
+                stream_seed(settings.seed, round, r),
             );
             cells.insert(
                 (*role, class),
