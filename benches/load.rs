@@ -452,11 +452,8 @@ async fn main() {
     }
     let distinct_all = sorted(distinct_all);
     println!(
-        "distinct stream, all roles and classes: n {}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        distinct_all.len(),
-        percentile(&distinct_all, 50.0),
-        percentile(&distinct_all, 99.0),
-        percentile(&distinct_all, 100.0)
+        "distinct stream, all roles and classes: {}",
+        spread(&distinct_all)
     );
 
     phrase_floor(&dir, &corpus, &roles, &settings);
@@ -663,18 +660,23 @@ fn phrase_floor(dir: &Path, corpus: &Corpus, roles: &Roles, settings: &Settings)
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let times = sorted(times);
-        println!(
-            "{role} phrase: n {}, p50 {:.2}, p99 {:.2}, max {:.2}",
-            times.len(),
-            percentile(&times, 50.0),
-            percentile(&times, 99.0),
-            percentile(&times, 100.0)
-        );
+        println!("{role} phrase: {}", spread(&times));
     }
 }
 
 /// Latencies (sorted) and totals (sorted) of a cell.
 type Cell = (Vec<f64>, Vec<f64>);
+
+/// How many, p50, p99 and the slowest of sorted latencies (ms).
+fn spread(times: &[f64]) -> String {
+    format!(
+        "n {}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        times.len(),
+        percentile(times, 50.0),
+        percentile(times, 99.0),
+        percentile(times, 100.0)
+    )
+}
 
 /// The seed of the distinct stream of round `round` for the role numbered `role`.
 fn stream_seed(seed: u64, round: u64, role: usize) -> u64 {
