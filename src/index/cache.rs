@@ -18,13 +18,17 @@ use crate::lock;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+
 use sha2::{Digest, Sha256};
 use tantivy::index::SegmentId;
 use tantivy::query::{EnableScoring, Query, Weight};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocId, DocSet, SegmentReader, TERMINATED, Term};
 
-use super::facet_table::{FacetCounts, SegmentFacets};
+use super::bits::DocBits;
+use super::facet_table::SegmentFacets;
 
 /// Memory the permission filters may take, over all segments and callers.
 const FILTER_BYTES: usize = 64 * 1024 * 1024;
@@ -42,9 +46,9 @@ const FREQUENT_WORD: u64 = 2;
 /// The per-segment caches of one index.
 pub struct SegmentCaches {
     facets: Mutex<HashMap<SegmentId, Arc<SegmentFacets>>>,
-    filters: Mutex<Kept<DocBits>>,
-    phrases: Mutex<Kept<PhraseMatches>>,
-    words: Mutex<Kept<DocBits>>,
+    filters: Kept<DocBits>,
+    phrases: Kept<PhraseMatches>,
+    words: Kept<DocBits>,
     /// The phrases searched for lately ([`SegmentCaches::seen_before`]).
     seen: Mutex<HashSet<[u8; 32]>>,
 }
@@ -53,9 +57,9 @@ impl Default for SegmentCaches {
     fn default() -> Self {
         Self {
             facets: Mutex::default(),
-            filters: Mutex::new(Kept::new(FILTER_BYTES)),
-            phrases: Mutex::new(Kept::new(PHRASE_BYTES)),
-            words: Mutex::new(Kept::new(WORD_BYTES)),
+            filters: kept(FILTER_BYTES),
+            phrases: kept(PHRASE_BYTES),
+            words: kept(WORD_BYTES),
             seen: Mutex::default(),
         }
     }
@@ -88,7 +92,7 @@ impl SegmentCaches {
         inner: &LazyWeight,
     ) -> tantivy::Result<Arc<DocBits>> {
         let id = segment.segment_id();
-        if let Some(bits) = lock(&self.filters).get(id, key) {
+        if let Some(bits) = self.filters.get(&(id, *key)) {
             return Ok(bits);
         }
         let mut bits = DocBits::empty(segment.max_doc());
@@ -98,16 +102,16 @@ impl SegmentCaches {
             }
         })?;
         let bits = Arc::new(bits);
-        lock(&self.filters).insert(id, *key, bits.clone());
+        self.filters.insert((id, *key), bits.clone());
         Ok(bits)
     }
 
     /// Forgets everything about segments no longer in `live`.
     fn retain(&self, live: &HashSet<SegmentId>) {
         lock(&self.facets).retain(|id, _| live.contains(id));
-        lock(&self.filters).retain(live);
-        lock(&self.phrases).retain(live);
-        lock(&self.words).retain(live);
+        self.filters.retain(|(id, _), _| live.contains(id));
+        self.phrases.retain(|(id, _), _| live.contains(id));
+        self.words.retain(|(id, _), _| live.contains(id));
     }
 
     /// The documents of `segment` holding `word` when it is in more than half of them, as a
@@ -129,7 +133,7 @@ impl SegmentCaches {
         key.update(word.field().field_id().to_le_bytes());
         key.update(word.serialized_value_bytes());
         let (id, key) = (segment.segment_id(), key.finalize().into());
-        if let Some(docs) = lock(&self.words).get(id, &key) {
+        if let Some(docs) = self.words.get(&(id, key)) {
             return Ok(Some(docs));
         }
         let mut docs = DocBits::empty(segment.max_doc());
@@ -139,7 +143,7 @@ impl SegmentCaches {
             postings.advance();
         }
         let docs = Arc::new(docs);
-        lock(&self.words).insert(id, key, docs.clone());
+        self.words.insert((id, key), docs.clone());
         Ok(Some(docs))
     }
 
@@ -159,12 +163,12 @@ impl SegmentCaches {
 
     /// The matches of the phrase named `key` in `segment`, if kept.
     pub fn phrase(&self, segment: SegmentId, key: &[u8; 32]) -> Option<Arc<PhraseMatches>> {
-        lock(&self.phrases).get(segment, key)
+        self.phrases.get(&(segment, *key))
     }
 
     /// Keeps the matches of the phrase named `key` in `segment`.
     pub fn keep_phrase(&self, segment: SegmentId, key: [u8; 32], matches: Arc<PhraseMatches>) {
-        lock(&self.phrases).insert(segment, key, matches);
+        self.phrases.insert((segment, key), matches);
     }
 }
 
@@ -182,93 +186,6 @@ impl tantivy::Warmer for SegmentCaches {
             .flat_map(|g| g.segments().keys().copied())
             .collect();
         self.retain(&live);
-    }
-}
-
-/// The documents of a segment a filter admits.
-pub struct DocBits {
-    pub(super) words: Box<[u64]>,
-    pub(super) len: u32,
-    pub(super) max_doc: u32,
-    /// What browsing counts, kept for the segment's deletions when they were counted.
-    counts: Mutex<Option<Arc<AliveCounts>>>,
-}
-
-/// How many of the admitted documents are not deleted, and their facets.
-pub(super) struct AliveCounts {
-    /// The segment's deleted documents when counted. A segment's deletions only grow, so
-    /// the same number means the same documents.
-    deleted: u32,
-    pub(super) total: u64,
-    pub(super) facets: FacetCounts,
-}
-
-impl DocBits {
-    pub(super) fn empty(max_doc: u32) -> Self {
-        Self {
-            words: vec![0; (max_doc as usize).div_ceil(64)].into_boxed_slice(),
-            len: 0,
-            max_doc,
-            counts: Mutex::new(None),
-        }
-    }
-
-    /// Whether the filter admits `doc`.
-    pub(super) fn contains(&self, doc: DocId) -> bool {
-        self.words
-            .get((doc / 64) as usize)
-            .is_some_and(|w| w & (1 << (doc % 64)) != 0)
-    }
-
-    /// The admitted documents in order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = DocId> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &word)| {
-            let mut rest = word;
-            std::iter::from_fn(move || {
-                (rest != 0).then(|| {
-                    let bit = rest.trailing_zeros();
-                    rest &= rest - 1;
-                    i as u32 * 64 + bit
-                })
-            })
-        })
-    }
-
-    /// How many of the admitted documents `segment` has not deleted, and their facets as
-    /// `count` counts them (given them in order), counted once per state of its deletions.
-    pub(super) fn alive_counts(
-        &self,
-        segment: &SegmentReader,
-        count: impl FnOnce(&[DocId]) -> tantivy::Result<FacetCounts>,
-    ) -> tantivy::Result<Arc<AliveCounts>> {
-        let deleted = segment.num_deleted_docs();
-        if let Some(counts) = lock(&self.counts).as_ref()
-            && counts.deleted == deleted
-        {
-            return Ok(counts.clone());
-        }
-        let alive = segment.alive_bitset();
-        let docs: Vec<DocId> = self
-            .iter()
-            .filter(|&doc| alive.is_none_or(|a| a.is_alive(doc)))
-            .collect();
-        let counts = Arc::new(AliveCounts {
-            deleted,
-            total: docs.len() as u64,
-            facets: count(&docs)?,
-        });
-        *lock(&self.counts) = Some(counts.clone());
-        Ok(counts)
-    }
-
-    pub(super) fn insert(&mut self, doc: DocId) {
-        if let Some(w) = self.words.get_mut((doc / 64) as usize) {
-            let bit = 1u64 << (doc % 64);
-            if *w & bit == 0 {
-                *w |= bit;
-                self.len += 1;
-            }
-        }
     }
 }
 
@@ -308,78 +225,27 @@ const COUNTS_BYTES: usize = 16 * 1024;
 
 impl Weighed for DocBits {
     fn bytes(&self) -> usize {
-        self.words.len() * 8 + COUNTS_BYTES
+        self.words() * 8 + COUNTS_BYTES
     }
 }
 
-/// Entries by segment and key within a memory budget, least recently used first out.
-struct Kept<V> {
-    entries: HashMap<(SegmentId, [u8; 32]), (Arc<V>, u64)>,
-    bytes: usize,
-    budget: usize,
-    clock: u64,
+/// Entries by segment and name within a memory budget: quick_cache's, which evicts first
+/// what was asked for once and not again.
+type Kept<V> = Cache<(SegmentId, [u8; 32]), Arc<V>, ByBytes>;
+
+/// Weighs a [`Kept`] entry by the memory it holds.
+#[derive(Clone)]
+struct ByBytes;
+
+impl<V: Weighed> Weighter<(SegmentId, [u8; 32]), Arc<V>> for ByBytes {
+    fn weight(&self, _: &(SegmentId, [u8; 32]), value: &Arc<V>) -> u64 {
+        value.bytes() as u64
+    }
 }
 
-impl<V: Weighed> Kept<V> {
-    fn new(budget: usize) -> Self {
-        Self {
-            entries: HashMap::new(),
-            bytes: 0,
-            budget,
-            clock: 0,
-        }
-    }
-
-    fn get(&mut self, segment: SegmentId, key: &[u8; 32]) -> Option<Arc<V>> {
-        self.clock += 1;
-        let clock = self.clock;
-        self.entries.get_mut(&(segment, *key)).map(|(value, used)| {
-            *used = clock;
-            value.clone()
-        })
-    }
-
-    pub(super) fn insert(&mut self, segment: SegmentId, key: [u8; 32], value: Arc<V>) {
-        let size = value.bytes();
-        if size > self.budget {
-            return;
-        }
-        while self.bytes + size > self.budget {
-            let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| *k)
-            else {
-                break;
-            };
-            self.remove(&oldest);
-        }
-        self.clock += 1;
-        if let Some((old, _)) = self.entries.insert((segment, key), (value, self.clock)) {
-            self.bytes -= old.bytes();
-        }
-        self.bytes += size;
-    }
-
-    fn remove(&mut self, key: &(SegmentId, [u8; 32])) {
-        if let Some((value, _)) = self.entries.remove(key) {
-            self.bytes -= value.bytes();
-        }
-    }
-
-    /// Forgets the entries of segments not in `live`.
-    fn retain(&mut self, live: &HashSet<SegmentId>) {
-        let dead: Vec<(SegmentId, [u8; 32])> = self
-            .entries
-            .keys()
-            .filter(|(id, _)| !live.contains(id))
-            .copied()
-            .collect();
-        for key in dead {
-            self.remove(&key);
-        }
-    }
+/// An empty [`Kept`] of `budget` bytes (entries of a few KiB expected).
+fn kept<V: Weighed>(budget: usize) -> Kept<V> {
+    Cache::with_weighter(budget / 4096, budget as u64, ByBytes)
 }
 
 /// A filter's query, made into a weight the first time a segment's documents must be
@@ -424,32 +290,50 @@ impl FilterKey {
     }
 }
 
-/// A segment's bitset admitting `docs` of `max_doc`, for tests.
-#[cfg(test)]
-pub(super) fn bits(docs: &[DocId], max_doc: u32) -> Arc<DocBits> {
-    let mut b = DocBits::empty(max_doc);
-    for &d in docs {
-        b.insert(d);
-    }
-    Arc::new(b)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::bits::bits;
     use super::*;
 
     #[test]
-    fn filters_are_evicted_least_recently_used_first_within_their_budget() {
-        let mut filters = Kept::new(FILTER_BYTES);
+    fn kept_filters_stay_within_their_budget_and_the_ones_asked_for_again_stay() {
+        let filters: Kept<DocBits> = kept(FILTER_BYTES);
         let segment = SegmentId::generate_random();
-        let big = |n: usize| bits(&[], ((FILTER_BYTES / 2 - COUNTS_BYTES) * 8 - 64 * n) as u32);
-        filters.insert(segment, [1; 32], big(0));
-        filters.insert(segment, [2; 32], big(1));
-        assert!(filters.get(segment, &[1; 32]).is_some());
-        filters.insert(segment, [3; 32], big(2));
-        assert!(filters.get(segment, &[2; 32]).is_none(), "least recent");
-        assert!(filters.get(segment, &[1; 32]).is_some());
-        assert!(filters.get(segment, &[3; 32]).is_some());
-        assert!(filters.bytes <= FILTER_BYTES);
+        // A filter over a segment of a million documents: 141 KiB with its counts.
+        let filter = || bits(&[1, 5, 999_999], 1_000_000);
+        filters.insert((segment, [0; 32]), filter());
+        for _ in 0..3 {
+            assert!(filters.get(&(segment, [0; 32])).is_some());
+        }
+        for n in 1..=2000u16 {
+            let mut key = [0; 32];
+            key[..2].copy_from_slice(&n.to_le_bytes());
+            filters.insert((segment, key), filter());
+            assert!(filters.get(&(segment, key)).is_some(), "just kept");
+            assert!(filters.weight() <= FILTER_BYTES as u64);
+            // One caller's filter, asked for by each of its searches, among filters asked
+            // for once.
+            if n % 50 == 0 {
+                assert!(
+                    filters.get(&(segment, [0; 32])).is_some(),
+                    "asked for again"
+                );
+            }
+        }
+        let fit = FILTER_BYTES / (1_000_000 / 8 + COUNTS_BYTES);
+        assert!(
+            (200..=fit).contains(&filters.len()),
+            "{} kept",
+            filters.len()
+        );
+        let gone = SegmentId::generate_random();
+        filters.insert((gone, [0; 32]), filter());
+        let caches = SegmentCaches {
+            filters,
+            ..SegmentCaches::default()
+        };
+        caches.retain(&HashSet::from([segment]));
+        assert!(caches.filters.get(&(gone, [0; 32])).is_none());
+        assert!(caches.filters.get(&(segment, [0; 32])).is_some());
     }
 }

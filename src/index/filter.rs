@@ -11,15 +11,16 @@ use std::sync::Arc;
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::query::{
-    AllScorer, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, TermQuery,
-    Weight, intersect_scorers,
+    AllScorer, BitSetDocSet, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer,
+    TermQuery, Weight, intersect_scorers,
 };
 use tantivy::{
     COLLECT_BLOCK_BUFFER_LEN, DocAddress, DocId, DocSet, Score, Searcher, SeekDangerResult,
     SegmentOrdinal, SegmentReader, TERMINATED, Term,
 };
 
-use super::cache::{DocBits, FilterKey, LazyWeight, SegmentCaches};
+use super::bits::{BitsDocSet, DocBits, keep_admitted};
+use super::cache::{FilterKey, LazyWeight, SegmentCaches};
 use super::facets::{FacetCounts, Facets, FacetsSegment};
 
 /// A filter whose matches are computed once per segment and kept under a [`FilterKey`]. It
@@ -28,15 +29,24 @@ pub struct CachedFilter {
     key: [u8; 32],
     inner: Arc<dyn Query>,
     caches: Arc<SegmentCaches>,
+    /// Whether its documents are walked by tantivy's `BitSetDocSet` ([`super::Plain::bitsets`]).
+    plain_bitsets: bool,
 }
 
 impl CachedFilter {
-    /// `inner`, cached under `key`.
-    pub fn new(key: FilterKey, inner: Box<dyn Query>, caches: Arc<SegmentCaches>) -> Self {
+    /// `inner`, cached under `key`; its documents walked by tantivy's `BitSetDocSet` when
+    /// `plain_bitsets`.
+    pub fn new(
+        key: FilterKey,
+        inner: Box<dyn Query>,
+        caches: Arc<SegmentCaches>,
+        plain_bitsets: bool,
+    ) -> Self {
         Self {
             key: key.0,
             inner: Arc::from(inner),
             caches,
+            plain_bitsets,
         }
     }
 }
@@ -72,7 +82,7 @@ impl CachedFilter {
         let mut candidates: Vec<(Option<i64>, DocAddress)> = Vec::new();
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             let bits = self.caches.filter(segment, &self.key, &inner)?;
-            if bits.len == 0 {
+            if bits.len() == 0 {
                 continue;
             }
             let counts = bits.alive_counts(segment, |docs| facets.of_docs(segment, docs))?;
@@ -239,6 +249,7 @@ impl Clone for CachedFilter {
             key: self.key,
             inner: self.inner.clone(),
             caches: self.caches.clone(),
+            plain_bitsets: self.plain_bitsets,
         }
     }
 }
@@ -261,6 +272,7 @@ struct CachedFilterWeight {
     key: [u8; 32],
     inner: LazyWeight,
     caches: Arc<SegmentCaches>,
+    plain_bitsets: bool,
 }
 
 impl CachedFilterWeight {
@@ -269,6 +281,17 @@ impl CachedFilterWeight {
             key: filter.key,
             inner: LazyWeight::new(filter.inner.clone(), schema.clone()),
             caches: filter.caches.clone(),
+            plain_bitsets: filter.plain_bitsets,
+        }
+    }
+
+    /// The documents of `bits`, walked by [`BitsDocSet`] or, plain, by tantivy's
+    /// `BitSetDocSet` over a copy of the set.
+    fn doc_set(&self, bits: Arc<DocBits>) -> Box<dyn DocSet> {
+        if self.plain_bitsets {
+            Box::new(BitSetDocSet::from(bits.set.clone()))
+        } else {
+            Box::new(BitsDocSet::new(bits))
         }
     }
 
@@ -283,12 +306,12 @@ impl Weight for CachedFilterWeight {
         let bits = self.bits(reader)?;
         // A boolean query drops clauses that select everything or nothing from its
         // intersection: an auditor's search is then just the user's query.
-        Ok(if bits.len == 0 {
+        Ok(if bits.len() == 0 {
             Box::new(EmptyScorer)
-        } else if bits.len == reader.max_doc() {
+        } else if bits.len() == reader.max_doc() {
             Box::new(AllScorer::new(reader.max_doc()))
         } else {
-            Box::new(ConstScorer::new(BitsDocSet::new(bits), 0.0))
+            Box::new(ConstScorer::new(self.doc_set(bits), 0.0))
         })
     }
 
@@ -389,16 +412,16 @@ impl AdmittedWeight {
             return Ok(None);
         };
         let bits = self.filter.bits(reader)?;
-        if bits.len.saturating_mul(BITMAP_COUNT_DENSITY) < reader.max_doc() {
+        if bits.len().saturating_mul(BITMAP_COUNT_DENSITY) < reader.max_doc() {
             return Ok(None);
         }
         let Some(held) = self.filter.caches.word_docs(reader, word)? else {
             return Ok(None);
         };
-        let pairs = || bits.words.iter().zip(held.words.iter());
+        let pairs = || (0..bits.words()).map(|at| (bits.word(at), held.word(at)));
         let matched: u32 = pairs().map(|(a, h)| (a & h).count_ones()).sum();
         // Matches, or admitted documents lacking the word: whichever are fewer are visited.
-        let by_absence = bits.len - matched < matched;
+        let by_absence = bits.len() - matched < matched;
         let lacking = if by_absence { !0 } else { 0 };
         let alive = reader.alive_bitset();
         let mut docs = Vec::new();
@@ -446,10 +469,10 @@ impl AdmittedWeight {
         bits: Arc<DocBits>,
         boost: Score,
     ) -> tantivy::Result<Admission> {
-        if bits.len == reader.max_doc() {
+        if bits.len() == reader.max_doc() {
             return Ok(Admission::All);
         }
-        let mut admitted = BitsDocSet::new(bits.clone());
+        let mut admitted = self.filter.doc_set(bits.clone());
         if admitted.doc() == TERMINATED {
             return Ok(Admission::Sparse(Box::new(EmptyScorer)));
         }
@@ -460,7 +483,7 @@ impl AdmittedWeight {
         let (mut found, mut query) = self.query.scorer_danger(reader, admitted.doc(), boost)?;
         // A phrase's cost counts the positions it compares, so a phrase over frequent words
         // is led by the admitted documents, whose candidates alone it then checks.
-        let dense = query.cost() <= u64::from(bits.len).saturating_mul(VISIT_RATIO);
+        let dense = query.cost() <= u64::from(bits.len()).saturating_mul(VISIT_RATIO);
         // Brought to a document it matches: run alone, the first at or after the first
         // admitted one; led by the admitted documents, the first they have in common (as
         // tantivy's boolean query aligns its clauses).
@@ -575,24 +598,6 @@ impl Weight for AdmittedWeight {
     }
 }
 
-/// Copies the documents of `docs` (a buffer's worth at most) that `bits` admits to the start
-/// of `admitted`; returns how many. Each is written, and kept only if admitted: no branch to
-/// mispredict, and no bounds check, the position being taken modulo the buffer's length.
-fn keep_admitted(
-    bits: &DocBits,
-    docs: &[DocId],
-    admitted: &mut [DocId; COLLECT_BLOCK_BUFFER_LEN],
-) -> usize {
-    let words = &bits.words[..];
-    let mut kept = 0;
-    for &doc in docs.iter().take(COLLECT_BLOCK_BUFFER_LEN) {
-        admitted[kept % COLLECT_BLOCK_BUFFER_LEN] = doc;
-        let word = words.get((doc / 64) as usize).copied().unwrap_or(0);
-        kept += ((word >> (doc % 64)) & 1) as usize;
-    }
-    kept
-}
-
 /// Offers `callback` every match of `scorer` scoring above the bar, which starts at `threshold`
 /// and is what `callback` last returned: a weight's `for_each_pruning` where nothing can be
 /// skipped.
@@ -609,184 +614,5 @@ fn prune_scorer(
             bar = callback(doc, score);
         }
         doc = scorer.advance();
-    }
-}
-
-/// Iterates the documents of a [`DocBits`].
-struct BitsDocSet {
-    bits: Arc<DocBits>,
-    /// Index of the word being read.
-    word: usize,
-    /// Its bits not yet returned.
-    rest: u64,
-    doc: DocId,
-}
-
-impl BitsDocSet {
-    fn new(bits: Arc<DocBits>) -> Self {
-        let rest = bits.words.first().copied().unwrap_or(0);
-        let mut set = Self {
-            bits,
-            word: 0,
-            rest,
-            doc: 0,
-        };
-        set.advance();
-        set
-    }
-}
-
-impl DocSet for BitsDocSet {
-    #[inline]
-    fn advance(&mut self) -> DocId {
-        loop {
-            if self.rest != 0 {
-                let bit = self.rest.trailing_zeros();
-                self.rest &= self.rest - 1;
-                self.doc = self.word as u32 * 64 + bit;
-                return self.doc;
-            }
-            self.word += 1;
-            match self.bits.words.get(self.word) {
-                Some(&w) => self.rest = w,
-                None => {
-                    self.word = self.bits.words.len();
-                    self.doc = TERMINATED;
-                    return TERMINATED;
-                }
-            }
-        }
-    }
-
-    fn seek(&mut self, target: DocId) -> DocId {
-        if self.doc >= target {
-            return self.doc;
-        }
-        if target >= self.bits.max_doc {
-            self.word = self.bits.words.len();
-            self.rest = 0;
-            self.doc = TERMINATED;
-            return TERMINATED;
-        }
-        let word = (target / 64) as usize;
-        if word > self.word {
-            self.word = word;
-            self.rest = self.bits.words.get(word).copied().unwrap_or(0);
-        }
-        self.rest &= u64::MAX << (target % 64);
-        self.advance()
-    }
-
-    /// Whether `target` is admitted is one bit: the set moves there if it is, and stays
-    /// where it was (a valid state before `target`) if it is not.
-    fn seek_danger(&mut self, target: DocId) -> SeekDangerResult {
-        if target >= self.bits.max_doc {
-            return SeekDangerResult::SeekLowerBound(TERMINATED);
-        }
-        if target <= self.doc {
-            return if target == self.doc {
-                SeekDangerResult::Found
-            } else {
-                SeekDangerResult::SeekLowerBound(self.doc)
-            };
-        }
-        if !self.bits.contains(target) {
-            return SeekDangerResult::SeekLowerBound(target + 1);
-        }
-        self.word = (target / 64) as usize;
-        // The bits after `target` in its word are still to be returned.
-        self.rest = self.bits.words.get(self.word).copied().unwrap_or(0)
-            & (u64::MAX << (target % 64))
-            & !(1 << (target % 64));
-        self.doc = target;
-        SeekDangerResult::Found
-    }
-
-    fn doc(&self) -> DocId {
-        self.doc
-    }
-
-    fn size_hint(&self) -> u32 {
-        self.bits.len
-    }
-
-    /// Led by the set, an intersection seeks every other clause once per admitted document;
-    /// led by a clause, it asks the set one bit per document of the clause. A set is cheaper
-    /// to follow than to lead unless it admits far fewer documents than the clause holds.
-    fn cost(&self) -> u64 {
-        u64::from(self.bits.len).saturating_mul(LEAD_COST)
-    }
-}
-
-/// How many times a clause's document costs as much as seeking every other clause once: the
-/// factor by which an admitted document weighs more than a clause's in choosing which of them
-/// leads an intersection (see [`BitsDocSet::cost`]).
-const LEAD_COST: u64 = 2;
-
-#[cfg(test)]
-mod tests {
-    use super::super::cache::bits;
-    use super::*;
-
-    #[test]
-    fn the_bit_docset_advances_and_seeks_like_a_sorted_list() {
-        let docs = [0, 1, 63, 64, 65, 200, 1000, 1023];
-        let mut set = BitsDocSet::new(bits(&docs, 1024));
-        let mut seen = vec![set.doc()];
-        while set.advance() != TERMINATED {
-            seen.push(set.doc());
-        }
-        assert_eq!(seen, docs);
-        let mut set = BitsDocSet::new(bits(&docs, 1024));
-        assert_eq!(set.seek(2), 63);
-        assert_eq!(set.seek(63), 63);
-        assert_eq!(set.seek(66), 200);
-        assert_eq!(set.seek(999), 1000);
-        assert_eq!(set.advance(), 1023);
-        assert_eq!(set.seek(1024), TERMINATED);
-        let empty = BitsDocSet::new(bits(&[], 100));
-        assert_eq!(empty.doc(), TERMINATED);
-        assert_eq!(BitsDocSet::new(bits(&[5], 100)).size_hint(), 1);
-    }
-
-    #[test]
-    fn the_bit_docset_answers_a_dangerous_seek_with_one_bit() {
-        let docs = [0, 1, 63, 64, 65, 200, 1000, 1023];
-        let mut set = BitsDocSet::new(bits(&docs, 1024));
-        assert_eq!(set.seek_danger(2), SeekDangerResult::SeekLowerBound(3));
-        assert_eq!(set.seek_danger(30), SeekDangerResult::SeekLowerBound(31));
-        assert_eq!(set.seek_danger(63), SeekDangerResult::Found);
-        assert_eq!(set.doc(), 63);
-        assert_eq!(set.advance(), 64);
-        assert_eq!(set.seek_danger(64), SeekDangerResult::Found);
-        assert_eq!(set.seek_danger(199), SeekDangerResult::SeekLowerBound(200));
-        assert_eq!(set.seek_danger(200), SeekDangerResult::Found);
-        assert_eq!(set.advance(), 1000);
-        assert_eq!(
-            set.seek_danger(1024),
-            SeekDangerResult::SeekLowerBound(TERMINATED)
-        );
-    }
-
-    #[test]
-    fn intersections_with_bit_docsets_match_whichever_leads() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let max_doc = 5000;
-        for (dense, sparse) in [(0.9, 0.01), (0.5, 0.2), (0.05, 0.6), (0.3, 0.3)] {
-            let a: Vec<DocId> = (0..max_doc).filter(|_| rng.random_bool(dense)).collect();
-            let b: Vec<DocId> = (0..max_doc).filter(|_| rng.random_bool(sparse)).collect();
-            let expected: Vec<DocId> = a.iter().copied().filter(|d| b.contains(d)).collect();
-            let scorer = |docs: &[DocId]| -> Box<dyn Scorer> {
-                Box::new(ConstScorer::new(BitsDocSet::new(bits(docs, max_doc)), 0.0))
-            };
-            let mut both = intersect_scorers(vec![scorer(&a), scorer(&b)], max_doc);
-            let mut seen = Vec::new();
-            while both.doc() != TERMINATED {
-                seen.push(both.doc());
-                both.advance();
-            }
-            assert_eq!(seen, expected, "densities {dense} and {sparse}");
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! document per dossier document (its newest version), and the position in the change log
 //! kept in the commit payload so indexing resumes exactly where it stopped.
 
+mod bits;
 mod cache;
 #[cfg(test)]
 mod differential;
@@ -14,6 +15,7 @@ mod phrase;
 mod request;
 mod scope;
 pub mod search;
+mod shape;
 mod snippet;
 mod stem;
 
