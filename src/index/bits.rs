@@ -3,9 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tantivy::{
-    BitSet, COLLECT_BLOCK_BUFFER_LEN, DocId, DocSet, SeekDangerResult, SegmentReader, TERMINATED,
-};
+use tantivy::{BitSet, COLLECT_BLOCK_BUFFER_LEN, DocId, DocSet, SegmentReader, TERMINATED};
 
 use super::facet_table::FacetCounts;
 use crate::lock;
@@ -186,29 +184,6 @@ impl DocSet for BitsDocSet {
         self.advance()
     }
 
-    /// Whether `target` is admitted is one bit: the set moves there if it is, and stays
-    /// where it was (a valid state before `target`) if it is not.
-    fn seek_danger(&mut self, target: DocId) -> SeekDangerResult {
-        if target >= self.bits.max_doc() {
-            return SeekDangerResult::SeekLowerBound(TERMINATED);
-        }
-        if target <= self.doc {
-            return if target == self.doc {
-                SeekDangerResult::Found
-            } else {
-                SeekDangerResult::SeekLowerBound(self.doc)
-            };
-        }
-        if !self.bits.contains(target) {
-            return SeekDangerResult::SeekLowerBound(target + 1);
-        }
-        self.word = (target / 64) as usize;
-        // The bits after `target` in its word are still to be returned.
-        self.rest = self.bits.word(self.word) & (u64::MAX << (target % 64)) & !(1 << (target % 64));
-        self.doc = target;
-        SeekDangerResult::Found
-    }
-
     fn doc(&self) -> DocId {
         self.doc
     }
@@ -267,25 +242,6 @@ mod tests {
             }
             assert_eq!(ours.doc(), TERMINATED);
         }
-    }
-
-    #[test]
-    fn the_bit_docset_answers_a_dangerous_seek_with_one_bit() {
-        let docs = [0, 1, 63, 64, 65, 200, 1000, 1023];
-        let mut set = BitsDocSet::new(bits(&docs, 1024));
-        assert_eq!(set.seek_danger(2), SeekDangerResult::SeekLowerBound(3));
-        assert_eq!(set.seek_danger(30), SeekDangerResult::SeekLowerBound(31));
-        assert_eq!(set.seek_danger(63), SeekDangerResult::Found);
-        assert_eq!(set.doc(), 63);
-        assert_eq!(set.advance(), 64);
-        assert_eq!(set.seek_danger(64), SeekDangerResult::Found);
-        assert_eq!(set.seek_danger(199), SeekDangerResult::SeekLowerBound(200));
-        assert_eq!(set.seek_danger(200), SeekDangerResult::Found);
-        assert_eq!(set.advance(), 1000);
-        assert_eq!(
-            set.seek_danger(1024),
-            SeekDangerResult::SeekLowerBound(TERMINATED)
-        );
     }
 
     #[test]

@@ -343,7 +343,7 @@ fn setting(name: &str, default: u64) -> u64 {
 fn the_whole_search_answers_like_plain_tantivy() {
     // `FASCICOLO_DIFFERENTIAL_SEED` and `_ROUNDS` make a longer run (`.ci/run`).
     let seed = setting("FASCICOLO_DIFFERENTIAL_SEED", 20261207);
-    let rounds = setting("FASCICOLO_DIFFERENTIAL_ROUNDS", 60);
+    let rounds = setting("FASCICOLO_DIFFERENTIAL_ROUNDS", 120);
     println!("differential search test: seed {seed}, {rounds} rounds");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");

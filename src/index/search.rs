@@ -87,7 +87,7 @@ impl SearchIndex {
         } else {
             SortBy::Date
         });
-        let narrow = permission.narrow;
+        let (narrow, broad) = (permission.narrow, permission.broad);
         let permission = match permission.cache_key.filter(|_| !plain.filters) {
             Some(key) => Scope::Kept(CachedFilter::new(
                 key,
@@ -122,6 +122,7 @@ impl SearchIndex {
                     filter_terms,
                     permission,
                     narrow,
+                    broad,
                     sort,
                 };
                 self.collect(&searcher, request, matches, plain)?
@@ -164,6 +165,7 @@ struct Matches<'a> {
     filter_terms: Vec<Term>,
     permission: Scope,
     narrow: bool,
+    broad: bool,
     sort: SortBy,
 }
 
@@ -360,7 +362,20 @@ impl SearchIndex {
             }
         };
         let query: Box<dyn Query> = match kept {
-            Some(cached) => Box::new(cached.admit(only(clauses))),
+            // A phrase beside other clauses, under a kept permission that is not broad: the
+            // permission as the boolean query's first clause (see `phrase_led`). Under
+            // `Admitted` the boolean query, which has no `scorer_danger`, would align its
+            // clauses from the segment's start; a broad permission admits most documents
+            // anyway, and `Admitted` reads it a bit at a time.
+            Some(cached) => match phrase_led(
+                &[(Occur::Must, filter(Box::new(cached.clone())))]
+                    .into_iter()
+                    .chain(clauses.iter().map(|(o, q)| (*o, q.box_clone())))
+                    .collect::<Vec<_>>(),
+            ) {
+                Some(led) if !m.broad && led.len() > 2 => Box::new(BooleanQuery::new(led)),
+                _ => Box::new(cached.admit(only(clauses))),
+            },
             None => Box::new(BooleanQuery::new(phrase_led(&clauses).unwrap_or(clauses))),
         };
         let query = query.as_ref();

@@ -13,9 +13,9 @@ use super::phrase::KeptPhrase;
 /// permitted documents holding the other words. A boolean query has no `scorer_danger` of its
 /// own: the user's conjunction as one clause would align its own clauses from the segment's
 /// start, comparing the phrase's positions up to its first match there. Only where at most two
-/// clauses score, so that the scores add up as they do with the conjunction whole. (Under a
-/// kept permission, `Admitted` leads instead: the same flattening there, the permission one
-/// more clause, was measured no faster.)
+/// clauses score, so that the scores add up as they do with the conjunction whole. A kept
+/// permission leads so too: its bitset's `seek` (tantivy's default `seek_danger`) names the
+/// next admitted document, so the clauses are aligned on admitted documents only.
 pub(super) fn phrase_led(
     clauses: &[(Occur, Box<dyn Query>)],
 ) -> Option<Vec<(Occur, Box<dyn Query>)>> {
