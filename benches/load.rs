@@ -28,14 +28,14 @@
 //!   so a cell can be replayed by hand against a server started on it;
 //! - `FASCICOLO_BENCH_AB=<paths>` (`FASCICOLO_BENCH_AB_ROUNDS`, default 4): an A/B per path, a
 //!   server per arm and round, the order alternating: each search path of ours against
-//!   tantivy's own part (`filters`, `phrases`, `facets`, `snippets`, `bitmaps`, `bitsets`,
-//!   `all`; `stems` times `reindex` in each arm, which write the same index), or this build
-//!   against another (`binary:<path to its fascicolo>`, which must read the same index;
-//!   `binary:<path>@<data dir>` when it cannot: the other build serves the same corpus loaded
-//!   by its own benchmark into that directory, with that directory's tokens), or the server
-//!   with its limits (`limits`: the connection, header, body, rate and search concurrency
-//!   limits at their defaults, the rate limits counting but set above what the benchmark
-//!   sends) against the same server with every one of them set to 0, which turns it off.
+//!   tantivy's own part (`filters`, `phrases`, `facets`, `snippets`, `bitmaps`, `all`; `stems`
+//!   times `reindex` in each arm, which write the same index), or this build against another
+//!   (`binary:<path to its fascicolo>`, which must read the same index; `binary:<path>@<data
+//!   dir>` when it cannot: the other build serves the same corpus loaded by its own benchmark
+//!   into that directory, with that directory's tokens), or the server with its limits
+//!   (`limits`: the connection, header, body, rate and search concurrency limits at their
+//!   defaults, the rate limits counting but set above what the benchmark sends) against the
+//!   same server with every one of them set to 0, which turns it off.
 
 #[path = "common/corpus.rs"]
 mod corpus;

@@ -254,8 +254,8 @@ pub struct Config {
     pub search_budget_ms: u64,
 
     /// Search paths of the engine's own to replace by tantivy's parts, comma-separated:
-    /// `filters`, `phrases`, `facets`, `snippets`, `stems`, `bitmaps`, `bitsets` or `all` (the
-    /// answers are the same; for measuring what each path gains). Empty: every path of ours.
+    /// `filters`, `phrases`, `facets`, `snippets`, `stems`, `bitmaps` or `all` (the answers are
+    /// the same; for measuring what each path gains). Empty: every path of ours.
     #[arg(
         long,
         env = "FASCICOLO_SEARCH_PLAIN",

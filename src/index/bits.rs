@@ -1,9 +1,9 @@
 //! The documents a kept filter admits in a segment (or that hold a frequent word): tantivy's
-//! `BitSet`, what browsing counts of them, and our walk over them as a doc set.
+//! `BitSet` (walked by its `BitSetDocSet`), and what browsing counts of them.
 
 use std::sync::{Arc, Mutex};
 
-use tantivy::{BitSet, COLLECT_BLOCK_BUFFER_LEN, DocId, DocSet, SegmentReader, TERMINATED};
+use tantivy::{BitSet, COLLECT_BLOCK_BUFFER_LEN, DocId, SegmentReader};
 
 use super::facet_table::FacetCounts;
 use crate::lock;
@@ -121,90 +121,6 @@ pub(super) fn keep_admitted(
     kept
 }
 
-/// Iterates the documents of a [`DocBits`].
-pub(super) struct BitsDocSet {
-    bits: Arc<DocBits>,
-    /// Index of the word being read.
-    word: usize,
-    /// Its bits not yet returned.
-    rest: u64,
-    doc: DocId,
-}
-
-impl BitsDocSet {
-    pub(super) fn new(bits: Arc<DocBits>) -> Self {
-        let rest = bits.word(0);
-        let mut set = Self {
-            bits,
-            word: 0,
-            rest,
-            doc: 0,
-        };
-        set.advance();
-        set
-    }
-}
-
-impl DocSet for BitsDocSet {
-    #[inline]
-    fn advance(&mut self) -> DocId {
-        loop {
-            if self.rest != 0 {
-                let bit = self.rest.trailing_zeros();
-                self.rest &= self.rest - 1;
-                self.doc = self.word as u32 * 64 + bit;
-                return self.doc;
-            }
-            self.word += 1;
-            if self.word >= self.bits.words() {
-                self.word = self.bits.words();
-                self.doc = TERMINATED;
-                return TERMINATED;
-            }
-            self.rest = self.bits.word(self.word);
-        }
-    }
-
-    fn seek(&mut self, target: DocId) -> DocId {
-        if self.doc >= target {
-            return self.doc;
-        }
-        if target >= self.bits.max_doc() {
-            self.word = self.bits.words();
-            self.rest = 0;
-            self.doc = TERMINATED;
-            return TERMINATED;
-        }
-        let word = (target / 64) as usize;
-        if word > self.word {
-            self.word = word;
-            self.rest = self.bits.word(word);
-        }
-        self.rest &= u64::MAX << (target % 64);
-        self.advance()
-    }
-
-    fn doc(&self) -> DocId {
-        self.doc
-    }
-
-    fn size_hint(&self) -> u32 {
-        self.bits.len()
-    }
-
-    /// Led by the set, an intersection seeks every other clause once per admitted document;
-    /// led by a clause, it asks the set one bit per document of the clause. A set is cheaper
-    /// to follow than to lead unless it admits far fewer documents than the clause holds.
-    fn cost(&self) -> u64 {
-        u64::from(self.bits.len()).saturating_mul(LEAD_COST)
-    }
-}
-
-/// How many times a clause's document costs as much as seeking every other clause once: the
-/// factor by which an admitted document weighs more than a clause's in choosing which of them
-/// leads an intersection (see [`BitsDocSet::cost`]).
-const LEAD_COST: u64 = 2;
-
 /// A segment's bitset admitting `docs` of `max_doc`, for tests.
 #[cfg(test)]
 pub(super) fn bits(docs: &[DocId], max_doc: u32) -> Arc<DocBits> {
@@ -218,51 +134,19 @@ pub(super) fn bits(docs: &[DocId], max_doc: u32) -> Arc<DocBits> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tantivy::query::{BitSetDocSet, ConstScorer, Scorer, intersect_scorers};
 
     #[test]
-    fn the_bit_docset_advances_and_seeks_like_tantivys_bitset_docset() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        for density in [0.0, 0.001, 0.05, 0.5, 0.97] {
-            let max_doc = rng.random_range(1..3000);
-            let docs: Vec<DocId> = (0..max_doc).filter(|_| rng.random_bool(density)).collect();
-            let kept = bits(&docs, max_doc);
-            let mut ours = BitsDocSet::new(kept.clone());
-            let mut theirs = BitSetDocSet::from(kept.set.clone());
-            assert_eq!(ours.size_hint(), theirs.size_hint());
-            while theirs.doc() != TERMINATED {
-                assert_eq!(ours.doc(), theirs.doc(), "{density}");
-                if rng.random_bool(0.5) {
-                    assert_eq!(ours.advance(), theirs.advance(), "{density}");
-                } else {
-                    let target = theirs.doc() + rng.random_range(0..200);
-                    assert_eq!(ours.seek(target), theirs.seek(target), "{density}");
-                }
-            }
-            assert_eq!(ours.doc(), TERMINATED);
-        }
-    }
-
-    #[test]
-    fn intersections_with_bit_docsets_match_whichever_leads() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let max_doc = 5000;
-        for (dense, sparse) in [(0.9, 0.01), (0.5, 0.2), (0.05, 0.6), (0.3, 0.3)] {
-            let a: Vec<DocId> = (0..max_doc).filter(|_| rng.random_bool(dense)).collect();
-            let b: Vec<DocId> = (0..max_doc).filter(|_| rng.random_bool(sparse)).collect();
-            let expected: Vec<DocId> = a.iter().copied().filter(|d| b.contains(d)).collect();
-            let scorer = |docs: &[DocId]| -> Box<dyn Scorer> {
-                Box::new(ConstScorer::new(BitsDocSet::new(bits(docs, max_doc)), 0.0))
-            };
-            let mut both = intersect_scorers(vec![scorer(&a), scorer(&b)], max_doc);
-            let mut seen = Vec::new();
-            while both.doc() != TERMINATED {
-                seen.push(both.doc());
-                both.advance();
-            }
-            assert_eq!(seen, expected, "densities {dense} and {sparse}");
-        }
+    fn a_sets_words_and_documents_are_those_inserted() {
+        let docs = [0, 1, 63, 64, 65, 200, 1000, 1023, 1029];
+        let set = bits(&docs, 1030);
+        assert_eq!(set.iter().collect::<Vec<_>>(), docs);
+        assert_eq!((set.len(), set.words()), (9, 17));
+        assert_eq!(set.word(0), 1 | 2 | 1 << 63);
+        assert_eq!(set.word(16), 1 << 5);
+        assert_eq!(set.word(17), 0, "past the end");
+        assert!(set.contains(1029) && !set.contains(1030) && !set.contains(u32::MAX));
+        let mut admitted = [0; COLLECT_BLOCK_BUFFER_LEN];
+        let kept = keep_admitted(&set, &[0, 2, 63, 64, 66, 1029], &mut admitted);
+        assert_eq!(admitted[..kept], [0, 63, 64, 1029]);
     }
 }

@@ -19,7 +19,7 @@ use tantivy::{
     SegmentOrdinal, SegmentReader, TERMINATED, Term,
 };
 
-use super::bits::{BitsDocSet, DocBits, keep_admitted};
+use super::bits::{DocBits, keep_admitted};
 use super::cache::{FilterKey, LazyWeight, SegmentCaches};
 use super::facets::{FacetCounts, Facets, FacetsSegment};
 
@@ -29,24 +29,15 @@ pub struct CachedFilter {
     key: [u8; 32],
     inner: Arc<dyn Query>,
     caches: Arc<SegmentCaches>,
-    /// Whether its documents are walked by tantivy's `BitSetDocSet` ([`super::Plain::bitsets`]).
-    plain_bitsets: bool,
 }
 
 impl CachedFilter {
-    /// `inner`, cached under `key`; its documents walked by tantivy's `BitSetDocSet` when
-    /// `plain_bitsets`.
-    pub fn new(
-        key: FilterKey,
-        inner: Box<dyn Query>,
-        caches: Arc<SegmentCaches>,
-        plain_bitsets: bool,
-    ) -> Self {
+    /// `inner`, cached under `key`.
+    pub fn new(key: FilterKey, inner: Box<dyn Query>, caches: Arc<SegmentCaches>) -> Self {
         Self {
             key: key.0,
             inner: Arc::from(inner),
             caches,
-            plain_bitsets,
         }
     }
 }
@@ -249,7 +240,6 @@ impl Clone for CachedFilter {
             key: self.key,
             inner: self.inner.clone(),
             caches: self.caches.clone(),
-            plain_bitsets: self.plain_bitsets,
         }
     }
 }
@@ -272,7 +262,6 @@ struct CachedFilterWeight {
     key: [u8; 32],
     inner: LazyWeight,
     caches: Arc<SegmentCaches>,
-    plain_bitsets: bool,
 }
 
 impl CachedFilterWeight {
@@ -281,17 +270,6 @@ impl CachedFilterWeight {
             key: filter.key,
             inner: LazyWeight::new(filter.inner.clone(), schema.clone()),
             caches: filter.caches.clone(),
-            plain_bitsets: filter.plain_bitsets,
-        }
-    }
-
-    /// The documents of `bits`, walked by [`BitsDocSet`] or, plain, by tantivy's
-    /// `BitSetDocSet` over a copy of the set.
-    fn doc_set(&self, bits: Arc<DocBits>) -> Box<dyn DocSet> {
-        if self.plain_bitsets {
-            Box::new(BitSetDocSet::from(bits.set.clone()))
-        } else {
-            Box::new(BitsDocSet::new(bits))
         }
     }
 
@@ -311,7 +289,7 @@ impl Weight for CachedFilterWeight {
         } else if bits.len() == reader.max_doc() {
             Box::new(AllScorer::new(reader.max_doc()))
         } else {
-            Box::new(ConstScorer::new(self.doc_set(bits), 0.0))
+            Box::new(ConstScorer::new(BitSetDocSet::from(bits.set.clone()), 0.0))
         })
     }
 
@@ -472,35 +450,36 @@ impl AdmittedWeight {
         if bits.len() == reader.max_doc() {
             return Ok(Admission::All);
         }
-        let mut admitted = self.filter.doc_set(bits.clone());
-        if admitted.doc() == TERMINATED {
+        let Some(first) = bits.iter().next() else {
             return Ok(Admission::Sparse(Box::new(EmptyScorer)));
-        }
+        };
         // The query's scorer starts at the first admitted document without looking further
         // (tantivy's `scorer_danger`): a phrase's scorer made the ordinary way would first
         // compare the positions of every document holding its words up to its first match,
         // the whole segment for a phrase found nowhere in it.
-        let (mut found, mut query) = self.query.scorer_danger(reader, admitted.doc(), boost)?;
+        let (mut found, mut query) = self.query.scorer_danger(reader, first, boost)?;
         // A phrase's cost counts the positions it compares, so a phrase over frequent words
         // is led by the admitted documents, whose candidates alone it then checks.
         let dense = query.cost() <= u64::from(bits.len()).saturating_mul(VISIT_RATIO);
+        // Led by the admitted documents: tantivy's walk over a copy of their bitset.
+        let mut admitted = (!dense).then(|| BitSetDocSet::from(bits.set.clone()));
         // Brought to a document it matches: run alone, the first at or after the first
         // admitted one; led by the admitted documents, the first they have in common (as
         // tantivy's boolean query aligns its clauses).
         while let SeekDangerResult::SeekLowerBound(next) = found {
-            let doc = if dense { next } else { admitted.seek(next) };
+            let doc = admitted.as_mut().map_or(next, |a| a.seek(next));
             if doc == TERMINATED {
                 return Ok(Admission::Sparse(Box::new(EmptyScorer)));
             }
             found = query.seek_danger(doc);
         }
-        if dense {
-            return Ok(Admission::Dense(bits, query));
-        }
-        Ok(Admission::Sparse(intersect_scorers(
-            vec![query, Box::new(ConstScorer::new(admitted, 0.0))],
-            reader.num_docs(),
-        )))
+        Ok(match admitted {
+            None => Admission::Dense(bits, query),
+            Some(admitted) => Admission::Sparse(intersect_scorers(
+                vec![query, Box::new(ConstScorer::new(admitted, 0.0))],
+                reader.num_docs(),
+            )),
+        })
     }
 }
 

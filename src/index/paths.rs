@@ -23,15 +23,12 @@ pub struct Plain {
     /// A single frequent word's admitted matches are counted through postings, instead of
     /// from the word's bitmap ([`super::filter`]'s `count_frequent_word`).
     pub bitmaps: bool,
-    /// A kept filter's documents are walked by tantivy's `BitSetDocSet` over a copy of the
-    /// set, instead of by ours ([`super::filter`]'s `BitsDocSet`).
-    pub bitsets: bool,
 }
 
 impl Plain {
     /// The names [`Plain::parse`] takes.
-    pub const NAMES: [&str; 7] = [
-        "filters", "phrases", "facets", "snippets", "stems", "bitmaps", "bitsets",
+    pub const NAMES: [&str; 6] = [
+        "filters", "phrases", "facets", "snippets", "stems", "bitmaps",
     ];
 
     /// Parses a comma-separated list of [`Plain::NAMES`] (or `all`); empty is none.
@@ -45,7 +42,6 @@ impl Plain {
                 "snippets" => plain.snippets = true,
                 "stems" => plain.stems = true,
                 "bitmaps" => plain.bitmaps = true,
-                "bitsets" => plain.bitsets = true,
                 "all" => plain = Self::all(),
                 other => {
                     return Err(format!(
@@ -67,7 +63,6 @@ impl Plain {
             snippets: true,
             stems: true,
             bitmaps: true,
-            bitsets: true,
         }
     }
 
@@ -78,7 +73,6 @@ impl Plain {
             | u8::from(self.snippets) << 3
             | u8::from(self.stems) << 4
             | u8::from(self.bitmaps) << 5
-            | u8::from(self.bitsets) << 6
     }
 
     pub(super) fn from_bits(bits: u8) -> Self {
@@ -89,7 +83,6 @@ impl Plain {
             snippets: bits & 8 != 0,
             stems: bits & 16 != 0,
             bitmaps: bits & 32 != 0,
-            bitsets: bits & 64 != 0,
         }
     }
 }
@@ -109,7 +102,7 @@ mod tests {
                 .expect_err("not a path")
                 .contains("not a search path")
         );
-        for bits in 0..128 {
+        for bits in 0..64 {
             assert_eq!(Plain::from_bits(bits).bits(), bits);
         }
     }

@@ -93,7 +93,6 @@ impl SearchIndex {
                 key,
                 permission.query,
                 self.caches.clone(),
-                plain.bitsets,
             )),
             None => Scope::Query(permission.query),
         };
