@@ -366,13 +366,19 @@ impl SearchIndex {
             // `Admitted` the boolean query, which has no `scorer_danger`, would align its
             // clauses from the segment's start; a broad permission admits most documents
             // anyway, and `Admitted` reads it a bit at a time.
-            Some(cached) => match phrase_led(
-                &[(Occur::Must, filter(Box::new(cached.clone())))]
-                    .into_iter()
-                    .chain(clauses.iter().map(|(o, q)| (*o, q.box_clone())))
-                    .collect::<Vec<_>>(),
-            ) {
-                Some(led) if !m.broad && led.len() > 2 => Box::new(BooleanQuery::new(led)),
+            Some(cached) => match (!m.broad)
+                .then(|| {
+                    let permission = (Occur::Must, filter(Box::new(cached.clone())));
+                    let clauses = clauses.iter().map(|(o, q)| (*o, q.box_clone()));
+                    phrase_led(
+                        &std::iter::once(permission)
+                            .chain(clauses)
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .flatten()
+            {
+                Some(led) if led.len() > 2 => Box::new(BooleanQuery::new(led)),
                 _ => Box::new(cached.admit(only(clauses))),
             },
             None => Box::new(BooleanQuery::new(phrase_led(&clauses).unwrap_or(clauses))),
