@@ -26,10 +26,8 @@
 //!   PostgreSQL database) when it holds the same corpus. The roles' tokens
 //!   (`bench-roles.json`) and each class's queries (`bench-queries.json`) are written into it,
 //!   so a cell can be replayed by hand against a server started on it;
-//! - `FASCICOLO_BENCH_AB=<paths>` (`FASCICOLO_BENCH_AB_ROUNDS`, default 4): an A/B per path, a
-//!   server per arm and round, the order alternating: each search path of ours against
-//!   tantivy's own part (`filters`, `phrases`, `facets`, `snippets`, `bitmaps`, `all`; `stems`
-//!   times `reindex` in each arm, which write the same index), or this build against another
+//! - `FASCICOLO_BENCH_AB=<arms>` (`FASCICOLO_BENCH_AB_ROUNDS`, default 4): an A/B per arm, a
+//!   server per arm and round, the order alternating: this build against another
 //!   (`binary:<path to its fascicolo>`, which must read the same index; `binary:<path>@<data
 //!   dir>` when it cannot: the other build serves the same corpus loaded by its own benchmark
 //!   into that directory, with that directory's tokens), or the server with its limits
@@ -79,9 +77,8 @@ struct Settings {
     /// Queries per role and class with one client.
     per_class: usize,
     concurrent_for: Duration,
-    /// `FASCICOLO_BENCH_AB`: the search paths to measure against tantivy's own parts, one A/B
-    /// each (`filters`, `phrases`, `facets`, `snippets`, or `all` for all of them at once), or
-    /// `binary:<path>` to measure this build against another build of the server.
+    /// `FASCICOLO_BENCH_AB`: the other arms to measure this build against, one A/B each:
+    /// `binary:<path>` (another build of the server) or `limits` (its limits turned off).
     ab: Vec<String>,
     /// `FASCICOLO_BENCH_AB_ROUNDS`: rounds of each A/B, the arms' order alternating.
     ab_rounds: usize,
@@ -124,7 +121,13 @@ impl Settings {
                 .split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .map(str::to_owned)
+                .map(|arm| {
+                    assert!(
+                        arm == "limits" || arm.starts_with("binary:"),
+                        "FASCICOLO_BENCH_AB: {arm:?} is neither binary:<path> nor limits"
+                    );
+                    arm.to_owned()
+                })
                 .collect(),
             ab_rounds: number("FASCICOLO_BENCH_AB_ROUNDS", 4),
             postgres,
@@ -570,7 +573,7 @@ async fn main() {
     )
     .await;
 
-    // Each path of the engine against tantivy's own part, one server per arm and round.
+    // This build against each other arm, one server per arm and round.
     let server = if settings.ab.is_empty() {
         server
     } else {
@@ -771,13 +774,13 @@ const LIMITS_OFF: [(&str, &str); 8] = [
     ("FASCICOLO_SEARCH_CONCURRENCY", "0"),
 ];
 
-/// An A/B of one search path (`FASCICOLO_SEARCH_PLAIN=path`), or of another build of the
-/// server (`binary:<path>`), or of the server's limits turned off (`limits`; the search time
-/// budget stays, a clock read between segments), against the engine as built: each round
+/// An A/B of another build of the server (`binary:<path>`), or of the server's limits turned
+/// off (`limits`; the search time budget stays, a clock read between segments), against the
+/// engine as built: each round
 /// starts a server for each arm in turn, the order alternating, and measures the warm cells, a
 /// stream of distinct queries (the same for both arms of a round, a new one each round) and the
 /// throughput of eight clients. Prints, per cell, both arms' p50 and p99 over
-/// all rounds and what the path gains (the plain arm's time over ours, minus one).
+/// all rounds and what this build gains (the other arm's time over ours, minus one).
 async fn ab(
     client: &reqwest::Client,
     dir: &Path,
@@ -787,9 +790,6 @@ async fn ab(
     settings: &Settings,
     path: &str,
 ) {
-    if path == "stems" {
-        return ab_stems(dir, settings);
-    }
     type Pooled = BTreeMap<(&'static str, &'static str), Vec<f64>>;
     // `binary:<path>@<data dir>`: the other build on its own copy of the corpus, with its tokens.
     let other = path
@@ -806,7 +806,7 @@ async fn ab(
             }
             None => (PathBuf::from(other), dir.to_owned(), roles.clone()),
         });
-    // [ours, plain]
+    // [ours, other]
     let mut warm: [Pooled; 2] = Default::default();
     let mut distinct: [Pooled; 2] = Default::default();
     let mut rates: [Vec<f64>; 2] = Default::default();
@@ -818,12 +818,8 @@ async fn ab(
             let (server, roles) = match (arm, &other) {
                 (0, _) => (Server::start(dir, &[]), roles),
                 (_, Some((binary, dir, roles))) => (Server::start_binary(binary, dir, &[]), roles),
-                (_, None) if path == "limits" => (
-                    Server::start(dir, &LIMITS_OFF.map(|(k, v)| (k, v.to_owned()))),
-                    roles,
-                ),
                 (_, None) => (
-                    Server::start(dir, &[("FASCICOLO_SEARCH_PLAIN", path.to_owned())]),
+                    Server::start(dir, &LIMITS_OFF.map(|(k, v)| (k, v.to_owned()))),
                     roles,
                 ),
             };
@@ -851,15 +847,15 @@ async fn ab(
         }
     }
     println!(
-        "\nA/B of {path:?} (ours) against the other arm (plain), {} rounds alternated, one client, \
-         ms (gain: the plain arm's time over ours, minus one):",
+        "\nA/B of {path:?} (ours) against the other arm, {} rounds alternated, one client, \
+         ms (gain: the other arm's time over ours, minus one):",
         settings.ab_rounds
     );
     println!(
-        "| role | class | warm p50 ours / plain | gain | warm p99 ours / plain | distinct p50 ours / plain | gain | distinct p99 ours / plain | gain |"
+        "| role | class | warm p50 ours / other | gain | warm p99 ours / other | distinct p50 ours / other | gain | distinct p99 ours / other | gain |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let gain = |ours: f64, plain: f64| (plain / ours - 1.0) * 100.0;
+    let gain = |ours: f64, other: f64| (other / ours - 1.0) * 100.0;
     for cell in warm[0].keys() {
         let at = |pooled: &Pooled, p: f64| percentile(&sorted(pooled[cell].clone()), p);
         let (w50, p50) = (at(&warm[0], 50.0), at(&warm[1], 50.0));
@@ -877,53 +873,30 @@ async fn ab(
     }
     // All cells pooled: the p50 and p99 of every search each arm answered one client at a time.
     for (name, pooled) in [("warm", &warm), ("distinct", &distinct)] {
-        let [ours, plain] =
+        let [ours, other] =
             [0, 1].map(|arm| sorted(pooled[arm].values().flatten().copied().collect()));
         println!(
             "all cells, {name}: p50 {:.2} / {:.2} ms, p99 {:.2} / {:.2} ms",
             percentile(&ours, 50.0),
-            percentile(&plain, 50.0),
+            percentile(&other, 50.0),
             percentile(&ours, 99.0),
-            percentile(&plain, 99.0)
+            percentile(&other, 99.0)
         );
     }
-    let (ours, plain) = (sorted(rates[0].clone()), sorted(rates[1].clone()));
-    let [ours_loaded, plain_loaded] = loaded.map(sorted);
+    let (ours, other) = (sorted(rates[0].clone()), sorted(rates[1].clone()));
+    let [ours_loaded, other_loaded] = loaded.map(sorted);
     println!(
-        "{} clients, searches/s per round: ours {:?}, plain {:?}; medians {:.0} / {:.0}; \
+        "{} clients, searches/s per round: ours {:?}, other {:?}; medians {:.0} / {:.0}; \
          p50 {:.2} / {:.2} ms, p99 {:.2} / {:.2} ms",
         settings.clients,
         ours.iter().map(|r| r.round()).collect::<Vec<_>>(),
-        plain.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        other.iter().map(|r| r.round()).collect::<Vec<_>>(),
         percentile(&ours, 50.0),
-        percentile(&plain, 50.0),
+        percentile(&other, 50.0),
         percentile(&ours_loaded, 50.0),
-        percentile(&plain_loaded, 50.0),
+        percentile(&other_loaded, 50.0),
         percentile(&ours_loaded, 99.0),
-        percentile(&plain_loaded, 99.0)
-    );
-}
-
-/// The A/B of our stemmer, which remembers its stems, against tantivy's: what it is for is
-/// indexing, so each arm rebuilds the whole index (`fascicolo reindex`), the order alternating.
-fn ab_stems(dir: &Path, settings: &Settings) {
-    let mut times: [Vec<f64>; 2] = Default::default();
-    for round in 0..settings.ab_rounds {
-        let order = if round % 2 == 0 { [1, 0] } else { [0, 1] };
-        for arm in order {
-            let plain = if arm == 0 { "" } else { "stems" };
-            let started = Instant::now();
-            server::cli_with(dir, &["reindex"], &[("FASCICOLO_SEARCH_PLAIN", plain)]);
-            times[arm].push(started.elapsed().as_secs_f64());
-        }
-    }
-    let (ours, plain) = (sorted(times[0].clone()), sorted(times[1].clone()));
-    println!(
-        "\nA/B of \"stems\": reindex, s per round: ours {ours:.1?}, tantivy's stemmer {plain:.1?}; \
-         medians {:.1} / {:.1} (gain {:+.0} %)",
-        percentile(&ours, 50.0),
-        percentile(&plain, 50.0),
-        (percentile(&plain, 50.0) / percentile(&ours, 50.0) - 1.0) * 100.0
+        percentile(&other_loaded, 99.0)
     );
 }
 

@@ -89,22 +89,11 @@ impl Services {
         }
     }
 
-    /// The search paths replaced by tantivy's own parts (`FASCICOLO_SEARCH_PLAIN`).
-    fn plain(&self) -> anyhow::Result<crate::index::Plain> {
-        crate::index::Plain::parse(&self.config.search_plain)
-            .map_err(|e| anyhow::anyhow!("FASCICOLO_SEARCH_PLAIN: {e}"))
-    }
-
     /// Opens this node's search index (taking its writer lock).
     pub fn open_index(&mut self) -> anyhow::Result<Arc<SearchIndex>> {
-        let plain = self.plain()?;
         let index = Arc::new(
             SearchIndex::open(&self.config.index_dir()).context("opening the search index")?,
         );
-        index.set_plain(plain);
-        if plain != crate::index::Plain::default() {
-            tracing::warn!(?plain, "search paths replaced by tantivy's own parts");
-        }
         self.index = Some(index.clone());
         Ok(index)
     }
@@ -116,7 +105,6 @@ impl Services {
             SearchIndex::open_for_rebuild(&self.config.index_dir())
                 .context("opening the search index")?,
         );
-        index.set_plain(self.plain()?);
         self.index = Some(index.clone());
         Ok(index)
     }

@@ -253,17 +253,6 @@ pub struct Config {
     )]
     pub search_budget_ms: u64,
 
-    /// Search paths of the engine's own to replace by tantivy's parts, comma-separated:
-    /// `filters`, `phrases`, `facets`, `snippets`, `stems`, `bitmaps` or `all` (the answers are
-    /// the same; for measuring what each path gains). Empty: every path of ours.
-    #[arg(
-        long,
-        env = "FASCICOLO_SEARCH_PLAIN",
-        default_value = "",
-        global = true
-    )]
-    pub search_plain: String,
-
     /// Bytes a citizen or professional may upload in all, MiB (staff are not limited).
     #[arg(
         long,
@@ -487,7 +476,6 @@ impl Config {
             rate_upload: 120,
             search_concurrency: 16,
             search_budget_ms: 5000,
-            search_plain: String::new(),
             upload_quota_mib: 2048,
         }
     }

@@ -223,14 +223,8 @@ pub fn binary() -> std::path::PathBuf {
 
 /// Runs a CLI command of the release binary over `data_dir`; returns its stdout.
 pub fn cli(data_dir: &Path, args: &[&str]) -> String {
-    cli_with(data_dir, args, &[])
-}
-
-/// [`cli`] with extra environment `env`.
-pub fn cli_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(binary())
         .args(args)
-        .envs(env.iter().copied())
         .env("FASCICOLO_DATA_DIR", data_dir)
         .env("RUST_LOG", "warn")
         .env_remove("FASCICOLO_DATABASE_URL")

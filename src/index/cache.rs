@@ -16,14 +16,14 @@
 
 use crate::lock;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
 use sha2::{Digest, Sha256};
 use tantivy::index::SegmentId;
-use tantivy::query::{EnableScoring, Query, Weight};
+use tantivy::query::{EnableScoring, Query};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocId, DocSet, SegmentReader, TERMINATED, Term};
 
@@ -50,7 +50,7 @@ pub struct SegmentCaches {
     phrases: Kept<PhraseMatches>,
     words: Kept<DocBits>,
     /// The phrases searched for lately ([`SegmentCaches::seen_before`]).
-    seen: Mutex<HashSet<[u8; 32]>>,
+    seen: Cache<[u8; 32], ()>,
 }
 
 impl Default for SegmentCaches {
@@ -60,7 +60,7 @@ impl Default for SegmentCaches {
             filters: kept(FILTER_BYTES),
             phrases: kept(PHRASE_BYTES),
             words: kept(WORD_BYTES),
-            seen: Mutex::default(),
+            seen: Cache::new(SEEN_PHRASES),
         }
     }
 }
@@ -83,20 +83,21 @@ impl SegmentCaches {
         Ok(table)
     }
 
-    /// The documents of `segment` the filter named `key` admits; evaluated with `inner` (built
-    /// only then: a filter's query can have hundreds of terms) when not kept.
+    /// The documents of `segment` the filter named `key` admits; evaluated with `inner` (its
+    /// weight built only then: a filter's query can have hundreds of terms) when not kept.
     pub(super) fn filter(
         &self,
         segment: &SegmentReader,
         key: &[u8; 32],
-        inner: &LazyWeight,
+        inner: &dyn Query,
     ) -> tantivy::Result<Arc<DocBits>> {
         let id = segment.segment_id();
         if let Some(bits) = self.filters.get(&(id, *key)) {
             return Ok(bits);
         }
         let mut bits = DocBits::empty(segment.max_doc());
-        inner.get()?.for_each_no_score(segment, &mut |docs| {
+        let weight = inner.weight(EnableScoring::disabled_from_schema(segment.schema()))?;
+        weight.for_each_no_score(segment, &mut |docs| {
             for &doc in docs {
                 bits.insert(doc);
             }
@@ -147,18 +148,14 @@ impl SegmentCaches {
         Ok(Some(docs))
     }
 
-    /// Whether the phrase named `key` was searched for lately, noting that it is now (the
-    /// last [`SEEN_PHRASES`] or so).
+    /// Whether the phrase named `key` was searched for lately (among the last
+    /// [`SEEN_PHRASES`] or so), noting that it is now.
     pub fn seen_before(&self, key: [u8; 32]) -> bool {
-        let mut seen = lock(&self.seen);
-        if seen.contains(&key) {
-            return true;
+        let seen = self.seen.get(&key).is_some();
+        if !seen {
+            self.seen.insert(key, ());
         }
-        if seen.len() >= SEEN_PHRASES {
-            seen.clear();
-        }
-        seen.insert(key);
-        false
+        seen
     }
 
     /// The matches of the phrase named `key` in `segment`, if kept.
@@ -207,27 +204,9 @@ pub struct PhraseMatches {
 /// The matches a bound of [`PhraseMatches::bounds`] covers.
 pub const MATCH_BLOCK: usize = 128;
 
-impl Weighed for PhraseMatches {
-    fn bytes(&self) -> usize {
-        (self.docs.len() + self.counts.len()) * 4 + self.bounds.len() * 8
-    }
-}
-
-/// What a segment's entry of a [`Kept`] costs in memory.
-pub trait Weighed {
-    /// Bytes held.
-    fn bytes(&self) -> usize;
-}
-
 /// The kept facet counts of a filter's documents in a segment, as weighed: a few hundred
 /// values.
 const COUNTS_BYTES: usize = 16 * 1024;
-
-impl Weighed for DocBits {
-    fn bytes(&self) -> usize {
-        self.words() * 8 + COUNTS_BYTES
-    }
-}
 
 /// Entries by segment and name within a memory budget: quick_cache's, which evicts first
 /// what was asked for once and not again.
@@ -237,43 +216,24 @@ type Kept<V> = Cache<(SegmentId, [u8; 32]), Arc<V>, ByBytes>;
 #[derive(Clone)]
 struct ByBytes;
 
-impl<V: Weighed> Weighter<(SegmentId, [u8; 32]), Arc<V>> for ByBytes {
-    fn weight(&self, _: &(SegmentId, [u8; 32]), value: &Arc<V>) -> u64 {
-        value.bytes() as u64
+impl Weighter<(SegmentId, [u8; 32]), Arc<PhraseMatches>> for ByBytes {
+    fn weight(&self, _: &(SegmentId, [u8; 32]), m: &Arc<PhraseMatches>) -> u64 {
+        ((m.docs.len() + m.counts.len()) * 4 + m.bounds.len() * 8) as u64
+    }
+}
+
+impl Weighter<(SegmentId, [u8; 32]), Arc<DocBits>> for ByBytes {
+    fn weight(&self, _: &(SegmentId, [u8; 32]), bits: &Arc<DocBits>) -> u64 {
+        (bits.words() * 8 + COUNTS_BYTES) as u64
     }
 }
 
 /// An empty [`Kept`] of `budget` bytes (entries of a few KiB expected).
-fn kept<V: Weighed>(budget: usize) -> Kept<V> {
+fn kept<V>(budget: usize) -> Kept<V>
+where
+    ByBytes: Weighter<(SegmentId, [u8; 32]), Arc<V>>,
+{
     Cache::with_weighter(budget / 4096, budget as u64, ByBytes)
-}
-
-/// A filter's query, made into a weight the first time a segment's documents must be
-/// evaluated with it: a search whose filters are all kept builds none.
-pub(super) struct LazyWeight {
-    query: Arc<dyn Query>,
-    schema: tantivy::schema::Schema,
-    weight: OnceLock<Box<dyn Weight>>,
-}
-
-impl LazyWeight {
-    pub(super) fn new(query: Arc<dyn Query>, schema: tantivy::schema::Schema) -> Self {
-        Self {
-            query,
-            schema,
-            weight: OnceLock::new(),
-        }
-    }
-
-    pub(super) fn get(&self) -> tantivy::Result<&dyn Weight> {
-        if let Some(weight) = self.weight.get() {
-            return Ok(weight.as_ref());
-        }
-        let weight = self
-            .query
-            .weight(EnableScoring::disabled_from_schema(&self.schema))?;
-        Ok(self.weight.get_or_init(|| weight).as_ref())
-    }
 }
 
 /// The name under which a filter's matches are kept: the SHA-256 of a text naming exactly

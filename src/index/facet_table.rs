@@ -3,7 +3,7 @@
 //! per segment when a reader reload brings it in (see [`super::cache::SegmentCaches`]).
 //!
 //! Measured gain (BENCHMARKS.md, A/B at 1 M documents against counting each value from the
-//! fast fields, `FASCICOLO_SEARCH_PLAIN=facets`): 10 of 24 cells ≥ 10 % faster at p50 on
+//! fast fields, 57707a6): 10 of 24 cells ≥ 10 % faster at p50 on
 //! repeated queries and 14 on distinct ones (a broad caller's most frequent words 3–7×), eight
 //! clients 1 679 against 636 searches/s.
 
@@ -48,26 +48,6 @@ pub enum Combos {
     Narrow(Vec<u16>),
     /// More.
     Wide(Vec<u32>),
-}
-
-/// A combination's number, as stored per document.
-pub trait Combo: Copy {
-    /// As an index.
-    fn index(self) -> usize;
-}
-
-impl Combo for u16 {
-    #[inline]
-    fn index(self) -> usize {
-        usize::from(self)
-    }
-}
-
-impl Combo for u32 {
-    #[inline]
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Segments with at most this many combinations keep them in two bytes a document.
@@ -205,8 +185,8 @@ impl SegmentFacets {
     #[inline]
     pub fn combo_of(&self, doc: DocId) -> Option<usize> {
         match &self.combo {
-            Combos::Narrow(c) => c.get(doc as usize).map(|&c| c.index()),
-            Combos::Wide(c) => c.get(doc as usize).map(|&c| c.index()),
+            Combos::Narrow(c) => c.get(doc as usize).map(|&c| usize::from(c)),
+            Combos::Wide(c) => c.get(doc as usize).map(|&c| c as usize),
         }
     }
 

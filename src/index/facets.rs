@@ -7,10 +7,11 @@ use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
 
 use super::cache::SegmentCaches;
 pub use super::facet_table::FacetCounts;
-use super::facet_table::{Combo, Combos, SegmentFacets};
+use super::facet_table::{Combos, SegmentFacets};
 
 /// Counts `procedure`, `kind`, `status` and `year` of every matching document, through the
 /// segments' facet tables ([`SegmentCaches::facets`]).
+#[derive(Clone, Copy)]
 pub struct FacetCollector<'a> {
     /// Where the tables are.
     pub caches: &'a SegmentCaches,
@@ -98,7 +99,7 @@ fn give_back(counts: Vec<u32>) {
 /// through the table, its length would be loaded again after every increment), a match in each
 /// of the [`LANES`] count arrays in turn.
 #[inline]
-fn count_block<'a, C: Combo>(
+fn count_block<'a, C: Copy + Into<u32>>(
     combos: &[C],
     mut lanes: impl Iterator<Item = &'a mut [u32]>,
     docs: &[DocId],
@@ -111,7 +112,7 @@ fn count_block<'a, C: Combo>(
     let count = |lane: &mut [u32], doc: DocId| {
         if let Some(n) = combos
             .get(doc as usize)
-            .and_then(|&combo| lane.get_mut(combo.index()))
+            .and_then(|&combo| lane.get_mut(combo.into() as usize))
         {
             *n += 1;
         }
@@ -221,101 +222,7 @@ impl SegmentCollector for FacetSegment {
     }
 }
 
-/// Counts `procedure`, `kind`, `status` and `year` of every matching document value by value,
-/// straight from the fast fields: tantivy's own way, beside which the tables are measured
-/// ([`super::Plain::facets`]).
-pub struct PlainFacets;
-
-/// [`PlainFacets`] in one segment: the columns, and the matches per term ordinal of each.
-pub struct PlainSegment {
-    columns: Vec<(&'static str, tantivy::columnar::StrColumn, Vec<u64>)>,
-    year: Option<tantivy::columnar::Column<u64>>,
-    years: std::collections::BTreeMap<u64, u64>,
-}
-
-impl Collector for PlainFacets {
-    type Fruit = FacetCounts;
-    type Child = PlainSegment;
-
-    fn for_segment(
-        &self,
-        _: SegmentOrdinal,
-        segment: &SegmentReader,
-    ) -> tantivy::Result<PlainSegment> {
-        let fast = segment.fast_fields();
-        let mut columns = Vec::new();
-        for name in super::facet_table::STRING_FACETS {
-            if let Some(column) = fast.str(name)? {
-                let ords = vec![0; column.num_terms()];
-                columns.push((name, column, ords));
-            }
-        }
-        Ok(PlainSegment {
-            columns,
-            year: fast.u64("year").ok(),
-            years: std::collections::BTreeMap::new(),
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, fruits: Vec<FacetCounts>) -> tantivy::Result<FacetCounts> {
-        Ok(merge(fruits))
-    }
-}
-
-impl SegmentCollector for PlainSegment {
-    type Fruit = FacetCounts;
-
-    fn collect(&mut self, doc: DocId, _: Score) {
-        for (_, column, counts) in &mut self.columns {
-            for ord in column.term_ords(doc) {
-                if let Some(n) = usize::try_from(ord).ok().and_then(|o| counts.get_mut(o)) {
-                    *n += 1;
-                }
-            }
-        }
-        if let Some(year) = self.year.as_ref().and_then(|c| c.first(doc)) {
-            *self.years.entry(year).or_default() += 1;
-        }
-    }
-
-    fn harvest(self) -> FacetCounts {
-        let mut out = FacetCounts::new();
-        for (name, column, counts) in self.columns {
-            let values = out.entry(name.to_owned()).or_default();
-            let mut value = String::new();
-            for (ord, n) in counts.into_iter().enumerate() {
-                if n > 0 && column.ord_to_str(ord as u64, &mut value).unwrap_or(false) {
-                    *values.entry(value.clone()).or_default() += n;
-                }
-            }
-        }
-        let years = out.entry("year".to_owned()).or_default();
-        for (year, n) in self.years {
-            *years.entry(year.to_string()).or_default() += n;
-        }
-        out
-    }
-}
-
-/// The facet counting a search runs: through the tables, or [`PlainFacets`].
-pub enum Facets<'a> {
-    /// [`FacetCollector`].
-    Table(FacetCollector<'a>),
-    /// [`PlainFacets`].
-    Plain(PlainFacets),
-}
-
-/// [`Facets`] in one segment.
-pub enum FacetsSegment {
-    Table(FacetSegment),
-    Plain(PlainSegment),
-}
-
-impl Facets<'_> {
+impl FacetCollector<'_> {
     /// The facets of `docs`, in order, of `segment`.
     pub fn of_docs(&self, segment: &SegmentReader, docs: &[DocId]) -> tantivy::Result<FacetCounts> {
         let mut counting = self.for_segment(0, segment)?;
@@ -323,55 +230,6 @@ impl Facets<'_> {
             counting.collect_block(block);
         }
         Ok(counting.harvest())
-    }
-}
-
-impl Collector for Facets<'_> {
-    type Fruit = FacetCounts;
-    type Child = FacetsSegment;
-
-    fn for_segment(
-        &self,
-        ord: SegmentOrdinal,
-        segment: &SegmentReader,
-    ) -> tantivy::Result<FacetsSegment> {
-        Ok(match self {
-            Self::Table(c) => FacetsSegment::Table(c.for_segment(ord, segment)?),
-            Self::Plain(c) => FacetsSegment::Plain(c.for_segment(ord, segment)?),
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, fruits: Vec<FacetCounts>) -> tantivy::Result<FacetCounts> {
-        Ok(merge(fruits))
-    }
-}
-
-impl SegmentCollector for FacetsSegment {
-    type Fruit = FacetCounts;
-
-    fn collect(&mut self, doc: DocId, score: Score) {
-        match self {
-            Self::Table(s) => s.collect(doc, score),
-            Self::Plain(s) => s.collect(doc, score),
-        }
-    }
-
-    fn collect_block(&mut self, docs: &[DocId]) {
-        match self {
-            Self::Table(s) => s.collect_block(docs),
-            Self::Plain(s) => s.collect_block(docs),
-        }
-    }
-
-    fn harvest(self) -> FacetCounts {
-        match self {
-            Self::Table(s) => s.harvest(),
-            Self::Plain(s) => s.harvest(),
-        }
     }
 }
 

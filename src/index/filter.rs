@@ -3,7 +3,7 @@
 //! words among the admitted documents.
 //!
 //! Measured gain (BENCHMARKS.md, A/B at 1 M documents against the permission as an ordinary
-//! clause, `FASCICOLO_SEARCH_PLAIN=filters`): 12 of 24 cells ≥ 10 % faster at p50 on repeated
+//! clause, 57707a6): 12 of 24 cells ≥ 10 % faster at p50 on repeated
 //! queries and 11 on distinct ones (a professional's 2–4×), eight clients 1 709 against 534
 //! searches/s.
 
@@ -20,11 +20,12 @@ use tantivy::{
 };
 
 use super::bits::{DocBits, keep_admitted};
-use super::cache::{FilterKey, LazyWeight, SegmentCaches};
-use super::facets::{FacetCounts, Facets, FacetsSegment};
+use super::cache::{FilterKey, SegmentCaches};
+use super::facets::{FacetCollector, FacetCounts, FacetSegment};
 
 /// A filter whose matches are computed once per segment and kept under a [`FilterKey`]. It
 /// never scores.
+#[derive(Clone, Debug)]
 pub struct CachedFilter {
     key: [u8; 32],
     inner: Arc<dyn Query>,
@@ -64,15 +65,14 @@ impl CachedFilter {
         searcher: &Searcher,
         skip: usize,
         take: usize,
-        facets: &Facets<'_>,
+        facets: &FacetCollector<'_>,
     ) -> tantivy::Result<Browsed> {
-        let inner = LazyWeight::new(self.inner.clone(), searcher.schema().clone());
         let want = skip.saturating_add(take);
         let mut total = 0;
         let mut fruits = Vec::new();
         let mut candidates: Vec<(Option<i64>, DocAddress)> = Vec::new();
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
-            let bits = self.caches.filter(segment, &self.key, &inner)?;
+            let bits = self.bits(segment)?;
             if bits.len() == 0 {
                 continue;
             }
@@ -142,9 +142,7 @@ impl CachedFilter {
 pub struct CountedTop<'a, T> {
     /// The admitted matches, unscored ([`CachedFilter::admit`]).
     counted: AdmittedWeight,
-    counting: (tantivy::collector::Count, Facets<'a>),
-    /// Whether a single frequent word is counted from its bitmap ([`super::Plain::bitmaps`]).
-    bitmaps: bool,
+    counting: (tantivy::collector::Count, FacetCollector<'a>),
     /// Ranks the admitted matches, scored: the weight the search runs with.
     top: T,
 }
@@ -152,18 +150,16 @@ pub struct CountedTop<'a, T> {
 impl<'a, T> CountedTop<'a, T> {
     /// Counts and facets what `counted` matches in `searcher`; ranks with `top` (tantivy's
     /// top documents by score, which let the weight skip what cannot reach the page); counts a
-    /// single frequent word from its bitmap when `bitmaps`.
+    /// single frequent word from its bitmap.
     pub fn new(
         counted: &Admitted,
         searcher: &Searcher,
-        facets: Facets<'a>,
+        facets: FacetCollector<'a>,
         top: T,
-        bitmaps: bool,
     ) -> tantivy::Result<Self> {
         Ok(Self {
             counted: counted.admitted_weight(EnableScoring::disabled_from_searcher(searcher))?,
             counting: (tantivy::collector::Count, facets),
-            bitmaps,
             top,
         })
     }
@@ -175,7 +171,7 @@ impl<T: Collector<Fruit = Ranked>> Collector for CountedTop<'_, T> {
     type Fruit = (usize, FacetCounts, Ranked);
     type Child = (
         <tantivy::collector::Count as Collector>::Child,
-        FacetsSegment,
+        FacetSegment,
         T::Child,
     );
 
@@ -212,12 +208,9 @@ impl<T: Collector<Fruit = Ranked>> Collector for CountedTop<'_, T> {
         segment_ord: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<<Self::Child as SegmentCollector>::Fruit> {
-        let by_bitmap = if self.bitmaps {
-            self.counted
-                .count_frequent_word(segment, &self.counting.1)?
-        } else {
-            None
-        };
+        let by_bitmap = self
+            .counted
+            .count_frequent_word(segment, &self.counting.1)?;
         let (count, facets) = match by_bitmap {
             Some(counted) => counted,
             None => self
@@ -234,52 +227,21 @@ fn by_newest(a: &(Option<i64>, DocAddress), b: &(Option<i64>, DocAddress)) -> st
     b.0.cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
-impl Clone for CachedFilter {
-    fn clone(&self) -> Self {
-        Self {
-            key: self.key,
-            inner: self.inner.clone(),
-            caches: self.caches.clone(),
-        }
-    }
-}
-
-impl std::fmt::Debug for CachedFilter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedFilter")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Query for CachedFilter {
-    fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
-        Ok(Box::new(CachedFilterWeight::new(self, scoring.schema())))
+    fn weight(&self, _: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(self.clone()))
     }
 }
 
-struct CachedFilterWeight {
-    key: [u8; 32],
-    inner: LazyWeight,
-    caches: Arc<SegmentCaches>,
-}
-
-impl CachedFilterWeight {
-    fn new(filter: &CachedFilter, schema: &tantivy::schema::Schema) -> Self {
-        Self {
-            key: filter.key,
-            inner: LazyWeight::new(filter.inner.clone(), schema.clone()),
-            caches: filter.caches.clone(),
-        }
-    }
-
+impl CachedFilter {
     /// The documents of `reader` the filter admits.
     fn bits(&self, reader: &SegmentReader) -> tantivy::Result<Arc<DocBits>> {
-        self.caches.filter(reader, &self.key, &self.inner)
+        self.caches.filter(reader, &self.key, self.inner.as_ref())
     }
 }
 
-impl Weight for CachedFilterWeight {
+/// The filter is its own weight: what it admits is kept, or evaluated, per segment.
+impl Weight for CachedFilter {
     fn scorer(&self, reader: &SegmentReader, _boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
         let bits = self.bits(reader)?;
         // A boolean query drops clauses that select everything or nothing from its
@@ -309,7 +271,7 @@ impl CachedFilter {
     pub fn admit(&self, query: Box<dyn Query>) -> Admitted {
         Admitted {
             filter: self.clone(),
-            query,
+            query: Arc::from(query),
         }
     }
 }
@@ -322,19 +284,10 @@ impl CachedFilter {
 /// admitting about half the documents makes the processor mispredict half the time. Counting
 /// and faceting take the query's matches a block at a time and keep the admitted ones without a
 /// branch. Over a sparse filter the admitted documents lead an intersection with the query.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Admitted {
     filter: CachedFilter,
-    query: Box<dyn Query>,
-}
-
-impl Clone for Admitted {
-    fn clone(&self) -> Self {
-        Self {
-            filter: self.filter.clone(),
-            query: self.query.box_clone(),
-        }
-    }
+    query: Arc<dyn Query>,
 }
 
 impl Query for Admitted {
@@ -350,7 +303,7 @@ impl Query for Admitted {
 impl Admitted {
     fn admitted_weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<AdmittedWeight> {
         Ok(AdmittedWeight {
-            filter: CachedFilterWeight::new(&self.filter, scoring.schema()),
+            filter: self.filter.clone(),
             query: self.query.weight(scoring)?,
             word: (self.query.downcast_ref::<TermQuery>()).map(|t| t.term().clone()),
         })
@@ -358,7 +311,7 @@ impl Admitted {
 }
 
 struct AdmittedWeight {
-    filter: CachedFilterWeight,
+    filter: CachedFilter,
     query: Box<dyn Weight>,
     /// When the query is a single word: the word.
     word: Option<Term>,
@@ -376,7 +329,7 @@ impl AdmittedWeight {
     /// ([`DocBits::alive_counts`]). `None` when the query is not a single word, the word is
     /// not that frequent here, or the filter admits few documents.
     ///
-    /// Measured gain (BENCHMARKS.md, A/B at 1 M documents, `FASCICOLO_SEARCH_PLAIN=bitmaps`,
+    /// Measured gain (BENCHMARKS.md, A/B at 1 M documents against the word's postings, 822d2e3,
     /// two runs): the auditor's and staff's most frequent words, asked again, 48 / 30 % and
     /// 61 / 68 % faster at p50; eight clients 2 731 against 2 350 and 2 710 against 2 265
     /// searches/s. The distinct stream's words are seldom in most of a segment: no cell ≥ 10 %
@@ -384,7 +337,7 @@ impl AdmittedWeight {
     fn count_frequent_word(
         &self,
         reader: &SegmentReader,
-        facets: &Facets<'_>,
+        facets: &FacetCollector<'_>,
     ) -> tantivy::Result<Option<(usize, FacetCounts)>> {
         let Some(word) = &self.word else {
             return Ok(None);
@@ -441,12 +394,8 @@ enum Admission {
 const VISIT_RATIO: u64 = 4;
 
 impl AdmittedWeight {
-    fn admission(
-        &self,
-        reader: &SegmentReader,
-        bits: Arc<DocBits>,
-        boost: Score,
-    ) -> tantivy::Result<Admission> {
+    fn admission(&self, reader: &SegmentReader) -> tantivy::Result<Admission> {
+        let bits = self.filter.bits(reader)?;
         if bits.len() == reader.max_doc() {
             return Ok(Admission::All);
         }
@@ -457,7 +406,7 @@ impl AdmittedWeight {
         // (tantivy's `scorer_danger`): a phrase's scorer made the ordinary way would first
         // compare the positions of every document holding its words up to its first match,
         // the whole segment for a phrase found nowhere in it.
-        let (mut found, mut query) = self.query.scorer_danger(reader, first, boost)?;
+        let (mut found, mut query) = self.query.scorer_danger(reader, first, 1.0)?;
         // A phrase's cost counts the positions it compares, so a phrase over frequent words
         // is led by the admitted documents, whose candidates alone it then checks.
         let dense = query.cost() <= u64::from(bits.len()).saturating_mul(VISIT_RATIO);
@@ -495,7 +444,7 @@ impl Weight for AdmittedWeight {
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        self.filter.explain(reader, doc)?;
+        Weight::explain(&self.filter, reader, doc)?;
         self.query.explain(reader, doc)
     }
 
@@ -504,7 +453,7 @@ impl Weight for AdmittedWeight {
         reader: &SegmentReader,
         callback: &mut dyn FnMut(DocId, Score),
     ) -> tantivy::Result<()> {
-        let (bits, mut scorer) = match self.admission(reader, self.filter.bits(reader)?, 1.0)? {
+        let (bits, mut scorer) = match self.admission(reader)? {
             Admission::All => return self.query.for_each(reader, callback),
             Admission::Dense(bits, scorer) => (Some(bits), scorer),
             Admission::Sparse(scorer) => (None, scorer),
@@ -524,7 +473,7 @@ impl Weight for AdmittedWeight {
         reader: &SegmentReader,
         callback: &mut dyn FnMut(&[DocId]),
     ) -> tantivy::Result<()> {
-        let (bits, mut scorer) = match self.admission(reader, self.filter.bits(reader)?, 1.0)? {
+        let (bits, mut scorer) = match self.admission(reader)? {
             Admission::All => return self.query.for_each_no_score(reader, callback),
             Admission::Dense(bits, scorer) => (Some(bits), scorer),
             Admission::Sparse(scorer) => (None, scorer),
@@ -555,7 +504,7 @@ impl Weight for AdmittedWeight {
         reader: &SegmentReader,
         callback: &mut dyn FnMut(DocId, Score) -> Score,
     ) -> tantivy::Result<()> {
-        match self.admission(reader, self.filter.bits(reader)?, 1.0)? {
+        match self.admission(reader)? {
             Admission::All => self.query.for_each_pruning(threshold, reader, callback),
             // The query's own pruning (block-max WAND) skips what cannot reach the page; a
             // document the filter refuses leaves the bar where it was.

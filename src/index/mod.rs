@@ -10,7 +10,6 @@ pub use cache::FilterKey;
 mod facet_table;
 mod facets;
 mod filter;
-mod paths;
 mod phrase;
 mod request;
 mod scope;
@@ -23,7 +22,6 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::domain::{DocumentId, DossierId};
-pub use paths::Plain;
 use serde::{Deserialize, Serialize};
 use tantivy::directory::MmapDirectory;
 use tantivy::schema::{
@@ -146,26 +144,13 @@ fn build_schema() -> (Schema, Fields) {
 /// The Italian analyzer: split on anything not a letter or digit (which also splits elisions
 /// such as "dell'atto" and "l’istanza"), lower-case, fold accents, drop stop words, stem.
 pub fn italian_analyzer() -> TextAnalyzer {
-    italian_analyzer_stemming(false)
-}
-
-/// [`italian_analyzer`], stemming with tantivy's own Italian stemmer when `plain`
-/// ([`Plain::stems`]).
-fn italian_analyzer_stemming(plain: bool) -> TextAnalyzer {
-    let unstemmed = TextAnalyzer::builder(SimpleTokenizer::default())
+    TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(48))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
-        .filter(stop_words());
-    if plain {
-        unstemmed
-            .filter(tantivy::tokenizer::Stemmer::new(
-                tantivy::tokenizer::Language::Italian,
-            ))
-            .build()
-    } else {
-        unstemmed.filter(stem::ItalianStemmer).build()
-    }
+        .filter(stop_words())
+        .filter(stem::ItalianStemmer::default())
+        .build()
 }
 
 /// The stop words the analyzers drop (after lower-casing and folding), read once.
@@ -241,8 +226,6 @@ pub struct SearchIndex {
     /// Searches over at least this many documents run on every core (a setting so that the
     /// tests can reach the multi-core path with a small index).
     parallel_from_docs: std::sync::atomic::AtomicU64,
-    /// The paths replaced by tantivy's own parts ([`Plain`], as bits).
-    plain: std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -301,7 +284,6 @@ impl SearchIndex {
             parallel: tantivy::Executor::multi_thread(cores, "fascicolo-search-")?,
             cores,
             parallel_from_docs: std::sync::atomic::AtomicU64::new(search::PARALLEL_FROM_DOCS),
-            plain: std::sync::atomic::AtomicU8::new(0),
         })
     }
 
@@ -312,23 +294,6 @@ impl SearchIndex {
     pub fn set_parallel_from_docs(&self, docs: u64) {
         self.parallel_from_docs
             .store(docs, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Replaces the paths of `plain` by tantivy's own parts, for the searches that start
-    /// from now on (the stemmer: for the segments written from now on too).
-    pub fn set_plain(&self, plain: Plain) {
-        if plain.stems != self.plain().stems {
-            self.index
-                .tokenizers()
-                .register(ITALIAN, italian_analyzer_stemming(plain.stems));
-        }
-        self.plain
-            .store(plain.bits(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The paths replaced by tantivy's own parts.
-    pub fn plain(&self) -> Plain {
-        Plain::from_bits(self.plain.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn parallel_from_docs(&self) -> u64 {
@@ -435,7 +400,7 @@ impl SearchIndex {
         self.reader.searcher().num_docs()
     }
 
-    /// Retained as a document for tests of the stored fields.
+    /// What searches see now.
     pub(crate) fn searcher(&self) -> tantivy::Searcher {
         self.reader.searcher()
     }
@@ -456,9 +421,6 @@ fn payload_of(index: &Index) -> Payload {
             position: 0,
         })
 }
-
-/// Used by [`search`] to read stored fields.
-pub(crate) type StoredDoc = TantivyDocument;
 
 #[cfg(test)]
 mod tests {

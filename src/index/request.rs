@@ -71,21 +71,17 @@ impl Filters {
         out
     }
 
-    /// The terms every hit must hold.
-    pub fn terms(&self, fields: &super::Fields) -> Vec<Term> {
-        self.named()
-            .into_iter()
-            .map(|(name, value)| match name {
-                "year" => Term::from_field_u64(fields.year, self.year.unwrap_or_default()),
-                "procedure" => Term::from_field_text(fields.procedure, &value),
-                "office" => Term::from_field_text(fields.office, &value),
-                "kind" => Term::from_field_text(fields.kind, &value),
-                "status" => Term::from_field_text(fields.status, &value),
-                "dossier_id" => Term::from_field_text(fields.dossier_id, &value),
-                "signed" => Term::from_field_text(fields.signed, &value),
-                _ => Term::from_field_text(fields.signer, &value),
-            })
-            .collect()
+    /// The terms every hit must hold: each filter's value in the field of its name.
+    pub fn terms(&self, schema: &tantivy::schema::Schema) -> Result<Vec<Term>, IndexError> {
+        let mut terms = Vec::new();
+        for (name, value) in self.named() {
+            let field = schema.get_field(name)?;
+            terms.push(match self.year {
+                Some(year) if name == "year" => Term::from_field_u64(field, year),
+                _ => Term::from_field_text(field, &value),
+            });
+        }
+        Ok(terms)
     }
 }
 
@@ -150,10 +146,17 @@ pub fn stopped(e: &IndexError) -> Option<bool> {
     }
 }
 
-/// A collector that checks a [`Stop`] before each segment, then lets `inner` collect it.
+/// A collector that checks a [`Stop`], if any, before each segment, then lets `inner` collect
+/// it.
 pub(super) struct Stoppable<'a, C> {
     pub(super) inner: &'a C,
-    pub(super) stop: &'a Stop,
+    pub(super) stop: Option<&'a Stop>,
+}
+
+impl<C> Stoppable<'_, C> {
+    fn check(&self) -> tantivy::Result<()> {
+        self.stop.map_or(Ok(()), Stop::check)
+    }
 }
 
 impl<C: Collector> Collector for Stoppable<'_, C> {
@@ -165,7 +168,7 @@ impl<C: Collector> Collector for Stoppable<'_, C> {
         segment_local_id: tantivy::SegmentOrdinal,
         segment: &tantivy::SegmentReader,
     ) -> tantivy::Result<Self::Child> {
-        self.stop.check()?;
+        self.check()?;
         self.inner.for_segment(segment_local_id, segment)
     }
 
@@ -186,7 +189,7 @@ impl<C: Collector> Collector for Stoppable<'_, C> {
         segment_ord: tantivy::SegmentOrdinal,
         reader: &tantivy::SegmentReader,
     ) -> tantivy::Result<<Self::Child as tantivy::collector::SegmentCollector>::Fruit> {
-        self.stop.check()?;
+        self.check()?;
         self.inner.collect_segment(weight, segment_ord, reader)
     }
 }

@@ -11,7 +11,7 @@ use tantivy::query::{
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, Executor, Order, Searcher, Term};
 
-use super::facets::{FacetCollector, FacetCounts, Facets, PlainFacets};
+use super::facets::{FacetCollector, FacetCounts};
 use super::filter::{CachedFilter, CountedTop};
 use super::phrase::exact_phrases;
 use super::request::Stoppable;
@@ -19,8 +19,8 @@ pub use super::request::{
     Deferred, Filters, Hit, Permission, SearchRequest, SearchResult, SortBy, Stop, stopped,
 };
 use super::shape::{fewest, most_matches, phrase_led, prunable, unwrapped};
-use super::snippet::{Highlighter, highlight, lead, snippets_for};
-use super::{IndexError, Plain, SearchIndex, StoredDoc};
+use super::snippet::{Snippets, highlight, lead, snippets_for};
+use super::{IndexError, SearchIndex};
 
 /// Searches over at least this many documents run on every core, unless the query can match
 /// fewer than a tenth of that many (a setting: tests lower both with
@@ -50,7 +50,6 @@ impl SearchIndex {
         permission: Permission,
         disclose: &mut dyn FnMut(u64, &[Hit]),
     ) -> Result<SearchResult, IndexError> {
-        let plain = self.plain();
         let f = self.fields;
         let searcher = self.searcher();
         let user_query: Option<Box<dyn Query>> = if request.q.trim().is_empty() {
@@ -68,7 +67,7 @@ impl SearchIndex {
             );
             // Exact phrases' matches are kept per segment: not over the few documents of a
             // narrow permission, which the phrase is only asked about.
-            Some(if permission.narrow || plain.phrases {
+            Some(if permission.narrow {
                 parsed
             } else {
                 exact_phrases(
@@ -81,14 +80,14 @@ impl SearchIndex {
                 )
             })
         };
-        let filter_terms = request.filters.terms(&f);
+        let filter_terms = request.filters.terms(searcher.schema())?;
         let sort = request.sort.unwrap_or(if user_query.is_some() {
             SortBy::Relevance
         } else {
             SortBy::Date
         });
         let (narrow, broad) = (permission.narrow, permission.broad);
-        let permission = match permission.cache_key.filter(|_| !plain.filters) {
+        let permission = match permission.cache_key {
             Some(key) => Scope::Kept(CachedFilter::new(
                 key,
                 permission.query,
@@ -110,7 +109,7 @@ impl SearchIndex {
                     &searcher,
                     request.offset,
                     request.limit.max(1),
-                    &self.facets(plain.facets),
+                    &self.facets(),
                 )?;
                 let page = browsed.page.into_iter().map(|a| (0.0, a)).collect();
                 (browsed.total, browsed.facets, page)
@@ -124,11 +123,11 @@ impl SearchIndex {
                     broad,
                     sort,
                 };
-                self.collect(&searcher, request, matches, plain)?
+                self.collect(&searcher, request, matches)?
             }
         };
         let snippets = match &user_query {
-            Some(q) => Some(snippets_for(&searcher, q.as_ref(), f.body, plain.snippets)?),
+            Some(q) => Some(snippets_for(&searcher, q.as_ref(), f.body)?),
             None => None,
         };
         // On a large index each hit is a block of the document store to decompress (rarely
@@ -170,6 +169,11 @@ struct Matches<'a> {
 
 type Page = Vec<(f32, DocAddress)>;
 
+/// A page of hits that are not ranked by score: each scores 0.
+fn unscored<T>(hits: Vec<(T, DocAddress)>) -> Page {
+    hits.into_iter().map(|(_, a)| (0.0, a)).collect()
+}
+
 impl SearchIndex {
     /// The page's documents as hits, handed to `disclose` once read, then each given its
     /// snippet; on every core when `parallel`, each thread taking a run of consecutive hits.
@@ -177,7 +181,7 @@ impl SearchIndex {
         &self,
         searcher: &Searcher,
         page: &[(f32, DocAddress)],
-        snippets: Option<Highlighter>,
+        snippets: Option<Snippets>,
         parallel: bool,
         disclose: &mut dyn FnMut(&[Hit]),
     ) -> tantivy::Result<Vec<Hit>> {
@@ -232,7 +236,7 @@ impl SearchIndex {
         address: DocAddress,
     ) -> tantivy::Result<(Hit, String)> {
         let f = self.fields;
-        let stored: StoredDoc = searcher.doc(address)?;
+        let stored: tantivy::TantivyDocument = searcher.doc(address)?;
         let text_of = |field| {
             stored
                 .get_first(field)
@@ -260,14 +264,10 @@ impl SearchIndex {
 }
 
 impl SearchIndex {
-    /// How facets are counted: through the segments' tables, or value by value.
-    fn facets(&self, plain: bool) -> Facets<'_> {
-        if plain {
-            Facets::Plain(PlainFacets)
-        } else {
-            Facets::Table(FacetCollector {
-                caches: &self.caches,
-            })
+    /// Counts facets through the segments' tables.
+    fn facets(&self) -> FacetCollector<'_> {
+        FacetCollector {
+            caches: &self.caches,
         }
     }
 
@@ -278,7 +278,6 @@ impl SearchIndex {
         searcher: &Searcher,
         request: &SearchRequest,
         m: Matches<'_>,
-        plain: Plain,
     ) -> Result<(u64, FacetCounts, Page), IndexError> {
         let f = self.fields;
         // The permission and the filters select; only the user's words score.
@@ -310,7 +309,7 @@ impl SearchIndex {
             && request.to_ms.is_none()
             && prunable(q)
         {
-            let facets = self.facets(plain.facets);
+            let facets = self.facets();
             let counted = cached.admit(q.box_clone());
             let top = TopDocs::with_limit(request.limit.max(1))
                 .and_offset(request.offset)
@@ -318,7 +317,7 @@ impl SearchIndex {
             let (total, facets, page) = self.run(
                 searcher,
                 &counted,
-                &CountedTop::new(&counted, searcher, facets, top, !plain.bitmaps)?,
+                &CountedTop::new(&counted, searcher, facets, top)?,
                 parallel,
                 request.stop.as_ref(),
             )?;
@@ -385,42 +384,25 @@ impl SearchIndex {
         };
         let query = query.as_ref();
         let top = TopDocs::with_limit(request.limit.max(1)).and_offset(request.offset);
-        let facets = self.facets(plain.facets);
+        let (facets, stop) = (self.facets(), request.stop.as_ref());
         let (total, facets, page) = match m.sort {
             SortBy::Relevance => {
-                let (total, facets, hits) = self.run(
-                    searcher,
-                    query,
-                    &(Count, facets, top.order_by_score()),
-                    parallel,
-                    request.stop.as_ref(),
-                )?;
+                let counted = (Count, facets, top.order_by_score());
+                let (total, facets, hits) = self.run(searcher, query, &counted, parallel, stop)?;
                 // Without words nothing is more relevant than anything else: every match
                 // scores 0, however the permission was applied (a filter admitting a whole
                 // segment leaves tantivy's match-all score of 1).
                 let hits = match m.user_query {
                     Some(_) => hits,
-                    None => hits.into_iter().map(|(_, a)| (0.0, a)).collect(),
+                    None => unscored(hits),
                 };
                 (total, facets, hits)
             }
             SortBy::Date => {
-                let (total, facets, hits) = self.run(
-                    searcher,
-                    query,
-                    &(
-                        Count,
-                        facets,
-                        top.order_by_fast_field::<i64>("date", Order::Desc),
-                    ),
-                    parallel,
-                    request.stop.as_ref(),
-                )?;
-                (
-                    total,
-                    facets,
-                    hits.into_iter().map(|(_, a)| (0.0, a)).collect(),
-                )
+                let newest = top.order_by_fast_field::<i64>("date", Order::Desc);
+                let counted = (Count, facets, newest);
+                let (total, facets, hits) = self.run(searcher, query, &counted, parallel, stop)?;
+                (total, facets, unscored(hits))
             }
         };
         Ok((total as u64, facets, page))
@@ -450,15 +432,15 @@ impl SearchIndex {
         } else {
             EnableScoring::disabled_from_searcher(searcher)
         };
+        // Checked before the first segment too: an index of none still answers in time.
         if let Some(stop) = stop {
             stop.check()?;
-            let stoppable = Stoppable {
-                inner: collector,
-                stop,
-            };
-            return searcher.search_with_executor(query, &stoppable, executor, scoring);
         }
-        searcher.search_with_executor(query, collector, executor, scoring)
+        let stoppable = Stoppable {
+            inner: collector,
+            stop,
+        };
+        searcher.search_with_executor(query, &stoppable, executor, scoring)
     }
 }
 
@@ -700,8 +682,7 @@ pub(crate) mod tests {
         let query = QueryParser::for_index(index.index(), vec![index.fields.body])
             .parse_query("parere favorevole")
             .expect("query");
-        let finder =
-            || snippets_for(&searcher, query.as_ref(), index.fields.body, false).expect("finder");
+        let finder = || snippets_for(&searcher, query.as_ref(), index.fields.body).expect("finder");
         // Addresses out of order and across the store's blocks, as a ranking leaves them.
         let every: Page = (0..300u32)
             .rev()

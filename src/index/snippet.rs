@@ -9,7 +9,7 @@
 //! a page costs a tokenisation of their texts and little else.
 //!
 //! Measured gain (BENCHMARKS.md, A/B at 1 M documents against tantivy's `SnippetGenerator`,
-//! `FASCICOLO_SEARCH_PLAIN=snippets`): 17 of 24 cells ≥ 10 % faster at p50 on repeated queries
+//! 57707a6): 17 of 24 cells ≥ 10 % faster at p50 on repeated queries
 //! and 16 on distinct ones, eight clients 1 722 against 971 searches/s.
 
 use std::ops::Range;
@@ -179,60 +179,17 @@ impl Snippets {
     }
 }
 
-/// What finds a hit's best passage: our passage finder, or tantivy's snippet generator.
-#[derive(Clone)]
-pub(super) enum Highlighter {
-    Ours(Snippets),
-    /// The generator's inputs: it is not `Clone`, so each thread of a page makes its own.
-    Tantivy {
-        words: std::collections::BTreeMap<String, f32>,
-        analyzer: tantivy::tokenizer::TextAnalyzer,
-        field: tantivy::schema::Field,
-    },
-}
-
-impl Highlighter {
-    /// The best passage of `text` and where the query's words are in it.
-    pub(super) fn best<'t>(
-        &mut self,
-        text: &'t str,
-    ) -> Option<(&'t str, Vec<std::ops::Range<usize>>)> {
-        match self {
-            Self::Ours(snippets) => snippets.best(text),
-            Self::Tantivy {
-                words,
-                analyzer,
-                field,
-            } => {
-                let snippet = tantivy::snippet::SnippetGenerator::new(
-                    words.clone(),
-                    analyzer.clone(),
-                    *field,
-                    SNIPPET_CHARS,
-                )
-                .snippet(text);
-                if snippet.is_empty() {
-                    return None;
-                }
-                let range = snippet.fragment_range();
-                Some((&text[range], snippet.highlighted().to_vec()))
-            }
-        }
-    }
-}
-
 /// The longest passage a snippet shows, in bytes.
 const SNIPPET_CHARS: usize = 240;
 
 /// The snippet finder for the terms of `query` in the `searched` field, each weighted by its
-/// rarity: ours with the analyzer that stems only the words that could match (see
-/// [`snippet_analyzer`]), or tantivy's when `plain`.
+/// rarity, with the analyzer that stems only the words that could match (see
+/// [`snippet_analyzer`]).
 pub(super) fn snippets_for(
     searcher: &tantivy::Searcher,
     query: &dyn Query,
     searched: tantivy::schema::Field,
-    plain: bool,
-) -> Result<Highlighter, IndexError> {
+) -> Result<Snippets, IndexError> {
     let mut terms = std::collections::BTreeSet::new();
     query.query_terms(&mut |term, _| {
         if term.field() == searched {
@@ -249,25 +206,18 @@ pub(super) fn snippets_for(
             words.push((text, 1.0 / (1.0 + doc_freq as f32)));
         }
     }
-    if plain {
-        return Ok(Highlighter::Tantivy {
-            words: words.into_iter().collect(),
-            analyzer: searcher.index().tokenizer_for_field(searched)?,
-            field: searched,
-        });
-    }
     let stems: Vec<String> = words.iter().map(|(w, _)| w.clone()).collect();
-    Ok(Highlighter::Ours(Snippets::new(
+    Ok(Snippets::new(
         snippet_analyzer(&stems),
         words,
         SNIPPET_CHARS,
-    )))
+    ))
 }
 
 /// The start of a text, escaped, when no passage matched (a title-only hit).
 pub(super) fn lead(text: &str) -> String {
     let cut: String = text.chars().take(240).collect();
-    escape(cut.trim())
+    htmlescape::encode_minimal(cut.trim())
 }
 
 /// Escapes `fragment` and wraps the highlighted byte ranges in `<mark>`.
@@ -278,29 +228,13 @@ pub(super) fn highlight(fragment: &str, ranges: &[std::ops::Range<usize>]) -> St
         if r.start < at || r.end > fragment.len() {
             continue;
         }
-        out.push_str(&escape(&fragment[at..r.start]));
+        out.push_str(&htmlescape::encode_minimal(&fragment[at..r.start]));
         out.push_str("<mark>");
-        out.push_str(&escape(&fragment[r.start..r.end]));
+        out.push_str(&htmlescape::encode_minimal(&fragment[r.start..r.end]));
         out.push_str("</mark>");
         at = r.end;
     }
-    out.push_str(&escape(&fragment[at..]));
-    out
-}
-
-/// HTML-escapes text for element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    out.push_str(&htmlescape::encode_minimal(&fragment[at..]));
     out
 }
 
@@ -325,84 +259,8 @@ pub fn snippet_analyzer(query_terms: &[String]) -> TextAnalyzer {
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
         .filter(super::stop_words())
-        .filter(candidates::KeepCandidates::new(prefixes))
-        .filter(super::stem::ItalianStemmer)
+        .filter(super::stem::ItalianStemmer::only_starting_with(prefixes))
         .build()
-}
-
-mod candidates {
-    //! A token filter that blanks the tokens starting with none of a set of prefixes.
-
-    use std::sync::Arc;
-
-    use tantivy::tokenizer::{Token, TokenFilter, TokenStream, Tokenizer};
-
-    #[derive(Clone)]
-    pub struct KeepCandidates(Arc<Vec<String>>);
-
-    impl KeepCandidates {
-        pub fn new(prefixes: Vec<String>) -> Self {
-            Self(Arc::new(prefixes))
-        }
-    }
-
-    impl TokenFilter for KeepCandidates {
-        type Tokenizer<T: Tokenizer> = Wrapper<T>;
-
-        fn transform<T: Tokenizer>(self, inner: T) -> Wrapper<T> {
-            Wrapper {
-                prefixes: self.0,
-                inner,
-            }
-        }
-    }
-
-    #[derive(Clone)]
-    pub struct Wrapper<T> {
-        prefixes: Arc<Vec<String>>,
-        inner: T,
-    }
-
-    impl<T: Tokenizer> Tokenizer for Wrapper<T> {
-        type TokenStream<'a> = Stream<'a, T::TokenStream<'a>>;
-
-        fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
-            Stream {
-                prefixes: &self.prefixes,
-                tail: self.inner.token_stream(text),
-            }
-        }
-    }
-
-    pub struct Stream<'a, S> {
-        prefixes: &'a [String],
-        tail: S,
-    }
-
-    impl<S: TokenStream> TokenStream for Stream<'_, S> {
-        fn advance(&mut self) -> bool {
-            if !self.tail.advance() {
-                return false;
-            }
-            let token = self.tail.token_mut();
-            if !self
-                .prefixes
-                .iter()
-                .any(|p| token.text.starts_with(p.as_str()))
-            {
-                token.text.clear();
-            }
-            true
-        }
-
-        fn token(&self) -> &Token {
-            self.tail.token()
-        }
-
-        fn token_mut(&mut self) -> &mut Token {
-            self.tail.token_mut()
-        }
-    }
 }
 
 #[cfg(test)]

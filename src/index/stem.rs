@@ -5,10 +5,11 @@
 //! has computed, up to [`MAX_WORDS`] words, and starts over when full.
 //!
 //! Measured gain (BENCHMARKS.md, A/B at 1 M documents against tantivy's Italian stemmer,
-//! `FASCICOLO_SEARCH_PLAIN=stems`): `reindex` in 110.6 s against 139.9 s, and 127.4 s against
+//! 57707a6): `reindex` in 110.6 s against 139.9 s, and 127.4 s against
 //! 150.0 s in a second run.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use frostem::Algorithm;
 use tantivy::tokenizer::{Token, TokenFilter, TokenStream, Tokenizer};
@@ -16,9 +17,21 @@ use tantivy::tokenizer::{Token, TokenFilter, TokenStream, Tokenizer};
 /// Words remembered per analyzer instance (a few MiB).
 const MAX_WORDS: usize = 65_536;
 
-/// A token filter replacing each token by its Italian stem.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ItalianStemmer;
+/// A token filter replacing each token by its Italian stem, or, when it stems only the words
+/// starting with some prefixes, blanking the others.
+#[derive(Clone, Debug, Default)]
+pub struct ItalianStemmer {
+    only: Option<Arc<[String]>>,
+}
+
+impl ItalianStemmer {
+    /// Stems the tokens starting with one of `prefixes`, and blanks the others.
+    pub fn only_starting_with(prefixes: Vec<String>) -> Self {
+        Self {
+            only: Some(prefixes.into()),
+        }
+    }
+}
 
 impl TokenFilter for ItalianStemmer {
     type Tokenizer<T: Tokenizer> = StemmerFilter<T>;
@@ -26,6 +39,7 @@ impl TokenFilter for ItalianStemmer {
     fn transform<T: Tokenizer>(self, inner: T) -> StemmerFilter<T> {
         StemmerFilter {
             inner,
+            only: self.only,
             stems: HashMap::new(),
         }
     }
@@ -35,6 +49,7 @@ impl TokenFilter for ItalianStemmer {
 #[derive(Clone)]
 pub struct StemmerFilter<T> {
     inner: T,
+    only: Option<Arc<[String]>>,
     stems: HashMap<String, String>,
 }
 
@@ -45,6 +60,7 @@ impl<T: Tokenizer> Tokenizer for StemmerFilter<T> {
         StemmerStream {
             tail: self.inner.token_stream(text),
             stemmer: frostem::Stemmer::new(Algorithm::Italian),
+            only: self.only.as_deref(),
             stems: &mut self.stems,
         }
     }
@@ -54,6 +70,7 @@ impl<T: Tokenizer> Tokenizer for StemmerFilter<T> {
 pub struct StemmerStream<'a, S> {
     tail: S,
     stemmer: frostem::Stemmer,
+    only: Option<&'a [String]>,
     stems: &'a mut HashMap<String, String>,
 }
 
@@ -63,6 +80,12 @@ impl<S: TokenStream> TokenStream for StemmerStream<'_, S> {
             return false;
         }
         let token = self.tail.token_mut();
+        if let Some(only) = self.only
+            && !only.iter().any(|p| token.text.starts_with(p.as_str()))
+        {
+            token.text.clear();
+            return true;
+        }
         if let Some(stem) = self.stems.get(token.text.as_str()) {
             token.text.clear();
             token.text.push_str(stem);
@@ -101,7 +124,7 @@ mod tests {
             .filter(Stemmer::new(Language::Italian))
             .build();
         let mut cached = TextAnalyzer::builder(SimpleTokenizer::default())
-            .filter(ItalianStemmer)
+            .filter(ItalianStemmer::default())
             .build();
         let expected = stems(&mut plain, text);
         // Twice: the second pass is answered from memory.

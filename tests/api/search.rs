@@ -367,7 +367,7 @@ async fn snippets_escape_html_from_the_document() {
         .await;
     let snippet = body["hits"][0]["snippet"].as_str().unwrap();
     assert!(
-        snippet.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
+        snippet.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"),
         "{snippet}"
     );
     assert!(
