@@ -31,7 +31,7 @@ pub type FacetCounts = BTreeMap<String, BTreeMap<String, u64>>;
 /// many facets there are.
 pub struct SegmentFacets {
     /// Combination of each document.
-    combo: Combos,
+    pub(super) combo: Vec<u32>,
     /// Per combination: the slot of its value of each facet (string facets, then the year).
     slots: Vec<[u32; 4]>,
     /// Per slot: the facet (an index into [`FACETS`]) and the value; a last slot, of no facet,
@@ -41,28 +41,8 @@ pub struct SegmentFacets {
     newest: OnceLock<Vec<DocId>>,
 }
 
-/// The combination of each document: in two bytes when a segment has at most 65 536
-/// combinations, which halves what counting a broad search's matches reads; in four beyond.
-pub enum Combos {
-    /// Up to 65 536 combinations.
-    Narrow(Vec<u16>),
-    /// More.
-    Wide(Vec<u32>),
-}
-
-/// Segments with at most this many combinations keep them in two bytes a document.
-const NARROW_COMBINATIONS: usize = 1 << 16;
-
 impl SegmentFacets {
     pub(super) fn build(segment: &SegmentReader) -> tantivy::Result<Self> {
-        Self::build_narrow_up_to(segment, NARROW_COMBINATIONS)
-    }
-
-    /// [`SegmentFacets::build`], two bytes a document up to `narrow` combinations.
-    pub(crate) fn build_narrow_up_to(
-        segment: &SegmentReader,
-        narrow: usize,
-    ) -> tantivy::Result<Self> {
         let fast = segment.fast_fields();
         let mut columns: Vec<Option<Column<u64>>> = Vec::new();
         let mut terms = Vec::new();
@@ -109,11 +89,6 @@ impl SegmentFacets {
             }
             start = end;
         }
-        let combo = if values.len() <= narrow.min(NARROW_COMBINATIONS) {
-            Combos::Narrow(combo.into_iter().map(|c| c as u16).collect())
-        } else {
-            Combos::Wide(combo)
-        };
         // Slots: each string facet's terms in ordinal order, the years present, then the slot
         // of no value.
         let mut names = Vec::new();
@@ -179,20 +154,6 @@ impl SegmentFacets {
     /// Number of distinct combinations.
     pub fn combinations(&self) -> usize {
         self.slots.len()
-    }
-
-    /// The combination of a document.
-    #[inline]
-    pub fn combo_of(&self, doc: DocId) -> Option<usize> {
-        match &self.combo {
-            Combos::Narrow(c) => c.get(doc as usize).map(|&c| usize::from(c)),
-            Combos::Wide(c) => c.get(doc as usize).map(|&c| c as usize),
-        }
-    }
-
-    /// The combination of every document, by document.
-    pub fn combos(&self) -> &Combos {
-        &self.combo
     }
 
     /// Counts per slot, zero, for [`SegmentFacets::tally`] and [`SegmentFacets::named`].

@@ -7,7 +7,7 @@ use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
 
 use super::cache::SegmentCaches;
 pub use super::facet_table::FacetCounts;
-use super::facet_table::{Combos, SegmentFacets};
+use super::facet_table::SegmentFacets;
 
 /// Counts `procedure`, `kind`, `status` and `year` of every matching document, through the
 /// segments' facet tables ([`SegmentCaches::facets`]).
@@ -99,11 +99,7 @@ fn give_back(counts: Vec<u32>) {
 /// through the table, its length would be loaded again after every increment), a match in each
 /// of the [`LANES`] count arrays in turn.
 #[inline]
-fn count_block<'a, C: Copy + Into<u32>>(
-    combos: &[C],
-    mut lanes: impl Iterator<Item = &'a mut [u32]>,
-    docs: &[DocId],
-) {
+fn count_block<'a>(combos: &[u32], mut lanes: impl Iterator<Item = &'a mut [u32]>, docs: &[DocId]) {
     let (Some(a), Some(b), Some(c), Some(d)) =
         (lanes.next(), lanes.next(), lanes.next(), lanes.next())
     else {
@@ -112,7 +108,7 @@ fn count_block<'a, C: Copy + Into<u32>>(
     let count = |lane: &mut [u32], doc: DocId| {
         if let Some(n) = combos
             .get(doc as usize)
-            .and_then(|&combo| lane.get_mut(combo.into() as usize))
+            .and_then(|&combo| lane.get_mut(combo as usize))
         {
             *n += 1;
         }
@@ -160,12 +156,12 @@ impl SegmentCollector for FacetSegment {
 
     #[inline]
     fn collect(&mut self, doc: DocId, _: Score) {
-        if let Some(combo) = self.table.combo_of(doc)
-            && let Some(c) = self.counts.get_mut(combo)
+        if let Some(&combo) = self.table.combo.get(doc as usize)
+            && let Some(c) = self.counts.get_mut(combo as usize)
         {
             *c += 1;
             if self.few.len() < FEW {
-                self.few.push(combo as u32);
+                self.few.push(combo);
             }
         }
     }
@@ -182,10 +178,7 @@ impl SegmentCollector for FacetSegment {
         let lanes = self
             .counts
             .chunks_exact_mut(self.table.combinations().max(1));
-        match self.table.combos() {
-            Combos::Narrow(combos) => count_block(combos, lanes, docs),
-            Combos::Wide(combos) => count_block(combos, lanes, docs),
-        }
+        count_block(&self.table.combo, lanes, docs)
     }
 
     fn harvest(self) -> FacetCounts {
@@ -431,11 +424,11 @@ mod tests {
         }
     }
 
-    /// A segment's combinations are kept in two bytes a document up to 65 536 of them, in four
-    /// beyond: both count the same matches alike, block by block and document by document.
+    /// A segment's matches counted block by block (spread over the lanes) and document by
+    /// document count alike.
     #[test]
-    fn two_and_four_byte_combinations_count_alike() {
-        use super::super::facet_table::{Combos, SegmentFacets};
+    fn blocks_and_single_documents_count_alike() {
+        use super::super::facet_table::SegmentFacets;
         use super::{FacetSegment, LANES, zeroed};
         use tantivy::collector::SegmentCollector;
 
@@ -443,11 +436,8 @@ mod tests {
         let (_dir, index) = indexed(&docs);
         let searcher = index.searcher();
         let segment = &searcher.segment_readers()[0];
-        let facets = |narrow: usize, whole_blocks: bool| {
-            let table = std::sync::Arc::new(
-                SegmentFacets::build_narrow_up_to(segment, narrow).expect("table"),
-            );
-            let two_bytes = matches!(table.combos(), Combos::Narrow(_));
+        let facets = |whole_blocks: bool| {
+            let table = std::sync::Arc::new(SegmentFacets::build(segment).expect("table"));
             let mut collector = FacetSegment {
                 counts: zeroed(table.combinations() * LANES),
                 few: Vec::new(),
@@ -464,15 +454,11 @@ mod tests {
                     }
                 }
             }
-            (two_bytes, collector.harvest())
+            collector.harvest()
         };
-        let (two, by_two) = facets(usize::MAX, true);
-        let (four, by_four) = facets(0, true);
-        let (_, one_by_one) = facets(0, false);
-        assert!(two && !four);
-        assert_eq!(by_two, by_four);
-        assert_eq!(by_two, one_by_one);
-        let kinds: u64 = by_two["kind"].values().sum();
+        let by_blocks = facets(true);
+        assert_eq!(by_blocks, facets(false));
+        let kinds: u64 = by_blocks["kind"].values().sum();
         assert_eq!(kinds, 2000);
     }
 }

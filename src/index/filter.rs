@@ -43,19 +43,9 @@ impl CachedFilter {
     }
 }
 
-/// What browsing a filter finds: see [`CachedFilter::browse`].
-pub struct Browsed {
-    /// Admitted documents not deleted.
-    pub total: u64,
-    /// Their facets.
-    pub facets: FacetCounts,
-    /// The requested page of them, newest first.
-    pub page: Vec<DocAddress>,
-}
-
 impl CachedFilter {
     /// Every document the filter admits and no deletion removed, newest first: the exact
-    /// total, the facets and the page `skip..skip + take`, the answer of a search with no
+    /// total, the facets and the page `skip..skip + take` (each hit scoring 0), the answer of a search with no
     /// words and no other filter sorted by date. Nothing visits the documents one by one:
     /// the counts are kept with the filter (per state of the segment's deletions) and the
     /// page is read off the segments' newest-first orders, so browsing a million documents
@@ -66,7 +56,7 @@ impl CachedFilter {
         skip: usize,
         take: usize,
         facets: &FacetCollector<'_>,
-    ) -> tantivy::Result<Browsed> {
+    ) -> tantivy::Result<(u64, FacetCounts, Ranked)> {
         let want = skip.saturating_add(take);
         let mut total = 0;
         let mut fruits = Vec::new();
@@ -125,13 +115,9 @@ impl CachedFilter {
             .into_iter()
             .skip(skip)
             .take(take)
-            .map(|(_, address)| address)
+            .map(|(_, address)| (0.0, address))
             .collect();
-        Ok(Browsed {
-            total,
-            facets: super::facets::merge(fruits),
-            page,
-        })
+        Ok((total, super::facets::merge(fruits), page))
     }
 }
 

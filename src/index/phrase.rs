@@ -11,7 +11,6 @@
 //! searched again is 4–10× faster at p50; a new phrase is no faster, so the matches are found
 //! with tantivy's postings the way its phrase scorer finds them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -21,7 +20,6 @@ use tantivy::postings::Postings;
 use tantivy::query::{
     Bm25Weight, BooleanQuery, EnableScoring, Explanation, PhraseQuery, Query, Scorer, Weight,
 };
-use tantivy::query_grammar::{UserInputAst, UserInputLeaf, UserInputLiteral};
 use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DocId, DocSet, Score, SeekDangerResult, TERMINATED};
@@ -346,79 +344,52 @@ impl Scorer for KeptPhraseScorer {
     }
 }
 
-/// For each sequence of words the user's query analyses into, the readings found: the words'
-/// positions for an exact phrase, `None` for one with slop or a prefix.
-type Readings = HashMap<Vec<Term>, Vec<Option<Vec<(usize, Term)>>>>;
-
 /// `query` with each exact phrase in `field` answered by a [`KeptPhrase`] kept in `caches`,
 /// whose searches find the matches where none are kept when `finds`.
 ///
 /// tantivy's parsed phrase does not tell where its words stand (stop words leave gaps), so the
-/// user's query `text` is parsed again into tantivy's grammar and each of its words or quoted
-/// phrases is analysed as the parser does it. A phrase is replaced when exactly one
-/// exact reading of its words was found; anything else stays as parsed. `analyzer` gives the
-/// field's analyzer, asked for only when the query holds a phrase.
+/// user's query `text` is analysed whole, as the parser analyses each of its quoted phrases: a
+/// phrase's words follow each other in that text's tokens with their gaps. A phrase is
+/// replaced when its words follow each other there with one pattern of gaps only; anything
+/// else stays as parsed (a phrase's own tokens are always among the runs found, so a single
+/// pattern is its own). `analyzer` gives the field's analyzer, asked for only when the query
+/// holds a phrase.
 pub fn exact_phrases(
     query: Box<dyn Query>,
     text: &str,
     field: Field,
-    field_name: &str,
     analyzer: impl FnOnce() -> Option<TextAnalyzer>,
-    (caches, finds): (&Arc<SegmentCaches>, bool),
+    kept: (&Arc<SegmentCaches>, bool),
 ) -> Box<dyn Query> {
-    // Most searches hold no phrase: they are not parsed again.
-    if !has_phrase(query.as_ref()) {
+    // Most searches hold no phrase: they are not analysed again. A phrase with slop (`~`,
+    // which the public grammar refuses) is not exact: it stays tantivy's.
+    if !has_phrase(query.as_ref()) || text.contains('~') {
         return query;
     }
     let Some(mut analyzer) = analyzer() else {
         return query;
     };
-    let Ok(ast) = tantivy::query_grammar::parse_query(text) else {
-        return query;
-    };
-    let mut readings: Readings = HashMap::new();
-    literals(&ast, &mut |literal| {
-        if literal
-            .field_name
-            .as_deref()
-            .is_some_and(|f| f != field_name)
-        {
-            return;
-        }
-        let mut terms = Vec::new();
-        analyzer
-            .token_stream(&literal.phrase)
-            .process(&mut |token| {
-                terms.push((token.position, Term::from_field_text(field, &token.text)));
-            });
-        if terms.len() < 2 {
-            return;
-        }
-        let words = terms.iter().map(|(_, t)| t.clone()).collect();
-        let exact = (literal.slop == 0 && !literal.prefix).then_some(terms);
-        let seen = readings.entry(words).or_default();
-        if !seen.contains(&exact) {
-            seen.push(exact);
-        }
+    let mut tokens = Vec::new();
+    analyzer.token_stream(text).process(&mut |token| {
+        tokens.push((token.position, Term::from_field_text(field, &token.text)));
     });
-    rewrite(query, &readings, (caches, finds))
+    rewrite(query, &tokens, kept)
 }
 
-/// Calls `visit` with every literal of `ast`.
-fn literals(ast: &UserInputAst, visit: &mut dyn FnMut(&UserInputLiteral)) {
-    match ast {
-        UserInputAst::Clause(clauses) => {
-            for (_, clause) in clauses {
-                literals(clause, visit);
+/// Where `words` stand in a phrase: the gaps between them wherever they follow each other in
+/// `tokens`, when that is one pattern only.
+fn positions(tokens: &[(usize, Term)], words: &[Term]) -> Option<Vec<(usize, Term)>> {
+    let mut found: Option<Vec<(usize, Term)>> = None;
+    for run in tokens.windows(words.len().max(1)) {
+        if run.iter().map(|(_, t)| t).eq(words) {
+            let reading: Vec<_> = run.iter().map(|(p, t)| (p - run[0].0, t.clone())).collect();
+            if found.as_ref().is_some_and(|f| *f != reading) {
+                return None;
             }
-        }
-        UserInputAst::Boost(inner, _) => literals(inner, visit),
-        UserInputAst::Leaf(leaf) => {
-            if let UserInputLeaf::Literal(literal) = leaf.as_ref() {
-                visit(literal);
-            }
+            found = Some(reading);
         }
     }
+    found
 }
 
 /// Whether `query` holds a phrase where [`rewrite`] looks for one.
@@ -433,13 +404,13 @@ fn has_phrase(query: &dyn Query) -> bool {
 
 fn rewrite(
     query: Box<dyn Query>,
-    readings: &Readings,
+    tokens: &[(usize, Term)],
     kept: (&Arc<SegmentCaches>, bool),
 ) -> Box<dyn Query> {
     if let Some(phrase) = query.downcast_ref::<PhraseQuery>() {
-        if let Some([Some(terms)]) = readings.get(&phrase.phrase_terms()).map(Vec::as_slice) {
+        if let Some(terms) = positions(tokens, &phrase.phrase_terms()) {
             let (caches, finds) = kept;
-            let phrase = KeptPhrase::new(terms.clone(), caches.clone(), false);
+            let phrase = KeptPhrase::new(terms, caches.clone(), false);
             // A phrase's matches are found for keeping when it is asked again: the first
             // search of a phrase only asks it about what that search visits.
             let finds = finds && caches.seen_before(phrase.key());
@@ -451,7 +422,7 @@ fn rewrite(
         let clauses = boolean
             .clauses()
             .iter()
-            .map(|(occur, clause)| (*occur, rewrite(clause.box_clone(), readings, kept)))
+            .map(|(occur, clause)| (*occur, rewrite(clause.box_clone(), tokens, kept)))
             .collect();
         return Box::new(BooleanQuery::new(clauses));
     }
@@ -699,7 +670,6 @@ mod tests {
                 parsed,
                 q,
                 body,
-                "body",
                 || Some(crate::index::italian_analyzer()),
                 (&caches, true),
             )
@@ -732,6 +702,10 @@ mod tests {
                 .expect("a phrase")
                 .finds()
         );
+        // Its words elsewhere in the query, not following each other, leave it kept.
+        let query = rewritten("\"parere favorevole\" parere tecnico favorevole");
+        let boolean = query.downcast_ref::<BooleanQuery>().expect("a conjunction");
+        assert!(boolean.clauses().iter().any(|(_, q)| q.is::<KeptPhrase>()));
         // A phrase with slop is left to tantivy.
         let query = rewritten("\"parere favorevole\"~2");
         assert!(query.is::<PhraseQuery>());

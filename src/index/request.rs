@@ -43,32 +43,19 @@ impl Filters {
     /// Each filter as the field it matches and its value (the year as text), in a fixed
     /// order: what the search's audit record lists, and what becomes its terms.
     pub fn named(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if let Some(p) = &self.procedure {
-            out.push(("procedure", p.clone()));
-        }
-        if let Some(o) = &self.office {
-            out.push(("office", o.clone()));
-        }
-        if let Some(k) = self.kind {
-            out.push(("kind", k.as_str().to_owned()));
-        }
-        if let Some(s) = self.status {
-            out.push(("status", s.as_str().to_owned()));
-        }
-        if let Some(d) = self.dossier {
-            out.push(("dossier_id", d.to_string()));
-        }
-        if self.signed {
-            out.push(("signed", "yes".to_owned()));
-        }
-        if let Some(cf) = &self.signer {
-            out.push(("signer", cf.clone()));
-        }
-        if let Some(y) = self.year {
-            out.push(("year", y.to_string()));
-        }
-        out
+        [
+            ("procedure", self.procedure.clone()),
+            ("office", self.office.clone()),
+            ("kind", self.kind.map(|k| k.as_str().to_owned())),
+            ("status", self.status.map(|s| s.as_str().to_owned())),
+            ("dossier_id", self.dossier.map(|d| d.to_string())),
+            ("signed", self.signed.then(|| "yes".to_owned())),
+            ("signer", self.signer.clone()),
+            ("year", self.year.map(|y| y.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect()
     }
 
     /// The terms every hit must hold: each filter's value in the field of its name.

@@ -31,19 +31,10 @@ pub(super) const PARALLEL_FROM_DOCS: u64 = 100_000;
 const PARALLEL_PAGE_FROM: usize = 4;
 
 impl SearchIndex {
-    /// Runs a search restricted by `permission` (from `access`).
-    pub fn search(
-        &self,
-        request: &SearchRequest,
-        permission: Permission,
-    ) -> Result<SearchResult, IndexError> {
-        self.search_disclosing(request, permission, &mut |_, _| {})
-    }
-
-    /// [`SearchIndex::search`], calling `disclose` with the total and the page's hits (their
-    /// snippets not yet made) as soon as they are read: the audit record of what the search
-    /// discloses is written while the snippets are made. Once it is called, the search
-    /// answers.
+    /// Runs a search restricted by `permission` (from `access`), calling `disclose` with the
+    /// total and the page's hits (their snippets not yet made) as soon as they are read: the
+    /// audit record of what the search discloses is written while the snippets are made. Once
+    /// it is called, the search answers.
     pub fn search_disclosing(
         &self,
         request: &SearchRequest,
@@ -74,7 +65,6 @@ impl SearchIndex {
                     parsed,
                     &q,
                     f.body,
-                    "body",
                     || self.index().tokenizers().get(super::ITALIAN),
                     (&self.caches, permission.broad),
                 )
@@ -105,14 +95,8 @@ impl SearchIndex {
                     && request.to_ms.is_none()
                     && sort == SortBy::Date =>
             {
-                let browsed = filter.browse(
-                    &searcher,
-                    request.offset,
-                    request.limit.max(1),
-                    &self.facets(),
-                )?;
-                let page = browsed.page.into_iter().map(|a| (0.0, a)).collect();
-                (browsed.total, browsed.facets, page)
+                let (offset, limit) = (request.offset, request.limit.max(1));
+                filter.browse(&searcher, offset, limit, &self.facets())?
             }
             permission => {
                 let matches = Matches {
@@ -450,6 +434,17 @@ pub(crate) mod tests {
     use crate::index::IndexedDoc;
     use crate::index::cache::FilterKey;
     use tantivy::query::BooleanQuery;
+
+    impl SearchIndex {
+        /// A search whose disclosure nobody records.
+        pub(crate) fn search(
+            &self,
+            request: &SearchRequest,
+            permission: Permission,
+        ) -> Result<SearchResult, IndexError> {
+            self.search_disclosing(request, permission, &mut |_, _| {})
+        }
+    }
 
     /// The documents of any of the dossiers numbered `ids`, as a permission query.
     fn any_dossier(index: &SearchIndex, ids: &[u128]) -> Box<dyn Query> {
