@@ -3,9 +3,9 @@
 //! per segment when a reader reload brings it in (see [`super::cache::SegmentCaches`]).
 //!
 //! Measured gain (BENCHMARKS.md, A/B at 1 M documents against counting each value from the
-//! fast fields, 57707a6): 10 of 24 cells ≥ 10 % faster at p50 on
-//! repeated queries and 14 on distinct ones (a broad caller's most frequent words 3–7×), eight
-//! clients 1 679 against 636 searches/s.
+//! fast fields, 57707a6): 10 of 24 cells ≥ 10 % faster at p50 on repeated queries and 14 on
+//! distinct ones (a broad caller's most frequent words 3–7×), eight clients 1 679 against 636
+//! searches/s.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};

@@ -3,9 +3,8 @@
 //! words among the admitted documents.
 //!
 //! Measured gain (BENCHMARKS.md, A/B at 1 M documents against the permission as an ordinary
-//! clause, 57707a6): 12 of 24 cells ≥ 10 % faster at p50 on repeated
-//! queries and 11 on distinct ones (a professional's 2–4×), eight clients 1 709 against 534
-//! searches/s.
+//! clause, 57707a6): 12 of 24 cells ≥ 10 % faster at p50 on repeated queries and 11 on
+//! distinct ones (a professional's 2–4×), eight clients 1 709 against 534 searches/s.
 
 use std::sync::Arc;
 
@@ -45,10 +44,10 @@ impl CachedFilter {
 
 impl CachedFilter {
     /// Every document the filter admits and no deletion removed, newest first: the exact
-    /// total, the facets and the page `skip..skip + take` (each hit scoring 0), the answer of a search with no
-    /// words and no other filter sorted by date. Nothing visits the documents one by one:
-    /// the counts are kept with the filter (per state of the segment's deletions) and the
-    /// page is read off the segments' newest-first orders, so browsing a million documents
+    /// total, the facets and the page `skip..skip + take` (each hit scoring 0), the answer of
+    /// a search with no words and no other filter sorted by date. Nothing visits the documents
+    /// one by one: the counts are kept with the filter (per state of the segment's deletions)
+    /// and the page is read off the segments' newest-first orders, so browsing a million documents
     /// costs about what browsing a thousand does.
     pub fn browse(
         &self,

@@ -9,8 +9,8 @@
 //! a page costs a tokenisation of their texts and little else.
 //!
 //! Measured gain (BENCHMARKS.md, A/B at 1 M documents against tantivy's `SnippetGenerator`,
-//! 57707a6): 17 of 24 cells ≥ 10 % faster at p50 on repeated queries
-//! and 16 on distinct ones, eight clients 1 722 against 971 searches/s.
+//! 57707a6): 17 of 24 cells ≥ 10 % faster at p50 on repeated queries and 16 on distinct ones,
+//! eight clients 1 722 against 971 searches/s.
 
 use std::ops::Range;
 
@@ -239,8 +239,8 @@ pub(super) fn highlight(fragment: &str, ranges: &[std::ops::Range<usize>]) -> St
 }
 
 /// The analyzer snippets are highlighted with: the Italian analyzer (stop words dropped),
-/// except that only words that could stem to one of the query's terms are stemmed (the others are blanked, and never
-/// match). The Italian stemmer only removes or rewrites endings, and a rewrite changes at most
+/// except that only words that could stem to one of the query's terms are stemmed (the
+/// others are blanked, and never match). The Italian stemmer only removes or rewrites endings, and a rewrite changes at most
 /// the stem's last letter (*-enza* becomes *-ente*), so a word that does not begin with a
 /// query term's stem minus its last letter (at least three letters) cannot match; skipping
 /// the stemmer for those makes highlighting several times cheaper.
